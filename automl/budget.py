@@ -1,0 +1,53 @@
+"""The time budget: one clock for the whole run, and the rule for when to stop searching."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+__all__ = ["Budget", "search_should_stop"]
+
+
+@dataclass
+class Budget:
+    """``seconds`` of wall time counted from ``started`` (a ``clock()`` reading)."""
+
+    seconds: float
+    clock: Callable[[], float] = time.monotonic
+    started: float = field(default=-1.0)
+
+    def __post_init__(self) -> None:
+        if self.started < 0:
+            self.started = self.clock()
+
+    @classmethod
+    def since_wall_time(cls, seconds: float, started_at: float) -> Budget:
+        """A budget whose clock started at ``started_at`` (``time.time()``), e.g. at CLI start."""
+        return cls(seconds, started=time.monotonic() - max(0.0, time.time() - started_at))
+
+    @property
+    def deadline(self) -> float:
+        return self.started + self.seconds
+
+    def elapsed(self) -> float:
+        return self.clock() - self.started
+
+    def left(self) -> float:
+        return max(0.0, self.deadline - self.clock())
+
+
+def search_should_stop(budget: Budget, trial_seconds: list[float], refit_trials: int, finish_seconds: float,
+                       keep_share: float = 0.0) -> bool:
+    """Stop the search when the time left no longer covers one more trial plus what must follow.
+
+    What follows is ``refit_trials`` trainings of about a trial's length each (the
+    cross-validated refit of the best configuration) and ``finish_seconds`` for
+    writing outputs; at least ``keep_share`` of the whole budget is kept for them
+    too, so that longer budgets can refit more than one configuration. A trial's
+    length is the median of completed trials (the first one pays for warm-up).
+    """
+    typical = statistics.median(trial_seconds) if trial_seconds else 0.0
+    needed = typical * (1 + refit_trials) + finish_seconds
+    return budget.left() < max(needed, keep_share * budget.seconds)

@@ -1,0 +1,204 @@
+"""Ingest: dataset cards, reading CSV/Parquet files, and validating them once at the boundary.
+
+Every problem with the user's input becomes an :class:`InputError` whose one-line
+message names the file, column or value and says what to do.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import importlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from automl.errors import InputError
+
+__all__ = ["DatasetCard", "Dataset", "cards_dir", "builtin_cards", "load", "TASKS"]
+
+TASKS = ("binary", "multiclass", "regression")
+#: A text column whose values parse as numbers this often is a numeric column with typos.
+_NUMERIC_SHARE = 0.95
+
+
+@dataclass(frozen=True)
+class DatasetCard:
+    """What we know about a dataset: where it is, what to predict, and column rules."""
+
+    name: str
+    target: str | None = None
+    task: str | None = None
+    file: str | None = None
+    loader: str | None = None
+    loader_kwargs: dict[str, Any] = field(default_factory=dict)
+    zero_means_missing: tuple[str, ...] = ()
+    drop: tuple[str, ...] = ()
+    title: str = ""
+    question: str = ""
+    license: str = ""
+    provenance: str = ""
+
+    @classmethod
+    def from_yaml(cls, path: Path) -> DatasetCard:
+        import yaml
+
+        raw = yaml.safe_load(path.read_text()) or {}
+        cols = raw.pop("columns", {}) or {}
+        return cls(**raw, zero_means_missing=tuple(cols.get("zero_means_missing") or ()),
+                   drop=tuple(cols.get("drop") or ()))
+
+
+@dataclass
+class Dataset:
+    """A loaded, validated table with its card and a fingerprint of content + card."""
+
+    frame: pd.DataFrame
+    card: DatasetCard
+    source: str
+    fingerprint: str
+
+    @property
+    def target(self) -> str:
+        assert self.card.target is not None
+        return self.card.target
+
+
+def cards_dir() -> Path:
+    """The folder of built-in cards: inside the wheel, or ``datasets/`` in a checkout."""
+    installed = Path(__file__).parent / "_datasets"
+    return installed if installed.is_dir() else Path(__file__).parent.parent / "datasets"
+
+
+def builtin_cards() -> dict[str, DatasetCard]:
+    """Built-in dataset cards by name."""
+    cards = (DatasetCard.from_yaml(p) for p in sorted(cards_dir().glob("*.yaml")))
+    return {c.name: c for c in cards}
+
+
+def load(name_or_path: str, target: str | None = None, task: str | None = None) -> Dataset:
+    """Load a built-in dataset by name, or a CSV/Parquet file with ``target``; validate it."""
+    if task is not None and task not in TASKS:
+        raise InputError(f"unknown task {task!r}: use one of {', '.join(TASKS)}")
+    cards = builtin_cards()
+    path = Path(name_or_path)
+    if name_or_path in cards:
+        card = cards[name_or_path]
+        frame, source = _load_builtin(card)
+    elif path.suffix.lower() in (".csv", ".parquet", ".pq") or path.exists():
+        frame, source = _read_table(path), str(path)
+        card = DatasetCard(name=_slug(path.stem))
+    else:
+        raise InputError(f"unknown dataset {name_or_path!r}: use one of {', '.join(sorted(cards))} "
+                         "or the path of a .csv or .parquet file")
+    card = _with_overrides(card, target, task, source)
+    validate(frame, card, source)
+    return Dataset(frame, card, source, _fingerprint(frame, card))
+
+
+def _load_builtin(card: DatasetCard) -> tuple[pd.DataFrame, str]:
+    if card.file:
+        path = cards_dir() / card.file
+        return _read_table(path), str(path)
+    module, _, func = str(card.loader).rpartition(".")
+    bunch = getattr(importlib.import_module(module), func)(as_frame=True, **card.loader_kwargs)
+    return bunch.frame, f"{card.loader}({card.loader_kwargs})"
+
+
+def _with_overrides(card: DatasetCard, target: str | None, task: str | None, source: str) -> DatasetCard:
+    from dataclasses import replace
+
+    if target is None and card.target is None:
+        raise InputError(f"{source}: no target column given; pass --target COLUMN")
+    return replace(card, target=target or card.target, task=task or card.task)
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    if not path.exists():
+        raise InputError(f"{path}: file not found; check the path")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; give a .csv or .parquet file")
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            frame = pd.read_parquet(path)
+        else:
+            _check_csv_header(path)
+            frame = pd.read_csv(path)
+    except InputError:
+        raise
+    except pd.errors.EmptyDataError:
+        raise InputError(f"{path}: the file is empty; give a table with a header row and data rows") from None
+    except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{path}: cannot be read as a table ({reason}); "
+                         "give a UTF-8 CSV with a header row or a Parquet file") from None
+    if frame.columns.duplicated().any():
+        dupes = sorted(set(frame.columns[frame.columns.duplicated()]))
+        raise InputError(f"{path}: duplicate column names {dupes}; rename them so each is unique")
+    return frame
+
+
+def _check_csv_header(path: Path) -> None:
+    """Reject duplicate header names, which pandas would silently rename to ``x.1``."""
+    with path.open(newline="", encoding="utf-8") as fh:
+        header = next(csv.reader(fh), None)
+    if not header:
+        raise InputError(f"{path}: the file is empty; give a table with a header row and data rows")
+    seen: set[str] = set()
+    dupes = sorted({h for h in header if h in seen or seen.add(h)})  # type: ignore[func-returns-value]
+    if dupes:
+        raise InputError(f"{path}: duplicate column names {dupes}; rename them so each is unique")
+
+
+def validate(frame: pd.DataFrame, card: DatasetCard, source: str) -> None:
+    """Check the table once, at the boundary; raise :class:`InputError` on the first problem."""
+    target = card.target
+    if frame.shape[1] == 0 or frame.shape[0] == 0:
+        raise InputError(f"{source}: no data rows; give a table with a header row and data rows")
+    if target not in frame.columns:
+        raise InputError(f"{source}: target column {target!r} not found; columns are: "
+                         f"{', '.join(map(str, frame.columns))}")
+    for col in (*card.zero_means_missing, *card.drop):
+        if col not in frame.columns:
+            raise InputError(f"{source}: the dataset card names column {col!r}, which the file lacks")
+    y = frame[target]
+    if y.isna().all():
+        raise InputError(f"{source}: target column {target!r} is empty; fill it or choose another target")
+    if y.dropna().nunique() < 2:
+        raise InputError(f"{source}: target column {target!r} has a single value ({y.dropna().iloc[0]!r}); "
+                         "a model needs at least two classes or values to learn from")
+    if len(frame.columns) < 2:
+        raise InputError(f"{source}: only the target column {target!r}; add feature columns")
+    for col in frame.columns:
+        values = frame[col]
+        if values.isna().all():
+            raise InputError(f"{source}: column {col!r} is empty in every row; drop it or fill it")
+        if col != target and not pd.api.types.is_numeric_dtype(values) and col not in card.drop:
+            _check_numeric_typos(values, str(col), source)
+
+
+def _check_numeric_typos(values: pd.Series, col: str, source: str) -> None:
+    """A column of numbers with a few words in it is a data error, not a category."""
+    present = values.dropna()
+    numbers = pd.to_numeric(present, errors="coerce")
+    share = numbers.notna().mean()
+    if _NUMERIC_SHARE <= share < 1.0:
+        bad = present[numbers.isna()]
+        raise InputError(f"{source}: column {col!r} holds numbers but row {bad.index[0] + 1} has "
+                         f"{bad.iloc[0]!r} ({len(bad)} such cells); fix them or leave them blank")
+
+
+def _fingerprint(frame: pd.DataFrame, card: DatasetCard) -> str:
+    """A content hash of the data and the card: the key for caches and studies."""
+    digest = hashlib.sha256(pd.util.hash_pandas_object(frame, index=True).values.tobytes())
+    digest.update(json.dumps(card.__dict__, sort_keys=True, default=str).encode())
+    digest.update(",".join(map(str, frame.columns)).encode())
+    return digest.hexdigest()[:16]
+
+
+def _slug(text: str) -> str:
+    slug = "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
+    return "-".join(filter(None, slug.split("-"))) or "dataset"

@@ -1,0 +1,26 @@
+"""The exceptions that tell callers what to do next.
+
+``InputError``: the user's input is wrong; the CLI prints its one-line message and
+exits with code 2. ``FailedTrialError``: this trial failed; record it and go on.
+``FatalError``: stop the search.
+"""
+
+from __future__ import annotations
+
+__all__ = ["AutoMLError", "InputError", "FailedTrialError", "FatalError"]
+
+
+class AutoMLError(Exception):
+    """Base class of every error raised on purpose by ``automl``."""
+
+
+class InputError(AutoMLError, ValueError):
+    """Bad input from the user: the message names the file, column or value and the fix."""
+
+
+class FailedTrialError(AutoMLError):
+    """One trial failed (diverged, raised); the engine records it and continues."""
+
+
+class FatalError(AutoMLError):
+    """The search cannot go on (for example, every trial fails)."""

@@ -1,0 +1,85 @@
+"""Export and load model directories: everything a model needs at predict time, in one folder.
+
+Layout: ``model.json`` (card: schema, classes, metrics, versions) and ``fold_<i>/``
+with ``preprocessor.joblib`` and either ``model.joblib`` (scikit-learn) or
+``model.keras`` + ``network.json`` (Keras). Loading needs only ``automl``.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import joblib
+
+from automl.errors import InputError
+from automl.io import atomic_dir, atomic_write_text
+from automl.models import BaggedModel, FoldModel
+from automl.preprocess import Schema
+from automl.training import KerasMLP
+
+__all__ = ["save_model", "load_model", "FORMAT_VERSION"]
+
+FORMAT_VERSION = 1
+_PACKAGES = ("automl", "scikit-learn", "pandas", "numpy", "tensorflow", "keras", "optuna")
+
+
+def _versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def save_model(model: BaggedModel, path: Path, evaluation: str, extra: dict[str, Any] | None = None) -> None:
+    """Write ``model`` to the folder ``path`` atomically (the old folder stays until the new is whole)."""
+    with atomic_dir(path) as tmp:
+        for i, fold in enumerate(model.folds):
+            folder = tmp / f"fold_{i}"
+            folder.mkdir()
+            joblib.dump(fold.preprocessor, folder / "preprocessor.joblib")
+            if isinstance(fold.estimator, KerasMLP):
+                fold.estimator.model_.save(folder / "model.keras")
+                atomic_write_text(folder / "network.json", json.dumps(fold.estimator.state(), indent=1))
+            else:
+                joblib.dump(fold.estimator, folder / "model.joblib")
+        card = {
+            "format": FORMAT_VERSION, "model_id": model.model_id, "algo": model.algo,
+            "task": model.schema.task, "target": model.schema.target, "classes": model.schema.classes,
+            "input_columns": model.schema.features, "schema": model.schema.to_json(),
+            "metrics": model.metrics, "evaluation": evaluation, "hyperparameters": model.params,
+            "n_folds": len(model.folds), "prediction": "mean of the fold models",
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "versions": _versions(),
+            **(extra or {}),
+        }
+        atomic_write_text(tmp / "model.json", json.dumps(card, indent=1, default=str))
+
+
+def load_model(path: Path | str) -> BaggedModel:
+    """Load a model folder written by :func:`save_model`."""
+    path = Path(path)
+    card_path = path / "model.json"
+    if not card_path.is_file():
+        raise InputError(f"{path}: not a model folder (no model.json); give a folder under models/ or leader/")
+    card = json.loads(card_path.read_text())
+    folds = []
+    for i in range(card["n_folds"]):
+        folder = path / f"fold_{i}"
+        pre = joblib.load(folder / "preprocessor.joblib")
+        if (folder / "model.keras").exists():
+            import keras
+
+            net = keras.models.load_model(folder / "model.keras", compile=False)
+            estimator: Any = KerasMLP.from_state(json.loads((folder / "network.json").read_text()), net)
+        else:
+            estimator = joblib.load(folder / "model.joblib")
+        folds.append(FoldModel(pre, estimator))
+    return BaggedModel(card["model_id"], card["algo"], Schema(**card["schema"]), folds,
+                       card["hyperparameters"], card["metrics"])

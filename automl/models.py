@@ -1,0 +1,113 @@
+"""Model families: scikit-learn reference models like H2O's, and the bagged model every row exports.
+
+Every leaderboard row is a :class:`BaggedModel`: the k fold models of its
+cross-validation, each with its own fitted preprocessing, averaged at predict time
+(AutoGluon's bagging). Its out-of-fold score is therefore an honest estimate for
+exactly what is exported, and no extra full-data refit eats the time budget.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from automl.errors import InputError
+from automl.preprocess import Schema
+
+__all__ = ["Candidate", "FoldModel", "BaggedModel", "reference_candidates", "REFERENCE_ALGOS"]
+
+#: H2O's names for the families we build from scikit-learn.
+REFERENCE_ALGOS = ("GLM", "DRF", "XRT", "GBM")
+
+
+@dataclass
+class Candidate:
+    """A model to cross-validate: ``make()`` returns a fresh unfitted estimator."""
+
+    model_id: str
+    algo: str
+    make: Callable[[], Any]
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class FoldModel:
+    """One fold's fitted preprocessing and estimator."""
+
+    preprocessor: Any
+    estimator: Any
+
+
+@dataclass
+class BaggedModel:
+    """The average of fold models; predicts from raw rows with the training columns."""
+
+    model_id: str
+    algo: str
+    schema: Schema
+    folds: list[FoldModel]
+    params: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def check_columns(self, frame: pd.DataFrame, source: str = "input") -> None:
+        missing = [c for c in self.schema.features if c not in frame.columns]
+        if missing:
+            raise InputError(f"{source}: missing column(s) {', '.join(map(repr, missing))} that model "
+                             f"{self.model_id} was trained on; add them (blank cells are allowed)")
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        """Averaged class probabilities (n, n_classes), or values (n,) for regression."""
+        self.check_columns(frame)
+        outs = [predict_raw(f.estimator, f.preprocessor.transform(frame), self.schema.task) for f in self.folds]
+        return np.mean(outs, axis=0)
+
+    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """A frame with ``predict`` (label or value) and ``p_<class>`` columns for classification."""
+        out = self.predict_proba(frame)
+        if self.schema.task == "regression":
+            return pd.DataFrame({"predict": out}, index=frame.index)
+        classes = np.asarray(self.schema.classes, dtype=object)
+        result = pd.DataFrame({"predict": classes[out.argmax(axis=1)]}, index=frame.index)
+        for i, label in enumerate(self.schema.classes):
+            result[f"p_{label}"] = out[:, i]
+        return result
+
+
+def predict_raw(estimator: Any, x: np.ndarray, task: str) -> np.ndarray:
+    """Probabilities for classification, values for regression, from any of our estimators."""
+    if task == "regression":
+        return np.asarray(estimator.predict(x), dtype="float64")
+    return np.asarray(estimator.predict_proba(x), dtype="float64")
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    """Run ``fn`` and return its result and the seconds it took."""
+    start = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - start
+
+
+def reference_candidates(task: str, seed: int, n_jobs: int = 2) -> list[Candidate]:
+    """GLM, random forest (DRF), extremely randomized trees (XRT) and gradient boosting (GBM)."""
+    from sklearn import ensemble, linear_model
+
+    classify = task != "regression"
+    forest = {"n_estimators": 300, "min_samples_leaf": 2, "n_jobs": n_jobs, "random_state": seed}
+    gbm = {"learning_rate": 0.05, "max_iter": 300, "max_leaf_nodes": 15, "l2_regularization": 1.0,
+           "early_stopping": True, "validation_fraction": 0.15, "n_iter_no_change": 20, "random_state": seed}
+    if classify:
+        glm_params: dict[str, Any] = {"C": 1.0, "max_iter": 2000}
+        specs = [("GLM", linear_model.LogisticRegression, glm_params),
+                 ("DRF", ensemble.RandomForestClassifier, forest),
+                 ("XRT", ensemble.ExtraTreesClassifier, forest),
+                 ("GBM", ensemble.HistGradientBoostingClassifier, gbm)]
+    else:
+        specs = [("GLM", linear_model.RidgeCV, {"alphas": (0.01, 0.1, 1.0, 10.0, 100.0)}),
+                 ("DRF", ensemble.RandomForestRegressor, forest),
+                 ("XRT", ensemble.ExtraTreesRegressor, forest),
+                 ("GBM", ensemble.HistGradientBoostingRegressor, gbm)]
+    return [Candidate(f"{algo}_1", algo, lambda cls=cls, p=p: cls(**p), dict(p)) for algo, cls, p in specs]

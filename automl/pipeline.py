@@ -1,0 +1,273 @@
+"""``AutoML``: the estimator-like face of the library, and the stages the Prefect flow calls.
+
+``fit`` runs the stages in order; ``flows/automl_flow.py`` runs the same stage
+methods as Prefect tasks. Every stage reads the one :class:`Budget`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from automl import data as data_mod
+from automl import leaderboard as lb
+from automl.budget import Budget
+from automl.engines import SearchData, TrialRecord, get_engine
+from automl.errors import InputError
+from automl.evaluation import Evaluated, cross_validate, holdout_split, make_folds
+from automl.events import EventLog
+from automl.io import atomic_dir, write_csv, atomic_write_text
+from automl.metrics import DEFAULT_SORT, get
+from automl.models import BaggedModel, Candidate, reference_candidates
+from automl.preprocess import Schema, encode_target, infer_schema, make_preprocessor
+from automl.spaces import MAX_EPOCHS, MLP_SPACE, MLP_WARM_STARTS
+
+__all__ = ["AutoML", "DEFAULT_RUNTIME_SECS"]
+
+#: Default budget: the diabetes run with start-up and export ends well inside 3 minutes on 2 cores.
+DEFAULT_RUNTIME_SECS = 120.0
+#: How many of the best search configurations get a cross-validated leaderboard row.
+TOP_CONFIGS = 3
+#: Share of the budget kept after the search for cross-validating its best configurations.
+EVALUATE_SHARE = 0.3
+#: Seconds kept back for writing the leaderboard and exporting models.
+FINISH_SECONDS = 6.0
+#: Share of rows held out to score search trials (search bookkeeping, not the leaderboard).
+SEARCH_HOLDOUT = 0.2
+
+
+class AutoML:
+    """Search networks and reference models under a time budget; rank them on one protocol.
+
+    >>> aml = AutoML(max_runtime_secs=60).fit("diabetes")      # doctest: +SKIP
+    >>> aml.leaderboard.head(); aml.predict(new_rows)          # doctest: +SKIP
+    """
+
+    def __init__(self, max_runtime_secs: float = DEFAULT_RUNTIME_SECS, max_models: int | None = None,
+                 seed: int = 1, nfolds: int = 5, sort_metric: str | None = None, engine: str = "optuna",
+                 project: str | None = None, output_dir: str | Path | None = None, verbose: bool | None = None,
+                 started_at: float | None = None) -> None:
+        if max_runtime_secs <= 0:
+            raise InputError(f"--max-runtime-secs must be positive, but got {max_runtime_secs=}")
+        if max_models is not None and max_models < 0:
+            raise InputError(f"--max-models must be 0 or more, but got {max_models=}")
+        if nfolds < 2:
+            raise InputError(f"nfolds must be at least 2, but got {nfolds=}")
+        get_engine(engine)
+        self.max_runtime_secs, self.max_models, self.seed, self.nfolds = max_runtime_secs, max_models, seed, nfolds
+        self.sort_metric, self.engine, self.project = sort_metric, engine, project
+        self.output_dir = Path(output_dir) if output_dir else None
+        self.started_at = started_at
+        verbose = os.environ.get("CI", "").lower() != "true" if verbose is None else verbose
+        self.events = EventLog(verbose=verbose)
+        self.budget: Budget | None = None
+        self.trials: list[TrialRecord] = []
+        self.evaluated: list[Evaluated] = []
+        self._leaderboard: pd.DataFrame | None = None
+        self._leader: BaggedModel | None = None
+
+    # -- stages ---------------------------------------------------------------------
+    def ingest(self, data: str | pd.DataFrame | data_mod.Dataset, target: str | None = None,
+               task: str | None = None) -> data_mod.Dataset:
+        """Load and validate the data; start the clock if the caller has not."""
+        self.budget = self.budget or Budget.since_wall_time(self.max_runtime_secs, self.started_at or time.time())
+        _warm_up_tensorflow()
+        if isinstance(data, data_mod.Dataset):
+            ds = data
+        elif isinstance(data, pd.DataFrame):
+            card = data_mod.DatasetCard(name=self.project or "frame", target=target, task=task)
+            data_mod.validate(data, card, "DataFrame")
+            ds = data_mod.Dataset(data.reset_index(drop=True), card, "DataFrame", data_mod._fingerprint(data, card))
+        else:
+            ds = data_mod.load(str(data), target, task)
+        self.dataset = ds
+        self.project = self.project or ds.card.name
+        self.output_dir = self.output_dir or Path("runs") / self.project
+        self.events.add("ingest", f"{ds.source}: {ds.frame.shape[0]} rows, {ds.frame.shape[1]} columns, "
+                                  f"target {ds.target!r}, fingerprint {ds.fingerprint}")
+        return ds
+
+    def prepare(self) -> Schema:
+        """Infer the schema, encode the target, and fix the folds and the search split."""
+        ds = self.dataset
+        frame = ds.frame[ds.frame[ds.target].notna()].reset_index(drop=True)
+        if len(frame) < len(ds.frame):
+            self.events.warn("preprocess", f"dropped {len(ds.frame) - len(frame)} rows with no target value")
+        self.schema = schema = infer_schema(ds)
+        self.sort_metric = self.sort_metric or DEFAULT_SORT[schema.task]
+        try:
+            self.metric = get(self.sort_metric, schema.task)
+        except ValueError as exc:
+            raise InputError(f"--sort-metric: {exc}") from None
+        self.x, self.y = frame.drop(columns=[ds.target]), encode_target(schema, frame[ds.target])
+        if schema.task != "regression":
+            smallest = int(np.bincount(self.y).min())
+            if smallest < self.nfolds:
+                raise InputError(f"{ds.source}: class {schema.classes[int(np.bincount(self.y).argmin())]!r} of "
+                                 f"{ds.target!r} has {smallest} rows, fewer than the {self.nfolds} folds; "
+                                 "add rows or merge rare classes")
+        self.folds = make_folds(self.y, schema.task, self.nfolds, self.seed)
+        for col, reason in schema.dropped.items():
+            self.events.add("preprocess", f"column {col!r} not used: {reason}")
+        self.events.add("preprocess", f"task {schema.task}; {len(schema.numeric)} numeric and "
+                                      f"{len(schema.categorical)} categorical features; sort by {self.sort_metric}")
+        return schema
+
+    def fit_reference_models(self) -> list[Evaluated]:
+        """Cross-validate GLM, DRF, XRT and GBM on the leaderboard folds."""
+        done = []
+        for candidate in reference_candidates(self.schema.task, self.seed):
+            if self.budget.left() < FINISH_SECONDS:
+                self.events.warn("reference", f"skipped {candidate.model_id}: time budget used up")
+                continue
+            done += self._evaluate(candidate, "reference")
+        return done
+
+    def search(self) -> list[TrialRecord]:
+        """Search network architectures on a stratified holdout of the training rows."""
+        train, val = holdout_split(self.y, self.schema.task, SEARCH_HOLDOUT, self.seed)
+        pre = make_preprocessor(self.schema).fit(self.x.iloc[train])
+        split = SearchData(pre.transform(self.x.iloc[train]).astype("float32"), self.y[train],
+                           pre.transform(self.x.iloc[val]).astype("float32"), self.y[val],
+                           self.schema.task, max(len(self.schema.classes), 1))
+        self.events.add("search", f"{self.engine} search, {self.budget.left():.0f}s left")
+        engine = get_engine(self.engine)
+        self.trials = engine.search(
+            MLP_SPACE, split, self.metric, self.budget, max_trials=self.max_models, seed=self.seed,
+            storage_dir=self.output_dir / "search", study_name=f"{self.project}-{self.dataset.fingerprint}",
+            warm_starts=MLP_WARM_STARTS, refit_trials=self.nfolds, finish_seconds=FINISH_SECONDS,
+            keep_share=EVALUATE_SHARE, events=self.events, max_epochs=MAX_EPOCHS)
+        return self.trials
+
+    def evaluate_search(self) -> list[Evaluated]:
+        """Cross-validate the best configurations, as many as the budget allows (at least one)."""
+        from automl.training import KerasMLP
+
+        complete = [t for t in self.trials if t.state == "COMPLETE" and t.best_epoch > 0]
+        complete.sort(key=lambda t: (-self.metric.sign() * t.value, t.number))
+        done: list[Evaluated] = []
+        for trial in complete[:TOP_CONFIGS]:
+            cost = self.nfolds * trial.duration_s
+            if done and self.budget.left() < cost + FINISH_SECONDS:
+                self.events.add("evaluate", f"no time to cross-validate trial {trial.number}; stopping here")
+                break
+            candidate = Candidate(
+                f"MLP_{trial.number}", "MLP",
+                lambda t=trial: KerasMLP(t.params, self.schema.task, epochs=t.best_epoch, seed=self.seed,
+                                         n_classes=max(len(self.schema.classes), 1)),
+                {**trial.params, "epochs": trial.best_epoch})
+            done += self._evaluate(candidate, "evaluate")
+        return done
+
+    def finish(self) -> pd.DataFrame:
+        """Rank every evaluated model, export them, and write the run's files atomically."""
+        if not self.evaluated:
+            raise InputError(f"{self.dataset.source}: no model could be trained within "
+                             f"{self.max_runtime_secs:g}s; raise --max-runtime-secs")
+        rows = [{"model_id": e.model.model_id, "algo": e.model.algo, "params": e.model.params,
+                 "metrics": e.model.metrics, "training_time_ms": e.training_time_ms,
+                 "predict_time_per_row_ms": e.predict_time_per_row_ms} for e in self.evaluated]
+        board = lb.build(rows, self.schema.task, self.sort_metric)
+        out = self.output_dir
+        by_id = {e.model.model_id: e.model for e in self.evaluated}
+        from automl.export import save_model
+
+        evaluation = f"{self.nfolds}-fold cross-validation, out-of-fold predictions (seed {self.seed})"
+        for model_id in board["model_id"]:
+            save_model(by_id[model_id], out / "models" / model_id, evaluation, {"dataset": self._dataset_info()})
+        for stale in (out / "models").iterdir():
+            if stale.is_dir() and not stale.name.startswith(".") and stale.name not in by_id:
+                shutil.rmtree(stale)
+        self._leader = by_id[board["model_id"].iloc[0]]
+        with atomic_dir(out / "leader") as tmp:
+            shutil.copytree(out / "models" / self._leader.model_id, tmp, dirs_exist_ok=True)
+        write_csv(board, out / "leaderboard.csv")
+        write_csv(self._trials_frame(), out / "trials.csv")
+        self._leaderboard = board
+        self.events.add("leaderboard", f"leader {self._leader.model_id} {self.sort_metric}="
+                                       f"{board[self.sort_metric].iloc[0]:.4f}; {len(board)} models; "
+                                       f"run took {self.budget.elapsed():.1f}s of {self.max_runtime_secs:g}s")
+        atomic_write_text(out / "run.json", json.dumps(self.summary(), indent=1, default=str))
+        self.events.write(out / "event_log.csv")
+        return board
+
+    # -- public API -------------------------------------------------------------------
+    def fit(self, data: str | pd.DataFrame | data_mod.Dataset, target: str | None = None,
+            task: str | None = None) -> AutoML:
+        """Run every stage: ingest, preprocess, reference models, search, evaluation, export."""
+        self.ingest(data, target, task)
+        self.prepare()
+        self.fit_reference_models()
+        self.search()
+        self.evaluate_search()
+        self.finish()
+        return self
+
+    @property
+    def leaderboard(self) -> pd.DataFrame:
+        """The ranked models (a copy), best first."""
+        if self._leaderboard is None:
+            raise RuntimeError("call fit() first")
+        return self._leaderboard.copy()
+
+    @property
+    def leader(self) -> BaggedModel:
+        """The best model on the leaderboard."""
+        if self._leader is None:
+            raise RuntimeError("call fit() first")
+        return self._leader
+
+    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """The leader's predictions: ``predict`` and ``p_<class>`` columns."""
+        return self.leader.predict(frame)
+
+    def summary(self) -> dict[str, Any]:
+        """What the run did, for ``run.json`` and the Prefect artifact."""
+        states = pd.Series([t.state for t in self.trials], dtype="object").value_counts().to_dict()
+        return {"project": self.project, "dataset": self._dataset_info(), "task": self.schema.task,
+                "sort_metric": self.sort_metric, "leader": self._leader.model_id if self._leader else None,
+                "max_runtime_secs": self.max_runtime_secs, "elapsed_secs": round(self.budget.elapsed(), 2),
+                "engine": self.engine, "seed": self.seed, "nfolds": self.nfolds, "trials": states,
+                "output_dir": str(self.output_dir)}
+
+    # -- helpers ----------------------------------------------------------------------
+    def _evaluate(self, candidate: Candidate, stage: str) -> list[Evaluated]:
+        try:
+            result = cross_validate(candidate, self.x, self.y, self.schema, self.folds)
+        except Exception as exc:  # one failing model must not sink the run
+            self.events.warn(stage, f"{candidate.model_id} failed: {type(exc).__name__}: {exc}")
+            return []
+        self.evaluated.append(result)
+        self.events.add(stage, f"{candidate.model_id} {self.sort_metric}={result.model.metrics[self.sort_metric]:.4f} "
+                               f"({result.training_time_ms / 1000:.1f}s), {self.budget.left():.0f}s left")
+        return [result]
+
+    def _dataset_info(self) -> dict[str, Any]:
+        ds = self.dataset
+        return {"name": ds.card.name, "source": ds.source, "target": ds.target, "fingerprint": ds.fingerprint,
+                "rows": int(len(ds.frame))}
+
+    def _trials_frame(self) -> pd.DataFrame:
+        cols = ["number", "state", "value", "best_epoch", "duration_s", "params", "error"]
+        rows = [{**asdict(t), "params": json.dumps(t.params, sort_keys=True)} for t in self.trials]
+        frame = pd.DataFrame(rows, columns=cols).rename(columns={"value": f"validation_{self.sort_metric}"})
+        return frame
+
+
+def _warm_up_tensorflow() -> None:
+    """Import TensorFlow in a background thread while the reference models train.
+
+    The import costs ~4 s of mostly single-threaded work; overlapping it with
+    scikit-learn fitting gives that time back to the search.
+    """
+    import threading
+
+    threading.Thread(target=lambda: __import__("keras"), name="automl-tf-import", daemon=True).start()

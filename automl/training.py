@@ -1,0 +1,217 @@
+"""Training Keras networks fast, behind a small scikit-learn-like estimator.
+
+Keras' ``fit`` spends most of a small-data epoch in its data adapter and callback
+machinery (TOOLCHAIN.md). Here a chunk of epochs runs as one ``tf.function``: each
+epoch shuffles an index and takes batches with ``tf.gather`` from tensors that live
+on the device. Between chunks we score the validation rows, report to a pruner,
+keep the best weights, and check the deadline. TensorFlow is imported lazily:
+importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from automl.errors import FailedTrialError
+
+__all__ = ["KerasMLP", "EPOCH_CHUNK"]
+
+#: Epochs per compiled call: the granularity of early stopping, pruning and deadlines.
+EPOCH_CHUNK = 5
+#: Early stopping patience, in chunks of epochs.
+PATIENCE_CHUNKS = 4
+
+
+def _tf():
+    import tensorflow as tf
+
+    return tf
+
+
+@dataclass
+class KerasMLP:
+    """A multilayer perceptron with scikit-learn's ``fit``/``predict_proba`` shape.
+
+    ``task`` is ``binary``, ``multiclass`` or ``regression``; ``params`` come from
+    :data:`automl.spaces.MLP_SPACE`. With validation data, training stops early and
+    keeps the best epoch (``best_epoch_``); without, it trains ``epochs`` epochs.
+    Regression targets are standardized for training and mapped back on predict.
+    """
+
+    params: dict[str, Any]
+    task: str
+    epochs: int = 100
+    seed: int = 0
+    n_classes: int = 2
+    model_: Any = field(default=None, repr=False)
+    best_epoch_: int = 0
+    history_: list[tuple[int, float]] = field(default_factory=list, repr=False)
+    y_mean_: float = 0.0
+    y_std_: float = 1.0
+
+    # -- building -----------------------------------------------------------------
+    def _build(self, n_features: int) -> Any:
+        import keras
+
+        keras.utils.set_random_seed(self.seed)
+        p = self.params
+        reg = keras.regularizers.L2(p["l2"]) if p.get("l2") else None
+        inputs = keras.Input((n_features,))
+        h = inputs
+        for _ in range(int(p["n_layers"])):
+            h = keras.layers.Dense(int(p["units"]), kernel_regularizer=reg)(h)
+            if p.get("batch_norm"):
+                h = keras.layers.BatchNormalization()(h)
+            h = keras.layers.Activation(p["activation"])(h)
+            if p.get("dropout"):
+                h = keras.layers.Dropout(float(p["dropout"]))(h)
+        units, activation = {"binary": (1, "sigmoid"), "multiclass": (self.n_classes, "softmax"),
+                             "regression": (1, None)}[self.task]
+        outputs = keras.layers.Dense(units, activation=activation, dtype="float32")(h)
+        return keras.Model(inputs, outputs)
+
+    def _optimizer(self) -> Any:
+        import keras
+
+        lr = float(self.params["learning_rate"])
+        name = self.params["optimizer"]
+        if name == "sgd":
+            return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True)
+        return {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,
+                "rmsprop": keras.optimizers.RMSprop}[name](lr)
+
+    def _loss(self) -> Callable:
+        import keras
+
+        return {"binary": keras.losses.BinaryCrossentropy(),
+                "multiclass": keras.losses.SparseCategoricalCrossentropy(),
+                "regression": keras.losses.MeanSquaredError()}[self.task]
+
+    def _targets(self, y: np.ndarray) -> np.ndarray:
+        if self.task == "regression":
+            return ((y - self.y_mean_) / self.y_std_).astype("float32").reshape(-1, 1)
+        if self.task == "binary":
+            return y.astype("float32").reshape(-1, 1)
+        return y.astype("int32")
+
+    # -- training -----------------------------------------------------------------
+    def fit(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        x_val: np.ndarray | None = None,
+        monitor: Callable[[np.ndarray], float] | None = None,
+        report: Callable[[float, int], None] | None = None,
+        deadline: float | None = None,
+    ) -> KerasMLP:
+        """Train on ``x``/``y``; ``monitor(proba_val)`` scores ``x_val`` (higher is better).
+
+        ``report(score, epoch)`` is called after each chunk (a pruner may raise from
+        it). Training stops at ``deadline`` (a ``time.monotonic()`` value) keeping the
+        best weights so far. Raises :class:`FailedTrialError` if the loss diverges.
+        """
+        tf = _tf()
+        x = np.asarray(x, dtype="float32")
+        if self.task == "regression":
+            self.y_mean_, self.y_std_ = float(np.mean(y)), float(np.std(y) or 1.0)
+        self.model_ = model = self._build(x.shape[1])
+        optimizer = self._optimizer()
+        optimizer.build(model.trainable_variables)
+        run_epochs = _compiled_epochs(tf, model, optimizer, self._loss(), x, self._targets(np.asarray(y)),
+                                      int(self.params["batch_size"]))
+        self.history_, best, best_weights, stale = [], -math.inf, None, 0
+        done = 0
+        while done < self.epochs:
+            chunk = min(EPOCH_CHUNK, self.epochs - done)
+            loss = float(run_epochs(tf.constant(chunk)))
+            done += chunk
+            if not math.isfinite(loss):
+                raise FailedTrialError(f"training loss became {loss} at epoch {done}; "
+                                       "the learning rate is probably too high")
+            if x_val is None or monitor is None:
+                continue
+            score = monitor(self.predict_proba(x_val))
+            self.history_.append((done, score))
+            if score > best:
+                best, best_weights, self.best_epoch_, stale = score, model.get_weights(), done, 0
+            else:
+                stale += 1
+            if report is not None:
+                report(score, done)
+            if stale >= PATIENCE_CHUNKS or (deadline is not None and time.monotonic() >= deadline):
+                break
+        if best_weights is not None:
+            model.set_weights(best_weights)
+        else:
+            self.best_epoch_ = done
+        return self
+
+    # -- predicting ---------------------------------------------------------------
+    def _raw(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype="float32")
+        # Calling the model directly avoids predict()'s per-call data-adapter setup.
+        out = np.asarray(self.model_(x, training=False), dtype="float64")
+        if not np.all(np.isfinite(out)):
+            raise FailedTrialError("the network predicts NaN or infinite values")
+        return out
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """Class probabilities (n, n_classes); for regression, the predicted values (n,)."""
+        out = self._raw(x)
+        if self.task == "binary":
+            p = np.clip(out[:, 0], 0.0, 1.0)
+            return np.column_stack([1.0 - p, p])
+        if self.task == "multiclass":
+            return out
+        return out[:, 0] * self.y_std_ + self.y_mean_
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Class indices, or values for regression."""
+        out = self.predict_proba(x)
+        return out if self.task == "regression" else out.argmax(axis=1)
+
+    # -- persistence (used by automl.export) ----------------------------------------
+    def state(self) -> dict[str, Any]:
+        """JSON-serialisable state besides the Keras weights file."""
+        return {"params": self.params, "task": self.task, "epochs": self.epochs, "seed": self.seed,
+                "n_classes": self.n_classes, "best_epoch": self.best_epoch_,
+                "y_mean": self.y_mean_, "y_std": self.y_std_}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], keras_model: Any) -> KerasMLP:
+        est = cls(state["params"], state["task"], state["epochs"], state["seed"], state["n_classes"])
+        est.model_, est.best_epoch_ = keras_model, state["best_epoch"]
+        est.y_mean_, est.y_std_ = state["y_mean"], state["y_std"]
+        return est
+
+
+def _compiled_epochs(tf: Any, model: Any, optimizer: Any, loss_fn: Any, x: np.ndarray, y: np.ndarray,
+                     batch_size: int) -> Any:
+    """One ``tf.function`` that trains ``epochs`` epochs and returns the last batch loss."""
+    n = int(x.shape[0])
+    batch_size = min(batch_size, n)
+    steps = -(-n // batch_size)
+    xs, ys = tf.constant(x), tf.constant(y)
+    weights = model.trainable_variables
+
+    @tf.function
+    def run(epochs):
+        loss = tf.constant(0.0)
+        for _ in tf.range(epochs):
+            order = tf.random.shuffle(tf.range(n))
+            for s in tf.range(steps):
+                idx = order[s * batch_size: tf.minimum((s + 1) * batch_size, n)]
+                xb, yb = tf.gather(xs, idx), tf.gather(ys, idx)
+                with tf.GradientTape() as tape:
+                    loss = loss_fn(yb, model(xb, training=True))
+                    if model.losses:
+                        loss += tf.add_n(model.losses)
+                optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights))
+        return loss
+
+    return run
