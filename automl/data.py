@@ -18,7 +18,7 @@ import pandas as pd
 
 from automl.errors import InputError
 
-__all__ = ["DatasetCard", "Dataset", "cards_dir", "builtin_cards", "load", "TASKS"]
+__all__ = ["DatasetCard", "Dataset", "cards_dir", "builtin_cards", "load", "read_table", "validate", "TASKS"]
 
 TASKS = ("binary", "multiclass", "regression")
 #: A text column whose values parse as numbers this often is a numeric column with typos.
@@ -89,7 +89,7 @@ def load(name_or_path: str, target: str | None = None, task: str | None = None) 
         card = cards[name_or_path]
         frame, source = _load_builtin(card)
     elif path.suffix.lower() in (".csv", ".parquet", ".pq") or path.exists():
-        frame, source = _read_table(path), str(path)
+        frame, source = read_table(path), str(path)
         card = DatasetCard(name=_slug(path.stem))
     else:
         raise InputError(f"unknown dataset {name_or_path!r}: use one of {', '.join(sorted(cards))} "
@@ -102,7 +102,7 @@ def load(name_or_path: str, target: str | None = None, task: str | None = None) 
 def _load_builtin(card: DatasetCard) -> tuple[pd.DataFrame, str]:
     if card.file:
         path = cards_dir() / card.file
-        return _read_table(path), str(path)
+        return read_table(path), str(path)
     module, _, func = str(card.loader).rpartition(".")
     bunch = getattr(importlib.import_module(module), func)(as_frame=True, **card.loader_kwargs)
     return bunch.frame, f"{card.loader}({card.loader_kwargs})"
@@ -116,7 +116,7 @@ def _with_overrides(card: DatasetCard, target: str | None, task: str | None, sou
     return replace(card, target=target or card.target, task=task or card.task)
 
 
-def _read_table(path: Path) -> pd.DataFrame:
+def read_table(path: Path) -> pd.DataFrame:
     if not path.exists():
         raise InputError(f"{path}: file not found; check the path")
     if path.is_dir():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -25,7 +25,7 @@ class EventLog:
     rows: list[dict[str, str]] = field(default_factory=list)
 
     def add(self, stage: str, message: str, level: str = "INFO") -> None:
-        stamp = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+        stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
         self.rows.append({"timestamp": stamp, "level": level, "stage": stage, "message": message})
         _logger.log(getattr(logging, level, logging.INFO), "[%s] %s", stage, message)
         if self.verbose:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import platform
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -56,7 +56,7 @@ def save_model(model: BaggedModel, path: Path, evaluation: str, extra: dict[str,
             "input_columns": model.schema.features, "schema": model.schema.to_json(),
             "metrics": model.metrics, "evaluation": evaluation, "hyperparameters": model.params,
             "n_folds": len(model.folds), "prediction": "mean of the fold models",
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "versions": _versions(),
+            "created": datetime.now(UTC).isoformat(timespec="seconds"), "versions": _versions(),
             **(extra or {}),
         }
         atomic_write_text(tmp / "model.json", json.dumps(card, indent=1, default=str))

@@ -8,8 +8,8 @@ matrix; regression metrics take predicted values. Definitions follow H2O's.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 from sklearn import metrics as skm

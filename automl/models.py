@@ -9,8 +9,9 @@ exactly what is exported, and no extra full-data refit eats the time budget.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd

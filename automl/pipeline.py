@@ -24,7 +24,7 @@ from automl.engines import SearchData, TrialRecord, get_engine
 from automl.errors import InputError
 from automl.evaluation import Evaluated, cross_validate, holdout_split, make_folds
 from automl.events import EventLog
-from automl.io import atomic_dir, write_csv, atomic_write_text
+from automl.io import atomic_dir, atomic_write_text, write_csv
 from automl.metrics import DEFAULT_SORT, get
 from automl.models import BaggedModel, Candidate, reference_candidates
 from automl.preprocess import Schema, encode_target, infer_schema, make_preprocessor

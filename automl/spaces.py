@@ -8,7 +8,7 @@ engine never touches this file and adding a family never touches the engines.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 __all__ = ["Int", "Float", "Choice", "Param", "MLP_SPACE", "MLP_WARM_STARTS", "MAX_EPOCHS", "suggest"]
 
@@ -41,7 +41,7 @@ class Choice:
     choices: tuple[Any, ...]
 
 
-Param = Union[Int, Float, Choice]
+Param = Int | Float | Choice
 
 #: Upper bound on epochs; early stopping usually ends a trial well before it.
 MAX_EPOCHS = 100

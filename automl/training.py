@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -211,7 +212,7 @@ def _compiled_epochs(tf: Any, model: Any, optimizer: Any, loss_fn: Any, x: np.nd
                     loss = loss_fn(yb, model(xb, training=True))
                     if model.losses:
                         loss += tf.add_n(model.losses)
-                optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights))
+                optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights, strict=True))
         return loss
 
     return run

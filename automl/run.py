@@ -1,0 +1,101 @@
+"""``python -m automl.run DATASET_OR_PATH``: the AutoML run as a Prefect flow.
+
+Inputs are validated here, before Prefect or TensorFlow load, so a mistake costs a
+second, not a server start-up. With no Prefect API configured, Prefect runs the flow
+on a temporary local server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+__all__ = ["main", "build_parser"]
+
+_STARTED_AT = time.time()  # the budget counts from process start, not from flow start
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m automl.run",
+        description="Search Keras networks and reference models on a dataset; write a ranked, "
+                    "exported leaderboard under --output (default runs/<project>).",
+        epilog="Built-in datasets: diabetes, titanic, diabetes-progression. Example: "
+               "python -m automl.run data.csv --target label --max-runtime-secs 300")
+    p.add_argument("dataset", help="a built-in dataset name or the path of a .csv/.parquet file")
+    p.add_argument("--target", help="column to predict (required for files)")
+    p.add_argument("--task", choices=("binary", "multiclass", "regression"),
+                   help="override the inferred task type")
+    p.add_argument("--max-runtime-secs", type=float, default=None,
+                   help="wall-time budget for the whole run, start-up included (default 120)")
+    p.add_argument("--max-models", type=int, default=None,
+                   help="at most this many search trials (the reference models always train)")
+    p.add_argument("--engine", choices=("optuna",), default="optuna", help="search engine (default optuna)")
+    p.add_argument("--sort-metric", help="leaderboard sort metric (default auc / mean_per_class_error / "
+                                         "mean_residual_deviance by task)")
+    p.add_argument("--nfolds", type=int, default=5, help="cross-validation folds for every row (default 5)")
+    p.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    p.add_argument("--project", help="project name (default: the dataset name)")
+    p.add_argument("--output", help="output folder (default runs/<project>)")
+    noise = p.add_mutually_exclusive_group()
+    noise.add_argument("--quiet", action="store_true", help="no progress lines (default when CI=true)")
+    noise.add_argument("--verbose", action="store_true", help="progress lines even when CI=true")
+    return p
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from automl.data import load
+    from automl.errors import InputError
+    from automl.metrics import get
+    from automl.pipeline import DEFAULT_RUNTIME_SECS, AutoML
+    from automl.preprocess import infer_schema
+
+    budget = DEFAULT_RUNTIME_SECS if args.max_runtime_secs is None else args.max_runtime_secs
+    verbose = True if args.verbose else False if args.quiet else None
+    try:
+        AutoML(max_runtime_secs=budget, max_models=args.max_models, nfolds=args.nfolds)  # checks the numbers
+        ds = load(args.dataset, args.target, args.task)
+        schema = infer_schema(ds)
+        if args.sort_metric:
+            get(args.sort_metric, schema.task)
+    except InputError as exc:
+        return _fail(str(exc))
+    except ValueError as exc:  # an unknown --sort-metric
+        return _fail(f"--sort-metric: {exc}")
+
+    from flows.automl_flow import automl_flow
+
+    try:
+        summary = automl_flow(dataset=args.dataset, target=args.target, task_type=args.task,
+                              max_runtime_secs=budget, max_models=args.max_models, seed=args.seed,
+                              nfolds=args.nfolds, sort_metric=args.sort_metric, engine=args.engine,
+                              project=args.project, output_dir=args.output, started_at=_STARTED_AT,
+                              verbose=verbose)
+    except InputError as exc:
+        return _fail(str(exc))
+    _print_result(summary)
+    return 0
+
+
+def _print_result(summary: dict) -> None:
+    import pandas as pd
+
+    out = summary["output_dir"]
+    board = pd.read_csv(os.path.join(out, "leaderboard.csv"))
+    metric = summary["sort_metric"]
+    print(board[["model_id", metric, "algo"]].head(10).to_string(index=False))
+    print(f"\nleader {summary['leader']}; leaderboard {os.path.join(out, 'leaderboard.csv')}; "
+          f"models {os.path.join(out, 'models')}; {summary['elapsed_secs']}s")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+"""Prefect flows around the ``automl`` library: orchestration only, no ML logic."""
+
+from flows.automl_flow import automl_flow
+
+__all__ = ["automl_flow"]
