@@ -38,7 +38,7 @@ class Budget:
         return max(0.0, self.deadline - self.clock())
 
 
-def search_should_stop(budget: Budget, trial_seconds: list[float], refit_trials: int, finish_seconds: float,
+def search_should_stop(budget: Budget, trial_seconds: list[float], refit_trials: float, finish_seconds: float,
                        keep_share: float = 0.0) -> bool:
     """Stop the search when the time left no longer covers one more trial plus what must follow.
 

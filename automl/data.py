@@ -143,7 +143,7 @@ def read_table(path: Path) -> pd.DataFrame:
 
 def _check_csv_header(path: Path) -> None:
     """Reject duplicate header names, which pandas would silently rename to ``x.1``."""
-    with path.open(newline="", encoding="utf-8") as fh:
+    with path.open(newline="", encoding="utf-8-sig") as fh:  # pandas drops a BOM too
         header = next(csv.reader(fh), None)
     if not header:
         raise InputError(f"{path}: the file is empty; give a table with a header row and data rows")
@@ -168,7 +168,7 @@ def validate(frame: pd.DataFrame, card: DatasetCard, source: str) -> None:
     if y.isna().all():
         raise InputError(f"{source}: target column {target!r} is empty; fill it or choose another target")
     if y.dropna().nunique() < 2:
-        raise InputError(f"{source}: target column {target!r} has a single value ({y.dropna().iloc[0]!r}); "
+        raise InputError(f"{source}: target column {target!r} has a single value ({y.dropna().tolist()[0]!r}); "
                          "a model needs at least two classes or values to learn from")
     if len(frame.columns) < 2:
         raise InputError(f"{source}: only the target column {target!r}; add feature columns")

@@ -64,7 +64,8 @@ def _class_mse(y: np.ndarray, proba: np.ndarray) -> float:
 def _rmsle(y: np.ndarray, pred: np.ndarray) -> float:
     if np.any(y <= -1) or np.any(pred <= -1):
         return float("nan")  # undefined, as in H2O
-    return float(np.sqrt(skm.mean_squared_log_error(y, pred)))
+    # Not skm.mean_squared_log_error: older releases reject values in (-1, 0) (scikit-learn#29678).
+    return float(np.sqrt(np.mean((np.log1p(pred) - np.log1p(y)) ** 2)))
 
 
 _ALL_CLS = ("binary", "multiclass", "image")

@@ -25,14 +25,14 @@ MAX_CONSECUTIVE_FAILURES = 10
 
 def search(space: tuple[Param, ...], data: SearchData, metric: Metric, budget: Budget, *, max_trials: int | None,
            seed: int, storage_dir: Path, study_name: str, warm_starts: tuple[dict[str, Any], ...],
-           refit_trials: int, finish_seconds: float, keep_share: float, events: EventLog,
+           refit_trials: float, finish_seconds: float, keep_share: float, events: EventLog,
            max_epochs: int) -> list[TrialRecord]:
     """Run trials until the budget, ``max_trials`` or the failure limit says stop."""
     import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    optuna.logging.set_verbosity(logging.WARNING)
+    optuna.logging.set_verbosity(logging.ERROR)  # failed trials are recorded in trials.csv
     storage_dir.mkdir(parents=True, exist_ok=True)
     storage = JournalStorage(JournalFileBackend(str(storage_dir / "study.journal")))
     study = optuna.create_study(
@@ -84,7 +84,8 @@ def search(space: tuple[Param, ...], data: SearchData, metric: Metric, budget: B
         elif search_should_stop(budget, durations, refit_trials, finish_seconds, keep_share):
             study.stop()
 
-    remaining = None if max_trials is None else max(0, max_trials - len(study.trials))
+    finished = sum(t.state.is_finished() for t in study.trials)  # enqueued warm starts are not finished
+    remaining = None if max_trials is None else max(0, max_trials - finished)
     if remaining != 0 and not search_should_stop(budget, durations, refit_trials, finish_seconds, keep_share):
         study.optimize(objective, n_trials=remaining, timeout=budget.left(), catch=(FailedTrialError,),
                        callbacks=[after_trial], gc_after_trial=False)

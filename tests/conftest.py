@@ -1,0 +1,89 @@
+"""Shared fixtures: an isolated environment, a real Prefect server, and the CLI in a subprocess."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+_HOME = Path(tempfile.mkdtemp(prefix="automl-tests-"))
+
+# Before anything imports Prefect or Keras: keep them out of ~/.prefect and ~/.keras.
+os.environ.update({
+    "PREFECT_HOME": str(_HOME / "prefect"),
+    "KERAS_HOME": str(_HOME / "keras"),
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "TF_CPP_MIN_LOG_LEVEL": "2",
+    "PREFECT_LOGGING_LEVEL": "WARNING",
+})
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """The environment for child processes: the installed package, or this checkout if not installed."""
+    env = {**os.environ, **extra}
+    try:
+        importlib.metadata.distribution("automl")
+    except importlib.metadata.PackageNotFoundError:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")]))
+    return env
+
+
+def run_module(module: str, *args: str, cwd: Path, timeout: float = 600, **env: str) -> subprocess.CompletedProcess:
+    """``python -m module args`` in a fresh process; returns the completed process (text output)."""
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=cwd, env=subprocess_env(**env),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _prefect_command() -> list[str]:
+    script = Path(sys.executable).parent / "prefect"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "prefect"]
+
+
+@pytest.fixture(scope="session")
+def prefect_api() -> str:
+    """A real ``prefect server start`` on 127.0.0.1 at a free port, for the whole session.
+
+    Sets ``PREFECT_API_URL`` for this process and its children; stops the server after.
+    """
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    log = open(_HOME / "prefect-server.log", "w")  # noqa: SIM115 - closed in the finally below
+    server = subprocess.Popen([*_prefect_command(), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                              env=subprocess_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as reply:
+                    if reply.status == 200:
+                        break
+            except OSError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"Prefect server did not start; see {_HOME / 'prefect-server.log'}")
+            time.sleep(0.5)
+        os.environ["PREFECT_API_URL"] = url
+        yield url
+    finally:
+        os.environ.pop("PREFECT_API_URL", None)
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()

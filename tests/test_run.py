@@ -1,0 +1,114 @@
+"""End to end: the real CLI in a subprocess, the real flow on a real Prefect server, real training."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pandas as pd
+import pytest
+from conftest import REPO, run_module
+
+from automl.metrics import metrics_for
+
+
+def _read_run(out):
+    board = pd.read_csv(out / "leaderboard.csv")
+    summary = json.loads((out / "run.json").read_text())
+    return board, summary
+
+
+def _check_outputs(out, board: pd.DataFrame, task: str, sort_metric: str) -> None:
+    others = [m.name for m in metrics_for(task) if m.name != sort_metric]
+    assert list(board.columns) == ["model_id", sort_metric, *others, "training_time_ms",
+                                   "predict_time_per_row_ms", "algo", "hyperparameters"]
+    for model_id in board["model_id"]:
+        card = json.loads((out / "models" / model_id / "model.json").read_text())
+        assert card["model_id"] == model_id and card["task"] == task
+    assert json.loads((out / "leader" / "model.json").read_text())["model_id"] == board["model_id"].iloc[0]
+    trials = pd.read_csv(out / "trials.csv")
+    assert len(trials) >= 1 and set(trials["state"]) <= {"COMPLETE", "PRUNED", "FAIL"}
+    events = pd.read_csv(out / "event_log.csv")
+    assert list(events.columns) == ["timestamp", "level", "stage", "message"]
+    assert {"ingest", "preprocess", "reference", "search", "leaderboard"} <= set(events["stage"])
+    assert not list(out.rglob("*.tmp")), "temporary files left behind"
+
+
+def test_diabetes_end_to_end(prefect_api, tmp_path):
+    budget = 45
+    out = tmp_path / "out"
+    proc = run_module("automl.run", "diabetes", "--max-runtime-secs", budget, "--output", out, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    board, summary = _read_run(out)
+    _check_outputs(out, board, "binary", "auc")
+    assert {"GLM", "DRF", "GBM", "MLP"} <= set(board["algo"])
+    assert board["auc"].is_monotonic_decreasing
+    assert board["auc"].iloc[0] >= 0.8  # the leader beats a weak model by far on Pima
+    # The budget is a contract: the run, start-up included, ends within 10 % of it.
+    assert summary["elapsed_secs"] <= 1.1 * budget
+
+    from prefect.client.orchestration import get_client
+
+    async def latest_artifact():
+        async with get_client() as client:
+            return await client.read_latest_artifacts()
+
+    import asyncio
+
+    artifacts = {a.key: a for a in asyncio.run(latest_artifact())}
+    table = artifacts["leaderboard-diabetes"].data
+    rows = json.loads(table) if isinstance(table, str) else table
+    assert [r["model_id"] for r in rows] == list(board["model_id"])
+    assert "summary-diabetes" in artifacts
+
+
+def test_titanic_csv_with_target(prefect_api, tmp_path):
+    out = tmp_path / "out"
+    proc = run_module("automl.run", REPO / "datasets" / "titanic.csv", "--target", "Survived",
+                      "--max-runtime-secs", 40, "--max-models", 4, "--output", out, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    board, summary = _read_run(out)
+    _check_outputs(out, board, "binary", "auc")
+    assert "MLP" in set(board["algo"])
+    schema = json.loads((out / "leader" / "model.json").read_text())["schema"]
+    assert {"Sex", "Embarked"} <= set(schema["categorical"])
+    assert {"PassengerId", "Name", "Ticket", "Cabin"} <= set(schema["dropped"])
+    assert len(pd.read_csv(out / "trials.csv")) <= 4
+
+
+def test_regression_builtin_sorted_ascending(prefect_api, tmp_path):
+    out = tmp_path / "out"
+    proc = run_module("automl.run", "diabetes-progression", "--max-runtime-secs", 35, "--output", out,
+                      cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    board, _ = _read_run(out)
+    _check_outputs(out, board, "regression", "mean_residual_deviance")
+    assert board["mean_residual_deviance"].is_monotonic_increasing
+    assert "MLP" in set(board["algo"])
+
+
+def test_help_is_complete_and_does_not_import_tensorflow(tmp_path):
+    proc = run_module("automl.run", "--help", cwd=tmp_path)
+    assert proc.returncode == 0
+    for option in ("--target", "--max-runtime-secs", "--max-models", "--engine", "--seed", "--project",
+                   "--output", "--sort-metric"):
+        assert option in proc.stdout
+    probe = "import sys, automl, automl.run; automl.run.build_parser(); print('tensorflow' in sys.modules)"
+    import subprocess
+
+    from conftest import subprocess_env
+
+    result = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=subprocess_env(),
+                            capture_output=True, text=True)
+    assert result.stdout.strip() == "False", result.stderr
+
+
+@pytest.mark.parametrize("metric", ["logloss"])
+def test_sort_metric_option(prefect_api, tmp_path, metric):
+    out = tmp_path / "out"
+    proc = run_module("automl.run", "diabetes", "--max-runtime-secs", 25, "--max-models", 2, "--sort-metric",
+                      metric, "--output", out, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    board = pd.read_csv(out / "leaderboard.csv")
+    assert board.columns[1] == metric
+    assert board[metric].is_monotonic_increasing
