@@ -16,9 +16,10 @@ from typing import Any
 
 import joblib
 
+from automl.ensembles import StackedEnsemble
 from automl.errors import InputError
 from automl.io import atomic_dir, atomic_write_text
-from automl.models import BaggedModel, FoldModel
+from automl.models import BaggedModel, FoldModel, Model
 from automl.preprocess import Schema
 from automl.training import KerasMLP
 
@@ -38,10 +39,21 @@ def _versions() -> dict[str, str]:
     return found
 
 
-def save_model(model: BaggedModel, path: Path, evaluation: str, extra: dict[str, Any] | None = None) -> None:
-    """Write ``model`` to the folder ``path`` atomically (the old folder stays until the new is whole)."""
+def save_model(model: Model, path: Path, evaluation: str, extra: dict[str, Any] | None = None) -> None:
+    """Write ``model`` to the folder ``path`` atomically (the old folder stays until the new is whole).
+
+    A stacked ensemble's folder holds its metalearner and a full copy of each base
+    model under ``bases/``, so the folder alone suffices to predict.
+    """
     with atomic_dir(path) as tmp:
-        for i, fold in enumerate(model.folds):
+        layout: dict[str, Any] = {"kind": "bagged", "n_folds": len(getattr(model, "folds", ()))}
+        if isinstance(model, StackedEnsemble):
+            layout = {"kind": "stacked_ensemble", "n_folds": 0,
+                      "base_models": [b.model_id for b in model.bases]}
+            joblib.dump(model.metalearner, tmp / "metalearner.joblib")
+            for base in model.bases:
+                save_model(base, tmp / "bases" / base.model_id, evaluation)
+        for i, fold in enumerate(getattr(model, "folds", ())):
             folder = tmp / f"fold_{i}"
             folder.mkdir()
             joblib.dump(fold.preprocessor, folder / "preprocessor.joblib")
@@ -55,20 +67,26 @@ def save_model(model: BaggedModel, path: Path, evaluation: str, extra: dict[str,
             "task": model.schema.task, "target": model.schema.target, "classes": model.schema.classes,
             "input_columns": model.schema.features, "schema": model.schema.to_json(),
             "metrics": model.metrics, "evaluation": evaluation, "hyperparameters": model.params,
-            "n_folds": len(model.folds), "prediction": "mean of the fold models",
+            **layout, "prediction": "metalearner on the base models" if layout["n_folds"] == 0
+            else "mean of the fold models",
             "created": datetime.now(UTC).isoformat(timespec="seconds"), "versions": _versions(),
             **(extra or {}),
         }
         atomic_write_text(tmp / "model.json", json.dumps(card, indent=1, default=str))
 
 
-def load_model(path: Path | str) -> BaggedModel:
+def load_model(path: Path | str) -> Model:
     """Load a model folder written by :func:`save_model`."""
     path = Path(path)
     card_path = path / "model.json"
     if not card_path.is_file():
         raise InputError(f"{path}: not a model folder (no model.json); give a folder under models/ or leader/")
     card = json.loads(card_path.read_text())
+    schema = Schema(**card["schema"])
+    if card.get("kind") == "stacked_ensemble":
+        bases = [load_model(path / "bases" / model_id) for model_id in card["base_models"]]
+        return StackedEnsemble(card["model_id"], card["algo"], schema, bases,
+                               joblib.load(path / "metalearner.joblib"), card["hyperparameters"], card["metrics"])
     folds = []
     for i in range(card["n_folds"]):
         folder = path / f"fold_{i}"
@@ -81,5 +99,5 @@ def load_model(path: Path | str) -> BaggedModel:
         else:
             estimator = joblib.load(folder / "model.joblib")
         folds.append(FoldModel(pre, estimator))
-    return BaggedModel(card["model_id"], card["algo"], Schema(**card["schema"]), folds,
+    return BaggedModel(card["model_id"], card["algo"], schema, folds,
                        card["hyperparameters"], card["metrics"])

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from automl.metrics import get, metrics_for
+from automl.stats import Bootstrap
 
-__all__ = ["build", "sort", "columns"]
+__all__ = ["build", "sort", "columns", "add_confidence"]
 
 TIMING_COLUMNS = ["training_time_ms", "predict_time_per_row_ms"]
 
@@ -40,3 +42,29 @@ def sort(board: pd.DataFrame, task: str, sort_metric: str) -> pd.DataFrame:
     ascending = [not get(k, task).higher_is_better for k in keys]
     return board.sort_values([*keys, "model_id"], ascending=[*ascending, True], na_position="last",
                              kind="mergesort").reset_index(drop=True)
+
+
+def add_confidence(board: pd.DataFrame, preds: dict[str, np.ndarray], y: np.ndarray, task: str,
+                   sort_metric: str, seed: int = 0) -> pd.DataFrame:
+    """Insert ``<metric>_ci_low``, ``<metric>_ci_high`` and ``indistinguishable_from_leader``.
+
+    The interval is a 95 % bootstrap percentile interval of the sort metric over the
+    scored rows. A model is indistinguishable from the leader when the paired
+    bootstrap interval of (leader − model), on the same resampled rows, contains 0.
+    """
+    metric = get(sort_metric, task)
+    boot = Bootstrap(y, task, seed=seed)
+    leader = preds[board["model_id"].iloc[0]]
+    lows, highs, ties = [], [], []
+    for model_id in board["model_id"]:
+        low, high = boot.interval(metric, preds[model_id])
+        diff_low, _ = boot.difference(metric, leader, preds[model_id])
+        lows.append(low)
+        highs.append(high)
+        ties.append(bool(diff_low <= 0.0))
+    at = board.columns.get_loc(sort_metric) + 1
+    out = board.copy()
+    out.insert(at, f"{sort_metric}_ci_low", lows)
+    out.insert(at + 1, f"{sort_metric}_ci_high", highs)
+    out.insert(at + 2, "indistinguishable_from_leader", ties)
+    return out

@@ -19,7 +19,7 @@ import pandas as pd
 from automl.errors import InputError
 from automl.preprocess import Schema
 
-__all__ = ["Candidate", "FoldModel", "BaggedModel", "reference_candidates", "REFERENCE_ALGOS"]
+__all__ = ["Model", "Candidate", "FoldModel", "BaggedModel", "reference_candidates", "REFERENCE_ALGOS"]
 
 #: H2O's names for the families we build from scikit-learn.
 REFERENCE_ALGOS = ("GLM", "GBM", "DRF", "XRT")
@@ -43,28 +43,25 @@ class FoldModel:
     estimator: Any
 
 
-@dataclass
-class BaggedModel:
-    """The average of fold models; predicts from raw rows with the training columns."""
+class Model:
+    """What every exported model offers: ``predict_proba`` on raw rows, and ``predict``.
+
+    Subclasses are dataclasses with ``model_id``, ``algo``, ``schema``, ``params`` and
+    ``metrics`` and implement ``predict_proba``.
+    """
 
     model_id: str
     algo: str
     schema: Schema
-    folds: list[FoldModel]
-    params: dict[str, Any] = field(default_factory=dict)
-    metrics: dict[str, float] = field(default_factory=dict)
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        raise NotImplementedError
 
     def check_columns(self, frame: pd.DataFrame, source: str = "input") -> None:
         missing = [c for c in self.schema.features if c not in frame.columns]
         if missing:
             raise InputError(f"{source}: missing column(s) {', '.join(map(repr, missing))} that model "
                              f"{self.model_id} was trained on; add them (blank cells are allowed)")
-
-    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
-        """Averaged class probabilities (n, n_classes), or values (n,) for regression."""
-        self.check_columns(frame)
-        outs = [predict_raw(f.estimator, f.preprocessor.transform(frame), self.schema.task) for f in self.folds]
-        return np.mean(outs, axis=0)
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
         """A frame with ``predict`` (label or value) and ``p_<class>`` columns for classification."""
@@ -76,6 +73,24 @@ class BaggedModel:
         for i, label in enumerate(self.schema.classes):
             result[f"p_{label}"] = out[:, i]
         return result
+
+
+@dataclass
+class BaggedModel(Model):
+    """The average of fold models; predicts from raw rows with the training columns."""
+
+    model_id: str
+    algo: str
+    schema: Schema
+    folds: list[FoldModel]
+    params: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        """Averaged class probabilities (n, n_classes), or values (n,) for regression."""
+        self.check_columns(frame)
+        outs = [predict_raw(f.estimator, f.preprocessor.transform(frame), self.schema.task) for f in self.folds]
+        return np.mean(outs, axis=0)
 
 
 def predict_raw(estimator: Any, x: np.ndarray, task: str) -> np.ndarray:

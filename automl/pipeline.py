@@ -21,16 +21,17 @@ from automl import data as data_mod
 from automl import leaderboard as lb
 from automl.budget import Budget
 from automl.engines import SearchData, TrialRecord, get_engine
+from automl.ensembles import ENSEMBLE_ALGO, stack
 from automl.errors import InputError
 from automl.evaluation import Evaluated, cross_validate, holdout_split, make_folds
 from automl.events import EventLog
 from automl.io import atomic_dir, atomic_write_text, write_csv
-from automl.metrics import DEFAULT_SORT, get
-from automl.models import BaggedModel, Candidate, reference_candidates
+from automl.metrics import DEFAULT_SORT, get, score_all
+from automl.models import Candidate, Model, reference_candidates
 from automl.preprocess import Schema, encode_target, infer_schema, make_preprocessor
 from automl.spaces import MAX_EPOCHS, MLP_SPACE, MLP_WARM_STARTS
 
-__all__ = ["AutoML", "DEFAULT_RUNTIME_SECS"]
+__all__ = ["AutoML", "DEFAULT_RUNTIME_SECS", "ALGOS", "load_leaderboard_frame"]
 
 #: Default budget: the diabetes run with start-up and export ends well inside 3 minutes on 2 cores.
 DEFAULT_RUNTIME_SECS = 120.0
@@ -58,7 +59,9 @@ class AutoML:
     def __init__(self, max_runtime_secs: float = DEFAULT_RUNTIME_SECS, max_models: int | None = None,
                  seed: int = 1, nfolds: int = 5, sort_metric: str | None = None, engine: str = "optuna",
                  project: str | None = None, output_dir: str | Path | None = None, verbose: bool | None = None,
-                 started_at: float | None = None) -> None:
+                 started_at: float | None = None, include_algos: list[str] | None = None,
+                 exclude_algos: list[str] | None = None,
+                 leaderboard_frame: str | Path | pd.DataFrame | None = None) -> None:
         if max_runtime_secs <= 0:
             raise InputError(f"--max-runtime-secs must be positive, but got {max_runtime_secs=}")
         if max_models is not None and max_models < 0:
@@ -66,6 +69,8 @@ class AutoML:
         if nfolds < 2:
             raise InputError(f"nfolds must be at least 2, but got {nfolds=}")
         get_engine(engine)
+        self.algos = _allowed_algos(include_algos, exclude_algos)
+        self.leaderboard_frame = leaderboard_frame
         self.max_runtime_secs, self.max_models, self.seed, self.nfolds = max_runtime_secs, max_models, seed, nfolds
         self.sort_metric, self.engine, self.project = sort_metric, engine, project
         self.output_dir = Path(output_dir) if output_dir else None
@@ -76,7 +81,7 @@ class AutoML:
         self.trials: list[TrialRecord] = []
         self.evaluated: list[Evaluated] = []
         self._leaderboard: pd.DataFrame | None = None
-        self._leader: BaggedModel | None = None
+        self._leader: Model | None = None
 
     # -- stages ---------------------------------------------------------------------
     def ingest(self, data: str | pd.DataFrame | data_mod.Dataset, target: str | None = None,
@@ -118,6 +123,10 @@ class AutoML:
                                  f"{ds.target!r} has {smallest} rows, fewer than the {self.nfolds} folds; "
                                  "add rows or merge rare classes")
         self.folds = make_folds(self.y, schema.task, self.nfolds, self.seed)
+        self.holdout = None
+        if self.leaderboard_frame is not None:
+            self.holdout = load_leaderboard_frame(self.leaderboard_frame, schema)
+            self.events.add("preprocess", f"leaderboard scored on a leaderboard frame of {len(self.holdout[1])} rows")
         for col, reason in schema.dropped.items():
             self.events.add("preprocess", f"column {col!r} not used: {reason}")
         self.events.add("preprocess", f"task {schema.task}; {len(schema.numeric)} numeric and "
@@ -128,6 +137,8 @@ class AutoML:
         """Cross-validate GLM, DRF, XRT and GBM on the leaderboard folds."""
         done = []
         for candidate in reference_candidates(self.schema.task, self.seed):
+            if candidate.algo not in self.algos:
+                continue
             # Reference models are quick, but must leave most of the budget to the search.
             if done and self.budget.elapsed() > REFERENCE_SHARE * self.budget.seconds:
                 self.events.warn("reference", f"skipped {candidate.model_id}: its share of the budget is used up")
@@ -137,6 +148,8 @@ class AutoML:
 
     def search(self) -> list[TrialRecord]:
         """Search network architectures on a stratified holdout of the training rows."""
+        if "MLP" not in self.algos:
+            return []
         train, val = holdout_split(self.y, self.schema.task, SEARCH_HOLDOUT, self.seed)
         pre = make_preprocessor(self.schema).fit(self.x.iloc[train])
         split = SearchData(pre.transform(self.x.iloc[train]).astype("float32"), self.y[train],
@@ -173,6 +186,30 @@ class AutoML:
             done += self._evaluate(candidate, "evaluate")
         return done
 
+    def build_ensembles(self) -> list[Evaluated]:
+        """``StackedEnsemble_AllModels`` and ``StackedEnsemble_BestOfFamily`` on the base models' OOF rows."""
+        if ENSEMBLE_ALGO not in self.algos:
+            return []
+        bases = [e for e in self.evaluated if e.model.algo != ENSEMBLE_ALGO]
+        best_of_family: dict[str, Evaluated] = {}
+        for e in sorted(bases, key=lambda e: -self.metric.sign() * e.model.metrics[self.sort_metric]):
+            best_of_family.setdefault(e.model.algo, e)
+        groups = {"StackedEnsemble_AllModels": bases, "StackedEnsemble_BestOfFamily": list(best_of_family.values())}
+        done: list[Evaluated] = []
+        for model_id, members in groups.items():
+            if len(members) < 2 or (done and len(members) == len(bases)):
+                continue  # an ensemble needs two bases; BestOfFamily equal to AllModels adds nothing
+            try:
+                result = stack(model_id, members, self.y, self.schema, self.folds)
+            except Exception as exc:  # a failed metalearner must not sink the run
+                self.events.warn("ensemble", f"{model_id} failed: {type(exc).__name__}: {exc}")
+                continue
+            self.evaluated.append(result)
+            done.append(result)
+            self.events.add("ensemble", f"{model_id} {self.sort_metric}={result.model.metrics[self.sort_metric]:.4f}"
+                                        f" from {len(members)} models")
+        return done
+
     def finish(self) -> pd.DataFrame:
         """Rank every evaluated model, export them, and write the run's files atomically."""
         if not self.evaluated:
@@ -181,12 +218,21 @@ class AutoML:
         rows = [{"model_id": e.model.model_id, "algo": e.model.algo, "params": e.model.params,
                  "metrics": e.model.metrics, "training_time_ms": e.training_time_ms,
                  "predict_time_per_row_ms": e.predict_time_per_row_ms} for e in self.evaluated]
+        preds = {e.model.model_id: e.oof for e in self.evaluated}
+        y_scored = self.y
+        if self.holdout is not None:  # H2O's leaderboard_frame: every row scored on the user's rows
+            x_lb, y_scored = self.holdout
+            preds = {e.model.model_id: e.model.predict_proba(x_lb) for e in self.evaluated}
+            for row in rows:
+                row["metrics"] = score_all(self.schema.task, y_scored, preds[row["model_id"]])
         board = lb.build(rows, self.schema.task, self.sort_metric)
+        board = lb.add_confidence(board, preds, y_scored, self.schema.task, self.sort_metric, self.seed)
         out = self.output_dir
         by_id = {e.model.model_id: e.model for e in self.evaluated}
         from automl.export import save_model
 
-        evaluation = f"{self.nfolds}-fold cross-validation, out-of-fold predictions (seed {self.seed})"
+        evaluation = (f"{self.nfolds}-fold cross-validation, out-of-fold predictions (seed {self.seed})"
+                      if self.holdout is None else "the leaderboard frame given by the user")
         for model_id in board["model_id"]:
             save_model(by_id[model_id], out / "models" / model_id, evaluation, {"dataset": self._dataset_info()})
         for stale in (out / "models").iterdir():
@@ -214,6 +260,7 @@ class AutoML:
         self.fit_reference_models()
         self.search()
         self.evaluate_search()
+        self.build_ensembles()
         self.finish()
         return self
 
@@ -225,7 +272,7 @@ class AutoML:
         return self._leaderboard.copy()
 
     @property
-    def leader(self) -> BaggedModel:
+    def leader(self) -> Model:
         """The best model on the leaderboard."""
         if self._leader is None:
             raise RuntimeError("call fit() first")
@@ -234,6 +281,34 @@ class AutoML:
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
         """The leader's predictions: ``predict`` and ``p_<class>`` columns."""
         return self.leader.predict(frame)
+
+    def get_best_model(self, algorithm: str | None = None, criterion: str | None = None) -> Model:
+        """The best model of a family by a leaderboard column, with H2O's semantics.
+
+        ``algorithm``: None (any), ``"basemodel"`` (anything but an ensemble), or a family
+        (``glm``, ``gbm``, ``drf``, ``xrt``, ``mlp``/``deeplearning``, ``stackedensemble``;
+        any case). ``criterion``: a metric of the task, ``training_time_ms`` or
+        ``predict_time_per_row_ms`` (lower is better); default the sort metric.
+        """
+        board = self.leaderboard
+        if algorithm is not None:
+            family = _ALGO_ALIASES.get(algorithm.lower())
+            if family is None and algorithm.lower() != "basemodel":
+                raise ValueError(f"unknown algorithm {algorithm!r}; use basemodel or one of {', '.join(ALGOS)}")
+            board = board[board["algo"] != ENSEMBLE_ALGO] if family is None else board[board["algo"] == family]
+            if board.empty:
+                raise ValueError(f"no {algorithm} model on the leaderboard")
+        criterion = criterion or self.sort_metric
+        if criterion in lb.TIMING_COLUMNS:
+            ascending = True
+        else:
+            try:
+                ascending = not get(criterion, self.schema.task).higher_is_better
+            except ValueError as exc:
+                raise ValueError(f"criterion: {exc}") from None
+        best = board.sort_values([criterion, "model_id"], ascending=[ascending, True], kind="mergesort")
+        model_id = best["model_id"].iloc[0]
+        return next(e.model for e in self.evaluated if e.model.model_id == model_id)
 
     def summary(self) -> dict[str, Any]:
         """What the run did, for ``run.json`` and the Prefect artifact."""
@@ -274,3 +349,42 @@ def _refit_seconds(trial: TrialRecord) -> float:
 
     epochs_run = min(trial.best_epoch + EPOCH_CHUNK * PATIENCE_CHUNKS, MAX_EPOCHS)
     return trial.duration_s * trial.best_epoch / max(epochs_run, 1)
+
+
+ALGOS = ("GLM", "GBM", "DRF", "XRT", "MLP", ENSEMBLE_ALGO)
+_ALGO_ALIASES = {a.lower(): a for a in ALGOS} | {"deeplearning": "MLP"}
+
+
+def _allowed_algos(include: list[str] | None, exclude: list[str] | None) -> set[str]:
+    """The algorithm families to build; names are matched case-insensitively."""
+    if include and exclude:
+        raise InputError("use --include-algos or --exclude-algos, not both")
+
+    def resolve(names: list[str]) -> set[str]:
+        unknown = [n for n in names if n.lower() not in _ALGO_ALIASES]
+        if unknown:
+            raise InputError(f"unknown algorithm(s) {', '.join(map(repr, unknown))}; use {', '.join(ALGOS)}")
+        return {_ALGO_ALIASES[n.lower()] for n in names}
+
+    if include:
+        return resolve(include)
+    return set(ALGOS) - resolve(exclude or [])
+
+
+def load_leaderboard_frame(frame: str | Path | pd.DataFrame, schema: Schema) -> tuple[pd.DataFrame, np.ndarray]:
+    """Read and check a user's leaderboard frame: the feature columns and the target, known classes."""
+    source = "leaderboard frame" if isinstance(frame, pd.DataFrame) else str(frame)
+    if not isinstance(frame, pd.DataFrame):
+        frame = data_mod.read_table(Path(frame))
+    missing = [c for c in [*schema.features, schema.target] if c not in frame.columns]
+    if missing:
+        raise InputError(f"{source}: missing column(s) {', '.join(map(repr, missing))}; "
+                         "the leaderboard frame needs the training columns and the target")
+    frame = frame[frame[schema.target].notna()].reset_index(drop=True)
+    if schema.task != "regression":
+        unknown = sorted(set(frame[schema.target]) - set(schema.classes), key=str)
+        if unknown:
+            raise InputError(f"{source}: target {schema.target!r} has class(es) {unknown} not in the training data")
+    if len(frame) < 2:
+        raise InputError(f"{source}: fewer than 2 rows with a target value")
+    return frame, encode_target(schema, frame[schema.target])

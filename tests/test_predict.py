@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO, run_module
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
 
 from automl import AutoML
+from conftest import REPO, run_module
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,9 @@ import sys
 
 import pandas as pd
 import pytest
-from conftest import REPO, run_module
 
 from automl.metrics import metrics_for
+from conftest import REPO, run_module
 
 
 def _read_run(out):
@@ -20,8 +20,12 @@ def _read_run(out):
 
 def _check_outputs(out, board: pd.DataFrame, task: str, sort_metric: str) -> None:
     others = [m.name for m in metrics_for(task) if m.name != sort_metric]
-    assert list(board.columns) == ["model_id", sort_metric, *others, "training_time_ms",
+    assert list(board.columns) == ["model_id", sort_metric, f"{sort_metric}_ci_low", f"{sort_metric}_ci_high",
+                                   "indistinguishable_from_leader", *others, "training_time_ms",
                                    "predict_time_per_row_ms", "algo", "hyperparameters"]
+    assert (board[f"{sort_metric}_ci_low"] <= board[sort_metric]).all()
+    assert (board[sort_metric] <= board[f"{sort_metric}_ci_high"]).all()
+    assert bool(board["indistinguishable_from_leader"].iloc[0])
     for model_id in board["model_id"]:
         card = json.loads((out / "models" / model_id / "model.json").read_text())
         assert card["model_id"] == model_id and card["task"] == task

@@ -1,0 +1,124 @@
+"""Stacked ensembles as in H2O: a non-negative, regularised linear metalearner on base predictions.
+
+``StackedEnsemble_AllModels`` stacks every base model; ``StackedEnsemble_BestOfFamily``
+the best of each algorithm family. The metalearner learns from the bases' out-of-fold
+predictions (the level-one data), and its own score comes from cross-validating it on
+that level-one data with the leaderboard's folds, so every ensemble row is scored by
+out-of-fold predictions like every other row (H2O's protocol).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy.optimize import minimize
+
+from automl.evaluation import Evaluated
+from automl.metrics import score_all
+from automl.models import Model
+from automl.preprocess import Schema
+
+__all__ = ["Metalearner", "StackedEnsemble", "stack", "ENSEMBLE_ALGO"]
+
+ENSEMBLE_ALGO = "StackedEnsemble"
+_EPS = 1e-7
+
+
+@dataclass
+class Metalearner:
+    """Non-negative weights on base predictions with an L2 penalty ``alpha``.
+
+    Binary: logistic regression on the bases' logits. Multiclass: a weighted average
+    of the bases' probability vectors. Regression: linear regression on predictions.
+    Non-negative weights keep the blend interpretable and stop it from betting
+    against a model, as H2O's default GLM metalearner does.
+    """
+
+    task: str
+    alpha: float = 1e-3
+    weights_: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    intercept_: float = 0.0
+
+    def _features(self, preds: list[np.ndarray]) -> np.ndarray:
+        if self.task == "binary":
+            p = np.clip(np.column_stack([q[:, 1] for q in preds]), _EPS, 1 - _EPS)
+            return np.log(p / (1 - p))
+        if self.task == "regression":
+            return np.column_stack(preds)
+        return np.stack(preds, axis=1)  # (n, m, k)
+
+    def fit(self, preds: list[np.ndarray], y: np.ndarray) -> Metalearner:
+        z = self._features(preds)
+        m = len(preds)
+        if self.task == "regression":
+            from sklearn.linear_model import Ridge
+
+            fit = Ridge(alpha=self.alpha * len(y), positive=True).fit(z, y)
+            self.weights_, self.intercept_ = fit.coef_, float(fit.intercept_)
+            return self
+        start = np.full(m + 1, 1.0 / m)
+        start[-1] = 0.0
+        bounds = [(0.0, None)] * m + [(None, None)]
+        result = minimize(self._loss, start, args=(z, y), method="L-BFGS-B", bounds=bounds)
+        self.weights_, self.intercept_ = result.x[:-1], float(result.x[-1])
+        return self
+
+    def _loss(self, theta: np.ndarray, z: np.ndarray, y: np.ndarray) -> float:
+        w, b = theta[:-1], theta[-1]
+        p = self._combine(z, w, b)
+        p_true = p[:, 1] * y + p[:, 0] * (1 - y) if self.task == "binary" else p[np.arange(len(y)), y]
+        return float(-np.mean(np.log(np.clip(p_true, _EPS, 1.0))) + self.alpha * np.sum(w**2))
+
+    def _combine(self, z: np.ndarray, w: np.ndarray, b: float) -> np.ndarray:
+        if self.task == "binary":
+            p1 = 1.0 / (1.0 + np.exp(-(z @ w + b)))
+            return np.column_stack([1.0 - p1, p1])
+        total = w.sum()
+        w = w / total if total > 0 else np.full_like(w, 1.0 / len(w))
+        return np.einsum("nmk,m->nk", z, w)
+
+    def predict(self, preds: list[np.ndarray]) -> np.ndarray:
+        z = self._features(preds)
+        if self.task == "regression":
+            return z @ self.weights_ + self.intercept_
+        return self._combine(z, self.weights_, self.intercept_)
+
+
+@dataclass
+class StackedEnsemble(Model):
+    """Base models (each a whole bag) combined by a :class:`Metalearner`."""
+
+    model_id: str
+    algo: str
+    schema: Schema
+    bases: list[Any]
+    metalearner: Metalearner
+    params: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def predict_proba(self, frame: Any) -> np.ndarray:
+        self.check_columns(frame)
+        return self.metalearner.predict([b.predict_proba(frame) for b in self.bases])
+
+
+def stack(model_id: str, bases: list[Evaluated], y: np.ndarray, schema: Schema,
+          folds: list[tuple[np.ndarray, np.ndarray]]) -> Evaluated:
+    """Fit the metalearner on all level-one rows; score it by cross-validating it on the same folds."""
+    start = time.perf_counter()
+    level_one = [b.oof for b in bases]
+    oof = np.zeros_like(level_one[0])
+    for train, test in folds:
+        meta = Metalearner(schema.task).fit([z[train] for z in level_one], y[train])
+        oof[test] = meta.predict([z[test] for z in level_one])
+    meta = Metalearner(schema.task).fit(level_one, y)
+    ids = [b.model.model_id for b in bases]
+    params = {"base_models": ids, "metalearner": "non-negative GLM",
+              "weights": {i: round(float(w), 6) for i, w in zip(ids, meta.weights_, strict=True)}}
+    model = StackedEnsemble(model_id, ENSEMBLE_ALGO, schema, [b.model for b in bases], meta, params,
+                            score_all(schema.task, y, oof))
+    meta_ms = 1000 * (time.perf_counter() - start)
+    return Evaluated(model, oof, sum(b.training_time_ms for b in bases) + meta_ms,
+                     sum(b.predict_time_per_row_ms for b in bases))

@@ -1,0 +1,67 @@
+"""Stacked ensembles: non-negative metalearner, out-of-fold scoring, export and fresh-process predict."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from automl import AutoML, data
+from automl.ensembles import Metalearner, stack
+from automl.evaluation import cross_validate, make_folds
+from automl.models import reference_candidates
+from automl.preprocess import encode_target, infer_schema
+from conftest import REPO, run_module
+
+
+@pytest.fixture(scope="module")
+def bases():
+    ds = data.load("diabetes")
+    schema = infer_schema(ds)
+    x, y = ds.frame.drop(columns=[ds.target]), encode_target(schema, ds.frame[ds.target])
+    folds = make_folds(y, "binary", 5, seed=1)
+    evaluated = [cross_validate(c, x, y, schema, folds) for c in reference_candidates("binary", 1)
+                 if c.algo in ("GLM", "GBM")]
+    return evaluated, x, y, schema, folds
+
+
+def test_metalearner_weights_are_non_negative_and_ignore_a_bad_base():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 500)
+    good = 1 / (1 + np.exp(-(2 * y - 1 + rng.normal(size=500))))
+    anti = 1 - good  # a base that is perfectly wrong-way round: a negative weight would use it
+    preds = [np.column_stack([1 - q, q]) for q in (good, anti)]
+    meta = Metalearner("binary").fit(preds, y)
+    assert (meta.weights_ >= 0).all()
+    assert meta.weights_[0] > 0.5 and meta.weights_[1] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_stack_scores_out_of_fold(bases):
+    evaluated, x, y, schema, folds = bases
+    ens = stack("StackedEnsemble_AllModels", evaluated, y, schema, folds)
+    assert ens.model.metrics["auc"] == pytest.approx(roc_auc_score(y, ens.oof[:, 1]))
+    # The ensemble is scored by the same protocol: within noise of its bases, not above them by a leak.
+    best_base = max(e.model.metrics["auc"] for e in evaluated)
+    assert abs(ens.model.metrics["auc"] - best_base) < 0.02
+    assert set(ens.model.params["weights"]) == {e.model.model_id for e in evaluated}
+
+
+def test_ensembles_rank_export_and_predict_in_a_fresh_process(tmp_path):
+    frame = pd.read_csv(REPO / "datasets" / "titanic.csv")
+    aml = AutoML(max_runtime_secs=60, output_dir=tmp_path / "run", verbose=False,
+                 include_algos=["GLM", "GBM", "DRF", "StackedEnsemble"]).fit(frame, target="Survived")
+    board = aml.leaderboard
+    assert {"StackedEnsemble_AllModels", "StackedEnsemble_BestOfFamily"} & set(board["model_id"])
+    ens_id = next(m for m in board["model_id"] if m.startswith("StackedEnsemble"))
+    card = json.loads((tmp_path / "run" / "models" / ens_id / "model.json").read_text())
+    assert card["kind"] == "stacked_ensemble" and card["base_models"]
+    frame.head(50).to_csv(tmp_path / "rows.csv", index=False)
+    proc = run_module("automl.predict", tmp_path / "run" / "models" / ens_id, tmp_path / "rows.csv",
+                      "--output", tmp_path / "preds.csv", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    fresh = pd.read_csv(tmp_path / "preds.csv")
+    in_process = next(e.model for e in aml.evaluated if e.model.model_id == ens_id).predict(frame.head(50))
+    np.testing.assert_allclose(fresh["p_1"], in_process["p_1"], rtol=1e-6)

@@ -1,0 +1,76 @@
+"""The AutoML API: H2O conveniences (get_best_model, include/exclude algos, leaderboard frame)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.model_selection import train_test_split
+
+from automl import AutoML
+from automl.errors import InputError
+from automl.metrics import get
+from conftest import REPO
+
+FAST = ["GLM", "GBM", "StackedEnsemble"]  # no network training: these tests stay quick
+
+
+@pytest.fixture(scope="module")
+def split():
+    frame = pd.read_csv(REPO / "datasets" / "diabetes.csv")
+    return train_test_split(frame, test_size=0.3, random_state=3, stratify=frame["Outcome"])
+
+
+@pytest.fixture(scope="module")
+def fitted(split, tmp_path_factory):
+    train, test = split
+    return AutoML(max_runtime_secs=60, include_algos=FAST, verbose=False,
+                  output_dir=tmp_path_factory.mktemp("p") / "run").fit(train, target="Outcome")
+
+
+def test_include_algos_limits_the_board(fitted):
+    assert set(fitted.leaderboard["algo"]) <= {"GLM", "GBM", "StackedEnsemble"}
+    assert {"GLM", "GBM"} <= set(fitted.leaderboard["algo"])
+
+
+def test_get_best_model_semantics(fitted):
+    board = fitted.leaderboard
+    assert fitted.get_best_model().model_id == board["model_id"].iloc[0]
+    base = board[board["algo"] != "StackedEnsemble"]
+    assert fitted.get_best_model("basemodel").model_id == base.sort_values("auc", ascending=False)["model_id"].iloc[0]
+    assert fitted.get_best_model("GLM").model_id == "GLM_1"
+    by_logloss = board.sort_values("logloss")["model_id"].iloc[0]
+    assert fitted.get_best_model(criterion="logloss").model_id == by_logloss
+    fastest = board.sort_values("training_time_ms")["model_id"].iloc[0]
+    assert fitted.get_best_model(criterion="training_time_ms").model_id == fastest
+    with pytest.raises(ValueError, match="no deeplearning model"):
+        fitted.get_best_model("deeplearning")
+    with pytest.raises(ValueError, match="rmsle"):
+        fitted.get_best_model(criterion="rmsle")
+
+
+def test_exclude_algos_and_bad_names():
+    with pytest.raises(InputError, match="'SVM'"):
+        AutoML(include_algos=["SVM"])
+    with pytest.raises(InputError, match="not both"):
+        AutoML(include_algos=["GLM"], exclude_algos=["GBM"])
+
+
+def test_leaderboard_frame_scores_every_row_on_the_users_rows(split, tmp_path):
+    train, test = split
+    aml = AutoML(max_runtime_secs=60, include_algos=["GLM", "GBM"], leaderboard_frame=test, verbose=False,
+                 output_dir=tmp_path / "run").fit(train, target="Outcome")
+    y = test["Outcome"].to_numpy()
+    for model_id, auc in zip(aml.leaderboard["model_id"], aml.leaderboard["auc"], strict=True):
+        model = next(e.model for e in aml.evaluated if e.model.model_id == model_id)
+        assert auc == pytest.approx(get("auc", "binary").fn(y, model.predict_proba(test)))
+    assert np.isfinite(aml.leaderboard["auc_ci_low"]).all()
+
+
+def test_leaderboard_frame_missing_target_is_an_input_error(split, tmp_path):
+    train, test = split
+    aml = AutoML(include_algos=["GLM"], leaderboard_frame=test.drop(columns=["Outcome"]), verbose=False,
+                 output_dir=tmp_path / "run")
+    aml.ingest(train, target="Outcome")
+    with pytest.raises(InputError, match="'Outcome'"):
+        aml.prepare()
