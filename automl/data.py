@@ -10,17 +10,19 @@ import csv
 import hashlib
 import importlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from automl.errors import InputError
+from automl.images import is_image_source, load_images
 
 __all__ = ["DatasetCard", "Dataset", "cards_dir", "builtin_cards", "load", "read_table", "validate", "TASKS"]
 
-TASKS = ("binary", "multiclass", "regression")
+TASKS = ("binary", "multiclass", "regression", "image")
 #: A text column whose values parse as numbers this often is a numeric column with typos.
 _NUMERIC_SHARE = 0.95
 
@@ -60,6 +62,8 @@ class Dataset:
     card: DatasetCard
     source: str
     fingerprint: str
+    #: For image data: the pixels, shape (n, height, width, channels); ``frame`` holds the labels.
+    images: np.ndarray | None = None
 
     @property
     def target(self) -> str:
@@ -85,6 +89,13 @@ def load(name_or_path: str, target: str | None = None, task: str | None = None) 
         raise InputError(f"unknown task {task!r}: use one of {', '.join(TASKS)}")
     cards = builtin_cards()
     path = Path(name_or_path)
+    if name_or_path in cards and cards[name_or_path].task == "image":
+        return _image_dataset(cards[name_or_path], *_load_builtin_images(cards[name_or_path]))
+    if name_or_path not in cards and is_image_source(path):
+        if task not in (None, "image"):
+            raise InputError(f"{path}: image data, but --task {task}; drop --task or use --task image")
+        x, y, _ = load_images(path)
+        return _image_dataset(DatasetCard(name=_slug(path.stem), target="label", task="image"), x, y, str(path))
     if name_or_path in cards:
         card = cards[name_or_path]
         frame, source = _load_builtin(card)
@@ -103,14 +114,37 @@ def _load_builtin(card: DatasetCard) -> tuple[pd.DataFrame, str]:
     if card.file:
         path = cards_dir() / card.file
         return read_table(path), str(path)
-    module, _, func = str(card.loader).rpartition(".")
-    bunch = getattr(importlib.import_module(module), func)(as_frame=True, **card.loader_kwargs)
+    bunch = _call_loader(replace(card, loader_kwargs={"as_frame": True, **card.loader_kwargs}))
     return bunch.frame, f"{card.loader}({card.loader_kwargs})"
 
 
-def _with_overrides(card: DatasetCard, target: str | None, task: str | None, source: str) -> DatasetCard:
-    from dataclasses import replace
+def _load_builtin_images(card: DatasetCard) -> tuple[np.ndarray, np.ndarray, str]:
+    bunch = _call_loader(card)
+    return bunch.images.astype("float32")[..., None], np.asarray(bunch.target), f"{card.loader}()"
 
+
+def _call_loader(card: DatasetCard) -> Any:
+    module, _, func = str(card.loader).rpartition(".")
+    return getattr(importlib.import_module(module), func)(**card.loader_kwargs)
+
+
+def _image_dataset(card: DatasetCard, x: np.ndarray, y: np.ndarray | None, source: str) -> Dataset:
+    """Validate image data; the labels go in a one-column frame so targets work as for tables."""
+    if y is None:
+        raise InputError(f"{source}: no labels; put images in one subfolder per class, or save y= in the .npz")
+    if len(x) == 0:
+        raise InputError(f"{source}: no images")
+    labels = pd.Series(y, name="label")
+    if labels.nunique() < 2:
+        raise InputError(f"{source}: every image has the label {labels.iloc[0]!r}; a model needs two classes or more")
+    digest = hashlib.sha256(np.ascontiguousarray(x).tobytes())
+    digest.update(pd.util.hash_pandas_object(labels.astype(str), index=False).values.tobytes())
+    digest.update(json.dumps(card.__dict__, sort_keys=True, default=str).encode())
+    card = replace(card, target="label", task="image")
+    return Dataset(labels.to_frame(), card, source, digest.hexdigest()[:16], images=x)
+
+
+def _with_overrides(card: DatasetCard, target: str | None, task: str | None, source: str) -> DatasetCard:
     if target is None and card.target is None:
         raise InputError(f"{source}: no target column given; pass --target COLUMN")
     return replace(card, target=target or card.target, task=task or card.task)

@@ -17,7 +17,12 @@ from automl.metrics import score_all
 from automl.models import BaggedModel, Candidate, FoldModel, predict_raw
 from automl.preprocess import Schema, make_preprocessor
 
-__all__ = ["Evaluated", "make_folds", "holdout_split", "cross_validate"]
+__all__ = ["Evaluated", "make_folds", "holdout_split", "cross_validate", "take_rows"]
+
+
+def take_rows(x: pd.DataFrame | np.ndarray, rows: np.ndarray) -> pd.DataFrame | np.ndarray:
+    """Rows of a table (by position) or of an image array."""
+    return x.iloc[rows] if isinstance(x, pd.DataFrame) else x[rows]
 
 
 @dataclass
@@ -45,7 +50,7 @@ def holdout_split(y: np.ndarray, task: str, fraction: float, seed: int) -> tuple
     return np.sort(train), np.sort(val)
 
 
-def cross_validate(candidate: Candidate, x: pd.DataFrame, y: np.ndarray, schema: Schema,
+def cross_validate(candidate: Candidate, x: pd.DataFrame | np.ndarray, y: np.ndarray, schema: Schema,
                    folds: list[tuple[np.ndarray, np.ndarray]]) -> Evaluated:
     """Fit ``candidate`` on each fold's training rows; predict its held-out rows."""
     n_out = len(schema.classes) if schema.task != "regression" else 0
@@ -53,10 +58,10 @@ def cross_validate(candidate: Candidate, x: pd.DataFrame, y: np.ndarray, schema:
     fold_models, train_s, predict_s = [], 0.0, 0.0
     for train, test in folds:
         start = time.perf_counter()
-        pre = make_preprocessor(schema).fit(x.iloc[train])
-        est = candidate.make().fit(pre.transform(x.iloc[train]), y[train])
+        pre = make_preprocessor(schema).fit(take_rows(x, train))
+        est = candidate.make().fit(pre.transform(take_rows(x, train)), y[train], **candidate.fit_kwargs)
         mid = time.perf_counter()
-        oof[test] = predict_raw(est, pre.transform(x.iloc[test]), schema.task)
+        oof[test] = predict_raw(est, pre.transform(take_rows(x, test)), schema.task)
         predict_s += time.perf_counter() - mid
         train_s += mid - start
         fold_models.append(FoldModel(pre, est))

@@ -22,7 +22,7 @@ from automl.preprocess import Schema
 __all__ = ["Model", "Candidate", "FoldModel", "BaggedModel", "reference_candidates", "REFERENCE_ALGOS"]
 
 #: H2O's names for the families we build from scikit-learn.
-REFERENCE_ALGOS = ("GLM", "GBM", "DRF", "XRT")
+REFERENCE_ALGOS = ("GLM", "GBM", "DRF", "XRT", "SVM")
 
 
 @dataclass
@@ -33,6 +33,8 @@ class Candidate:
     algo: str
     make: Callable[[], Any]
     params: dict[str, Any] = field(default_factory=dict)
+    #: Extra keyword arguments for ``fit`` (a network's deadline, for one).
+    fit_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -58,6 +60,8 @@ class Model:
         raise NotImplementedError
 
     def check_columns(self, frame: pd.DataFrame, source: str = "input") -> None:
+        if self.schema.task == "image":
+            return  # the pixel scaler checks image shapes
         missing = [c for c in self.schema.features if c not in frame.columns]
         if missing:
             raise InputError(f"{source}: missing column(s) {', '.join(map(repr, missing))} that model "
@@ -66,10 +70,11 @@ class Model:
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
         """A frame with ``predict`` (label or value) and ``p_<class>`` columns for classification."""
         out = self.predict_proba(frame)
+        index = getattr(frame, "index", None)  # image arrays have none
         if self.schema.task == "regression":
-            return pd.DataFrame({"predict": out}, index=frame.index)
+            return pd.DataFrame({"predict": out}, index=index)
         classes = np.asarray(self.schema.classes, dtype=object)
-        result = pd.DataFrame({"predict": classes[out.argmax(axis=1)]}, index=frame.index)
+        result = pd.DataFrame({"predict": classes[out.argmax(axis=1)]}, index=index)
         for i, label in enumerate(self.schema.classes):
             result[f"p_{label}"] = out[:, i]
         return result
@@ -111,6 +116,8 @@ def reference_candidates(task: str, seed: int, n_jobs: int = 2) -> list[Candidat
     """GLM, gradient boosting (GBM), random forest (DRF), extremely randomized trees (XRT): cheapest first."""
     from sklearn import ensemble, linear_model
 
+    if task == "image":
+        return _image_reference_candidates(seed)
     classify = task != "regression"
     forest = {"n_estimators": 200, "min_samples_leaf": 2, "n_jobs": n_jobs, "random_state": seed}
     gbm = {"learning_rate": 0.05, "max_iter": 300, "max_leaf_nodes": 15, "l2_regularization": 1.0,
@@ -127,3 +134,22 @@ def reference_candidates(task: str, seed: int, n_jobs: int = 2) -> list[Candidat
                  ("DRF", ensemble.RandomForestRegressor, forest),
                  ("XRT", ensemble.ExtraTreesRegressor, forest)]
     return [Candidate(f"{algo}_1", algo, lambda cls=cls, p=p: cls(**p), dict(p)) for algo, cls, p in specs]
+
+
+def _image_reference_candidates(seed: int) -> list[Candidate]:
+    """Classical models on flattened pixels: a GLM and an RBF support-vector machine."""
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.svm import SVC
+
+    from automl.images import Flatten
+
+    glm = {"C": 0.1, "max_iter": 500}
+    svm = {"C": 10.0, "gamma": "scale"}
+    # Platt-scaled probabilities, the replacement scikit-learn recommends for SVC(probability=True).
+    calibrated = {"method": "sigmoid", "ensemble": False}
+    return [Candidate("GLM_1", "GLM", lambda: make_pipeline(Flatten(), LogisticRegression(**glm)), dict(glm)),
+            Candidate("SVM_1", "SVM",
+                      lambda: make_pipeline(Flatten(), CalibratedClassifierCV(SVC(**svm), **calibrated)),
+                      {**svm, **calibrated})]

@@ -23,13 +23,13 @@ from automl.budget import Budget
 from automl.engines import SearchData, TrialRecord, get_engine
 from automl.ensembles import ENSEMBLE_ALGO, stack
 from automl.errors import InputError
-from automl.evaluation import Evaluated, cross_validate, holdout_split, make_folds
+from automl.evaluation import Evaluated, cross_validate, holdout_split, make_folds, take_rows
 from automl.events import EventLog
 from automl.io import atomic_dir, atomic_write_text, write_csv
 from automl.metrics import DEFAULT_SORT, get, score_all
 from automl.models import Candidate, Model, reference_candidates
 from automl.preprocess import Schema, encode_target, infer_schema, make_preprocessor
-from automl.spaces import MAX_EPOCHS, MLP_SPACE, MLP_WARM_STARTS
+from automl.spaces import FAMILIES, MAX_EPOCHS
 
 __all__ = ["AutoML", "DEFAULT_RUNTIME_SECS", "ALGOS", "load_leaderboard_frame"]
 
@@ -99,8 +99,9 @@ class AutoML:
         self.dataset = ds
         self.project = self.project or ds.card.name
         self.output_dir = self.output_dir or Path("runs") / self.project
-        self.events.add("ingest", f"{ds.source}: {ds.frame.shape[0]} rows, {ds.frame.shape[1]} columns, "
-                                  f"target {ds.target!r}, fingerprint {ds.fingerprint}")
+        shape = (f"{len(ds.images)} images of {ds.images.shape[1:]}" if ds.images is not None
+                 else f"{ds.frame.shape[0]} rows, {ds.frame.shape[1]} columns")
+        self.events.add("ingest", f"{ds.source}: {shape}, target {ds.target!r}, fingerprint {ds.fingerprint}")
         return ds
 
     def prepare(self) -> Schema:
@@ -115,7 +116,9 @@ class AutoML:
             self.metric = get(self.sort_metric, schema.task)
         except ValueError as exc:
             raise InputError(f"--sort-metric: {exc}") from None
-        self.x, self.y = frame.drop(columns=[ds.target]), encode_target(schema, frame[ds.target])
+        self.x = ds.images if ds.images is not None else frame.drop(columns=[ds.target])
+        self.y = encode_target(schema, frame[ds.target])
+        self.family = "cnn" if schema.task == "image" else "mlp"
         if schema.task != "regression":
             smallest = int(np.bincount(self.y).min())
             if smallest < self.nfolds:
@@ -148,27 +151,28 @@ class AutoML:
 
     def search(self) -> list[TrialRecord]:
         """Search network architectures on a stratified holdout of the training rows."""
-        if "MLP" not in self.algos:
+        if self.family.upper() not in self.algos:
             return []
         train, val = holdout_split(self.y, self.schema.task, SEARCH_HOLDOUT, self.seed)
-        pre = make_preprocessor(self.schema).fit(self.x.iloc[train])
-        split = SearchData(pre.transform(self.x.iloc[train]).astype("float32"), self.y[train],
-                           pre.transform(self.x.iloc[val]).astype("float32"), self.y[val],
-                           self.schema.task, max(len(self.schema.classes), 1))
+        pre = make_preprocessor(self.schema).fit(take_rows(self.x, train))
+        split = SearchData(pre.transform(take_rows(self.x, train)).astype("float32"), self.y[train],
+                           pre.transform(take_rows(self.x, val)).astype("float32"), self.y[val],
+                           self.schema.task, max(len(self.schema.classes), 1), self.family)
+        space, warm_starts = FAMILIES[self.family]
         import keras  # noqa: F401  - pay the ~4 s import here, not inside the first trial's timing
 
         self.events.add("search", f"{self.engine} search, {self.budget.left():.0f}s left")
         engine = get_engine(self.engine)
         self.trials = engine.search(
-            MLP_SPACE, split, self.metric, self.budget, max_trials=self.max_models, seed=self.seed,
+            space, split, self.metric, self.budget, max_trials=self.max_models, seed=self.seed,
             storage_dir=self.output_dir / "search", study_name=f"{self.project}-{self.dataset.fingerprint}",
-            warm_starts=MLP_WARM_STARTS, refit_trials=REFIT_SHARE * self.nfolds, finish_seconds=FINISH_SECONDS,
+            warm_starts=warm_starts, refit_trials=REFIT_SHARE * self.nfolds, finish_seconds=FINISH_SECONDS,
             keep_share=EVALUATE_SHARE, events=self.events, max_epochs=MAX_EPOCHS)
         return self.trials
 
     def evaluate_search(self) -> list[Evaluated]:
         """Cross-validate the best configurations, as many as the budget allows (at least one)."""
-        from automl.training import KerasMLP
+        from automl.training import KerasNetwork
 
         complete = [t for t in self.trials if t.state == "COMPLETE" and t.best_epoch > 0]
         complete.sort(key=lambda t: (-self.metric.sign() * t.value, t.number))
@@ -178,11 +182,13 @@ class AutoML:
             if done and self.budget.left() < cost + FINISH_SECONDS:
                 self.events.add("evaluate", f"no time to cross-validate trial {trial.number}; stopping here")
                 break
+            algo = self.family.upper()
             candidate = Candidate(
-                f"MLP_{trial.number}", "MLP",
-                lambda t=trial: KerasMLP(t.params, self.schema.task, epochs=t.best_epoch, seed=self.seed,
-                                         n_classes=max(len(self.schema.classes), 1)),
-                {**trial.params, "epochs": trial.best_epoch})
+                f"{algo}_{trial.number}", algo,
+                lambda t=trial: KerasNetwork(t.params, self.schema.task, epochs=t.best_epoch, seed=self.seed,
+                                             n_classes=max(len(self.schema.classes), 1), family=self.family),
+                {**trial.params, "epochs": trial.best_epoch},
+                fit_kwargs={"deadline": self.budget.deadline - FINISH_SECONDS})
             done += self._evaluate(candidate, "evaluate")
         return done
 
@@ -351,7 +357,7 @@ def _refit_seconds(trial: TrialRecord) -> float:
     return trial.duration_s * trial.best_epoch / max(epochs_run, 1)
 
 
-ALGOS = ("GLM", "GBM", "DRF", "XRT", "MLP", ENSEMBLE_ALGO)
+ALGOS = ("GLM", "GBM", "DRF", "XRT", "SVM", "MLP", "CNN", ENSEMBLE_ALGO)
 _ALGO_ALIASES = {a.lower(): a for a in ALGOS} | {"deeplearning": "MLP"}
 
 
@@ -374,6 +380,8 @@ def _allowed_algos(include: list[str] | None, exclude: list[str] | None) -> set[
 def load_leaderboard_frame(frame: str | Path | pd.DataFrame, schema: Schema) -> tuple[pd.DataFrame, np.ndarray]:
     """Read and check a user's leaderboard frame: the feature columns and the target, known classes."""
     source = "leaderboard frame" if isinstance(frame, pd.DataFrame) else str(frame)
+    if schema.task == "image":
+        raise InputError(f"{source}: a leaderboard frame is supported for tables only, not for images")
     if not isinstance(frame, pd.DataFrame):
         frame = data_mod.read_table(Path(frame))
     missing = [c for c in [*schema.features, schema.target] if c not in frame.columns]

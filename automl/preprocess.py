@@ -20,6 +20,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from automl.data import Dataset
 from automl.errors import InputError
+from automl.images import PixelScaler
 
 __all__ = ["Schema", "infer_schema", "encode_target", "make_preprocessor", "CleanFrame"]
 
@@ -39,6 +40,8 @@ class Schema:
     zero_means_missing: list[str]
     classes: list[Any] = field(default_factory=list)
     dropped: dict[str, str] = field(default_factory=dict)
+    #: For image tasks: (height, width, channels) of every image.
+    image_shape: list[int] | None = None
 
     @property
     def features(self) -> list[str]:
@@ -52,6 +55,9 @@ def infer_schema(ds: Dataset) -> Schema:
     """Decide the task, the class labels and each column's role from the data and its card."""
     frame, card = ds.frame, ds.card
     y = frame[ds.target].dropna()
+    if ds.images is not None:
+        classes = sorted(y.unique().tolist(), key=lambda v: (str(type(v)), v))
+        return Schema("image", ds.target, [], [], [], classes, image_shape=list(ds.images.shape[1:]))
     task = card.task or _infer_task(y)
     classes: list[Any] = []
     if task != "regression":
@@ -133,9 +139,12 @@ class CleanFrame(BaseEstimator, TransformerMixin):
         return out
 
 
-def make_preprocessor(schema: Schema) -> Pipeline:
+def make_preprocessor(schema: Schema) -> Pipeline | PixelScaler:
     """An unfitted pipeline: column rules, median imputation with missing indicators,
-    scaling, and one-hot encoding (rare and unseen categories share one column)."""
+    scaling, and one-hot encoding (rare and unseen categories share one column).
+    Images only get their pixels scaled."""
+    if schema.task == "image":
+        return PixelScaler()
     numeric = Pipeline([("impute", SimpleImputer(strategy="median", add_indicator=True)),
                         ("scale", StandardScaler())])
     categorical = Pipeline([("impute", SimpleImputer(strategy="constant", fill_value="(missing)")),

@@ -12,6 +12,8 @@ import os
 import sys
 import time
 
+from automl.engines import ENGINES
+
 __all__ = ["main", "build_parser"]
 
 _STARTED_AT = time.time()  # the budget counts from process start, not from flow start
@@ -32,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="wall-time budget for the whole run, start-up included (default 120)")
     p.add_argument("--max-models", type=int, default=None,
                    help="at most this many search trials (the reference models always train)")
-    p.add_argument("--engine", choices=("optuna",), default="optuna", help="search engine (default optuna)")
+    p.add_argument("--engine", choices=ENGINES, default="optuna", help="search engine (default optuna)")
     p.add_argument("--sort-metric", help="leaderboard sort metric (default auc / mean_per_class_error / "
                                          "mean_residual_deviance by task)")
     p.add_argument("--nfolds", type=int, default=5, help="cross-validation folds for every row (default 5)")

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Int", "Float", "Choice", "Param", "MLP_SPACE", "MLP_WARM_STARTS", "MAX_EPOCHS", "suggest"]
+__all__ = ["Int", "Float", "Choice", "Param", "MLP_SPACE", "MLP_WARM_STARTS", "CNN_SPACE", "CNN_WARM_STARTS",
+           "FAMILIES", "MAX_EPOCHS", "suggest"]
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,38 @@ MLP_WARM_STARTS: tuple[dict[str, Any], ...] = (
     {"n_layers": 1, "units": 32, "activation": "elu", "dropout": 0.1, "batch_norm": False,
      "l2": 1e-3, "learning_rate": 3e-3, "optimizer": "adam", "batch_size": 32},
 )
+
+
+#: Convolutional networks for images. Pooling is applied only while the feature map
+#: is at least 4 pixels wide (see ``automl.training``), so an 8x8 image is never
+#: pooled away whatever ``n_blocks`` is drawn.
+CNN_SPACE: tuple[Param, ...] = (
+    Int("n_blocks", 1, 3),
+    Choice("filters", (16, 32, 64)),
+    Choice("kernel_size", (3, 5)),
+    Choice("pooling", ("max", "avg", "none")),
+    Choice("batch_norm", (False, True)),
+    Float("dropout", 0.0, 0.5),
+    Choice("dense_units", (0, 64, 128)),
+    Choice("augmentation", ("none", "translate", "translate+rotate")),
+    Choice("activation", ("relu", "elu", "swish")),
+    Float("l2", 1e-6, 1e-3, log=True),
+    Float("learning_rate", 1e-4, 1e-2, log=True),
+    Choice("optimizer", ("adam", "adamw", "rmsprop", "sgd")),
+    Choice("batch_size", (32, 64, 128)),
+)
+
+CNN_WARM_STARTS: tuple[dict[str, Any], ...] = (
+    {"n_blocks": 2, "filters": 32, "kernel_size": 3, "pooling": "max", "batch_norm": True, "dropout": 0.25,
+     "dense_units": 128, "augmentation": "none", "activation": "relu", "l2": 1e-5, "learning_rate": 2e-3,
+     "optimizer": "adam", "batch_size": 32},
+)
+
+#: Model families by name: (space, warm starts). Tabular tasks use "mlp", images "cnn".
+FAMILIES: dict[str, tuple[tuple[Param, ...], tuple[dict[str, Any], ...]]] = {
+    "mlp": (MLP_SPACE, MLP_WARM_STARTS),
+    "cnn": (CNN_SPACE, CNN_WARM_STARTS),
+}
 
 
 def suggest(space: tuple[Param, ...], trial: Any) -> dict[str, Any]:

@@ -20,7 +20,7 @@ import numpy as np
 
 from automl.errors import FailedTrialError
 
-__all__ = ["KerasMLP", "EPOCH_CHUNK"]
+__all__ = ["KerasNetwork", "EPOCH_CHUNK"]
 
 #: Epochs per compiled call: the granularity of early stopping, pruning and deadlines.
 EPOCH_CHUNK = 5
@@ -35,13 +35,14 @@ def _tf():
 
 
 @dataclass
-class KerasMLP:
-    """A multilayer perceptron with scikit-learn's ``fit``/``predict_proba`` shape.
+class KerasNetwork:
+    """A Keras network (``family`` "mlp" or "cnn") with scikit-learn's ``fit``/``predict_proba`` shape.
 
-    ``task`` is ``binary``, ``multiclass`` or ``regression``; ``params`` come from
-    :data:`automl.spaces.MLP_SPACE`. With validation data, training stops early and
-    keeps the best epoch (``best_epoch_``); without, it trains ``epochs`` epochs.
-    Regression targets are standardized for training and mapped back on predict.
+    ``task`` is ``binary``, ``multiclass``, ``image`` or ``regression``; ``params`` come
+    from the family's space in :mod:`automl.spaces`. With validation data, training
+    stops early and keeps the best epoch (``best_epoch_``); without, it trains
+    ``epochs`` epochs. Regression targets are standardized for training and mapped
+    back on predict.
     """
 
     params: dict[str, Any]
@@ -49,30 +50,26 @@ class KerasMLP:
     epochs: int = 100
     seed: int = 0
     n_classes: int = 2
+    family: str = "mlp"
     model_: Any = field(default=None, repr=False)
     best_epoch_: int = 0
     history_: list[tuple[int, float]] = field(default_factory=list, repr=False)
     y_mean_: float = 0.0
     y_std_: float = 1.0
 
+    @property
+    def _head(self) -> str:
+        return "multiclass" if self.task == "image" else self.task
+
     # -- building -----------------------------------------------------------------
-    def _build(self, n_features: int) -> Any:
+    def _build(self, input_shape: tuple[int, ...]) -> Any:
         import keras
 
         keras.utils.set_random_seed(self.seed)
-        p = self.params
-        reg = keras.regularizers.L2(p["l2"]) if p.get("l2") else None
-        inputs = keras.Input((n_features,))
-        h = inputs
-        for _ in range(int(p["n_layers"])):
-            h = keras.layers.Dense(int(p["units"]), kernel_regularizer=reg)(h)
-            if p.get("batch_norm"):
-                h = keras.layers.BatchNormalization()(h)
-            h = keras.layers.Activation(p["activation"])(h)
-            if p.get("dropout"):
-                h = keras.layers.Dropout(float(p["dropout"]))(h)
+        inputs = keras.Input(input_shape)
+        h = _BODIES[self.family](keras, inputs, self.params)
         units, activation = {"binary": (1, "sigmoid"), "multiclass": (self.n_classes, "softmax"),
-                             "regression": (1, None)}[self.task]
+                             "regression": (1, None)}[self._head]
         outputs = keras.layers.Dense(units, activation=activation, dtype="float32")(h)
         return keras.Model(inputs, outputs)
 
@@ -91,7 +88,7 @@ class KerasMLP:
 
         return {"binary": keras.losses.BinaryCrossentropy(),
                 "multiclass": keras.losses.SparseCategoricalCrossentropy(),
-                "regression": keras.losses.MeanSquaredError()}[self.task]
+                "regression": keras.losses.MeanSquaredError()}[self._head]
 
     def _targets(self, y: np.ndarray) -> np.ndarray:
         if self.task == "regression":
@@ -109,7 +106,7 @@ class KerasMLP:
         monitor: Callable[[np.ndarray], float] | None = None,
         report: Callable[[float, int], None] | None = None,
         deadline: float | None = None,
-    ) -> KerasMLP:
+    ) -> KerasNetwork:
         """Train on ``x``/``y``; ``monitor(proba_val)`` scores ``x_val`` (higher is better).
 
         ``report(score, epoch)`` is called after each chunk (a pruner may raise from
@@ -120,7 +117,7 @@ class KerasMLP:
         x = np.asarray(x, dtype="float32")
         if self.task == "regression":
             self.y_mean_, self.y_std_ = float(np.mean(y)), float(np.std(y) or 1.0)
-        self.model_ = model = self._build(x.shape[1])
+        self.model_ = model = self._build(tuple(x.shape[1:]))
         optimizer = self._optimizer()
         optimizer.build(model.trainable_variables)
         run_epochs = _compiled_epochs(tf, model, optimizer, self._loss(), x, self._targets(np.asarray(y)),
@@ -134,7 +131,10 @@ class KerasMLP:
             if not math.isfinite(loss):
                 raise FailedTrialError(f"training loss became {loss} at epoch {done}; "
                                        "the learning rate is probably too high")
+            past_deadline = deadline is not None and time.monotonic() >= deadline
             if x_val is None or monitor is None:
+                if past_deadline:
+                    break  # the budget wins over the planned epoch count
                 continue
             score = monitor(self.predict_proba(x_val))
             self.history_.append((done, score))
@@ -144,7 +144,7 @@ class KerasMLP:
                 stale += 1
             if report is not None:
                 report(score, done)
-            if stale >= PATIENCE_CHUNKS or (deadline is not None and time.monotonic() >= deadline):
+            if stale >= PATIENCE_CHUNKS or past_deadline:
                 break
         if best_weights is not None:
             model.set_weights(best_weights)
@@ -167,8 +167,8 @@ class KerasMLP:
         if self.task == "binary":
             p = np.clip(out[:, 0], 0.0, 1.0)
             return np.column_stack([1.0 - p, p])
-        if self.task == "multiclass":
-            return out
+        if self._head == "multiclass":
+            return out / out.sum(axis=1, keepdims=True)  # float32 softmax sums to 1 only roughly
         return out[:, 0] * self.y_std_ + self.y_mean_
 
     def predict(self, x: np.ndarray) -> np.ndarray:
@@ -180,15 +180,59 @@ class KerasMLP:
     def state(self) -> dict[str, Any]:
         """JSON-serialisable state besides the Keras weights file."""
         return {"params": self.params, "task": self.task, "epochs": self.epochs, "seed": self.seed,
-                "n_classes": self.n_classes, "best_epoch": self.best_epoch_,
+                "n_classes": self.n_classes, "family": self.family, "best_epoch": self.best_epoch_,
                 "y_mean": self.y_mean_, "y_std": self.y_std_}
 
     @classmethod
-    def from_state(cls, state: dict[str, Any], keras_model: Any) -> KerasMLP:
-        est = cls(state["params"], state["task"], state["epochs"], state["seed"], state["n_classes"])
+    def from_state(cls, state: dict[str, Any], keras_model: Any) -> KerasNetwork:
+        est = cls(state["params"], state["task"], state["epochs"], state["seed"], state["n_classes"],
+                  state.get("family", "mlp"))
         est.model_, est.best_epoch_ = keras_model, state["best_epoch"]
         est.y_mean_, est.y_std_ = state["y_mean"], state["y_std"]
         return est
+
+
+def _mlp_body(keras: Any, h: Any, p: dict[str, Any]) -> Any:
+    reg = keras.regularizers.L2(p["l2"]) if p.get("l2") else None
+    for _ in range(int(p["n_layers"])):
+        h = keras.layers.Dense(int(p["units"]), kernel_regularizer=reg)(h)
+        if p.get("batch_norm"):
+            h = keras.layers.BatchNormalization()(h)
+        h = keras.layers.Activation(p["activation"])(h)
+        if p.get("dropout"):
+            h = keras.layers.Dropout(float(p["dropout"]))(h)
+    return h
+
+
+def _cnn_body(keras: Any, h: Any, p: dict[str, Any]) -> Any:
+    reg = keras.regularizers.L2(p["l2"]) if p.get("l2") else None
+    if p.get("augmentation", "none") != "none":  # active only in training=True calls
+        h = keras.layers.RandomTranslation(0.1, 0.1, fill_mode="constant")(h)
+        if "rotate" in p["augmentation"]:
+            h = keras.layers.RandomRotation(0.05, fill_mode="constant")(h)
+    size = min(h.shape[1], h.shape[2])
+    for block in range(int(p["n_blocks"])):
+        h = keras.layers.Conv2D(int(p["filters"]) * 2**block, int(p["kernel_size"]), padding="same",
+                                kernel_regularizer=reg)(h)
+        if p.get("batch_norm"):
+            h = keras.layers.BatchNormalization()(h)
+        h = keras.layers.Activation(p["activation"])(h)
+        # Pool only while the map stays at least 2 pixels wide: small images keep their detail.
+        if p["pooling"] != "none" and size >= 4:
+            pool = keras.layers.MaxPooling2D if p["pooling"] == "max" else keras.layers.AveragePooling2D
+            h = pool(2)(h)
+            size //= 2
+    h = keras.layers.Flatten()(h)
+    if p.get("dropout"):
+        h = keras.layers.Dropout(float(p["dropout"]))(h)
+    if int(p.get("dense_units", 0)):
+        h = keras.layers.Dense(int(p["dense_units"]), activation=p["activation"], kernel_regularizer=reg)(h)
+        if p.get("dropout"):
+            h = keras.layers.Dropout(float(p["dropout"]))(h)
+    return h
+
+
+_BODIES = {"mlp": _mlp_body, "cnn": _cnn_body}
 
 
 def _compiled_epochs(tf: Any, model: Any, optimizer: Any, loss_fn: Any, x: np.ndarray, y: np.ndarray,

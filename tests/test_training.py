@@ -1,4 +1,4 @@
-"""KerasMLP: real training on Pima and on the regression data, early stopping, divergence."""
+"""KerasNetwork: real training on Pima and on the regression data, early stopping, divergence."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from automl.errors import FailedTrialError
 from automl.evaluation import holdout_split
 from automl.preprocess import encode_target, infer_schema, make_preprocessor
 from automl.spaces import MLP_WARM_STARTS
-from automl.training import KerasMLP
+from automl.training import KerasNetwork
 
 
 def _split(name: str):
@@ -25,7 +25,7 @@ def _split(name: str):
 
 def test_mlp_learns_pima_with_early_stopping():
     xt, yt, xv, yv = _split("diabetes")
-    net = KerasMLP(dict(MLP_WARM_STARTS[0]), "binary", epochs=100, seed=0)
+    net = KerasNetwork(dict(MLP_WARM_STARTS[0]), "binary", epochs=100, seed=0)
     reports = []
     net.fit(xt, yt, xv, monitor=lambda p: roc_auc_score(yv, p[:, 1]), report=lambda s, e: reports.append(e))
     proba = net.predict_proba(xv)
@@ -39,7 +39,7 @@ def test_mlp_learns_pima_with_early_stopping():
 def test_regression_targets_are_standardized():
     xt, yt, xv, yv = _split("diabetes-progression")
     params = dict(MLP_WARM_STARTS[0], learning_rate=3e-3)
-    net = KerasMLP(params, "regression", epochs=60, seed=0)
+    net = KerasNetwork(params, "regression", epochs=60, seed=0)
     net.fit(xt, yt, xv, monitor=lambda p: r2_score(yv, p))
     assert net.y_std_ == pytest.approx(np.std(yt))
     assert r2_score(yv, net.predict(xv)) > 0.3  # unscaled targets give ~0.1 on this data
@@ -49,11 +49,11 @@ def test_divergence_is_a_failed_trial():
     xt, yt, xv, yv = _split("diabetes-progression")
     params = dict(MLP_WARM_STARTS[0], optimizer="sgd", learning_rate=1e3, l2=0.0, dropout=0.0)
     with pytest.raises(FailedTrialError, match="learning rate"):
-        KerasMLP(params, "regression", epochs=20, seed=0).fit(xt, yt)
+        KerasNetwork(params, "regression", epochs=20, seed=0).fit(xt, yt)
 
 
 def test_deadline_stops_training_early():
     xt, yt, xv, yv = _split("diabetes")
-    net = KerasMLP(dict(MLP_WARM_STARTS[0]), "binary", epochs=100, seed=0)
+    net = KerasNetwork(dict(MLP_WARM_STARTS[0]), "binary", epochs=100, seed=0)
     net.fit(xt, yt, xv, monitor=lambda p: roc_auc_score(yv, p[:, 1]), deadline=0.0)  # already past
     assert [e for e, _ in net.history_] == [5]

@@ -10,15 +10,16 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:  # the CLI reads ENGINES for --help: keep this import free of numpy and scikit-learn
+    import numpy as np
 
-from automl.metrics import Metric
+    from automl.metrics import Metric
 
 __all__ = ["SearchData", "TrialRecord", "train_trial", "ENGINES", "get_engine"]
 
-ENGINES = ("optuna",)
+ENGINES = ("optuna", "keras-tuner")
 
 
 @dataclass
@@ -31,6 +32,7 @@ class SearchData:
     y_val: np.ndarray
     task: str
     n_classes: int
+    family: str = "mlp"
 
 
 @dataclass
@@ -52,9 +54,9 @@ def train_trial(params: dict[str, Any], data: SearchData, metric: Metric, seed: 
     """Train one network on the search split; return (validation metric, best epoch)."""
     import keras
 
-    from automl.training import KerasMLP
+    from automl.training import KerasNetwork
 
-    net = KerasMLP(params, data.task, epochs=max_epochs, seed=seed, n_classes=data.n_classes)
+    net = KerasNetwork(params, data.task, epochs=max_epochs, seed=seed, n_classes=data.n_classes, family=data.family)
     sign = metric.sign()
     try:
         net.fit(data.x_train, data.y_train, data.x_val,
@@ -76,4 +78,8 @@ def get_engine(name: str) -> Any:
         from automl.engines import optuna_engine
 
         return optuna_engine
+    if name == "keras-tuner":
+        from automl.engines import keras_tuner_engine
+
+        return keras_tuner_engine
     raise ValueError(f"unknown engine {name!r}; use one of {', '.join(ENGINES)}")

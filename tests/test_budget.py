@@ -1,0 +1,107 @@
+"""The time budget on a fake clock, and the rule for when the search must stop."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from automl import budget as budget_mod
+from automl.budget import Budget, search_should_stop
+
+
+class FakeClock:
+    """A clock that moves only when told to."""
+
+    def __init__(self, now: float = 100.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_budget_counts_from_creation():
+    clock = FakeClock(100.0)
+    budget = Budget(60, clock=clock)
+    assert budget.started == 100.0 and budget.deadline == 160.0
+    assert budget.elapsed() == 0.0 and budget.left() == 60.0
+    clock.advance(25)
+    assert budget.elapsed() == 25.0 and budget.left() == 35.0
+    assert budget.deadline == 160.0
+
+
+def test_left_never_goes_negative_but_elapsed_keeps_counting():
+    clock = FakeClock(0.0)
+    budget = Budget(10, clock=clock)
+    clock.advance(15)
+    assert budget.left() == 0.0
+    assert budget.elapsed() == 15.0
+
+
+def test_explicit_start():
+    clock = FakeClock(50.0)
+    budget = Budget(30, clock=clock, started=40.0)
+    assert budget.elapsed() == 10.0 and budget.left() == 20.0 and budget.deadline == 70.0
+
+
+def test_since_wall_time_counts_time_already_spent(monkeypatch):
+    monkeypatch.setattr(budget_mod.time, "monotonic", lambda: 1_000.0)
+    monkeypatch.setattr(budget_mod.time, "time", lambda: 5_000.0)
+    budget = Budget.since_wall_time(120, started_at=4_990.0)  # the process started 10 s ago
+    assert budget.started == 990.0 and budget.deadline == 1_110.0
+    assert budget.seconds == 120
+
+
+def test_since_wall_time_ignores_a_start_in_the_future(monkeypatch):
+    # A wall clock stepped backwards must not grant extra time.
+    monkeypatch.setattr(budget_mod.time, "monotonic", lambda: 1_000.0)
+    monkeypatch.setattr(budget_mod.time, "time", lambda: 5_000.0)
+    assert Budget.since_wall_time(60, started_at=5_030.0).started == 1_000.0
+
+
+def test_since_wall_time_uses_the_monotonic_clock():
+    budget = Budget.since_wall_time(60, started_at=time.time())
+    assert budget.clock is time.monotonic
+    assert 0.0 <= budget.elapsed() and budget.left() <= 60.0
+
+
+def _budget(seconds: float, elapsed: float) -> Budget:
+    clock = FakeClock(0.0)
+    budget = Budget(seconds, clock=clock)
+    clock.advance(elapsed)
+    return budget
+
+
+@pytest.mark.parametrize(("elapsed", "stop"), [(0, False), (84, False), (85.1, True), (100, True)])
+def test_stop_when_one_more_trial_and_the_refit_no_longer_fit(elapsed, stop):
+    # Trials of 3 s: one more trial + 2 refits = 9 s, plus 6 s to finish = 15 s needed.
+    assert search_should_stop(_budget(100, elapsed), [3.0, 3.0, 3.0], refit_trials=2,
+                              finish_seconds=6.0) is stop
+
+
+def test_the_median_trial_ignores_a_slow_first_trial():
+    # The first trial pays for warm-up (40 s); the median (2 s) is the typical length: 2 * 3 + 5 = 11 s.
+    trials = [40.0, 2.0, 2.0, 2.0]
+    assert search_should_stop(_budget(100, 88), trials, refit_trials=2, finish_seconds=5.0) is False
+    assert search_should_stop(_budget(100, 90), trials, refit_trials=2, finish_seconds=5.0) is True
+
+
+def test_without_trials_only_the_finish_time_counts():
+    assert search_should_stop(_budget(30, 23), [], refit_trials=3, finish_seconds=6.0) is False
+    assert search_should_stop(_budget(30, 25), [], refit_trials=3, finish_seconds=6.0) is True
+
+
+@pytest.mark.parametrize(("elapsed", "stop"), [(60, False), (69.9, False), (70.1, True)])
+def test_keep_share_reserves_part_of_a_long_budget(elapsed, stop):
+    # Trials need 1 * (1 + 1) + 2 = 4 s, but 30% of 100 s is kept for what follows the search.
+    assert search_should_stop(_budget(100, elapsed), [1.0], refit_trials=1, finish_seconds=2.0,
+                              keep_share=0.3) is stop
+
+
+def test_keep_share_does_not_cut_below_what_is_needed():
+    # 10% of 100 s is 10 s, but one trial + refit + finish needs 20 s: the larger need wins.
+    assert search_should_stop(_budget(100, 79), [5.0], refit_trials=2, finish_seconds=5.0, keep_share=0.1) is False
+    assert search_should_stop(_budget(100, 81), [5.0], refit_trials=2, finish_seconds=5.0, keep_share=0.1) is True

@@ -1,0 +1,300 @@
+"""Ingest: built-in cards, CSV/Parquet files, fingerprints, and every bad input (library and CLI)."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from automl.data import builtin_cards, load
+from automl.errors import InputError
+
+REPO = Path(__file__).resolve().parents[1]
+DIABETES_CSV = REPO / "datasets" / "diabetes.csv"
+TITANIC_CSV = REPO / "datasets" / "titanic.csv"
+DIABETES_COLUMNS = ["Pregnancies", "Glucose", "BloodPressure", "SkinThickness", "Insulin", "BMI",
+                    "DiabetesPedigreeFunction", "Age", "Outcome"]
+
+
+def _cli_env() -> dict[str, str]:
+    """The installed package if there is one (CI), else this checkout."""
+    env = dict(os.environ)
+    try:
+        importlib.metadata.distribution("automl")
+    except importlib.metadata.PackageNotFoundError:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")]))
+    return env
+
+
+def _diabetes() -> pd.DataFrame:
+    return pd.read_csv(DIABETES_CSV)
+
+
+# -- the bad-input files, each written into the folder the command runs in ----------------------
+def _no_files(folder: Path) -> None:
+    pass
+
+
+def _garbage(folder: Path) -> None:
+    # A PNG signature and raw bytes: not UTF-8, not a table.
+    (folder / "garbage.csv").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe\x00\x01" * 8)
+
+
+def _directory(folder: Path) -> None:
+    (folder / "folder.csv").mkdir()
+
+
+def _empty(folder: Path) -> None:
+    (folder / "empty.csv").write_bytes(b"")
+
+
+def _header_only(folder: Path) -> None:
+    (folder / "header.csv").write_text(",".join(DIABETES_COLUMNS) + "\n")
+
+
+def _one_class(folder: Path) -> None:
+    frame = _diabetes()
+    frame[frame["Outcome"] == 1].to_csv(folder / "one_class.csv", index=False)
+
+
+def _all_missing(folder: Path) -> None:
+    frame = _diabetes()
+    frame["Insulin"] = np.nan
+    frame.to_csv(folder / "no_insulin.csv", index=False)
+
+
+def _typo(folder: Path) -> None:
+    frame = _diabetes().astype({"Glucose": object})
+    frame.loc[41, "Glucose"] = "abc"
+    frame.to_csv(folder / "typo.csv", index=False)
+
+
+def _duplicate_header(folder: Path) -> None:
+    lines = DIABETES_CSV.read_text().splitlines(keepends=True)
+    (folder / "dupes.csv").write_text(lines[0].replace("Age", "BMI") + "".join(lines[1:]))
+
+
+def _copy(folder: Path) -> None:
+    (folder / "data.csv").write_text(DIABETES_CSV.read_text())
+
+
+#: name → (write files, CLI arguments, fragments the one-line message must contain).
+BAD_INPUTS: dict[str, tuple[Callable[[Path], None], list[str], list[str]]] = {
+    "unknown-name": (_no_files, ["no-such-dataset"],
+                     ["'no-such-dataset'", "diabetes", "diabetes-progression", "titanic"]),
+    "missing-file": (_no_files, ["missing.csv", "--target", "y"], ["missing.csv", "not found"]),
+    "binary-garbage": (_garbage, ["garbage.csv", "--target", "y"], ["garbage.csv", "cannot be read"]),
+    "directory": (_directory, ["folder.csv", "--target", "y"], ["folder.csv", "folder"]),
+    "unknown-target": (_no_files, ["diabetes", "--target", "Nope"], ["'Nope'", "not found", *DIABETES_COLUMNS]),
+    "empty-file": (_empty, ["empty.csv", "--target", "Outcome"], ["empty.csv", "empty"]),
+    "header-only": (_header_only, ["header.csv", "--target", "Outcome"], ["header.csv", "no data rows"]),
+    "one-class": (_one_class, ["one_class.csv", "--target", "Outcome"],
+                  ["one_class.csv", "'Outcome'", "single value (1)"]),
+    "all-missing-column": (_all_missing, ["no_insulin.csv", "--target", "Outcome"],
+                           ["no_insulin.csv", "'Insulin'", "empty in every row"]),
+    "numeric-typo": (_typo, ["typo.csv", "--target", "Outcome"], ["typo.csv", "'Glucose'", "'abc'", "row 42"]),
+    "duplicate-header": (_duplicate_header, ["dupes.csv", "--target", "Outcome"], ["dupes.csv", "duplicate", "BMI"]),
+    "no-target-for-file": (_copy, ["data.csv"], ["data.csv", "--target"]),
+}
+#: Bad arguments that never reach ``automl.data``: checked through the CLI only.
+BAD_ARGUMENTS: dict[str, tuple[Callable[[Path], None], list[str], list[str]]] = {
+    "unknown-sort-metric": (_no_files, ["diabetes", "--sort-metric", "f1"], ["--sort-metric", "'f1'", "auc"]),
+    "zero-runtime": (_no_files, ["diabetes", "--max-runtime-secs", "0"], ["--max-runtime-secs", "=0"]),
+    "negative-runtime": (_no_files, ["diabetes", "--max-runtime-secs=-5"], ["--max-runtime-secs", "=-5"]),
+}
+CLI_CASES = {**BAD_INPUTS, **BAD_ARGUMENTS}
+
+
+def _load_args(args: list[str]) -> tuple[str, str | None]:
+    target = args[args.index("--target") + 1] if "--target" in args else None
+    return args[0], target
+
+
+# -- library level ------------------------------------------------------------------------------
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_bad_input_raises_one_line_input_error(case, tmp_path, monkeypatch):
+    write, args, fragments = BAD_INPUTS[case]
+    write(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputError) as info:
+        load(*_load_args(args))
+    message = str(info.value)
+    assert "\n" not in message
+    for fragment in fragments:
+        assert fragment in message
+
+
+def test_unknown_target_in_a_file_lists_its_columns(tmp_path):
+    path = tmp_path / "titanic.csv"
+    path.write_text(TITANIC_CSV.read_text())
+    with pytest.raises(InputError, match="'survived' not found; columns are: PassengerId, Survived, Pclass"):
+        load(str(path), target="survived")
+
+
+def test_target_with_missing_values_and_one_class(tmp_path):
+    frame = _diabetes()
+    frame["Outcome"] = frame["Outcome"].where(frame["Outcome"] == 0)  # zeros and blanks only
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    with pytest.raises(InputError, match=r"single value \(0\.0\)"):
+        load(str(tmp_path / "d.csv"), target="Outcome")
+
+
+def test_all_missing_target_is_named(tmp_path):
+    frame = _diabetes()
+    frame["Outcome"] = np.nan
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    with pytest.raises(InputError, match="target column 'Outcome' is empty"):
+        load(str(tmp_path / "d.csv"), target="Outcome")
+
+
+def test_duplicate_header_with_a_byte_order_mark_is_caught(tmp_path):
+    # Spreadsheet programs write a UTF-8 BOM; it must not hide a duplicate first column.
+    text = "a,a,y\n" + "".join(f"{i},{i * 2},{i % 2}\n" for i in range(10))
+    (tmp_path / "bom.csv").write_bytes(text.encode("utf-8-sig"))
+    with pytest.raises(InputError, match=r"duplicate column names \['a'\]"):
+        load(str(tmp_path / "bom.csv"), target="y")
+
+
+def test_ragged_csv_and_garbage_parquet_cannot_be_read(tmp_path):
+    (tmp_path / "ragged.csv").write_text("a,b,y\n1,2,1\n3,4,0,5,6\n")
+    (tmp_path / "broken.parquet").write_bytes(b"PAR1 this is not a parquet file")
+    for name in ("ragged.csv", "broken.parquet"):
+        with pytest.raises(InputError, match=rf"{name}: cannot be read as a table"):
+            load(str(tmp_path / name), target="y")
+
+
+def test_unknown_task_is_rejected():
+    with pytest.raises(InputError, match="unknown task 'clustering'"):
+        load("diabetes", task="clustering")
+
+
+def test_a_mostly_text_column_is_categorical_not_a_typo(tmp_path):
+    # Below the numeric share (95%) a column with numbers and words is a category, not a typo.
+    frame = _diabetes().astype({"Age": object})
+    frame.loc[frame.index[:100], "Age"] = "unknown"
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    assert load(str(tmp_path / "d.csv"), target="Outcome").frame.shape == (768, 9)
+
+
+# -- the same inputs through the real CLI ---------------------------------------------------------
+def _run_cli(folder: Path, case: str) -> tuple[subprocess.CompletedProcess, Path]:
+    write, args, _ = CLI_CASES[case]
+    folder.mkdir()
+    write(folder)
+    out = folder / "out"
+    proc = subprocess.run([sys.executable, "-m", "automl.run", *args, "--output", str(out)], cwd=folder,
+                          env=_cli_env(), capture_output=True, text=True, timeout=120)
+    return proc, out
+
+
+@pytest.fixture(scope="module")
+def cli_results(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess, Path]]:
+    """Every bad-input command, run concurrently: each takes about a second of imports."""
+    root = tmp_path_factory.mktemp("cli")
+    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
+        futures = {case: pool.submit(_run_cli, root / case, case) for case in CLI_CASES}
+        return {case: future.result() for case, future in futures.items()}
+
+
+@pytest.mark.parametrize("case", CLI_CASES)
+def test_cli_rejects_bad_input_with_one_error_line(case, cli_results):
+    proc, out = cli_results[case]
+    fragments = CLI_CASES[case][2]
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+    assert not out.exists()
+    assert proc.stdout == ""
+
+
+# A built-in card's message names its file, whose folder differs between a checkout and a wheel.
+@pytest.mark.parametrize("case", [c for c, (_, args, _) in BAD_INPUTS.items() if args[0] not in builtin_cards()])
+def test_cli_prints_the_library_message(case, cli_results, tmp_path, monkeypatch):
+    proc, _ = cli_results[case]
+    write, args, _ = BAD_INPUTS[case]
+    write(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputError) as info:
+        load(*_load_args(args))
+    assert proc.stderr.strip() == f"error: {info.value}"
+
+
+# -- good inputs ----------------------------------------------------------------------------------
+@pytest.mark.parametrize(("name", "shape", "target", "task"), [
+    ("diabetes", (768, 9), "Outcome", "binary"),
+    ("titanic", (891, 12), "Survived", "binary"),
+    ("diabetes-progression", (442, 11), "target", "regression"),
+])
+def test_builtin_cards_load(name, shape, target, task):
+    ds = load(name)
+    assert ds.frame.shape == shape
+    assert ds.target == target and ds.card.task == task and ds.card.name == name
+    assert ds.frame[target].notna().all()
+    assert len(ds.fingerprint) == 16
+
+
+def test_diabetes_card_rules():
+    card = load("diabetes").card
+    assert card.zero_means_missing == ("Glucose", "BloodPressure", "SkinThickness", "Insulin", "BMI")
+    assert "Pregnancies" not in card.zero_means_missing
+    assert load("titanic").card.drop == ("PassengerId", "Name", "Ticket")
+
+
+def test_target_override_on_a_builtin_card():
+    ds = load("titanic", target="Pclass", task="multiclass")
+    assert ds.target == "Pclass" and ds.card.task == "multiclass"
+
+
+def test_csv_file_with_target(tmp_path):
+    path = tmp_path / "My Titanic.csv"
+    path.write_text(TITANIC_CSV.read_text())
+    ds = load(str(path), target="Survived")
+    assert ds.frame.shape == (891, 12)
+    assert ds.card.name == "my-titanic" and ds.card.task is None
+    assert ds.source == str(path)
+
+
+def test_parquet_file_matches_the_csv(tmp_path):
+    frame = _diabetes()
+    frame.to_csv(tmp_path / "pima.csv", index=False)
+    frame.to_parquet(tmp_path / "pima.parquet", index=False)
+    from_csv = load(str(tmp_path / "pima.csv"), target="Outcome")
+    from_parquet = load(str(tmp_path / "pima.parquet"), target="Outcome")
+    pd.testing.assert_frame_equal(from_parquet.frame, from_csv.frame)
+    assert from_parquet.fingerprint == from_csv.fingerprint
+
+
+def test_fingerprint_is_stable_for_the_same_data(tmp_path):
+    assert load("diabetes").fingerprint == load("diabetes").fingerprint
+    (tmp_path / "b").mkdir()
+    _diabetes().to_csv(tmp_path / "a.csv", index=False)
+    _diabetes().to_csv(tmp_path / "b" / "a.csv", index=False)
+    assert (load(str(tmp_path / "a.csv"), target="Outcome").fingerprint
+            == load(str(tmp_path / "b" / "a.csv"), target="Outcome").fingerprint)
+
+
+def test_fingerprint_changes_with_data_and_card(tmp_path):
+    base = load("diabetes").fingerprint
+    frame = _diabetes()
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    plain = load(str(tmp_path / "d.csv"), target="Outcome")
+    frame.loc[0, "Glucose"] += 1
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    changed_value = load(str(tmp_path / "d.csv"), target="Outcome")
+    renamed = _diabetes().rename(columns={"Age": "Years"})
+    renamed.to_csv(tmp_path / "d.csv", index=False)
+    changed_name = load(str(tmp_path / "d.csv"), target="Outcome")
+    fingerprints = {base, plain.fingerprint, changed_value.fingerprint, changed_name.fingerprint,
+                    load("diabetes", task="multiclass").fingerprint, load("diabetes", target="Glucose").fingerprint}
+    assert len(fingerprints) == 6

@@ -1,0 +1,202 @@
+"""Preprocess: schema and task inference, card rules, and pipelines fitted on training rows only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.model_selection import train_test_split
+
+from automl.data import Dataset, DatasetCard, load
+from automl.errors import InputError
+from automl.preprocess import CleanFrame, encode_target, infer_schema, make_preprocessor
+
+REPO = Path(__file__).resolve().parents[1]
+TITANIC_CSV = str(REPO / "datasets" / "titanic.csv")
+TITANIC_NUMERIC = ["Pclass", "Age", "SibSp", "Parch", "Fare"]
+ZERO_MEANS_MISSING = ["Glucose", "BloodPressure", "SkinThickness", "Insulin", "BMI"]
+
+
+@pytest.fixture(scope="module")
+def diabetes() -> Dataset:
+    return load("diabetes")
+
+
+@pytest.fixture(scope="module")
+def titanic() -> Dataset:
+    return load("titanic")
+
+
+def _dataset(frame: pd.DataFrame, target: str, task: str | None = None) -> Dataset:
+    return Dataset(frame, DatasetCard(name="t", target=target, task=task), "t.csv", "0")
+
+
+def _fitted_numeric(pipeline):
+    """The numeric imputer and scaler of a fitted :func:`make_preprocessor` pipeline."""
+    numeric = pipeline.named_steps["columns"].named_transformers_["numeric"]
+    return numeric.named_steps["impute"], numeric.named_steps["scale"]
+
+
+# -- schema ---------------------------------------------------------------------------------------
+def test_titanic_schema_from_the_card(titanic):
+    schema = infer_schema(titanic)
+    assert schema.task == "binary" and schema.target == "Survived" and schema.classes == [0, 1]
+    assert schema.numeric == TITANIC_NUMERIC
+    assert schema.categorical == ["Sex", "Embarked"]
+    assert {c: schema.dropped[c] for c in ("PassengerId", "Name", "Ticket")} == dict.fromkeys(
+        ("PassengerId", "Name", "Ticket"), "dropped by the dataset card")
+    assert schema.dropped["Cabin"].startswith("free text or a code")
+    assert set(schema.dropped) == {"PassengerId", "Name", "Ticket", "Cabin"}
+    assert schema.features == [*TITANIC_NUMERIC, "Sex", "Embarked"]
+
+
+def test_titanic_schema_from_a_plain_file():
+    schema = infer_schema(load(TITANIC_CSV, target="Survived"))
+    assert schema.task == "binary" and schema.classes == [0, 1]
+    assert schema.dropped["PassengerId"] == "a row identifier"
+    for col in ("Name", "Ticket", "Cabin"):
+        assert schema.dropped[col].startswith("free text or a code"), col
+    assert set(schema.dropped) == {"PassengerId", "Name", "Ticket", "Cabin"}
+    assert schema.numeric == TITANIC_NUMERIC
+    assert schema.categorical == ["Sex", "Embarked"]
+    assert schema.zero_means_missing == []
+
+
+def test_diabetes_schema_keeps_the_card_rules(diabetes):
+    schema = infer_schema(diabetes)
+    assert schema.numeric == [c for c in diabetes.frame.columns if c != "Outcome"]
+    assert schema.categorical == [] and schema.dropped == {}
+    assert schema.zero_means_missing == ZERO_MEANS_MISSING
+    assert schema.to_json()["zero_means_missing"] == ZERO_MEANS_MISSING
+
+
+def test_single_value_and_numbers_as_text_columns():
+    frame = pd.DataFrame({"const": ["a"] * 40, "as_text": [str(i % 7) for i in range(40)],
+                          "y": [0, 1] * 20, "x": np.linspace(0, 1, 40)})
+    schema = infer_schema(_dataset(frame, "y"))
+    assert schema.dropped == {"const": "a single value"}
+    assert schema.numeric == ["as_text", "x"]
+
+
+@pytest.mark.parametrize(("source", "target", "task", "classes"), [
+    ("diabetes", None, "binary", [0, 1]),
+    (TITANIC_CSV, "Pclass", "multiclass", [1, 2, 3]),          # few integer values
+    (TITANIC_CSV, "Embarked", "multiclass", ["C", "Q", "S"]),  # text labels
+    (TITANIC_CSV, "Fare", "regression", []),                   # many real values
+    ("diabetes-progression", None, "regression", []),
+])
+def test_task_inference(source, target, task, classes):
+    ds = load(source, target=target)
+    schema = infer_schema(ds)
+    assert schema.task == task and schema.classes == classes
+    assert target not in schema.features
+
+
+def test_many_integer_values_are_a_regression():
+    ds = load("diabetes-progression")
+    ds = Dataset(ds.frame, DatasetCard(name="p", target="target"), ds.source, ds.fingerprint)
+    assert infer_schema(ds).task == "regression"  # integer-valued target, but 200+ distinct values
+
+
+def test_task_overrides_that_do_not_fit_the_target():
+    with pytest.raises(InputError, match="task 'binary' but target 'Pclass' has 3 classes"):
+        infer_schema(load(TITANIC_CSV, target="Pclass", task="binary"))
+    with pytest.raises(InputError, match="'regression' needs a numeric target, but 'Sex'"):
+        infer_schema(load(TITANIC_CSV, target="Sex", task="regression"))
+
+
+def test_encode_target_follows_the_class_order():
+    schema = infer_schema(load(TITANIC_CSV, target="Embarked"))
+    y = pd.Series(["S", "C", "Q", "S"])
+    np.testing.assert_array_equal(encode_target(schema, y), [2, 0, 1, 2])
+    regression = infer_schema(load("diabetes-progression"))
+    assert encode_target(regression, pd.Series([1, 2])).dtype == np.float64
+
+
+# -- card rules -----------------------------------------------------------------------------------
+def test_zero_means_missing_for_glucose_not_pregnancies(diabetes):
+    schema = infer_schema(diabetes)
+    x = diabetes.frame[schema.features]
+    assert (x["Glucose"] == 0).any() and (x["Pregnancies"] == 0).any()
+    clean = CleanFrame(schema.numeric, schema.categorical, schema.zero_means_missing).fit_transform(x)
+    assert clean["Glucose"].isna().sum() == (x["Glucose"] == 0).sum()
+    assert not (clean["Glucose"] == 0).any()
+    assert clean["Pregnancies"].isna().sum() == 0
+    assert (clean["Pregnancies"] == 0).sum() == (x["Pregnancies"] == 0).sum()
+
+
+def test_zeros_are_imputed_with_the_median_of_measured_values(diabetes):
+    schema = infer_schema(diabetes)
+    x = diabetes.frame[schema.features]
+    pipeline = make_preprocessor(schema).fit(x)
+    imputer, _ = _fitted_numeric(pipeline)
+    stats = dict(zip(schema.numeric, imputer.statistics_, strict=True))
+    glucose = x["Glucose"]
+    assert stats["Glucose"] == glucose[glucose != 0].median()
+    assert stats["Insulin"] == x.loc[x["Insulin"] != 0, "Insulin"].median() != x["Insulin"].median()
+    assert stats["Pregnancies"] == x["Pregnancies"].median()
+    # Missing indicators exist for the zero-means-missing columns that had zeros, not for Pregnancies.
+    flagged = [schema.numeric[i] for i in imputer.indicator_.features_]
+    assert "Pregnancies" not in flagged
+    assert set(flagged) == {c for c in ZERO_MEANS_MISSING if (x[c] == 0).any()}
+    out = pipeline.transform(x)
+    assert out.shape == (len(x), len(schema.numeric) + len(flagged))
+    assert np.isfinite(out).all()
+    # A zero glucose row lands exactly where the median does after scaling.
+    _, scaler = _fitted_numeric(pipeline)
+    g = schema.numeric.index("Glucose")
+    zero_rows = (glucose == 0).to_numpy()
+    np.testing.assert_allclose(out[zero_rows, g], (stats["Glucose"] - scaler.mean_[g]) / scaler.scale_[g])
+
+
+# -- no leakage -------------------------------------------------------------------------------------
+def test_preprocessor_learns_from_training_rows_only(diabetes):
+    schema = infer_schema(diabetes)
+    x = diabetes.frame[schema.features]
+    train, test = train_test_split(x, test_size=0.3, random_state=0, stratify=diabetes.frame["Outcome"])
+    pipeline = make_preprocessor(schema).fit(train)
+    imputer, scaler = _fitted_numeric(pipeline)
+
+    def medians(rows: pd.DataFrame) -> np.ndarray:
+        return np.array([rows[c][rows[c] != 0].median() if c in ZERO_MEANS_MISSING else rows[c].median()
+                         for c in schema.numeric])
+
+    def imputed_means(rows: pd.DataFrame) -> np.ndarray:
+        fill = dict(zip(schema.numeric, medians(train), strict=True))
+        return np.array([(rows[c].mask(rows[c] == 0) if c in ZERO_MEANS_MISSING else rows[c]).fillna(fill[c]).mean()
+                         for c in schema.numeric])
+
+    np.testing.assert_allclose(imputer.statistics_, medians(train))
+    np.testing.assert_allclose(scaler.mean_[: len(schema.numeric)], imputed_means(train))
+    # ... and not from the full table, which would leak the test rows.
+    assert not np.allclose(imputer.statistics_, medians(x))
+    assert not np.allclose(scaler.mean_[: len(schema.numeric)], imputed_means(x))
+    # Transforming test rows changes nothing that was learnt.
+    before = scaler.mean_.copy()
+    pipeline.transform(test)
+    np.testing.assert_array_equal(scaler.mean_, before)
+
+
+def test_unseen_and_missing_categories_do_not_crash(titanic):
+    schema = infer_schema(titanic)
+    x = titanic.frame[schema.features]
+    pipeline = make_preprocessor(schema).fit(x)
+    width = pipeline.transform(x.head(3)).shape[1]
+    odd = x.head(3).copy()
+    odd["Sex"] = ["unknown", None, "female"]
+    odd["Embarked"] = ["Z", "Q", np.nan]
+    odd["Fare"] = ["12.5", None, "oops"]  # text in a numeric column becomes missing, then imputed
+    out = pipeline.transform(odd)
+    assert out.shape == (3, width)
+    assert np.isfinite(out).all()
+
+
+def test_column_order_and_extra_columns_do_not_matter(titanic):
+    schema = infer_schema(titanic)
+    frame = titanic.frame
+    pipeline = make_preprocessor(schema).fit(frame[schema.features])
+    expected = pipeline.transform(frame[schema.features])
+    shuffled = frame[list(reversed(frame.columns))]  # raw rows: target and dropped columns too
+    np.testing.assert_allclose(pipeline.transform(shuffled), expected)
