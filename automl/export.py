@@ -21,7 +21,7 @@ from automl.errors import InputError
 from automl.io import atomic_dir, atomic_write_text
 from automl.models import BaggedModel, FoldModel, Model
 from automl.preprocess import Schema
-from automl.training import KerasMLP
+from automl.training import KerasNetwork
 
 __all__ = ["save_model", "load_model", "FORMAT_VERSION"]
 
@@ -57,7 +57,7 @@ def save_model(model: Model, path: Path, evaluation: str, extra: dict[str, Any] 
             folder = tmp / f"fold_{i}"
             folder.mkdir()
             joblib.dump(fold.preprocessor, folder / "preprocessor.joblib")
-            if isinstance(fold.estimator, KerasMLP):
+            if isinstance(fold.estimator, KerasNetwork):
                 fold.estimator.model_.save(folder / "model.keras")
                 atomic_write_text(folder / "network.json", json.dumps(fold.estimator.state(), indent=1))
             else:
@@ -95,7 +95,7 @@ def load_model(path: Path | str) -> Model:
             import keras
 
             net = keras.models.load_model(folder / "model.keras", compile=False)
-            estimator: Any = KerasMLP.from_state(json.loads((folder / "network.json").read_text()), net)
+            estimator: Any = KerasNetwork.from_state(json.loads((folder / "network.json").read_text()), net)
         else:
             estimator = joblib.load(folder / "model.joblib")
         folds.append(FoldModel(pre, estimator))
