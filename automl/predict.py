@@ -14,20 +14,31 @@ def main(argv: list[str] | None = None) -> int:
                                 description="Predict raw rows (the training columns; a target column is "
                                             "ignored) with a model folder from models/ or leader/.")
     p.add_argument("model_dir", help="a model folder holding model.json")
-    p.add_argument("data", help="a .csv or .parquet file of rows to predict")
+    p.add_argument("data", help="a .csv or .parquet file of rows to predict; for image models an .npz file "
+                                "(array x) or a folder of images")
     p.add_argument("--output", default="preds.csv", help="where to write predictions (default preds.csv)")
     args = p.parse_args(argv)
 
     from automl.data import read_table
     from automl.errors import InputError
     from automl.export import load_model
+    from automl.images import is_image_source, load_images
     from automl.io import write_csv
 
     try:
         model = load_model(args.model_dir)
-        frame = read_table(Path(args.data))
-        model.check_columns(frame, args.data)
-        preds = model.predict(frame)
+        source = Path(args.data)
+        if model.schema.task == "image":
+            if not is_image_source(source):
+                raise InputError(f"{source}: model {model.model_id} reads images; give an .npz file or a folder")
+            images, _, files = load_images(source)
+            preds = model.predict(images)
+            if files is not None:
+                preds.insert(0, "file", files)
+        else:
+            frame = read_table(source)
+            model.check_columns(frame, args.data)
+            preds = model.predict(frame)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
