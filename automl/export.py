@@ -8,7 +8,9 @@ with ``preprocessor.joblib`` and either ``model.joblib`` (scikit-learn) or
 from __future__ import annotations
 
 import json
+import os
 import platform
+import shutil
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -23,7 +25,7 @@ from automl.models import BaggedModel, FoldModel, Model
 from automl.preprocess import Schema
 from automl.training import KerasNetwork
 
-__all__ = ["save_model", "load_model", "FORMAT_VERSION"]
+__all__ = ["save_model", "load_model", "link_tree", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1
 _PACKAGES = ("automl", "scikit-learn", "pandas", "numpy", "tensorflow", "keras", "optuna")
@@ -39,11 +41,13 @@ def _versions() -> dict[str, str]:
     return found
 
 
-def save_model(model: Model, path: Path, evaluation: str, extra: dict[str, Any] | None = None) -> None:
+def save_model(model: Model, path: Path, evaluation: str, extra: dict[str, Any] | None = None,
+               saved: Path | None = None) -> None:
     """Write ``model`` to the folder ``path`` atomically (the old folder stays until the new is whole).
 
     A stacked ensemble's folder holds its metalearner and a full copy of each base
-    model under ``bases/``, so the folder alone suffices to predict.
+    model under ``bases/``, so the folder alone suffices to predict. Bases already
+    written under ``saved/<model_id>`` are hard-linked from there instead of saved again.
     """
     with atomic_dir(path) as tmp:
         layout: dict[str, Any] = {"kind": "bagged", "n_folds": len(getattr(model, "folds", ()))}
@@ -52,7 +56,10 @@ def save_model(model: Model, path: Path, evaluation: str, extra: dict[str, Any] 
                       "base_models": [b.model_id for b in model.bases]}
             joblib.dump(model.metalearner, tmp / "metalearner.joblib")
             for base in model.bases:
-                save_model(base, tmp / "bases" / base.model_id, evaluation)
+                if saved is not None and (saved / base.model_id / "model.json").exists():
+                    link_tree(saved / base.model_id, tmp / "bases" / base.model_id)
+                else:
+                    save_model(base, tmp / "bases" / base.model_id, evaluation)
         for i, fold in enumerate(getattr(model, "folds", ())):
             folder = tmp / f"fold_{i}"
             folder.mkdir()
@@ -101,3 +108,15 @@ def load_model(path: Path | str) -> Model:
         folds.append(FoldModel(pre, estimator))
     return BaggedModel(card["model_id"], card["algo"], schema, folds,
                        card["hyperparameters"], card["metrics"])
+
+
+def link_tree(source: Path, target: Path) -> None:
+    """Copy a model folder by hard links where the file system allows (files are never changed in place)."""
+
+    def link_or_copy(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    shutil.copytree(source, target, copy_function=link_or_copy, dirs_exist_ok=True)

@@ -102,7 +102,8 @@ def predict_raw(estimator: Any, x: np.ndarray, task: str) -> np.ndarray:
     """Probabilities for classification, values for regression, from any of our estimators."""
     if task == "regression":
         return np.asarray(estimator.predict(x), dtype="float64")
-    return np.asarray(estimator.predict_proba(x), dtype="float64")
+    proba = np.asarray(estimator.predict_proba(x), dtype="float64")
+    return proba / proba.sum(axis=1, keepdims=True)  # float32 models sum to 1 only to ~1e-7
 
 
 def timed(fn: Callable[[], Any]) -> tuple[Any, float]:

@@ -43,8 +43,10 @@ REFERENCE_SHARE = 0.4
 EVALUATE_SHARE = 0.3
 #: A refit trains to the best epoch without validation: about this share of a search trial.
 REFIT_SHARE = 0.75
-#: Seconds kept back for writing the leaderboard and exporting models.
-FINISH_SECONDS = 4.0
+#: Seconds kept back for writing the leaderboard, exporting models, explaining the leader and the report.
+FINISH_SECONDS = 10.0
+#: Seconds of those reserved for drawing the report after the feature importances.
+REPORT_SECONDS = 4.0
 #: Share of rows held out to score search trials (search bookkeeping, not the leaderboard).
 SEARCH_HOLDOUT = 0.2
 
@@ -165,7 +167,7 @@ class AutoML:
         engine = get_engine(self.engine)
         self.trials = engine.search(
             space, split, self.metric, self.budget, max_trials=self.max_models, seed=self.seed,
-            storage_dir=self.output_dir / "search", study_name=f"{self.project}-{self.dataset.fingerprint}",
+            storage_dir=self.output_dir / "search", study_name=self._study_name(),
             warm_starts=warm_starts, refit_trials=REFIT_SHARE * self.nfolds, finish_seconds=FINISH_SECONDS,
             keep_share=EVALUATE_SHARE, events=self.events, max_epochs=MAX_EPOCHS)
         return self.trials
@@ -235,24 +237,29 @@ class AutoML:
         board = lb.add_confidence(board, preds, y_scored, self.schema.task, self.sort_metric, self.seed)
         out = self.output_dir
         by_id = {e.model.model_id: e.model for e in self.evaluated}
-        from automl.export import save_model
+        from automl.export import link_tree, save_model
 
         evaluation = (f"{self.nfolds}-fold cross-validation, out-of-fold predictions (seed {self.seed})"
                       if self.holdout is None else "the leaderboard frame given by the user")
-        for model_id in board["model_id"]:
-            save_model(by_id[model_id], out / "models" / model_id, evaluation, {"dataset": self._dataset_info()})
+        # Bases first, so that ensembles can hard-link them instead of saving them again.
+        for model_id in sorted(board["model_id"], key=lambda m: by_id[m].algo == ENSEMBLE_ALGO):
+            save_model(by_id[model_id], out / "models" / model_id, evaluation, {"dataset": self._dataset_info()},
+                       saved=out / "models")
         for stale in (out / "models").iterdir():
             if stale.is_dir() and not stale.name.startswith(".") and stale.name not in by_id:
                 shutil.rmtree(stale)
         self._leader = by_id[board["model_id"].iloc[0]]
         with atomic_dir(out / "leader") as tmp:
-            shutil.copytree(out / "models" / self._leader.model_id, tmp, dirs_exist_ok=True)
+            link_tree(out / "models" / self._leader.model_id, tmp)
         write_csv(board, out / "leaderboard.csv")
-        write_csv(self._trials_frame(), out / "trials.csv")
+        trials = self._trials_frame()
+        write_csv(trials, out / "trials.csv")
         self._leaderboard = board
         self.events.add("leaderboard", f"leader {self._leader.model_id} {self.sort_metric}="
-                                       f"{board[self.sort_metric].iloc[0]:.4f}; {len(board)} models; "
-                                       f"run took {self.budget.elapsed():.1f}s of {self.max_runtime_secs:g}s")
+                                       f"{board[self.sort_metric].iloc[0]:.4f}; {len(board)} models")
+        self._explain(board, preds, y_scored, trials)
+        self.events.add("report", f"report.html written; run took {self.budget.elapsed():.1f}s "
+                                  f"of {self.max_runtime_secs:g}s")
         atomic_write_text(out / "run.json", json.dumps(self.summary(), indent=1, default=str))
         self.events.write(out / "event_log.csv")
         return board
@@ -326,6 +333,35 @@ class AutoML:
                 "output_dir": str(self.output_dir)}
 
     # -- helpers ----------------------------------------------------------------------
+    def _explain(self, board: pd.DataFrame, preds: dict[str, np.ndarray], y_scored: np.ndarray,
+                 trials: pd.DataFrame) -> None:
+        """``feature_importance.csv`` (permutation importance of the leader) and ``report.html``."""
+        from automl.explain import permutation_importance
+        from automl.report import write_report
+
+        out = self.output_dir
+        importance = None
+        if self.schema.task != "image":
+            importance = permutation_importance(self.leader, self.x, self.y, self.folds, self.metric,
+                                                self.schema.task, n_repeats=3, seed=self.seed,
+                                                deadline=self.budget.deadline - REPORT_SECONDS)
+            write_csv(importance, out / "feature_importance.csv")
+        engine = get_engine(self.engine)
+        params = None
+        if hasattr(engine, "param_importances"):
+            params = engine.param_importances(out / "search", self._study_name())
+        summary = self.summary()
+        write_report(out / "report.html", title=f"AutoML report: {self.project}", task=self.schema.task,
+                     classes=self.schema.classes, sort_metric=self.sort_metric, board=board, y=y_scored,
+                     oof=preds, trials=trials, param_importances=params, feature_importance=importance,
+                     summary={"dataset": summary["dataset"]["source"], "rows": str(summary["dataset"]["rows"]),
+                              "task": self.schema.task, "budget": f"{self.max_runtime_secs:g}s",
+                              "engine": self.engine, "seed": str(self.seed)},
+                     evaluation="out-of-fold" if self.holdout is None else "holdout")
+
+    def _study_name(self) -> str:
+        return f"{self.project}-{self.dataset.fingerprint}"
+
     def _evaluate(self, candidate: Candidate, stage: str) -> list[Evaluated]:
         try:
             result = cross_validate(candidate, self.x, self.y, self.schema, self.folds)

@@ -50,8 +50,8 @@ def test_get_best_model_semantics(fitted):
 
 
 def test_exclude_algos_and_bad_names():
-    with pytest.raises(InputError, match="'SVM'"):
-        AutoML(include_algos=["SVM"])
+    with pytest.raises(InputError, match="'XGBoost'"):
+        AutoML(include_algos=["XGBoost"])
     with pytest.raises(InputError, match="not both"):
         AutoML(include_algos=["GLM"], exclude_algos=["GBM"])
 

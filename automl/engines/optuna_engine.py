@@ -17,7 +17,7 @@ from automl.events import EventLog
 from automl.metrics import Metric
 from automl.spaces import Param, suggest
 
-__all__ = ["search"]
+__all__ = ["search", "param_importances"]
 
 #: Stop when this many trials in a row fail: the space or the data is broken, not the luck.
 MAX_CONSECUTIVE_FAILURES = 10
@@ -105,3 +105,20 @@ def _record(trial: Any) -> TrialRecord:
                        int(trial.user_attrs.get("best_epoch", 0)), round(duration, 3), dict(trial.params),
                        trial.user_attrs.get("error", ""))
 
+
+def param_importances(storage_dir: Path, study_name: str) -> dict[str, float] | None:
+    """Optuna's hyperparameter importances (fANOVA) of the study, or None with too few trials."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    journal = storage_dir / "study.journal"
+    if not journal.exists():
+        return None
+    study = optuna.load_study(study_name=study_name, storage=JournalStorage(JournalFileBackend(str(journal))))
+    if sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials) < 3:
+        return None
+    try:
+        return {k: float(v) for k, v in optuna.importance.get_param_importances(study).items()}
+    except (RuntimeError, ValueError):  # e.g. every completed trial scored the same
+        return None

@@ -1,0 +1,121 @@
+"""Explanations: out-of-fold permutation importance of a bagged model.
+
+A :class:`~automl.models.BaggedModel` holds one fold model per cross-validation
+fold, and fold model ``i`` never saw fold ``i``'s held-out rows. Permuting a raw
+input column in those rows and scoring fold model ``i`` on them measures what the
+column is worth on unseen data, with no refit and no held-back rows.
+
+Not :func:`sklearn.inspection.permutation_importance`: it scores one estimator on
+one frame and cannot stop at a deadline; here every fold has its own model and
+rows, and a deadline must leave a usable partial result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from itertools import product
+from time import monotonic
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from automl.metrics import Metric
+from automl.models import predict_raw
+
+__all__ = ["permutation_importance", "row_permutation"]
+
+Predict = Callable[[pd.DataFrame], np.ndarray]
+
+#: Cells scored in one prediction call: shuffled copies of a fold's rows, one copy per feature.
+MAX_BATCH_CELLS = 2_000_000
+
+
+def row_permutation(seed: int, repeat: int, fold: int, n_rows: int) -> np.ndarray:
+    """The shuffle of fold ``fold``'s held-out rows in repeat ``repeat``, shared by every feature.
+
+    Seeded by ``(seed, repeat, fold)`` alone, so a result does not depend on how far an
+    earlier call got before its deadline.
+    """
+    return np.random.default_rng((seed, repeat, fold)).permutation(n_rows)
+
+
+def permutation_importance(model: Any, x: pd.DataFrame, y: np.ndarray,
+                           folds: list[tuple[np.ndarray, np.ndarray]], metric: Metric, task: str,
+                           n_repeats: int = 5, seed: int = 0, deadline: float | None = None) -> pd.DataFrame:
+    """Out-of-fold permutation importance of each of ``model.schema.features``.
+
+    For fold ``i``, fold model ``model.folds[i]`` predicts fold ``i``'s held-out rows with
+    one raw column of ``x`` shuffled (so a one-hot group moves together); the importance
+    is the drop in ``metric`` against the unshuffled rows (positive: the feature helps),
+    averaged over folds and repeats. A model without ``.folds`` (a stacked ensemble) is
+    scored with ``model.predict_proba`` on the held-out rows instead, which is in-sample
+    for its base models: an optimistic baseline, still a fair ranking of features.
+
+    ``deadline`` (a ``time.monotonic()`` value) is checked before each (repeat, fold):
+    past it, the result uses what was computed, with NaN for a feature never scored.
+    Returns columns ``feature, importance, importance_std``, most important first;
+    ``attrs["evaluations"]`` counts the (repeat, fold) passes and ``attrs["complete"]``
+    says whether all of them ran.
+    """
+    if n_repeats < 1:
+        raise ValueError(f"n_repeats must be at least 1, but got {n_repeats=}")
+    features = list(model.schema.features)
+    missing = [f for f in features if f not in x.columns]
+    if missing:
+        raise ValueError(f"x lacks the model's feature column(s) {missing}; pass the frame it was trained on")
+    predictors = _fold_predictors(model, folds, task)
+    drops: dict[str, list[float]] = {f: [] for f in features}
+    baselines: dict[int, float] = {}
+    passes = list(product(range(n_repeats), range(len(folds))))
+    evaluations = 0
+    for repeat, i in passes:
+        if deadline is not None and monotonic() >= deadline:
+            break
+        test = folds[i][1]
+        rows, y_test = x.iloc[test][features], y[test]
+        if i not in baselines:
+            baselines[i] = metric.fn(y_test, predictors[i](rows))
+        order = row_permutation(seed, repeat, i, len(test))
+        for batch in _batches(features, rows.size):
+            # One call per batch of shuffled copies: per-call overhead dwarfs the rows' cost.
+            copies = []
+            for feature in batch:
+                shuffled = rows.copy()
+                shuffled[feature] = rows[feature].iloc[order].set_axis(rows.index)
+                copies.append(shuffled)
+            pred = predictors[i](pd.concat(copies, ignore_index=True))
+            for k, feature in enumerate(batch):
+                score = metric.fn(y_test, pred[k * len(test):(k + 1) * len(test)])
+                drops[feature].append(metric.sign() * (baselines[i] - score))
+        evaluations += 1
+    frame = pd.DataFrame({
+        "feature": features,
+        "importance": [float(np.mean(drops[f])) if drops[f] else np.nan for f in features],
+        "importance_std": [float(np.std(drops[f])) if drops[f] else np.nan for f in features],
+    })
+    frame = frame.sort_values("importance", ascending=False, na_position="last", kind="mergesort")
+    frame = frame.reset_index(drop=True)
+    frame.attrs.update(evaluations=evaluations, complete=evaluations == len(passes))
+    return frame
+
+
+def _batches(features: list[str], cells: int) -> list[list[str]]:
+    """Features in groups whose shuffled copies of ``cells`` cells each stay under ``MAX_BATCH_CELLS``."""
+    size = max(1, MAX_BATCH_CELLS // max(cells, 1))
+    return [features[i:i + size] for i in range(0, len(features), size)]
+
+
+def _fold_predictors(model: Any, folds: list[tuple[np.ndarray, np.ndarray]], task: str) -> list[Predict]:
+    """Fold ``i``'s own fold model, or the whole model when it has no fold models."""
+    fold_models = getattr(model, "folds", None)
+    if fold_models is None:
+        return [model.predict_proba] * len(folds)
+    if len(fold_models) != len(folds):
+        raise ValueError(f"model {getattr(model, 'model_id', model)!r} has {len(fold_models)} fold models but "
+                         f"got {len(folds)} folds; pass the folds it was cross-validated on")
+
+    def predictor(fold_model: Any) -> Predict:
+        return lambda frame: predict_raw(fold_model.estimator, fold_model.preprocessor.transform(frame), task)
+
+    return [predictor(f) for f in fold_models]

@@ -1,0 +1,154 @@
+"""Out-of-fold permutation importance of bagged models, on real cross-validated models."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from automl import explain
+from automl.data import load
+from automl.evaluation import cross_validate, make_folds
+from automl.explain import permutation_importance
+from automl.metrics import get
+from automl.models import BaggedModel, predict_raw, reference_candidates
+from automl.preprocess import encode_target, infer_schema
+
+NFOLDS = 5
+
+
+def _fit_glm(name: str, extra: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+    ds = load(name)
+    if extra:
+        ds = dataclasses.replace(ds, frame=ds.frame.assign(**extra))
+    schema = infer_schema(ds)
+    x, y = ds.frame.drop(columns=[ds.target]), encode_target(schema, ds.frame[ds.target])
+    folds = make_folds(y, schema.task, NFOLDS, seed=0)
+    model = cross_validate(reference_candidates(schema.task, 0)[0], x, y, schema, folds).model
+    return {"model": model, "x": x, "y": y, "folds": folds, "task": schema.task}
+
+
+@pytest.fixture(scope="module")
+def diabetes() -> dict[str, Any]:
+    """GLM on Pima diabetes plus a column of pure noise."""
+    noise = np.random.default_rng(0).normal(size=len(load("diabetes").frame))
+    return _fit_glm("diabetes", {"Noise": noise})
+
+
+def _importance(run: dict[str, Any], metric: str, **kwargs: Any) -> pd.DataFrame:
+    return permutation_importance(run["model"], run["x"], run["y"], run["folds"], get(metric, run["task"]),
+                                  run["task"], **kwargs)
+
+
+def test_glucose_matters_most_and_noise_not_at_all(diabetes: dict[str, Any]) -> None:
+    imp = _importance(diabetes, "auc", n_repeats=3)
+    assert list(imp.columns) == ["feature", "importance", "importance_std"]
+    assert sorted(imp["feature"]) == sorted(diabetes["model"].schema.features)
+    assert imp["importance"].is_monotonic_decreasing
+    by_feature = imp.set_index("feature")["importance"]
+    assert imp["feature"].iloc[0] == "Glucose"
+    assert by_feature["Glucose"] > 0.05  # AUC points lost without it
+    assert abs(by_feature["Noise"]) < 0.05 * by_feature["Glucose"]
+    assert imp.attrs == {"evaluations": 3 * NFOLDS, "complete": True}
+
+
+def test_matches_a_direct_out_of_fold_computation(diabetes: dict[str, Any]) -> None:
+    # logloss: lower is better, so this also checks the sign.
+    metric, seed, feature = get("logloss", "binary"), 7, "BMI"
+    x, y, model = diabetes["x"], diabetes["y"], diabetes["model"]
+    drops = []
+    for i, (_, test) in enumerate(diabetes["folds"]):
+        fold = model.folds[i]  # the fold model that never saw these rows
+
+        def predict(frame: pd.DataFrame, fold: Any = fold) -> np.ndarray:
+            return predict_raw(fold.estimator, fold.preprocessor.transform(frame), "binary")
+
+        rows = x.iloc[test]
+        shuffled = rows.copy()
+        shuffled[feature] = rows[feature].to_numpy()[np.random.default_rng((seed, 0, i)).permutation(len(test))]
+        drops.append(metric.fn(y[test], predict(shuffled)) - metric.fn(y[test], predict(rows)))
+    imp = _importance(diabetes, "logloss", n_repeats=1, seed=seed).set_index("feature")
+    assert imp.loc[feature, "importance"] == pytest.approx(np.mean(drops), rel=1e-9)
+    assert imp.loc[feature, "importance_std"] == pytest.approx(np.std(drops), rel=1e-9)
+    assert imp.loc[feature, "importance"] > 0
+
+
+class _Spy:
+    """A preprocessor that records the frames it transforms."""
+
+    def __init__(self, inner: Any, seen: list[pd.DataFrame]) -> None:
+        self.inner, self.seen = inner, seen
+
+    def transform(self, frame: pd.DataFrame) -> np.ndarray:
+        self.seen.append(frame)
+        return self.inner.transform(frame)
+
+
+def test_each_fold_model_sees_only_its_held_out_rows(diabetes: dict[str, Any]) -> None:
+    model, x, folds = diabetes["model"], diabetes["x"], diabetes["folds"]
+    seen: list[list[pd.DataFrame]] = [[] for _ in folds]
+    spied = dataclasses.replace(model, folds=[dataclasses.replace(f, preprocessor=_Spy(f.preprocessor, seen[i]))
+                                              for i, f in enumerate(model.folds)])
+    _importance(diabetes | {"model": spied}, "auc", n_repeats=2)
+    for (_, test), frames in zip(folds, seen, strict=True):
+        held_out = x.iloc[test]
+        assert frames and frames[0].index.equals(held_out.index)  # the unshuffled baseline
+        for frame in frames:
+            assert len(frame) % len(test) == 0
+            for start in range(0, len(frame), len(test)):
+                chunk = frame.iloc[start:start + len(test)]
+                for col in model.schema.features:  # a shuffle keeps each column's values
+                    assert np.array_equal(np.sort(chunk[col].to_numpy(float)), np.sort(held_out[col].to_numpy(float)),
+                                          equal_nan=True)
+
+
+def test_model_without_fold_models_uses_its_own_predictions(diabetes: dict[str, Any]) -> None:
+    bag: BaggedModel = diabetes["model"]
+
+    class Ensemble:  # duck-typed like a stacked ensemble: schema and predict_proba, no folds
+        schema = bag.schema
+
+        def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+            return bag.predict_proba(frame)
+
+    imp = _importance(diabetes | {"model": Ensemble()}, "auc", n_repeats=1)
+    assert imp["feature"].iloc[0] == "Glucose"
+    assert imp["importance"].notna().all()
+
+
+def test_deadline_keeps_what_was_computed(diabetes: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    ticks = iter(range(1000))
+    monkeypatch.setattr(explain, "monotonic", lambda: float(next(ticks)))
+    imp = _importance(diabetes, "auc", n_repeats=5, deadline=2.5)  # clock reads 0, 1, 2: three passes
+    assert imp.attrs == {"evaluations": 3, "complete": False}
+    assert imp["importance"].notna().all() and imp["feature"].iloc[0] == "Glucose"
+
+    late = _importance(diabetes, "auc", deadline=-1.0)
+    assert late.attrs["evaluations"] == 0 and late["importance"].isna().all()
+    assert sorted(late["feature"]) == sorted(diabetes["model"].schema.features)
+
+
+def test_categorical_column_is_shuffled_as_one_raw_column() -> None:
+    titanic = _fit_glm("titanic")
+    imp = _importance(titanic, "auc", n_repeats=1)
+    assert imp["feature"].iloc[0] == "Sex"  # one-hot encoded: its columns move together
+    assert set(imp["feature"]) == set(titanic["model"].schema.features)
+
+
+def test_regression_uses_values_and_metric_direction() -> None:
+    progression = _fit_glm("diabetes-progression")
+    imp = _importance(progression, "rmse", n_repeats=2)
+    assert imp["feature"].iloc[0] in {"bmi", "s5"}
+    assert imp["importance"].iloc[0] > 5  # rmse units lost without it
+
+
+def test_rejects_folds_the_model_was_not_trained_on(diabetes: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="fold models"):
+        _importance(diabetes | {"folds": diabetes["folds"][:3]}, "auc")
+    with pytest.raises(ValueError, match="n_repeats"):
+        _importance(diabetes, "auc", n_repeats=0)
+    with pytest.raises(ValueError, match="Glucose"):
+        _importance(diabetes | {"x": diabetes["x"].drop(columns=["Glucose"])}, "auc")
