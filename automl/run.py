@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", choices=("binary", "multiclass", "regression"),
                    help="override the inferred task type")
     p.add_argument("--max-runtime-secs", type=float, default=None,
-                   help="wall-time budget for the whole run, start-up included (default 120)")
+                   help="wall-time budget for the whole run, start-up included (default 120; 200 for images)")
     p.add_argument("--max-models", type=int, default=None,
                    help="at most this many search trials (the reference models always train)")
     p.add_argument("--engine", choices=ENGINES, default="optuna", help="search engine (default optuna)")
@@ -58,10 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     from automl.data import load
     from automl.errors import InputError
     from automl.metrics import get
-    from automl.pipeline import DEFAULT_RUNTIME_SECS, AutoML
+    from automl.pipeline import AutoML
     from automl.preprocess import infer_schema
 
-    budget = DEFAULT_RUNTIME_SECS if args.max_runtime_secs is None else args.max_runtime_secs
+    budget = args.max_runtime_secs
     verbose = True if args.verbose else False if args.quiet else None
     try:
         AutoML(max_runtime_secs=budget, max_models=args.max_models, nfolds=args.nfolds)  # checks the numbers
