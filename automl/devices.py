@@ -1,0 +1,294 @@
+"""Device placement: the one place that decides where networks train.
+
+:func:`detect` lists TPUs, GPUs and CPUs without starting TensorFlow's runtime (so memory
+growth and logical devices can still be set); :func:`plan` is a pure decision on such a
+list; :func:`configure` applies it; :func:`strategy`, :func:`trial_device` and
+:func:`trial_context` give the rest of the code a scope to train a trial in.
+
+``python -m automl.devices [--size N] [--power P]`` lists the devices and runs the
+CPU-vs-GPU experiment: it times M**P (P-1 matrix products) on each device and reports
+GFLOP/s. TensorFlow is imported inside functions only: importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import glob
+import json
+import math
+import os
+import sys
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+__all__ = ["Device", "Placement", "STRATEGIES", "DISTRIBUTE", "detect", "plan", "configure", "strategy",
+           "trial_device", "trial_context", "matrix_power_speed", "main"]
+
+STRATEGIES = ("default", "mirrored", "tpu", "one-per-gpu")
+#: Values of ``distribute`` besides ``None`` (let :func:`plan` choose).
+DISTRIBUTE = ("mirrored",)
+#: float16 runs on tensor cores from Volta (7.0) on; older GPUs get slower, not faster.
+MIXED_PRECISION_MIN_CAPABILITY = (7, 0)
+
+
+class Device(NamedTuple):
+    """A device as TensorFlow names it; ``compute_capability`` is known for CUDA GPUs only."""
+
+    kind: str  # "TPU", "GPU" or "CPU"
+    name: str  # e.g. "/device:GPU:0"
+    compute_capability: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where trials train: a strategy name and the devices of each parallel trial worker."""
+
+    strategy: str
+    workers: tuple[tuple[str, ...], ...]
+    mixed_precision: bool = False
+    memory_growth: bool = False
+
+    @property
+    def devices(self) -> tuple[str, ...]:
+        """Every device in use, each once, in worker order."""
+        return tuple(dict.fromkeys(d for worker in self.workers for d in worker))
+
+
+def _tf() -> Any:
+    import tensorflow as tf
+
+    return tf
+
+
+# -- detecting ----------------------------------------------------------------------------
+def detect() -> list[Device]:
+    """The TPU cores, GPUs and CPUs TensorFlow can use, as logical device names.
+
+    Physical devices split with ``tf.config.set_logical_device_configuration`` count
+    as several. Only a TPU, if one is present, starts TensorFlow's runtime.
+    """
+    tf = _tf()
+    resolver = _tpu_resolver()
+    found = [Device("TPU", d.name) for d in tf.config.list_logical_devices("TPU")] if resolver else []
+    for kind in ("GPU", "CPU"):
+        index = 0
+        for physical in tf.config.list_physical_devices(kind):
+            capability = _compute_capability(tf, physical) if kind == "GPU" else None
+            # Naming logical devices from their configuration, rather than listing them,
+            # leaves the runtime uninitialised: memory growth can only be set before that.
+            for _ in tf.config.get_logical_device_configuration(physical) or [None]:
+                found.append(Device(kind, f"/device:{kind}:{index}", capability))
+                index += 1
+    return found
+
+
+def _compute_capability(tf: Any, physical: Any) -> tuple[int, int] | None:
+    try:
+        capability = tf.config.experimental.get_device_details(physical).get("compute_capability")
+    except (ValueError, RuntimeError):
+        return None
+    return tuple(capability) if capability else None
+
+
+@functools.cache
+def _tpu_resolver() -> Any | None:
+    """The TPU cluster, connected and initialised once per process; ``None`` without a TPU."""
+    # Without a hint, TPUClusterResolver asks Google Cloud's metadata server, which may hang elsewhere.
+    local = bool(glob.glob("/dev/accel*"))  # a TPU VM
+    if not (os.environ.get("TPU_NAME") or os.environ.get("COLAB_TPU_ADDR") or local):
+        return None
+    tf = _tf()
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(
+            tpu=os.environ.get("TPU_NAME") or ("local" if local else None))
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+    except (ValueError, RuntimeError, tf.errors.OpError) as exc:
+        warnings.warn(f"a TPU seems present but cannot be used, training on GPU/CPU: {exc}", stacklevel=2)
+        return None
+    return resolver
+
+
+# -- deciding -----------------------------------------------------------------------------
+def plan(devices: Sequence[tuple], n_trials_parallel: int | None = None, distribute: str | None = None) -> Placement:
+    """Decide where trials train, from ``(kind, name[, compute_capability])`` tuples.
+
+    - a TPU: one model across all its cores (TPUStrategy), whatever ``distribute`` says;
+    - GPUs with ``distribute="mirrored"``: one model across all of them (MirroredStrategy);
+    - several GPUs otherwise: one trial per GPU, at most ``n_trials_parallel`` at once;
+    - one GPU: the default strategy on it;
+    - no accelerator: the default strategy on the CPU, ``n_trials_parallel`` workers
+      sharing it; ``distribute="mirrored"`` mirrors over the (logical) CPUs.
+
+    GPUs get memory growth, and mixed precision when every GPU in use has compute
+    capability 7.0 or more.
+    """
+    if distribute is not None and distribute not in DISTRIBUTE:
+        raise ValueError(f"distribute must be None or one of {', '.join(DISTRIBUTE)}, but got {distribute=}")
+    if n_trials_parallel is not None and n_trials_parallel < 1:
+        raise ValueError(f"n_trials_parallel must be at least 1, but got {n_trials_parallel=}")
+    devices = [Device(*d) for d in devices]
+    by_kind = {kind: [d for d in devices if d.kind == kind] for kind in ("TPU", "GPU", "CPU")}
+    unknown = [d for d in devices if d.kind not in by_kind]
+    if unknown:
+        raise ValueError(f"device kinds are TPU, GPU or CPU, but got {unknown}")
+    if by_kind["TPU"]:
+        return Placement("tpu", (tuple(d.name for d in by_kind["TPU"]),))
+    gpus = by_kind["GPU"]
+    if gpus:
+        if distribute == "mirrored":
+            return _on_gpus("mirrored", (tuple(g.name for g in gpus),), gpus)
+        n = len(gpus) if n_trials_parallel is None else min(n_trials_parallel, len(gpus))
+        if n == 1:
+            return _on_gpus("default", ((gpus[0].name,),), gpus[:1])
+        return _on_gpus("one-per-gpu", tuple((g.name,) for g in gpus[:n]), gpus[:n])
+    cpus = tuple(d.name for d in by_kind["CPU"]) or ("/device:CPU:0",)  # TensorFlow always has a CPU
+    if distribute == "mirrored":
+        return Placement("mirrored", (cpus,))
+    return Placement("default", ((cpus[0],),) * (n_trials_parallel or 1))
+
+
+def _on_gpus(strategy_name: str, workers: tuple[tuple[str, ...], ...], used: list[Device]) -> Placement:
+    mixed = all(g.compute_capability is not None and tuple(g.compute_capability) >= MIXED_PRECISION_MIN_CAPABILITY
+                for g in used)
+    return Placement(strategy_name, workers, mixed_precision=mixed, memory_growth=True)
+
+
+# -- applying -----------------------------------------------------------------------------
+def configure(placement: Placement) -> None:
+    """Apply GPU memory growth and the mixed-precision policy; call before anything trains."""
+    tf = _tf()
+    if placement.memory_growth:
+        for gpu in tf.config.list_physical_devices("GPU"):
+            try:
+                tf.config.experimental.set_memory_growth(gpu, True)
+            except RuntimeError:  # the runtime has started: growth can no longer change
+                if not tf.config.experimental.get_memory_growth(gpu):
+                    warnings.warn(f"memory growth not set on {gpu.name}: call automl.devices.configure() "
+                                  "before TensorFlow first uses the GPU", stacklevel=2)
+    if placement.mixed_precision:
+        import keras
+
+        # automl.training builds output layers in float32, which keeps losses and metrics stable.
+        keras.mixed_precision.set_global_policy("mixed_float16")
+
+
+@functools.cache
+def strategy(placement: Placement) -> Any:
+    """The ``tf.distribute`` strategy of ``placement`` (one per placement and process)."""
+    tf = _tf()
+    if placement.strategy == "mirrored":
+        return tf.distribute.MirroredStrategy(devices=list(placement.workers[0]))
+    if placement.strategy == "tpu":
+        resolver = _tpu_resolver()
+        if resolver is None:
+            raise RuntimeError("the placement wants a TPU, but none can be reached; plan again from detect()")
+        return tf.distribute.TPUStrategy(resolver)
+    return tf.distribute.get_strategy()
+
+
+def trial_device(i: int, placement: Placement) -> str:
+    """The device trial worker ``i`` trains on (workers take the GPUs in turn)."""
+    if placement.strategy in ("mirrored", "tpu"):
+        raise ValueError(f"a {placement.strategy!r} placement trains each trial on several devices; "
+                         "use strategy(placement) or trial_context(i, placement)")
+    return placement.workers[i % len(placement.workers)][0]
+
+
+@contextlib.contextmanager
+def trial_context(i: int, placement: Placement) -> Iterator[None]:
+    """The scope in which trial worker ``i`` builds and trains its networks."""
+    if placement.strategy in ("mirrored", "tpu"):
+        with strategy(placement).scope():
+            yield
+    else:
+        with _tf().device(trial_device(i, placement)):
+            yield
+
+
+# -- the CPU-vs-GPU experiment ------------------------------------------------------------
+def matrix_power_speed(device: str, size: int, power: int, repeats: int = 3) -> dict[str, Any]:
+    """Time M**power for a random ``size``×``size`` matrix on ``device``; best of ``repeats`` runs."""
+    if size < 1 or power < 2 or repeats < 1:
+        raise ValueError(f"need size >= 1, power >= 2, repeats >= 1, but got {size=}, {power=}, {repeats=}")
+    tf = _tf()
+    with tf.device(device):
+        # Scaled so that the spectral radius is about 1: M**n neither overflows nor vanishes.
+        m = tf.random.normal((size, size), seed=0) / math.sqrt(size)
+
+        def run() -> float:
+            result = m
+            for _ in range(power - 1):
+                result = tf.linalg.matmul(result, m)
+            return float(tf.reduce_sum(result))  # copying to the host waits for the device
+
+        run()  # warm-up: kernel selection and allocation are not part of the speed
+        seconds = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            run()
+            seconds.append(time.perf_counter() - started)
+    best = min(seconds)  # the least disturbed run: other processes share the machine
+    flops = 2.0 * size**3 * (power - 1)
+    return {"device": device, "seconds": round(best, 4), "gflops": round(flops / best / 1e9, 2)}
+
+
+def _experiment_devices(devices: list[Device]) -> list[Device]:
+    """One CPU (logical CPUs share the same cores), every GPU, and the first TPU core."""
+    cpu = [d for d in devices if d.kind == "CPU"][:1] or [Device("CPU", "/device:CPU:0")]
+    return cpu + [d for d in devices if d.kind == "GPU"] + [d for d in devices if d.kind == "TPU"][:1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m automl.devices",
+                                description="List the devices TensorFlow sees and the placement automl would use; "
+                                            "time M**power on each device and report GFLOP/s (last line: JSON).")
+    p.add_argument("--size", type=int, default=2048, help="matrix side (default 2048)")
+    p.add_argument("--power", type=int, default=6, help="the power n in M**n, at least 2 (default 6)")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per device; the best counts (default 3)")
+    args = p.parse_args(argv)
+    if args.size < 1 or args.power < 2 or args.repeats < 1:
+        print(f"error: need --size >= 1, --power >= 2, --repeats >= 1, but got size={args.size}, "
+              f"power={args.power}, repeats={args.repeats}", file=sys.stderr)
+        return 2
+
+    devices = detect()
+    placement = plan(devices)
+    print("devices:")
+    for d in devices:
+        print(f"  {d.kind:<4} {d.name}" + (f"  compute capability {d.compute_capability}"
+                                           if d.compute_capability else ""))
+    print(f"placement: {placement.strategy} on {', '.join(placement.devices)}; mixed precision "
+          f"{'on' if placement.mixed_precision else 'off'}")
+
+    rows = []
+    for d in _experiment_devices(devices):
+        try:
+            rows.append({"kind": d.kind, **matrix_power_speed(d.name, args.size, args.power, args.repeats)})
+        except Exception as exc:  # one unusable device must not hide the others' numbers
+            rows.append({"kind": d.kind, "device": d.name, "seconds": None, "gflops": None,
+                         "error": f"{type(exc).__name__}: {exc}"[:200]})
+    cpu = next((r["gflops"] for r in rows if r["kind"] == "CPU" and r["gflops"]), None)
+    for r in rows:
+        r["vs_cpu"] = round(r["gflops"] / cpu, 2) if cpu and r["gflops"] else None
+
+    print(f"\nM**{args.power} for a {args.size}x{args.size} float32 matrix ({args.power - 1} products), "
+          f"best of {args.repeats}:")
+    print(f"{'device':<34} {'kind':<4} {'seconds':>9} {'GFLOP/s':>9} {'vs CPU':>7}")
+    for r in rows:
+        if r["gflops"] is None:
+            print(f"{r['device']:<34} {r['kind']:<4} failed: {r['error']}")
+        else:
+            print(f"{r['device']:<34} {r['kind']:<4} {r['seconds']:>9.3f} {r['gflops']:>9.1f} {r['vs_cpu']:>6.1f}x")
+    print(json.dumps({"size": args.size, "power": args.power, "repeats": args.repeats,
+                      "placement": placement.strategy, "devices": rows}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
