@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from automl import data as data_mod
+from automl import devices
 from automl import leaderboard as lb
 from automl.budget import Budget
 from automl.engines import SearchData, TrialRecord, get_engine
@@ -64,7 +65,8 @@ class AutoML:
                  project: str | None = None, output_dir: str | Path | None = None, verbose: bool | None = None,
                  started_at: float | None = None, include_algos: list[str] | None = None,
                  exclude_algos: list[str] | None = None,
-                 leaderboard_frame: str | Path | pd.DataFrame | None = None) -> None:
+                 leaderboard_frame: str | Path | pd.DataFrame | None = None, tuner: str = "hyperband",
+                 distribute: str | None = None) -> None:
         if max_runtime_secs is not None and max_runtime_secs <= 0:
             raise InputError(f"--max-runtime-secs must be positive, but got {max_runtime_secs=}")
         if max_models is not None and max_models < 0:
@@ -73,6 +75,11 @@ class AutoML:
             raise InputError(f"nfolds must be at least 2, but got {nfolds=}")
         get_engine(engine)
         self.algos = _allowed_algos(include_algos, exclude_algos)
+        if tuner not in TUNERS:
+            raise InputError(f"--tuner must be one of {', '.join(TUNERS)}, but got {tuner=}")
+        if distribute not in (None, *devices.DISTRIBUTE):
+            raise InputError(f"--distribute must be one of {', '.join(devices.DISTRIBUTE)}, but got {distribute=}")
+        self.tuner, self.distribute, self._placement = tuner, distribute, None
         self.leaderboard_frame = leaderboard_frame
         self.max_runtime_secs, self.max_models, self.seed, self.nfolds = max_runtime_secs, max_models, seed, nfolds
         self.sort_metric, self.engine, self.project = sort_metric, engine, project
@@ -168,11 +175,13 @@ class AutoML:
 
         self.events.add("search", f"{self.engine} search, {self.budget.left():.0f}s left")
         engine = get_engine(self.engine)
-        self.trials = engine.search(
+        options = {"tuner": self.tuner} if self.engine == "keras-tuner" else {}
+        with devices.trial_context(0, self.placement()):
+            self.trials = engine.search(
             space, split, self.metric, self.budget, max_trials=self.max_models, seed=self.seed,
             storage_dir=self.output_dir / "search", study_name=self._study_name(),
             warm_starts=warm_starts, refit_trials=REFIT_SHARE * self.nfolds, finish_seconds=FINISH_SECONDS,
-            keep_share=EVALUATE_SHARE, events=self.events, max_epochs=MAX_EPOCHS)
+            keep_share=EVALUATE_SHARE, events=self.events, max_epochs=MAX_EPOCHS, **options)
         return self.trials
 
     def evaluate_search(self) -> list[Evaluated]:
@@ -181,8 +190,15 @@ class AutoML:
 
         complete = [t for t in self.trials if t.state == "COMPLETE" and t.best_epoch > 0]
         complete.sort(key=lambda t: (-self.metric.sign() * t.value, t.number))
+        # Hyperband may run one configuration several times (more epochs each): keep its best run.
+        unique, seen = [], set()
+        for t in complete:
+            key = json.dumps(t.params, sort_keys=True)
+            if key not in seen:
+                seen.add(key)
+                unique.append(t)
         done: list[Evaluated] = []
-        for trial in complete[:TOP_CONFIGS]:
+        for trial in unique[:TOP_CONFIGS]:
             cost = self.nfolds * _refit_seconds(trial)
             if done and self.budget.left() < cost + FINISH_SECONDS:
                 self.events.add("evaluate", f"no time to cross-validate trial {trial.number}; stopping here")
@@ -194,8 +210,17 @@ class AutoML:
                                              n_classes=max(len(self.schema.classes), 1), family=self.family),
                 {**trial.params, "epochs": trial.best_epoch},
                 fit_kwargs={"deadline": self.budget.deadline - FINISH_SECONDS})
-            done += self._evaluate(candidate, "evaluate")
+            with devices.trial_context(0, self.placement()):
+                done += self._evaluate(candidate, "evaluate")
         return done
+
+    def placement(self) -> devices.Placement:
+        """Where networks train (decided once, by :mod:`automl.devices`)."""
+        if self._placement is None:
+            self._placement = devices.plan(devices.detect(), 1, self.distribute)
+            devices.configure(self._placement)
+            self.events.add("search", f"devices: {self._placement}")
+        return self._placement
 
     def build_ensembles(self) -> list[Evaluated]:
         """``StackedEnsemble_AllModels`` and ``StackedEnsemble_BestOfFamily`` on the base models' OOF rows."""
@@ -396,6 +421,7 @@ def _refit_seconds(trial: TrialRecord) -> float:
     return trial.duration_s * trial.best_epoch / max(epochs_run, 1)
 
 
+TUNERS = ("hyperband", "bayesian", "random")
 ALGOS = ("GLM", "GBM", "DRF", "XRT", "SVM", "MLP", "CNN", ENSEMBLE_ALGO)
 _ALGO_ALIASES = {a.lower(): a for a in ALGOS} | {"deeplearning": "MLP"}
 

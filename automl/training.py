@@ -119,9 +119,12 @@ class KerasNetwork:
             self.y_mean_, self.y_std_ = float(np.mean(y)), float(np.std(y) or 1.0)
         self.model_ = model = self._build(tuple(x.shape[1:]))
         optimizer = self._optimizer()
-        optimizer.build(model.trainable_variables)
-        run_epochs = _compiled_epochs(tf, model, optimizer, self._loss(), x, self._targets(np.asarray(y)),
-                                      int(self.params["batch_size"]))
+        targets, batch_size = self._targets(np.asarray(y)), int(self.params["batch_size"])
+        if tf.distribute.has_strategy():  # MirroredStrategy / TPUStrategy: Keras' fit splits the batches
+            run_epochs = _distributed_epochs(tf, model, optimizer, self._loss(), x, targets, batch_size)
+        else:
+            optimizer.build(model.trainable_variables)
+            run_epochs = _compiled_epochs(tf, model, optimizer, self._loss(), x, targets, batch_size)
         self.history_, best, best_weights, stale = [], -math.inf, None, 0
         done = 0
         while done < self.epochs:
@@ -233,6 +236,20 @@ def _cnn_body(keras: Any, h: Any, p: dict[str, Any]) -> Any:
 
 
 _BODIES = {"mlp": _mlp_body, "cnn": _cnn_body}
+
+
+def _distributed_epochs(tf: Any, model: Any, optimizer: Any, loss_fn: Any, x: np.ndarray, y: np.ndarray,
+                        batch_size: int) -> Any:
+    """Under a distribution strategy: ``fit`` on a cached dataset, called once per chunk of epochs."""
+    model.compile(optimizer=optimizer, loss=loss_fn)
+    data = tf.data.Dataset.from_tensor_slices((x, y)).cache().shuffle(len(x), reshuffle_each_iteration=True)
+    data = data.batch(batch_size).prefetch(2)
+
+    def run(epochs: Any) -> Any:
+        history = model.fit(data, epochs=int(epochs), verbose=0, shuffle=False)
+        return history.history["loss"][-1]
+
+    return run
 
 
 def _compiled_epochs(tf: Any, model: Any, optimizer: Any, loss_fn: Any, x: np.ndarray, y: np.ndarray,
