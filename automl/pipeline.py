@@ -66,7 +66,7 @@ class AutoML:
                  started_at: float | None = None, include_algos: list[str] | None = None,
                  exclude_algos: list[str] | None = None,
                  leaderboard_frame: str | Path | pd.DataFrame | None = None, tuner: str = "hyperband",
-                 distribute: str | None = None) -> None:
+                 distribute: str | None = None, workers: int | None = None, storage: str | None = None) -> None:
         if max_runtime_secs is not None and max_runtime_secs <= 0:
             raise InputError(f"--max-runtime-secs must be positive, but got {max_runtime_secs=}")
         if max_models is not None and max_models < 0:
@@ -80,6 +80,15 @@ class AutoML:
         if distribute not in (None, *devices.DISTRIBUTE):
             raise InputError(f"--distribute must be one of {', '.join(devices.DISTRIBUTE)}, but got {distribute=}")
         self.tuner, self.distribute, self._placement = tuner, distribute, None
+        self.workers = workers or os.cpu_count() or 1
+        if self.workers < 1:
+            raise InputError(f"--workers must be 1 or more, but got {workers=}")
+        if engine != "optuna" and (self.workers > 1 and workers is not None or storage):
+            raise InputError(f"--workers above 1 and --storage need --engine optuna; {engine} runs its trials "
+                             "in one process (drop --workers/--storage or use --engine optuna)")
+        if engine != "optuna":
+            self.workers = 1
+        self.storage = storage
         self.leaderboard_frame = leaderboard_frame
         self.max_runtime_secs, self.max_models, self.seed, self.nfolds = max_runtime_secs, max_models, seed, nfolds
         self.sort_metric, self.engine, self.project = sort_metric, engine, project
@@ -97,6 +106,9 @@ class AutoML:
     def ingest(self, data: str | pd.DataFrame | data_mod.Dataset, target: str | None = None,
                task: str | None = None) -> data_mod.Dataset:
         """Load and validate the data; start the clock if the caller has not."""
+        self._source = data if isinstance(data, str) else None  # what worker processes load again
+        if self._source is not None and Path(self._source).exists():
+            self._source = str(Path(self._source).resolve())
         if isinstance(data, data_mod.Dataset):
             ds = data
         elif isinstance(data, pd.DataFrame):
@@ -165,17 +177,14 @@ class AutoML:
         """Search network architectures on a stratified holdout of the training rows."""
         if self.family.upper() not in self.algos:
             return []
-        train, val = holdout_split(self.y, self.schema.task, SEARCH_HOLDOUT, self.seed)
-        pre = make_preprocessor(self.schema).fit(take_rows(self.x, train))
-        split = SearchData(pre.transform(take_rows(self.x, train)).astype("float32"), self.y[train],
-                           pre.transform(take_rows(self.x, val)).astype("float32"), self.y[val],
-                           self.schema.task, max(len(self.schema.classes), 1), self.family)
+        split = self.search_data()
         space, warm_starts = FAMILIES[self.family]
         import keras  # noqa: F401  - pay the ~4 s import here, not inside the first trial's timing
 
         self.events.add("search", f"{self.engine} search, {self.budget.left():.0f}s left")
         engine = get_engine(self.engine)
-        options = {"tuner": self.tuner} if self.engine == "keras-tuner" else {}
+        options: dict[str, Any] = {"tuner": self.tuner} if self.engine == "keras-tuner" else \
+            {"workers": self.workers, "storage_url": self.storage, "spec": self._worker_spec()}
         with devices.trial_context(0, self.placement()):
             self.trials = engine.search(
             space, split, self.metric, self.budget, max_trials=self.max_models, seed=self.seed,
@@ -183,6 +192,27 @@ class AutoML:
             warm_starts=warm_starts, refit_trials=REFIT_SHARE * self.nfolds, finish_seconds=FINISH_SECONDS,
             keep_share=EVALUATE_SHARE, events=self.events, max_epochs=MAX_EPOCHS, **options)
         return self.trials
+
+    def search_data(self) -> SearchData:
+        """The search split: trials train on 80 % of the rows and are scored on a stratified 20 %."""
+        train, val = holdout_split(self.y, self.schema.task, SEARCH_HOLDOUT, self.seed)
+        pre = make_preprocessor(self.schema).fit(take_rows(self.x, train))
+        return SearchData(pre.transform(take_rows(self.x, train)).astype("float32"), self.y[train],
+                          pre.transform(take_rows(self.x, val)).astype("float32"), self.y[val],
+                          self.schema.task, max(len(self.schema.classes), 1), self.family)
+
+    def _worker_spec(self) -> dict[str, Any]:
+        """What a worker process needs to rebuild :meth:`search_data` (JSON)."""
+        source = self._source
+        if source is None:  # a DataFrame: workers read a copy
+            path = self.output_dir / "search" / "data.parquet"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.dataset.frame.to_parquet(path)
+            source = str(path.resolve())
+        return {"dataset": source, "target": self.dataset.target, "task": self.schema.task,
+                "seed": self.seed, "nfolds": self.nfolds, "sort_metric": self.sort_metric, "project": self.project,
+                "max_runtime_secs": self.max_runtime_secs, "started_at": time.time() - self.budget.elapsed(),
+                "fingerprint": self.dataset.fingerprint if self._source is not None else None}
 
     def evaluate_search(self) -> list[Evaluated]:
         """Cross-validate the best configurations, as many as the budget allows (at least one)."""

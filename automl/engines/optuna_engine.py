@@ -1,66 +1,126 @@
-"""The Optuna engine: TPE sampling, Hyperband pruning, a journal file as storage.
+"""The Optuna engine: TPE sampling, Hyperband pruning, trials in one or many processes.
 
-The journal (``study.journal`` in the run's search folder) keeps every finished
-trial, so running the same project again continues the same study.
+Storage: by default a journal file (``search/study.journal`` in the run folder; no
+server, safe for local processes); with ``storage_url`` (``postgresql://…``) Optuna's
+RDB storage, with heartbeats so that a trial whose worker died is retried, for workers
+on several machines. Every finished trial stays in the storage, so running the same
+project again continues the study (``max_trials`` counts the study's trials, old ones
+included) and a killed run loses no completed trial.
+
+With ``workers > 1`` the trials run in ``python -m automl.worker`` processes that
+rebuild the search data from the ``spec`` kept in the study; this process only
+supervises them, restarts recycled ones and reports progress.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from automl.budget import Budget, search_should_stop
 from automl.engines import SearchData, TrialRecord, train_trial
-from automl.errors import FailedTrialError
+from automl.errors import FailedTrialError, InputError
 from automl.events import EventLog
 from automl.metrics import Metric
 from automl.spaces import Param, suggest
 
-__all__ = ["search", "param_importances"]
+__all__ = ["search", "work", "open_study", "param_importances", "StopRule", "RECYCLE_EXIT", "HEARTBEAT_SECONDS"]
 
 #: Stop when this many trials in a row fail: the space or the data is broken, not the luck.
 MAX_CONSECUTIVE_FAILURES = 10
+#: A worker process exits with this code after its share of trials, to be replaced by a fresh one
+#: (one process grows 5-9 MB per trial).
+RECYCLE_EXIT = 3
+#: Trials per worker process before it is recycled.
+TRIALS_PER_PROCESS = 25
+#: RDB heartbeats: a trial without one for GRACE seconds is failed and retried.
+HEARTBEAT_SECONDS = 5
+GRACE_SECONDS = 20
+_INTERRUPTED = "interrupted"
 
 
-def search(space: tuple[Param, ...], data: SearchData, metric: Metric, budget: Budget, *, max_trials: int | None,
-           seed: int, storage_dir: Path, study_name: str, warm_starts: tuple[dict[str, Any], ...],
-           refit_trials: float, finish_seconds: float, keep_share: float, events: EventLog,
-           max_epochs: int) -> list[TrialRecord]:
-    """Run trials until the budget, ``max_trials`` or the failure limit says stop."""
+def open_study(storage_url: str | None, storage_dir: Path, study_name: str, metric: Metric | None = None,
+               seed: int = 0, max_epochs: int = 100) -> Any:
+    """Create or load the study (``metric=None``: load only, it must exist)."""
     import optuna
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
 
     optuna.logging.set_verbosity(logging.ERROR)  # failed trials are recorded in trials.csv
-    storage_dir.mkdir(parents=True, exist_ok=True)
-    storage = JournalStorage(JournalFileBackend(str(storage_dir / "study.journal")))
-    study = optuna.create_study(
-        storage=storage, study_name=study_name, load_if_exists=True,
-        direction="maximize" if metric.higher_is_better else "minimize",
-        sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=8),
-        pruner=optuna.pruners.HyperbandPruner(min_resource=10, max_resource=max_epochs, reduction_factor=3),
-    )
-    if study.trials:
-        events.add("search", f"resuming study {study_name} with {len(study.trials)} earlier trials")
-    else:
-        for params in warm_starts:
-            study.enqueue_trial(params)
-    # Only completed trials say how long a refit takes; pruned ones stop early.
-    durations = [t.duration.total_seconds() for t in study.trials if t.state.name == "COMPLETE" and t.duration]
-    failures = 0
+    storage = _storage(storage_url, storage_dir)
+    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=8)
+    pruner = optuna.pruners.HyperbandPruner(min_resource=10, max_resource=max_epochs, reduction_factor=3)
+    if metric is None:
+        return optuna.load_study(study_name=study_name, storage=storage, sampler=sampler, pruner=pruner)
+    return optuna.create_study(storage=storage, study_name=study_name, load_if_exists=True, sampler=sampler,
+                               pruner=pruner, direction="maximize" if metric.higher_is_better else "minimize")
+
+
+def _storage(storage_url: str | None, storage_dir: Path) -> Any:
+    from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+    from optuna.storages.journal import JournalFileBackend
+
+    if storage_url is None:
+        storage_dir.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(storage_dir / "study.journal")))
+    try:
+        return RDBStorage(storage_url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
+                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2),
+                          engine_kwargs={"pool_pre_ping": True})
+    except Exception as exc:  # a wrong URL, no server, no driver: the user must fix the URL
+        raise InputError(f"--storage {storage_url}: cannot open ({type(exc).__name__}: "
+                         f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}); "
+                         "check the URL and that the database server runs") from None
+
+
+class StopRule:
+    """When the search is done, read from the study alone, so every worker decides alike."""
+
+    def __init__(self, budget: Budget, max_trials: int | None, refit_trials: float, finish_seconds: float,
+                 keep_share: float) -> None:
+        self.budget, self.max_trials = budget, max_trials
+        self.refit_trials, self.finish_seconds, self.keep_share = refit_trials, finish_seconds, keep_share
+
+    def reason(self, trials: list[Any]) -> str | None:
+        """Why to stop now, or None to go on."""
+        finished = [t for t in trials if t.state.is_finished() and not t.user_attrs.get(_INTERRUPTED)]
+        if self.max_trials is not None and len(finished) >= self.max_trials:
+            return f"{self.max_trials} trials done"
+        tail = [t.state.name for t in finished[-MAX_CONSECUTIVE_FAILURES:]]
+        if len(tail) == MAX_CONSECUTIVE_FAILURES and set(tail) == {"FAIL"}:
+            return f"{MAX_CONSECUTIVE_FAILURES} trials in a row failed; see trials.csv"
+        # Only completed trials say how long a refit takes; pruned ones stop early.
+        durations = [t.duration.total_seconds() for t in finished if t.state.name == "COMPLETE" and t.duration]
+        if search_should_stop(self.budget, durations, self.refit_trials, self.finish_seconds, self.keep_share):
+            return "time budget"
+        return None
+
+
+def _objective(space: tuple[Param, ...], data: SearchData, metric: Metric, seed: int, deadline: float,
+               max_epochs: int, orphan_check: bool) -> Callable[[Any], float]:
+    import optuna
+
+    owner = f"{socket.gethostname()}:{os.getpid()}"
+    parent = os.getppid()
 
     def objective(trial: optuna.Trial) -> float:
+        trial.set_user_attr("worker", owner)
         params = suggest(space, trial)
 
         def report(value: float, epoch: int) -> None:
+            if orphan_check and os.getppid() != parent:  # the supervisor died (kill -9): do not run orphaned
+                raise SystemExit(1)
             trial.report(value, epoch)
             if trial.should_prune():
                 raise optuna.TrialPruned()
 
         try:
-            value, best_epoch = train_trial(params, data, metric, seed + trial.number, report,
-                                            budget.deadline, max_epochs)
+            value, best_epoch = train_trial(params, data, metric, seed + trial.number, report, deadline, max_epochs)
         except optuna.TrialPruned:
             raise
         except Exception as exc:  # any failure of one trial is recorded; the search goes on
@@ -69,27 +129,148 @@ def search(space: tuple[Param, ...], data: SearchData, metric: Metric, budget: B
         trial.set_user_attr("best_epoch", best_epoch)
         return value
 
-    def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        nonlocal failures
-        if trial.state == optuna.trial.TrialState.COMPLETE and trial.duration:
-            durations.append(trial.duration.total_seconds())
-        failures = failures + 1 if trial.state == optuna.trial.TrialState.FAIL else 0
-        best = _best_value(study)
-        events.add("search", f"trial {trial.number} {trial.state.name.lower()}"
-                   + (f" {metric.name}={trial.value:.4f}" if trial.value is not None else "")
-                   + (f", best {best:.4f}" if best is not None else "") + f", {budget.left():.0f}s left")
-        if failures >= MAX_CONSECUTIVE_FAILURES:
-            events.warn("search", f"stopping: {failures} trials in a row failed; see trials.csv")
-            study.stop()
-        elif search_should_stop(budget, durations, refit_trials, finish_seconds, keep_share):
+    return objective
+
+
+def work(study: Any, space: tuple[Param, ...], data: SearchData, metric: Metric, stop: StopRule, *, seed: int,
+         max_epochs: int, n_trials: int | None = None, on_trial: Callable[[Any, Any], None] | None = None,
+         orphan_check: bool = False) -> str | None:
+    """Run trials in this process until ``stop`` says so or ``n_trials`` ran; return the stop reason.
+
+    ``orphan_check``: exit if the parent process dies (for workers a supervisor started).
+    """
+    reason: str | None = stop.reason(study.trials)
+
+    def after_trial(study: Any, trial: Any) -> None:
+        nonlocal reason
+        if on_trial is not None:
+            on_trial(study, trial)
+        reason = stop.reason(study.trials)
+        if reason is not None:
             study.stop()
 
-    finished = sum(t.state.is_finished() for t in study.trials)  # enqueued warm starts are not finished
-    remaining = None if max_trials is None else max(0, max_trials - finished)
-    if remaining != 0 and not search_should_stop(budget, durations, refit_trials, finish_seconds, keep_share):
-        study.optimize(objective, n_trials=remaining, timeout=budget.left(), catch=(FailedTrialError,),
-                       callbacks=[after_trial], gc_after_trial=False)
+    if reason is None:
+        objective = _objective(space, data, metric, seed, stop.budget.deadline, max_epochs, orphan_check)
+        study.optimize(objective, n_trials=n_trials,
+                       timeout=stop.budget.left(), catch=(FailedTrialError,), callbacks=[after_trial],
+                       gc_after_trial=False)
+    return reason
+
+
+def search(space: tuple[Param, ...], data: SearchData, metric: Metric, budget: Budget, *, max_trials: int | None,
+           seed: int, storage_dir: Path, study_name: str, warm_starts: tuple[dict[str, Any], ...],
+           refit_trials: float, finish_seconds: float, keep_share: float, events: EventLog, max_epochs: int,
+           workers: int = 1, storage_url: str | None = None, spec: dict[str, Any] | None = None
+           ) -> list[TrialRecord]:
+    """Run trials until the budget, ``max_trials`` or the failure limit says stop.
+
+    ``spec`` (JSON) lets worker processes rebuild ``data``; it is required when ``workers > 1``.
+    """
+    study = open_study(storage_url, storage_dir, study_name, metric, seed, max_epochs)
+    if study.trials:
+        events.add("search", f"resuming study {study_name} with {len(study.trials)} earlier trials")
+        if storage_url is None:
+            # A journal has no heartbeats: a trial left RUNNING belongs to a killed run. Retry it.
+            _retry_interrupted(study, lambda t: True, events)
+    else:
+        for params in warm_starts:
+            study.enqueue_trial(params)
+    stop = StopRule(budget, max_trials, refit_trials, finish_seconds, keep_share)
+    if spec is not None:
+        study.set_user_attr("spec", {**spec, "max_trials": max_trials, "refit_trials": refit_trials,
+                                     "finish_seconds": finish_seconds, "keep_share": keep_share,
+                                     "max_epochs": max_epochs})
+    progress = _Progress(study, metric, budget, events)
+    if workers <= 1:
+        reason = work(study, space, data, metric, stop, seed=seed, max_epochs=max_epochs,
+                      on_trial=lambda s, t: progress.show())
+    else:
+        if spec is None:
+            raise ValueError("search with workers > 1 needs the spec that worker processes rebuild the data from")
+        reason = _supervise(study, storage_url, storage_dir, study_name, workers, stop, progress, events)
+    events.add("search", f"search stopped: {reason or 'time budget'}")
     return [_record(t) for t in study.trials if t.state.is_finished()]
+
+
+def _supervise(study: Any, storage_url: str | None, storage_dir: Path, study_name: str, workers: int,
+               stop: StopRule, progress: _Progress, events: EventLog) -> str | None:
+    """Keep ``workers`` worker processes running until the search is done; recycle and restart them."""
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    command = [sys.executable, "-m", "automl.worker", "--study", study_name, "--threads", str(threads),
+               "--trials", str(TRIALS_PER_PROCESS), "--storage", storage_url or str(storage_dir / "study.journal"),
+               "--supervised"]
+    procs: dict[int, subprocess.Popen] = {}
+    reason = stop.reason(study.trials)
+    for slot in range(workers if reason is None else 0):
+        procs[slot] = subprocess.Popen(command)
+    events.add("search", f"{len(procs)} worker processes, {threads} TensorFlow thread(s) each")
+    while procs:
+        time.sleep(0.5)
+        progress.show()
+        reason = stop.reason(study.trials)
+        for slot, proc in list(procs.items()):
+            code = proc.poll()
+            if code is None:
+                if stop.budget.left() <= 0 and time.monotonic() > stop.budget.deadline + GRACE_SECONDS:
+                    proc.kill()  # a trial ends at the deadline; this one hangs
+                continue
+            del procs[slot]
+            if code not in (0, RECYCLE_EXIT):
+                events.warn("search", f"worker {proc.pid} exited with code {code}; retrying its trial")
+                owner = f"{socket.gethostname()}:{proc.pid}"
+                _retry_interrupted(study, lambda t, o=owner: t.user_attrs.get("worker") == o, events)
+            if reason is None and code != 0:
+                procs[slot] = subprocess.Popen(command)
+    progress.show()
+    return stop.reason(study.trials)
+
+
+def _retry_interrupted(study: Any, belongs: Callable[[Any], bool], events: EventLog) -> None:
+    """Fail RUNNING trials whose process is gone, and queue their parameters again."""
+    from optuna.trial import TrialState
+
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if not belongs(trial):
+            continue
+        storage = study._storage  # Optuna has no public call to fail another process's trial
+        storage.set_trial_user_attr(trial._trial_id, _INTERRUPTED, True)
+        storage.set_trial_user_attr(trial._trial_id, "error", "interrupted: its process was killed; retried")
+        storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+        events.warn("search", f"trial {trial.number} was interrupted; its configuration is queued again")
+
+
+class _Progress:
+    """Progress lines for trials that finished since the last call, in any process."""
+
+    def __init__(self, study: Any, metric: Metric, budget: Budget, events: EventLog) -> None:
+        self.study, self.metric, self.budget, self.events = study, metric, budget, events
+        self.seen = {t.number for t in study.trials if t.state.is_finished()}
+
+    def show(self) -> None:
+        for trial in self.study.trials:
+            if trial.number in self.seen or not trial.state.is_finished():
+                continue
+            self.seen.add(trial.number)
+            best = _best_value(self.study)
+            self.events.add("search", f"trial {trial.number} {trial.state.name.lower()}"
+                            + (f" {self.metric.name}={trial.value:.4f}" if trial.value is not None else "")
+                            + (f", best {best:.4f}" if best is not None else "") + f", {self.budget.left():.0f}s left")
+
+
+def param_importances(storage_dir: Path, study_name: str, storage_url: str | None = None) -> dict[str, float] | None:
+    """Optuna's hyperparameter importances (fANOVA) of the study, or None with too few trials."""
+    import optuna
+
+    if storage_url is None and not (storage_dir / "study.journal").exists():
+        return None
+    study = open_study(storage_url, storage_dir, study_name)
+    if sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials) < 3:
+        return None
+    try:
+        return {k: float(v) for k, v in optuna.importance.get_param_importances(study).items()}
+    except (RuntimeError, ValueError):  # e.g. every completed trial scored the same
+        return None
 
 
 def _best_value(study: Any) -> float | None:
@@ -104,21 +285,3 @@ def _record(trial: Any) -> TrialRecord:
     return TrialRecord(trial.number, trial.state.name, float("nan") if trial.value is None else trial.value,
                        int(trial.user_attrs.get("best_epoch", 0)), round(duration, 3), dict(trial.params),
                        trial.user_attrs.get("error", ""))
-
-
-def param_importances(storage_dir: Path, study_name: str) -> dict[str, float] | None:
-    """Optuna's hyperparameter importances (fANOVA) of the study, or None with too few trials."""
-    import optuna
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
-
-    journal = storage_dir / "study.journal"
-    if not journal.exists():
-        return None
-    study = optuna.load_study(study_name=study_name, storage=JournalStorage(JournalFileBackend(str(journal))))
-    if sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials) < 3:
-        return None
-    try:
-        return {k: float(v) for k, v in optuna.importance.get_param_importances(study).items()}
-    except (RuntimeError, ValueError):  # e.g. every completed trial scored the same
-        return None

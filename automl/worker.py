@@ -1,0 +1,95 @@
+"""``python -m automl.worker``: run trials of a running search, on this machine or another.
+
+    python -m automl.worker --project diabetes --storage postgresql://user@db-host/automl
+
+The worker finds the project's newest study in the storage, rebuilds the search data
+from the study's spec (the dataset must be reachable under the same name or path),
+and runs trials until the search is done. The run that started the search collects
+every worker's trials into its leaderboard.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m automl.worker", description=__doc__.splitlines()[0])
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--project", help="join the newest study of this project")
+    where.add_argument("--study", help="join this study (its exact name)")
+    p.add_argument("--storage", required=True,
+                   help="the search's storage: a database URL (postgresql://…) or a study.journal file")
+    p.add_argument("--threads", type=int, default=None, help="TensorFlow threads for this worker")
+    p.add_argument("--trials", type=int, default=None, help="exit after this many trials (to be restarted)")
+    p.add_argument("--supervised", action="store_true", help=argparse.SUPPRESS)  # started by a local search
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from automl.errors import InputError
+
+    try:
+        return _work(args)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _work(args: argparse.Namespace) -> int:
+    from automl.engines.optuna_engine import RECYCLE_EXIT, StopRule, open_study, work
+    from automl.errors import InputError
+    from automl.pipeline import AutoML
+    from automl.spaces import FAMILIES
+
+    journal = not args.storage.partition("://")[1]
+    url, folder = (None, Path(args.storage).parent) if journal else (args.storage, Path("."))
+    if journal and not Path(args.storage).is_file():
+        raise InputError(f"--storage {args.storage}: no such journal file; give the search's study.journal")
+    name = args.study or _newest_study(url, folder, args.project)
+    study = open_study(url, folder, name)
+    spec = study.user_attrs.get("spec")
+    if spec is None:
+        raise InputError(f"study {name!r} has no automl spec; join a search started by python -m automl.run")
+    if args.threads:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    aml = AutoML(max_runtime_secs=spec["max_runtime_secs"], seed=spec["seed"], nfolds=spec["nfolds"],
+                 sort_metric=spec["sort_metric"], project=spec["project"], started_at=spec["started_at"],
+                 verbose=False, workers=1)
+    aml.ingest(spec["dataset"], spec["target"], spec["task"])
+    if spec["fingerprint"] not in (None, aml.dataset.fingerprint):
+        raise InputError(f"{spec['dataset']}: differs from the data the search started on; "
+                         "give workers the same file")
+    aml.prepare()
+    stop = StopRule(aml.budget, spec["max_trials"], spec["refit_trials"], spec["finish_seconds"], spec["keep_share"])
+    reason = work(study, FAMILIES[aml.family][0], aml.search_data(), aml.metric, stop, seed=spec["seed"],
+                  max_epochs=spec["max_epochs"], n_trials=args.trials, orphan_check=args.supervised)
+    return 0 if reason is not None else RECYCLE_EXIT
+
+
+def _newest_study(url: str | None, folder: Path, project: str) -> str:
+    import optuna
+
+    from automl.engines.optuna_engine import _storage
+    from automl.errors import InputError
+
+    summaries = [s for s in optuna.get_all_study_summaries(_storage(url, folder), include_best_trial=False)
+                 if s.study_name.startswith(f"{project}-")]
+    if not summaries:
+        raise InputError(f"no search of project {project!r} in that storage; start one with "
+                         f"python -m automl.run ... --project {project} --storage URL")
+    return max(summaries, key=lambda s: s._study_id).study_name
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.exit(main())
