@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.stats import rankdata
 from sklearn import metrics as skm
 
 __all__ = ["Metric", "DEFAULT_SORT", "metrics_for", "score_all", "get"]
@@ -36,7 +37,15 @@ def _p_true(y: np.ndarray, proba: np.ndarray) -> np.ndarray:
 
 
 def _auc(y: np.ndarray, proba: np.ndarray) -> float:
-    return float(skm.roc_auc_score(y, proba[:, 1]))
+    # Mann-Whitney form of the ROC AUC (ties count half): the same value as roc_auc_score,
+    # without its input checks, which cost more than the maths in per-epoch validation.
+    ranks = rankdata(proba[:, 1])
+    positives = np.asarray(y) == 1
+    n_pos = int(positives.sum())
+    n_neg = len(positives) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError("AUC needs both classes among the scored rows")
+    return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def _aucpr(y: np.ndarray, proba: np.ndarray) -> float:

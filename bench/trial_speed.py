@@ -1,0 +1,140 @@
+"""Seconds per MLP search trial on the Pima diabetes data, at exactly 100 epochs.
+
+Trains ``automl.training.KerasNetwork`` the way a search trial does (validation AUC as
+the monitor, ``clear_session(free_memory=False)`` afterwards) with early stopping
+disabled, for batch 32 (``MLP_WARM_STARTS[0]``) and batch 128, scoring the
+validation rows after every epoch (``EPOCH_CHUNK=1``) and after every 5 epochs (the
+default chunking). The first trial of each setting is a warm-up and is excluded from
+the median. Prints one JSON line on stdout; progress goes to stderr.
+
+    python bench/trial_speed.py [--trials 5] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib.metadata
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+EPOCHS = 100
+BATCH_SIZES = (32, 128)
+EPOCH_CHUNKS = (1, 5)
+
+try:
+    importlib.metadata.distribution("automl")
+except importlib.metadata.PackageNotFoundError:
+    sys.path.insert(0, str(ROOT))  # run from a checkout
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def load_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The diabetes rows preprocessed as the search sees them: 80/20 stratified holdout."""
+    from automl.data import load
+    from automl.evaluation import holdout_split
+    from automl.preprocess import encode_target, infer_schema, make_preprocessor
+
+    ds = load("diabetes")
+    schema = infer_schema(ds)
+    x, y = ds.frame.drop(columns=[ds.target]), encode_target(schema, ds.frame[ds.target])
+    train, val = holdout_split(y, schema.task, 0.2, seed=1)
+    pre = make_preprocessor(schema).fit(x.iloc[train])
+    return (pre.transform(x.iloc[train]).astype("float32"), y[train],
+            pre.transform(x.iloc[val]).astype("float32"), y[val])
+
+
+def one_trial(params: dict[str, Any], data: tuple[np.ndarray, ...], seed: int) -> dict[str, float]:
+    """Train one network for exactly ``EPOCHS`` epochs; time it and count validations."""
+    import keras
+    from sklearn.metrics import roc_auc_score
+
+    from automl.training import KerasNetwork
+
+    x, y, x_val, y_val = data
+    epochs_seen: list[int] = []
+    start = time.perf_counter()
+    net = KerasNetwork(params, "binary", epochs=EPOCHS, seed=seed)
+    try:
+        net.fit(x, y, x_val, monitor=lambda proba: float(roc_auc_score(y_val, proba[:, 1])),
+                report=lambda score, epoch: epochs_seen.append(epoch))
+        auc = float(roc_auc_score(y_val, net.predict_proba(x_val)[:, 1]))
+    finally:
+        keras.backend.clear_session(free_memory=False)
+    seconds = time.perf_counter() - start
+    if not epochs_seen or epochs_seen[-1] != EPOCHS:
+        raise RuntimeError(f"trial stopped at epoch {epochs_seen[-1:]}, not {EPOCHS}: early stopping is on")
+    return {"seconds": seconds, "val_auc": auc, "last_auc": net.history_[-1][1],
+            "best_epoch": net.best_epoch_, "validations": len(epochs_seen)}
+
+
+def measure(params: dict[str, Any], chunk: int, data: tuple[np.ndarray, ...], trials: int) -> dict[str, Any]:
+    """``trials`` timed trials after one warm-up trial, with ``EPOCH_CHUNK = chunk``."""
+    from automl import training
+
+    training.EPOCH_CHUNK = chunk
+    training.PATIENCE_CHUNKS = 10**9  # never stop early: every trial runs all epochs
+    runs = []
+    for i in range(trials + 1):
+        run = one_trial(params, data, seed=i)
+        log(f"batch {params['batch_size']:>3} chunk {chunk}: trial {i}{' (warm-up)' if i == 0 else ''} "
+            f"{run['seconds']:.2f}s auc {run['val_auc']:.4f}")
+        runs.append(run)
+    timed = runs[1:]
+    median_s = statistics.median(r["seconds"] for r in timed)
+    return {"batch_size": params["batch_size"], "epoch_chunk": chunk, "validations": int(timed[0]["validations"]),
+            "median_s": round(median_s, 3), "min_s": round(min(r["seconds"] for r in timed), 3),
+            "max_s": round(max(r["seconds"] for r in timed), 3), "warmup_s": round(runs[0]["seconds"], 3),
+            "trials_per_min": round(60.0 / median_s, 1),
+            "val_auc_median": round(statistics.median(r["val_auc"] for r in timed), 4),
+            "val_auc_at_epoch_100_median": round(statistics.median(r["last_auc"] for r in timed), 4),
+            "best_epoch_median": statistics.median(r["best_epoch"] for r in timed)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=5, help="timed trials per setting, after one warm-up (5)")
+    parser.add_argument("--quick", action="store_true", help="2 timed trials per setting")
+    args = parser.parse_args(argv)
+    trials = 2 if args.quick else args.trials
+    if trials < 1:
+        parser.error("--trials must be at least 1")
+
+    import tensorflow as tf
+
+    from automl.spaces import MLP_WARM_STARTS
+
+    data = load_split()
+    load_before = os.getloadavg()
+    start = time.perf_counter()
+    results = [measure({**MLP_WARM_STARTS[0], "batch_size": batch}, chunk, data, trials)
+               for batch in BATCH_SIZES for chunk in EPOCH_CHUNKS]
+    print(json.dumps({
+        "bench": "trial_speed", "date": dt.datetime.now().isoformat(timespec="seconds"),
+        "dataset": "diabetes", "rows_train": len(data[0]), "rows_val": len(data[2]), "features": data[0].shape[1],
+        "epochs": EPOCHS, "trials": trials, "warmup_excluded": 1, "params": MLP_WARM_STARTS[0],
+        "results": results, "bench_s": round(time.perf_counter() - start, 1),
+        "machine": {"cpu_count": os.cpu_count(), "tensorflow": tf.__version__,
+                    "keras": importlib.metadata.version("keras"), "python": platform.python_version(),
+                    "platform": platform.platform(), "loadavg_1m_before": round(load_before[0], 2),
+                    "loadavg_1m_after": round(os.getloadavg()[0], 2)},
+    }))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
