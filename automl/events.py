@@ -1,9 +1,14 @@
-"""The run's event log: every stage's messages, kept for ``event_log.csv`` and echoed as progress."""
+"""The run's event log: every stage's messages, kept for ``event_log.csv`` and echoed as progress.
+
+Listeners (plain callables) see every event as it happens; the Prefect flows use one
+to keep a progress artifact current, so the library itself never imports Prefect.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,7 +17,10 @@ import pandas as pd
 
 from automl.io import write_csv
 
-__all__ = ["EventLog"]
+__all__ = ["EventLog", "Listener"]
+
+#: Called with each event row: ``{"timestamp", "level", "stage", "message"}``.
+Listener = Callable[[dict[str, str]], None]
 
 _logger = logging.getLogger("automl")
 
@@ -23,13 +31,29 @@ class EventLog:
 
     verbose: bool = True
     rows: list[dict[str, str]] = field(default_factory=list)
+    listeners: list[Listener] = field(default_factory=list, repr=False, compare=False)
 
     def add(self, stage: str, message: str, level: str = "INFO") -> None:
         stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
-        self.rows.append({"timestamp": stamp, "level": level, "stage": stage, "message": message})
+        row = {"timestamp": stamp, "level": level, "stage": stage, "message": message}
+        self.rows.append(row)
         _logger.log(getattr(logging, level, logging.INFO), "[%s] %s", stage, message)
         if self.verbose:
             print(f"[{stage}] {message}", file=sys.stderr, flush=True)
+        for listener in list(self.listeners):
+            try:
+                listener(dict(row))
+            except Exception as exc:  # an observer (a UI, a dashboard) must never sink the training run
+                _logger.warning("event listener %r failed: %s: %s", listener, type(exc).__name__, exc)
+
+    def subscribe(self, listener: Listener) -> None:
+        """Call ``listener`` with every later event (a copy of its row)."""
+        self.listeners.append(listener)
+
+    def unsubscribe(self, listener: Listener) -> None:
+        """Stop calling ``listener``; unknown listeners are ignored."""
+        if listener in self.listeners:
+            self.listeners.remove(listener)
 
     def warn(self, stage: str, message: str) -> None:
         self.add(stage, message, "WARNING")

@@ -14,6 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import joblib
 import numpy as np
 import pandas as pd
 
@@ -204,15 +205,16 @@ class AutoML:
     def _worker_spec(self) -> dict[str, Any]:
         """What a worker process needs to rebuild :meth:`search_data` (JSON)."""
         source = self._source
-        if source is None:  # a DataFrame: workers read a copy
-            path = self.output_dir / "search" / "data.parquet"
+        if source is None:  # a DataFrame or Dataset object: workers read a copy, card and images included
+            path = self.output_dir / "search" / "dataset.joblib"
             path.parent.mkdir(parents=True, exist_ok=True)
-            self.dataset.frame.to_parquet(path)
+            joblib.dump(self.dataset, path)
             source = str(path.resolve())
-        return {"dataset": source, "target": self.dataset.target, "task": self.schema.task,
+        # The user's task override, not the inferred task: the card is part of the fingerprint.
+        return {"dataset": source, "target": self.dataset.target, "task": self.dataset.card.task,
                 "seed": self.seed, "nfolds": self.nfolds, "sort_metric": self.sort_metric, "project": self.project,
                 "max_runtime_secs": self.max_runtime_secs, "started_at": time.time() - self.budget.elapsed(),
-                "fingerprint": self.dataset.fingerprint if self._source is not None else None}
+                "fingerprint": self.dataset.fingerprint}
 
     def evaluate_search(self) -> list[Evaluated]:
         """Cross-validate the best configurations, as many as the budget allows (at least one)."""

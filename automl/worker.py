@@ -43,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _work(args: argparse.Namespace) -> int:
+    import joblib
+
     from automl.engines.optuna_engine import RECYCLE_EXIT, StopRule, open_study, work
     from automl.errors import InputError
     from automl.pipeline import AutoML
@@ -65,8 +67,9 @@ def _work(args: argparse.Namespace) -> int:
     aml = AutoML(max_runtime_secs=spec["max_runtime_secs"], seed=spec["seed"], nfolds=spec["nfolds"],
                  sort_metric=spec["sort_metric"], project=spec["project"], started_at=spec["started_at"],
                  verbose=False, workers=1)
-    aml.ingest(spec["dataset"], spec["target"], spec["task"])
-    if spec["fingerprint"] not in (None, aml.dataset.fingerprint):
+    source = spec["dataset"]
+    aml.ingest(joblib.load(source) if source.endswith(".joblib") else source, spec["target"], spec["task"])
+    if aml.dataset.fingerprint != spec["fingerprint"]:
         raise InputError(f"{spec['dataset']}: differs from the data the search started on; "
                          "give workers the same file")
     aml.prepare()

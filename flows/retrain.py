@@ -1,0 +1,184 @@
+"""``retrain_flow``: train a challenger, compare it with the champion on a fixed holdout, promote only a better one.
+
+The project folder ``<output_root>/<project>/`` holds::
+
+    champion/                 the promoted model: a folder `python -m automl.predict` accepts, plus champion.json
+    leaderboard_history.csv   one row per run, append-only: who was compared, the scores, promoted or not, why
+    challengers/<run-id>/     each run's AutoML output (leaderboard.csv, models/, leader/, decision.json, ...)
+    .lock                     held while a run compares, promotes and writes history
+
+The functions above the tasks are plain Python (no Prefect), so they can be tested and
+reused on their own.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+import uuid
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from automl.champion import (
+    HISTORY_FILE,
+    append_history,
+    champion_info,
+    compare,
+    project_lock,
+    promote,
+    prune_challengers,
+    split_holdout,
+)
+from automl.data import Dataset
+from automl.errors import InputError
+from automl.io import atomic_write_text
+from automl.pipeline import AutoML
+from flows.automl_flow import artifact_key, ingest, publish_leaderboard, runs_root, train
+
+__all__ = ["retrain_flow"]
+
+_PROJECT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+def _check_inputs(project: str | None, margin: float | None, keep_challengers: int) -> None:
+    if project is not None and not _PROJECT_NAME.match(project):
+        raise InputError(f"project name {project!r} must start with a letter or digit and hold only letters, "
+                         "digits, '.', '_' or '-' (it names a folder)")
+    if margin is not None and not math.isfinite(margin):
+        raise InputError(f"margin must be a finite number or None, but got {margin=}")
+    if keep_challengers < 1:
+        raise InputError(f"keep_challengers must be at least 1, but got {keep_challengers=}")
+
+
+# -- tasks -------------------------------------------------------------------------------
+def _run_id() -> str:
+    """``<UTC time>-<flow run id>``: sorts by time, unique per flow run (and stable across its retries)."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{str(flow_run.id or uuid.uuid4())[:8]}"
+
+
+@task(name="split-holdout", task_run_name="split-holdout-{ds.card.name}", cache_policy=NO_CACHE)
+def split_task(ds: Dataset) -> tuple[Dataset, Dataset]:
+    return split_holdout(ds)
+
+
+@task(name="champion-challenger", task_run_name="champion-challenger-{aml.project}", cache_policy=NO_CACHE)
+def champion_challenger(aml: AutoML, holdout: Dataset, project_dir: Path, run_id: str, margin: float | None,
+                        keep_challengers: int) -> dict[str, Any]:
+    """Under the project lock: compare with the champion, promote if the rule says so, append history."""
+    from automl.export import load_model
+
+    leader = aml.leader
+    challenger_id = f"{run_id}/{leader.model_id}"
+    champion_dir = project_dir / "champion"
+    with project_lock(project_dir):
+        before = champion_info(champion_dir)
+        champion = None
+        if (champion_dir / "model.json").is_file():
+            try:
+                champion = load_model(champion_dir)
+            except Exception as exc:  # a champion that cannot load cannot serve either: the challenger replaces it
+                aml.events.warn("retrain", f"champion in {champion_dir} does not load: {type(exc).__name__}: {exc}")
+        decision = compare(leader, champion, holdout, aml.sort_metric, margin, aml.seed)
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        if decision.promoted:
+            promote(aml.output_dir / "leader", champion_dir,
+                    {"champion": challenger_id, "run_id": run_id, "model_id": leader.model_id, "promoted_at": now,
+                     "dataset_fingerprint": aml.dataset.fingerprint, "decision": asdict(decision)})
+        row = {"run_id": run_id, "time": now, "project": aml.project, "dataset_fingerprint": aml.dataset.fingerprint,
+               "metric": decision.metric, "challenger": challenger_id,
+               "champion_before": before["champion"] if before else "",
+               "challenger_cv": float(aml.leaderboard[aml.sort_metric].iloc[0]),
+               "challenger_holdout": decision.challenger_score, "champion_holdout": decision.champion_score,
+               "gain": decision.gain, "ci_low": decision.ci_low, "ci_high": decision.ci_high, "margin": margin,
+               "holdout_rows": decision.holdout_rows, "promoted": "yes" if decision.promoted else "no",
+               "reason": decision.reason}
+        append_history(project_dir, row)
+        atomic_write_text(aml.output_dir / "decision.json", json.dumps(row, indent=1, default=str))
+        pruned = prune_challengers(project_dir / "challengers", keep_challengers)
+    aml.events.add("retrain", f"{'promoted' if decision.promoted else 'kept the champion'}: {decision.reason}"
+                   + (f"; removed old challengers {', '.join(pruned)}" if pruned else ""))
+    aml.events.write(aml.output_dir / "event_log.csv")
+    return {**row, "champion": challenger_id if decision.promoted else row["champion_before"],
+            "flow_run_id": str(flow_run.id)}
+
+
+@task(name="publish", task_run_name="publish-{aml.project}", cache_policy=NO_CACHE)
+def publish_retrain(aml: AutoML, result: dict[str, Any], project_dir: Path) -> None:
+    """Leaderboard table artifact and a markdown summary with the promotion decision."""
+    publish_leaderboard(aml)
+    metric = result["metric"]
+
+    def fmt(value: Any) -> str:
+        return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
+
+    verdict = "**promoted**" if result["promoted"] == "yes" else "**not promoted**: the champion stays"
+    create_markdown_artifact(
+        key=artifact_key("retrain", aml.project),
+        markdown=(f"# {aml.project}: challenger `{result['challenger']}` {verdict}\n\n"
+                  f"{result['reason']}\n\n"
+                  f"| model | {metric} on the fixed holdout ({result['holdout_rows']} rows) |\n|---|---|\n"
+                  f"| challenger `{result['challenger']}` | {fmt(result['challenger_holdout'])} |\n"
+                  f"| champion before `{result['champion_before'] or 'none'}` | {fmt(result['champion_holdout'])} |\n\n"
+                  f"- gain {fmt(result['gain'])}, 95% CI [{fmt(result['ci_low'])}, {fmt(result['ci_high'])}], "
+                  f"margin {result['margin'] if result['margin'] is not None else 'none (CI rule)'}\n"
+                  f"- challenger {metric} by {aml.nfolds}-fold CV on the training rows: "
+                  f"{fmt(result['challenger_cv'])}\n"
+                  f"- champion now: `{result['champion']}` in `{project_dir / 'champion'}`\n"
+                  f"- history: `{project_dir / HISTORY_FILE}`; this run: `{aml.output_dir}`\n"),
+        description=f"Champion/challenger decision for {aml.project}")
+
+
+@flow(name="retrain", task_runner=ThreadPoolTaskRunner(max_workers=2), validate_parameters=True)
+def retrain_flow(dataset: str, target: str | None = None, task_type: str | None = None, project: str | None = None,
+                 max_runtime_secs: float | None = None, max_models: int | None = None, seed: int = 1, nfolds: int = 5,
+                 sort_metric: str | None = None, engine: str = "optuna", margin: float | None = None,
+                 output_root: str | None = None, keep_challengers: int = 10, verbose: bool | None = None,
+                 include_algos: list[str] | None = None, exclude_algos: list[str] | None = None,
+                 tuner: str = "hyperband", distribute: str | None = None) -> dict[str, Any]:
+    """Train a challenger on the training rows; promote it over the champion only if it is better.
+
+    Rows are split by a hash of their content: one in five form a fixed holdout that no
+    model trains on, the same rows in every run. The challenger is an AutoML run on the
+    other rows (``max_runtime_secs`` bounds it), written to ``challengers/<run-id>/``.
+    Its leader and the champion both predict the holdout and are scored with the sort
+    metric; a paired bootstrap (1,000 resamples of the holdout rows) gives a 95 %
+    interval of the gain (challenger minus champion, signed so that positive is better).
+
+    Promotion rule: with no champion, the challenger is promoted. With ``margin`` None
+    (default), it is promoted when the interval's lower end is above 0 (better by more
+    than noise). With a ``margin``, it is promoted when the gain exceeds ``margin``
+    (e.g. 0.01 AUC; a negative margin accepts a fresh model unless it is worse by more).
+    A champion that cannot score the data (other task, classes or columns) is replaced.
+
+    Outputs go under ``output_root``, else ``$AUTOML_RUNS_DIR``, else ``runs``, in
+    ``<project>/`` (default project: the dataset name). Returns the history row, the
+    champion after the run and the flow run id.
+    """
+    _check_inputs(project, margin, keep_challengers)
+    # Checks the numbers before any data loads; the budget counts from here.
+    # One search process: worker processes reload data by name or path, and the training rows have neither.
+    aml = AutoML(max_runtime_secs=max_runtime_secs, max_models=max_models, seed=seed, nfolds=nfolds,
+                 sort_metric=sort_metric, engine=engine, verbose=verbose, started_at=time.time(),
+                 include_algos=include_algos, exclude_algos=exclude_algos, tuner=tuner, distribute=distribute,
+                 workers=1)
+    ds = ingest(dataset, target, task_type)
+    aml.project = project = project or ds.card.name
+    _check_inputs(project, margin, keep_challengers)
+    project_dir = runs_root(output_root) / project
+    run_id = _run_id()
+    aml.output_dir = project_dir / "challengers" / run_id
+    training, holdout = split_task(ds)
+    train(aml, training)
+    result = champion_challenger(aml, holdout, project_dir, run_id, margin, keep_challengers)
+    publish_retrain(aml, result, project_dir)
+    return result

@@ -1,0 +1,265 @@
+"""flows/retrain.py: the fixed holdout, the promotion rule, the project lock, and real retrain runs.
+
+The runs are real: the flow trains on diabetes with a tiny budget on the session's Prefect
+server. Prefect is imported inside tests and fixtures, after ``prefect_api`` has set the
+API URL (Prefect reads its settings once, at import).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from automl.data import load
+from automl.errors import InputError
+from conftest import prefect_server, run_module
+
+# Prefect reads its settings once, at import: start the server (and set PREFECT_API_URL) before any
+# test here imports it, so that later in-process tests of the session talk to that server too.
+pytestmark = pytest.mark.usefixtures("prefect_api")
+
+BUDGET = dict(max_runtime_secs=20, max_models=2, verbose=False)
+
+
+@pytest.fixture(scope="module")
+def on_server(prefect_api):
+    with prefect_server(prefect_api) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def diabetes_runs(on_server, tmp_path_factory):
+    """Two retrain runs of diabetes in one project (the second with another seed): their results and the root."""
+    from flows.retrain import retrain_flow
+
+    root = tmp_path_factory.mktemp("retrain")
+    first = retrain_flow(dataset="diabetes", output_root=str(root), **BUDGET)
+    second = retrain_flow(dataset="diabetes", output_root=str(root), seed=2, **BUDGET)
+    return first, second, root / "diabetes"
+
+
+def _tree_digest(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(folder)).encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
+# -- the fixed holdout ------------------------------------------------------------------
+def test_holdout_is_fixed_by_row_content():
+    from automl.champion import holdout_mask
+
+    frame = load("diabetes").frame
+    mask = holdout_mask(frame)
+    assert 0.15 < mask.mean() < 0.25
+    shuffled = frame.sample(frac=1, random_state=0)[list(reversed(frame.columns))]
+    assert (holdout_mask(shuffled) == mask[shuffled.index.to_numpy()]).all()
+    assert (holdout_mask(frame.astype("float64")) == mask).all()  # 6 and 6.0 are the same value
+    # New rows never move the old ones: a champion trained earlier never saw today's holdout.
+    grown = pd.concat([frame, frame.iloc[:50].assign(Age=lambda f: f["Age"] + 100)], ignore_index=True)
+    assert (holdout_mask(grown)[: len(frame)] == mask).all()
+
+
+def test_split_keeps_the_card_and_refuses_a_holdout_too_small():
+    from dataclasses import replace
+
+    from automl.champion import split_holdout
+
+    ds = load("diabetes")
+    training, holdout = split_holdout(ds)
+    assert len(training.frame) + len(holdout.frame) == len(ds.frame)
+    assert training.card == ds.card  # the zero-means-missing rules travel with the training rows
+    assert not set(map(tuple, training.frame.to_numpy())) & set(map(tuple, holdout.frame.to_numpy()))
+    with pytest.raises(InputError, match=r"rows fall into the fixed holdout .* at least 20"):
+        split_holdout(replace(ds, frame=ds.frame.iloc[:60]))
+
+
+# -- the lock --------------------------------------------------------------------------
+def test_concurrent_history_appends_under_the_lock_lose_nothing(tmp_path):
+    from automl.champion import HISTORY_COLUMNS, HISTORY_FILE, append_history, project_lock
+
+    def writer(name: str) -> None:
+        for i in range(15):
+            # Each writer opens the lock file itself, as two runs (processes or threads) do.
+            with project_lock(tmp_path):
+                append_history(tmp_path, {"run_id": f"{name}-{i}", "gain": -0.5 * i, "promoted": "no",
+                                          "reason": f"writer {name}"})
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(writer, "abcd"))
+    history = pd.read_csv(tmp_path / HISTORY_FILE)
+    assert list(history.columns) == HISTORY_COLUMNS
+    assert sorted(history["run_id"]) == sorted(f"{n}-{i}" for n in "abcd" for i in range(15))
+    assert history["gain"].min() == -7.0  # numbers stay numbers (no formula guard on negative values)
+
+
+def test_lock_excludes_a_second_holder(tmp_path):
+    from automl.champion import project_lock
+
+    inside = threading.Event()
+    release = threading.Event()
+    order: list[str] = []
+
+    def first() -> None:
+        with project_lock(tmp_path):
+            order.append("first in")
+            inside.set()
+            release.wait(60)
+            order.append("first out")
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    inside.wait(60)
+    def second_holder() -> None:
+        with project_lock(tmp_path):
+            order.append("second in")
+
+    second = threading.Thread(target=second_holder)
+    second.start()
+    second.join(0.5)  # the second holder must still be waiting while the first holds the lock
+    order.append("released")
+    release.set()
+    thread.join()
+    second.join(60)
+    assert order == ["first in", "released", "first out", "second in"]
+
+
+# -- real retrain runs ------------------------------------------------------------------
+def test_two_runs_leave_two_history_rows_and_the_better_champion(diabetes_runs):
+    from automl.champion import split_holdout
+    from automl.export import load_model
+    from automl.metrics import get
+    from automl.preprocess import encode_target
+
+    first, second, project = diabetes_runs
+    history = pd.read_csv(project / "leaderboard_history.csv")
+    assert list(history["run_id"]) == [first["run_id"], second["run_id"]]
+    assert list(history["promoted"]) == ["yes", second["promoted"]]
+    assert history["reason"].iloc[0] == "first run: no champion yet"
+    assert history["champion_before"].iloc[1] == first["challenger"]
+    assert set(history["metric"]) == {"auc"} and (history["holdout_rows"] == 150).all()
+
+    # The recorded scores are the two models' real AUCs on the fixed holdout.
+    _, holdout = split_holdout(load("diabetes"))
+    models = {run["challenger"]: load_model(project / "challengers" / run["run_id"] / "leader")
+              for run in (first, second)}
+    y = encode_target(models[first["challenger"]].schema, holdout.frame["Outcome"])
+    x = holdout.frame.drop(columns=["Outcome"])
+    auc = {key: get("auc", "binary").fn(y, model.predict_proba(x)) for key, model in models.items()}
+    row = history.iloc[1]
+    assert row["challenger_holdout"] == pytest.approx(auc[second["challenger"]], abs=1e-9)
+    assert row["champion_holdout"] == pytest.approx(auc[first["challenger"]], abs=1e-9)
+    assert row["gain"] == pytest.approx(row["challenger_holdout"] - row["champion_holdout"], abs=1e-9)
+    assert row["ci_low"] <= row["gain"] <= row["ci_high"]
+
+    # The documented rule (no margin): promote only when the whole 95 % interval is above 0.
+    assert (row["promoted"] == "yes") == (row["ci_low"] > 0)
+    winner = second if row["promoted"] == "yes" else first
+    champion = json.loads((project / "champion" / "champion.json").read_text())
+    assert champion["champion"] == winner["challenger"] == second["champion"]
+    leader_dir = project / "challengers" / winner["run_id"] / "leader"
+    assert (project / "champion" / "model.json").read_bytes() == (leader_dir / "model.json").read_bytes()
+    assert not list(project.rglob("*.tmp")), "temporary files left behind"
+
+
+def test_champion_is_a_model_folder_the_predict_cli_accepts(diabetes_runs, tmp_path):
+    project = diabetes_runs[2]
+    rows = load("diabetes").frame.drop(columns=["Outcome"]).iloc[:25]
+    rows.to_csv(tmp_path / "new.csv", index=False)
+    proc = run_module("automl.predict", project / "champion", tmp_path / "new.csv", "--output", tmp_path / "p.csv",
+                      cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    preds = pd.read_csv(tmp_path / "p.csv")
+    assert len(preds) == 25 and {"predict", "p_0", "p_1"} <= set(preds.columns)
+    assert np.allclose(preds["p_0"] + preds["p_1"], 1.0)
+
+
+def test_runs_publish_artifacts_and_readable_task_names(diabetes_runs):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        FlowRunFilter,
+        FlowRunFilterId,
+    )
+
+    second, project = diabetes_runs[1], diabetes_runs[2]
+    flow_run_id = second["flow_run_id"]
+    assert second["run_id"].endswith(flow_run_id[:8])
+    with get_client(sync_client=True) as client:
+        artifacts = {a.key: a for a in client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))}
+        task_names = {t.name for t in client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))}
+    board = pd.read_csv(project / "challengers" / second["run_id"] / "leaderboard.csv")
+    table = artifacts["leaderboard-diabetes"].data
+    table = json.loads(table) if isinstance(table, str) else table
+    assert [r["model_id"] for r in table] == list(board["model_id"])
+    summary = artifacts["retrain-diabetes"].data
+    assert second["challenger"] in summary and second["reason"] in summary
+    assert ("**promoted**" in summary) == (second["promoted"] == "yes")
+    assert float(artifacts["progress-diabetes"].data) == 100
+    assert {"ingest-diabetes", "split-holdout-diabetes", "preprocess-diabetes", "search-diabetes",
+            "leaderboard-diabetes", "champion-challenger-diabetes", "publish-diabetes"} <= task_names
+
+
+def test_a_worse_challenger_leaves_the_champion_untouched(diabetes_runs, tmp_path):
+    """Training rows with random labels make a challenger that is worse by far: the CI rule keeps the champion."""
+    from automl.champion import holdout_mask
+    from flows.retrain import retrain_flow
+
+    project = diabetes_runs[2]
+    frame = load("diabetes").frame
+    in_holdout = holdout_mask(frame)
+    noisy = frame[~in_holdout].assign(Outcome=np.random.default_rng(0).integers(0, 2, int((~in_holdout).sum())))
+    noisy = noisy[~holdout_mask(noisy)]  # keep the holdout exactly the same rows as before
+    pd.concat([frame[in_holdout], noisy]).to_csv(tmp_path / "diabetes-random-labels.csv", index=False)
+    before = _tree_digest(project / "champion")
+
+    result = retrain_flow(dataset=str(tmp_path / "diabetes-random-labels.csv"), target="Outcome",
+                          project="diabetes", output_root=str(project.parent), **BUDGET)
+    assert result["promoted"] == "no"
+    assert result["ci_high"] < 0, result["reason"]  # worse by more than noise, not just "not better"
+    assert result["holdout_rows"] == int(in_holdout.sum())
+    assert _tree_digest(project / "champion") == before
+    history = pd.read_csv(project / "leaderboard_history.csv")
+    assert len(history) == 3 and history["promoted"].iloc[-1] == "no"
+
+
+def test_margin_rule_on_real_models(diabetes_runs):
+    from automl.champion import compare, split_holdout
+    from automl.export import load_model
+
+    first, project = diabetes_runs[0], diabetes_runs[2]
+    model = load_model(project / "challengers" / first["run_id"] / "leader")
+    _, holdout = split_holdout(load("diabetes"))
+    same = compare(model, model, holdout, "auc")  # a model against itself: gain exactly 0
+    assert (same.gain, same.ci_low, same.ci_high, same.promoted) == (0.0, 0.0, 0.0, False)
+    assert compare(model, model, holdout, "auc", margin=-0.01).promoted  # tolerate up to 0.01 worse
+    assert not compare(model, model, holdout, "auc", margin=0.0).promoted
+    logloss = compare(model, None, holdout, "logloss")
+    assert logloss.promoted and logloss.reason == "first run: no champion yet" and logloss.challenger_score > 0
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"project": "../elsewhere"}, "project name '../elsewhere' must start with a letter or digit"),
+    ({"margin": float("nan")}, "margin must be a finite number"),
+    ({"keep_challengers": 0}, "keep_challengers must be at least 1"),
+    ({"max_runtime_secs": -1}, "--max-runtime-secs must be positive"),
+    ({"dataset": "no-such-dataset"}, "unknown dataset 'no-such-dataset'"),
+])
+def test_bad_input_fails_fast_with_one_line(on_server, tmp_path, kwargs, message):
+    from flows.retrain import retrain_flow
+
+    params = {"dataset": "diabetes", "output_root": str(tmp_path), "verbose": False, **kwargs}
+    with pytest.raises(InputError) as err:
+        retrain_flow(**params)
+    assert message in str(err.value) and "\n" not in str(err.value)
+    assert not list(tmp_path.iterdir()), "nothing may be written for bad input"
