@@ -185,7 +185,8 @@ class AutoML:
         self.events.add("search", f"{self.engine} search, {self.budget.left():.0f}s left")
         engine = get_engine(self.engine)
         options: dict[str, Any] = {"tuner": self.tuner} if self.engine == "keras-tuner" else \
-            {"workers": self.workers, "storage_url": self.storage, "spec": self._worker_spec()}
+            {"workers": self.workers, "storage_url": self.storage,
+             "spec": self._worker_spec() if self.workers > 1 or self.storage else None}
         with devices.trial_context(0, self.placement()):
             self.trials = engine.search(
             space, split, self.metric, self.budget, max_trials=self.max_models, seed=self.seed,

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
+T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[1]
 _HOME = Path(tempfile.mkdtemp(prefix="automl-tests-"))
 
@@ -108,3 +111,28 @@ def prefect_server(url: str) -> Iterator[str]:
         finally:
             APILogWorker.drain_all(timeout=30)
             EventsWorker.drain_all(timeout=30)
+
+
+def wait_for(what: str, probe: Callable[[], T | None], timeout: float, alive: Callable[[], bool],
+             log: Path | None = None) -> T:
+    """Poll ``probe`` until it returns something truthy; fail after ``timeout`` s or once ``alive()`` is False.
+
+    For tests that drive real processes.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = probe()
+        if found:
+            return found
+        if not alive():
+            tail = f":\n{log.read_text()[-3000:]}" if log else ""
+            pytest.fail(f"gave up waiting for {what}: a process exited{tail}")
+        time.sleep(0.1)
+    pytest.fail(f"gave up waiting for {what} after {timeout:.0f}s")
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL a process started with ``start_new_session=True``, with its children."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()

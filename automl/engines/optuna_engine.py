@@ -20,7 +20,9 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,8 @@ TRIALS_PER_PROCESS = 25
 HEARTBEAT_SECONDS = 5
 GRACE_SECONDS = 20
 _INTERRUPTED = "interrupted"
+#: Set on a trial that a parallel worker started after others had claimed the last of ``max_trials``.
+_SURPLUS = "surplus"
 
 
 def open_study(storage_url: str | None, storage_dir: Path, study_name: str, metric: Metric | None = None,
@@ -62,6 +66,7 @@ def open_study(storage_url: str | None, storage_dir: Path, study_name: str, metr
 
 
 def _storage(storage_url: str | None, storage_dir: Path) -> Any:
+    from optuna.exceptions import ExperimentalWarning
     from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
     from optuna.storages.journal import JournalFileBackend
 
@@ -69,9 +74,11 @@ def _storage(storage_url: str | None, storage_dir: Path) -> Any:
         storage_dir.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(storage_dir / "study.journal")))
     try:
-        return RDBStorage(storage_url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
-                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2),
-                          engine_kwargs={"pool_pre_ping": True})
+        with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.8: not the user's concern
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            return RDBStorage(storage_url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
+                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2),
+                              engine_kwargs={"pool_pre_ping": True})
     except Exception as exc:  # a wrong URL, no server, no driver: the user must fix the URL
         raise InputError(f"--storage {storage_url}: cannot open ({type(exc).__name__}: "
                          f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}); "
@@ -86,9 +93,9 @@ class StopRule:
         self.budget, self.max_trials = budget, max_trials
         self.refit_trials, self.finish_seconds, self.keep_share = refit_trials, finish_seconds, keep_share
 
-    def reason(self, trials: list[Any]) -> str | None:
-        """Why to stop now, or None to go on."""
-        finished = [t for t in trials if t.state.is_finished() and not t.user_attrs.get(_INTERRUPTED)]
+    def reason(self, trials: list[Any], ahead: float = 0.0) -> str | None:
+        """Why to stop now (or ``ahead`` seconds from now, as far as time goes), or None to go on."""
+        finished = [t for t in _counted(trials) if t.state.is_finished()]
         if self.max_trials is not None and len(finished) >= self.max_trials:
             return f"{self.max_trials} trials done"
         tail = [t.state.name for t in finished[-MAX_CONSECUTIVE_FAILURES:]]
@@ -96,20 +103,55 @@ class StopRule:
             return f"{MAX_CONSECUTIVE_FAILURES} trials in a row failed; see trials.csv"
         # Only completed trials say how long a refit takes; pruned ones stop early.
         durations = [t.duration.total_seconds() for t in finished if t.state.name == "COMPLETE" and t.duration]
-        if search_should_stop(self.budget, durations, self.refit_trials, self.finish_seconds, self.keep_share):
+        budget = self.budget if not ahead else replace(self.budget, clock=lambda: self.budget.clock() + ahead)
+        if search_should_stop(budget, durations, self.refit_trials, self.finish_seconds, self.keep_share):
             return "time budget"
         return None
 
+    def all_claimed(self, trials: list[Any]) -> bool:
+        """Every one of ``max_trials`` is finished or running somewhere."""
+        return self.max_trials is not None and len(_claimed(trials)) >= self.max_trials
+
+
+def _claimed(trials: list[Any]) -> list[Any]:
+    return [t for t in _counted(trials) if t.state.name != "WAITING"]
+
+
+def _counted(trials: list[Any]) -> list[Any]:
+    """Trials that count toward ``max_trials``: not interrupted (they are retried), not surplus."""
+    retried = _retried_numbers(trials)
+    return [t for t in trials if not _interrupted(t, retried) and not t.user_attrs.get(_SURPLUS)]
+
+
+def _retried_numbers(trials: list[Any]) -> set[int]:
+    """Numbers of trials that Optuna's heartbeat callback failed and queued again (``retry_history``)."""
+    return {number for t in trials for number in t.system_attrs.get("retry_history", ())}
+
+
+def _interrupted(trial: Any, retried: set[int]) -> bool:
+    """A trial whose process died: it is retried, so it is not a result (nor counted as one)."""
+    return trial.state.name == "FAIL" and (bool(trial.user_attrs.get(_INTERRUPTED)) or trial.number in retried)
+
 
 def _objective(space: tuple[Param, ...], data: SearchData, metric: Metric, seed: int, deadline: float,
-               max_epochs: int, orphan_check: bool) -> Callable[[Any], float]:
+               max_epochs: int, orphan_check: bool, max_trials: int | None) -> Callable[[Any], float]:
     import optuna
+    from optuna.trial import TrialState
 
     owner = f"{socket.gethostname()}:{os.getpid()}"
     parent = os.getppid()
+    claiming = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
     def objective(trial: optuna.Trial) -> float:
         trial.set_user_attr("worker", owner)
+        if max_trials is not None:
+            # Parallel workers must not overshoot --max-models: the first max_trials trials by number run.
+            earlier = [t for t in _counted(trial.study.get_trials(deepcopy=False, states=claiming))
+                       if t.number < trial.number]
+            if len(earlier) >= max_trials:
+                trial.set_user_attr(_SURPLUS, True)
+                trial.study.stop()
+                raise optuna.TrialPruned()
         params = suggest(space, trial)
 
         def report(value: float, epoch: int) -> None:
@@ -150,10 +192,13 @@ def work(study: Any, space: tuple[Param, ...], data: SearchData, metric: Metric,
             study.stop()
 
     if reason is None:
-        objective = _objective(space, data, metric, seed, stop.budget.deadline, max_epochs, orphan_check)
+        objective = _objective(space, data, metric, seed, stop.budget.deadline, max_epochs, orphan_check,
+                               stop.max_trials)
         study.optimize(objective, n_trials=n_trials,
                        timeout=stop.budget.left(), catch=(FailedTrialError,), callbacks=[after_trial],
                        gc_after_trial=False)
+        if reason is None and stop.all_claimed(study.trials):
+            reason = "the last trials run in other workers"
     return reason
 
 
@@ -189,7 +234,7 @@ def search(space: tuple[Param, ...], data: SearchData, metric: Metric, budget: B
             raise ValueError("search with workers > 1 needs the spec that worker processes rebuild the data from")
         reason = _supervise(study, storage_url, storage_dir, study_name, workers, stop, progress, events)
     events.add("search", f"search stopped: {reason or 'time budget'}")
-    return [_record(t) for t in study.trials if t.state.is_finished()]
+    return [_record(t) for t in study.trials if t.state.is_finished() and not t.user_attrs.get(_SURPLUS)]
 
 
 def _supervise(study: Any, storage_url: str | None, storage_dir: Path, study_name: str, workers: int,
@@ -197,17 +242,29 @@ def _supervise(study: Any, storage_url: str | None, storage_dir: Path, study_nam
     """Keep ``workers`` worker processes running until the search is done; recycle and restart them."""
     threads = max(1, (os.cpu_count() or 1) // workers)
     command = [sys.executable, "-m", "automl.worker", "--study", study_name, "--threads", str(threads),
-               "--trials", str(TRIALS_PER_PROCESS), "--storage", storage_url or str(storage_dir / "study.journal"),
-               "--supervised"]
+               "--storage", storage_url or str(storage_dir / "study.journal"), "--supervised"]
     procs: dict[int, subprocess.Popen] = {}
+    started: dict[int, float] = {}  # pid -> when it was started, until its first trial shows
+    startup = 0.0  # seconds from starting a worker to its first trial (TensorFlow import, data)
+
+    def start(slot: int, trials: int = TRIALS_PER_PROCESS) -> None:
+        procs[slot] = subprocess.Popen([*command, "--trials", str(trials)])
+        started[procs[slot].pid] = time.monotonic()
+
     reason = stop.reason(study.trials)
     for slot in range(workers if reason is None else 0):
-        procs[slot] = subprocess.Popen(command)
+        # Stagger the first recycling, so that workers do not all restart (and idle) at once.
+        start(slot, max(1, TRIALS_PER_PROCESS * (slot + 1) // workers))
     events.add("search", f"{len(procs)} worker processes, {threads} TensorFlow thread(s) each")
     while procs:
         time.sleep(0.5)
         progress.show()
-        reason = stop.reason(study.trials)
+        trials = study.trials
+        reason = stop.reason(trials)
+        if started:
+            owners = {t.user_attrs.get("worker") for t in trials}
+            for pid in [p for p in started if f"{socket.gethostname()}:{p}" in owners]:
+                startup = max(startup, time.monotonic() - started.pop(pid))
         for slot, proc in list(procs.items()):
             code = proc.poll()
             if code is None:
@@ -215,27 +272,39 @@ def _supervise(study: Any, storage_url: str | None, storage_dir: Path, study_nam
                     proc.kill()  # a trial ends at the deadline; this one hangs
                 continue
             del procs[slot]
+            started.pop(proc.pid, None)
             if code not in (0, RECYCLE_EXIT):
                 events.warn("search", f"worker {proc.pid} exited with code {code}; retrying its trial")
                 owner = f"{socket.gethostname()}:{proc.pid}"
                 _retry_interrupted(study, lambda t, o=owner: t.user_attrs.get("worker") == o, events)
-            if reason is None and code != 0:
-                procs[slot] = subprocess.Popen(command)
+            if code == 2:  # the worker could not load the data: a replacement would fail alike
+                events.warn("search", f"worker {proc.pid} could not start (see its error above)")
+            elif reason is None and code != 0:
+                # A replacement that would only be ready when the search is over just delays its end.
+                if stop.reason(trials, ahead=startup) is None:
+                    start(slot)
+                else:
+                    events.add("search", f"worker {proc.pid} not replaced: the search ends before a new one "
+                                         f"would be ready ({startup:.0f}s)")
     progress.show()
     return stop.reason(study.trials)
 
 
 def _retry_interrupted(study: Any, belongs: Callable[[Any], bool], events: EventLog) -> None:
     """Fail RUNNING trials whose process is gone, and queue their parameters again."""
+    from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
 
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if not belongs(trial):
             continue
         storage = study._storage  # Optuna has no public call to fail another process's trial
-        storage.set_trial_user_attr(trial._trial_id, _INTERRUPTED, True)
-        storage.set_trial_user_attr(trial._trial_id, "error", "interrupted: its process was killed; retried")
-        storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        try:
+            storage.set_trial_user_attr(trial._trial_id, _INTERRUPTED, True)
+            storage.set_trial_user_attr(trial._trial_id, "error", "interrupted: its process was killed; retried")
+            storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        except UpdateFinishedTrialError:  # another worker's heartbeat check failed and retried it meanwhile
+            continue
         study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
         events.warn("search", f"trial {trial.number} was interrupted; its configuration is queued again")
 

@@ -1,0 +1,204 @@
+"""Parallel search: worker processes on one study (PostgreSQL or the journal file), heartbeats, limits.
+
+Real processes, a real PostgreSQL server and real Keras training on tiny budgets. The
+PostgreSQL tests run in CI (``CI=true``); elsewhere they skip when no server answers.
+Set ``AUTOML_TEST_POSTGRES`` to use another server than the local ``test`` database.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+import pytest
+from optuna.trial import FrozenTrial, TrialState
+
+from automl.budget import Budget
+from automl.engines.optuna_engine import GRACE_SECONDS, StopRule
+from automl.pipeline import AutoML
+from automl.spaces import FAMILIES
+from conftest import REPO, kill_group, run_module, subprocess_env, wait_for
+
+PG_URL = os.environ.get("AUTOML_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+MLP_SPACE = FAMILIES["mlp"][0]
+
+
+@pytest.fixture(scope="module")
+def pg_url() -> str:
+    """The PostgreSQL URL; a failure in CI, a skip elsewhere, when no server answers."""
+    import psycopg2
+
+    try:
+        psycopg2.connect(PG_URL, connect_timeout=3).close()
+    except psycopg2.OperationalError as exc:
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        message = f"no PostgreSQL server answers at {PG_URL} ({why})"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{message}; CI must run the PostgreSQL tests")
+        pytest.skip(f"{message}; start one or set AUTOML_TEST_POSTGRES")
+    return PG_URL
+
+
+@pytest.fixture
+def project(pg_url: str) -> Iterator[str]:
+    """A unique project name; its studies are deleted from PostgreSQL afterwards."""
+    name = f"test-parallel-{uuid.uuid4().hex[:10]}"
+    yield name
+    storage = optuna.storages.RDBStorage(pg_url)
+    for study_name in optuna.study.get_all_study_names(storage):
+        if study_name.startswith(f"{name}-"):
+            optuna.delete_study(study_name=study_name, storage=storage)
+    storage.engine.dispose()
+
+
+def _only_study(storage: Any, project: str) -> optuna.Study:
+    names = [n for n in optuna.study.get_all_study_names(storage) if n.startswith(f"{project}-")]
+    assert len(names) == 1, names
+    return optuna.load_study(study_name=names[0], storage=storage)
+
+
+def _owner_pid(trial: FrozenTrial) -> int | None:
+    """The process id in the trial's ``worker`` attribute (``host:pid``), if it ran on this machine."""
+    host, _, pid = str(trial.user_attrs.get("worker", "")).rpartition(":")
+    return int(pid) if host == socket.gethostname() and pid.isdigit() else None
+
+
+def _check_shared_study(study: optuna.Study, out: Path) -> None:
+    """No duplicate numbers, trials from two worker processes, every finished trial in trials.csv."""
+    trials = study.get_trials(deepcopy=False)
+    numbers = [t.number for t in trials]
+    assert len(numbers) == len(set(numbers)), f"duplicate trial numbers: {sorted(numbers)}"
+    finished = [t for t in trials if t.state.is_finished()]
+    pids = {_owner_pid(t) for t in finished} - {None}
+    assert len(pids) >= 2, f"finished trials ran in {len(pids)} worker process(es) only: {pids}"
+    assert os.getpid() not in pids, "trials ran in the supervising process, not in workers"
+    csv = pd.read_csv(out / "trials.csv")
+    assert csv["number"].is_unique
+    assert dict(zip(csv["number"], csv["state"], strict=True)) == {t.number: t.state.name for t in finished}
+    board = pd.read_csv(out / "leaderboard.csv")
+    assert "MLP" in set(board["algo"]), "no network from the workers' trials reached the leaderboard"
+
+
+def test_two_workers_share_one_postgresql_study(pg_url: str, project: str, tmp_path: Path) -> None:
+    frame = pd.read_csv(REPO / "datasets" / "diabetes.csv")  # a DataFrame: workers read the copy in search/
+    aml = AutoML(max_runtime_secs=40, workers=2, storage=pg_url, include_algos=["GLM", "MLP"], project=project,
+                 output_dir=tmp_path / "out", verbose=False)
+    aml.fit(frame, target="Outcome")
+    assert not (tmp_path / "out" / "search" / "study.journal").exists(), "the journal was used, not PostgreSQL"
+    _check_shared_study(_only_study(pg_url, project), tmp_path / "out")
+
+
+def test_two_workers_share_the_default_journal(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    aml = AutoML(max_runtime_secs=40, workers=2, include_algos=["GLM", "MLP"], project="journal", output_dir=out,
+                 verbose=False)
+    aml.fit("diabetes")
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    journal = JournalStorage(JournalFileBackend(str(out / "search" / "study.journal")))
+    _check_shared_study(_only_study(journal, "journal"), out)
+
+
+def test_a_killed_workers_trial_is_retried_through_heartbeats(pg_url: str, project: str, tmp_path: Path) -> None:
+    # The pipeline creates the study and the spec that workers rebuild the data from; no trials yet.
+    aml = AutoML(max_runtime_secs=900, max_models=0, workers=2, storage=pg_url, include_algos=["MLP"],
+                 project=project, output_dir=tmp_path / "out", verbose=False)
+    aml.ingest("diabetes")
+    aml.prepare()
+    assert aml.search() == []
+    study = _only_study(pg_url, project)
+    # Give the unsupervised workers more trials than they will run: the test stops them.
+    study.set_user_attr("spec", {**study.user_attrs["spec"], "max_trials": 1000})
+
+    logs: list[Any] = []
+
+    def start_worker() -> subprocess.Popen:
+        logs.append(open(tmp_path / f"worker-{len(logs)}.log", "w"))  # noqa: SIM115 - closed in the finally
+        return subprocess.Popen([sys.executable, "-m", "automl.worker", "--study", study.study_name,
+                                 "--storage", pg_url, "--threads", "1"], cwd=tmp_path, env=subprocess_env(),
+                                stdout=logs[-1], stderr=subprocess.STDOUT, start_new_session=True)
+
+    def running_trial_of(proc: subprocess.Popen) -> FrozenTrial | None:
+        """A trial ``proc`` is training (its parameters are drawn), if any."""
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if _owner_pid(trial) == proc.pid and len(trial.params) == len(MLP_SPACE):
+                return trial
+        return None
+
+    survivor = start_worker()
+    procs = [survivor]
+    try:
+        victim: FrozenTrial | None = None
+        for _ in range(5):  # a trial takes about a second: the kill may land just after it ended
+            doomed = start_worker()
+            procs.append(doomed)
+            target = wait_for("a trial of the worker to kill", lambda d=doomed: running_trial_of(d), 240,
+                               lambda d=doomed: d.poll() is None and survivor.poll() is None)
+            kill_group(doomed)
+            target = next(t for t in study.get_trials(deepcopy=False) if t.number == target.number)
+            if target.state == TrialState.RUNNING:
+                victim = target
+                break
+        assert victim is not None, "could not kill a worker in the middle of a trial in 5 attempts"
+
+        def retry() -> FrozenTrial | None:
+            for trial in study.get_trials(deepcopy=False):
+                if trial.system_attrs.get("failed_trial") == victim.number and trial.state.is_finished():
+                    return trial
+            return None
+
+        # The survivor fails the trial once it misses heartbeats for GRACE_SECONDS, and runs it again.
+        retried = wait_for(f"the retry of trial {victim.number}", retry, 6 * GRACE_SECONDS + 120,
+                            lambda: survivor.poll() is None)
+    finally:
+        for proc in procs:
+            kill_group(proc)
+        for log in logs:
+            log.close()
+
+    trials = study.get_trials(deepcopy=False)
+    killed = next(t for t in trials if t.number == victim.number)
+    assert killed.state == TrialState.FAIL
+    assert retried.state in (TrialState.COMPLETE, TrialState.PRUNED), retried.user_attrs.get("error")
+    assert retried.params == victim.params
+    assert _owner_pid(retried) == survivor.pid
+    numbers = [t.number for t in trials]
+    assert len(numbers) == len(set(numbers))
+    # The killed trial is not a result: --max-models does not count it (its retry counts once).
+    finished = [t for t in trials if t.state.is_finished()]
+    lost = {n for t in trials for n in t.system_attrs.get("retry_history", ())}
+    assert victim.number in lost
+    counted = len(finished) - len(lost)
+
+    def stop(max_trials: int) -> str | None:
+        return StopRule(Budget(600), max_trials, refit_trials=0, finish_seconds=0, keep_share=0).reason(trials)
+
+    assert stop(counted) == f"{counted} trials done"
+    assert stop(counted + 1) is None
+
+
+def test_keras_tuner_refuses_several_workers(tmp_path: Path) -> None:
+    proc = run_module("automl.run", "diabetes", "--engine", "keras-tuner", "--workers", "2", cwd=tmp_path,
+                      timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "--workers" in lines[0], proc.stderr
+    assert "keras-tuner" in lines[0]
+    assert not list(tmp_path.iterdir()), "a refused run wrote files"
+
+
+def test_the_stop_rule_looks_ahead_for_replacement_workers() -> None:
+    # A recycled worker is replaced only if a new one would be ready before the search ends.
+    stop = StopRule(Budget(100), max_trials=None, refit_trials=0, finish_seconds=0, keep_share=0.3)
+    assert stop.reason([]) is None
+    assert stop.reason([], ahead=50) is None
+    assert stop.reason([], ahead=80) == "time budget"  # 20 s would be left: less than the 30 % kept
