@@ -31,19 +31,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from _common import ROOT, log  # noqa: E402,F401  (sets up sys.path first)
+
 POLL_SECONDS = 0.25
 
-try:
-    importlib.metadata.distribution("automl")
-except importlib.metadata.PackageNotFoundError:
-    sys.path.insert(0, str(ROOT))  # run from a checkout
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def _status_kb(pid: int | str, field: str) -> int | None:

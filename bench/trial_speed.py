@@ -21,26 +21,15 @@ import platform
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import ROOT, log  # noqa: E402,F401  (sets up sys.path first)
 
-ROOT = Path(__file__).resolve().parent.parent
 EPOCHS = 100
 BATCH_SIZES = (32, 128)
 EPOCH_CHUNKS = (1, 5)
 
-try:
-    importlib.metadata.distribution("automl")
-except importlib.metadata.PackageNotFoundError:
-    sys.path.insert(0, str(ROOT))  # run from a checkout
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def load_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
