@@ -67,7 +67,8 @@ class AutoML:
                  started_at: float | None = None, include_algos: list[str] | None = None,
                  exclude_algos: list[str] | None = None,
                  leaderboard_frame: str | Path | pd.DataFrame | None = None, tuner: str = "hyperband",
-                 distribute: str | None = None, workers: int | None = None, storage: str | None = None) -> None:
+                 distribute: str | None = None, workers: int | None = None, storage: str | None = None,
+                 tensorboard: str | Path | None = None) -> None:
         if max_runtime_secs is not None and max_runtime_secs <= 0:
             raise InputError(f"--max-runtime-secs must be positive, but got {max_runtime_secs=}")
         if max_models is not None and max_models < 0:
@@ -90,6 +91,7 @@ class AutoML:
         if engine != "optuna":
             self.workers = 1
         self.storage = storage
+        self.tensorboard = None if tensorboard is None else str(Path(tensorboard).resolve())
         self.leaderboard_frame = leaderboard_frame
         self.max_runtime_secs, self.max_models, self.seed, self.nfolds = max_runtime_secs, max_models, seed, nfolds
         self.sort_metric, self.engine, self.project = sort_metric, engine, project
@@ -201,7 +203,7 @@ class AutoML:
         pre = make_preprocessor(self.schema).fit(take_rows(self.x, train))
         return SearchData(pre.transform(take_rows(self.x, train)).astype("float32"), self.y[train],
                           pre.transform(take_rows(self.x, val)).astype("float32"), self.y[val],
-                          self.schema.task, max(len(self.schema.classes), 1), self.family)
+                          self.schema.task, max(len(self.schema.classes), 1), self.family, self.tensorboard)
 
     def _worker_spec(self) -> dict[str, Any]:
         """What a worker process needs to rebuild :meth:`search_data` (JSON)."""
@@ -215,7 +217,7 @@ class AutoML:
         return {"dataset": source, "target": self.dataset.target, "task": self.dataset.card.task,
                 "seed": self.seed, "nfolds": self.nfolds, "sort_metric": self.sort_metric, "project": self.project,
                 "max_runtime_secs": self.max_runtime_secs, "started_at": time.time() - self.budget.elapsed(),
-                "fingerprint": self.dataset.fingerprint}
+                "fingerprint": self.dataset.fingerprint, "tensorboard": self.tensorboard}
 
     def evaluate_search(self) -> list[Evaluated]:
         """Cross-validate the best configurations, as many as the budget allows (at least one)."""

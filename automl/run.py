@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", help="share the study through a database, e.g. postgresql://user@host/db; "
                                      "join from other machines with python -m automl.worker")
     p.add_argument("--distribute", choices=("mirrored",), help="train each network across all GPUs (or TPU)")
+    p.add_argument("--tensorboard", metavar="DIR", help="write each search trial's validation curve for "
+                                                        "TensorBoard under DIR/trial_<n>")
     p.add_argument("--project", help="project name (default: the dataset name)")
     p.add_argument("--output", help="output folder (default runs/<project>)")
     noise = p.add_mutually_exclusive_group()
@@ -84,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
                 "verbose": True if args.verbose else False if args.quiet else None,
                 "include_algos": args.include_algos, "exclude_algos": args.exclude_algos,
                 "leaderboard_frame": args.leaderboard_frame, "tuner": args.tuner, "distribute": args.distribute,
-                "workers": args.workers, "storage": args.storage}
+                "workers": args.workers, "storage": args.storage, "tensorboard": args.tensorboard}
     try:
         AutoML(**settings)  # checks the numbers and names
         ds = load(args.dataset, args.target, args.task)

@@ -66,7 +66,7 @@ def _work(args: argparse.Namespace) -> int:
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     aml = AutoML(max_runtime_secs=spec["max_runtime_secs"], seed=spec["seed"], nfolds=spec["nfolds"],
                  sort_metric=spec["sort_metric"], project=spec["project"], started_at=spec["started_at"],
-                 verbose=False, workers=1)
+                 verbose=False, workers=1, tensorboard=spec.get("tensorboard"))
     source = spec["dataset"]
     aml.ingest(joblib.load(source) if source.endswith(".joblib") else source, spec["target"], spec["task"])
     if aml.dataset.fingerprint != spec["fingerprint"]:

@@ -215,7 +215,9 @@ def publish(aml: AutoML) -> dict[str, Any]:
                   f"- {aml.sort_metric}: **{top[aml.sort_metric]:.4f}** ({aml.nfolds}-fold CV)\n"
                   f"- models ranked: {len(board)}; search trials: {summary['trials']}\n"
                   f"- run time: {summary['elapsed_secs']}s of {summary['max_runtime_secs']}s\n"
-                  f"- outputs: `{summary['output_dir']}`\n"),
+                  f"- outputs: `{summary['output_dir']}`\n"
+                  f"- report: [report.html]({Path(summary['output_dir']).resolve().as_uri()}/report.html) "
+                  f"(leaderboard with intervals, curves, importances; opens offline)\n"),
         description=f"AutoML run summary for {name}")
     return summary
 
@@ -227,7 +229,8 @@ def automl_flow(dataset: str, target: str | None = None, task_type: str | None =
                 output_dir: str | None = None, started_at: float | None = None, verbose: bool | None = None,
                 include_algos: list[str] | None = None, exclude_algos: list[str] | None = None,
                 leaderboard_frame: str | None = None, tuner: str = "hyperband", distribute: str | None = None,
-                workers: int | None = None, storage: str | None = None) -> dict[str, Any]:
+                workers: int | None = None, storage: str | None = None,
+                tensorboard: str | None = None) -> dict[str, Any]:
     """Run AutoML on a built-in dataset name or a CSV/Parquet path; return the run summary.
 
     Parameters are those of :class:`automl.AutoML`. Outputs go to ``output_dir``, else
@@ -237,7 +240,7 @@ def automl_flow(dataset: str, target: str | None = None, task_type: str | None =
                  sort_metric=sort_metric, engine=engine, project=project, output_dir=output_dir, verbose=verbose,
                  started_at=started_at or time.time(), include_algos=include_algos, exclude_algos=exclude_algos,
                  leaderboard_frame=leaderboard_frame, tuner=tuner, distribute=distribute, workers=workers,
-                 storage=storage)  # checks the settings before any data loads; the budget covers loading
+                 storage=storage, tensorboard=tensorboard)  # checks the settings before loading; the budget covers it
     ds = ingest(dataset, target, task_type)
     aml.project = project or ds.card.name
     aml.output_dir = aml.output_dir or runs_root() / aml.project

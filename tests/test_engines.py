@@ -53,3 +53,20 @@ def test_resume_continues_the_same_study(tmp_path):
     again = _run(tmp_path, max_trials=3)  # the limit counts trials of the study, old ones included
     assert [r.number for r in again] == [0, 1, 2]
     assert [r.params for r in again[:2]] == [r.params for r in first]
+
+
+def test_tensorboard_logs_each_trials_validation_curve(tmp_path):
+    from dataclasses import replace
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    data = replace(_search_data(), log_dir=str(tmp_path / "tb"))
+    records = search(SPACE[:2] + (Choice("activation", ("relu",)),) + SPACE[3:], data, get("auc", "binary"),
+                     Budget(120), max_trials=2, seed=3, storage_dir=tmp_path, study_name="tb", warm_starts=(),
+                     refit_trials=0, finish_seconds=0, keep_share=0.0, events=EventLog(verbose=False), max_epochs=10)
+    for record in records:
+        events = EventAccumulator(str(tmp_path / "tb" / f"trial_{record.number}"), size_guidance={"tensors": 0})
+        events.Reload()
+        curve = events.Tensors("validation_auc")
+        assert [e.step for e in curve] == [5, 10]
+        assert "hyperparameters" in events.Tags()["tensors"]

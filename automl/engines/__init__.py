@@ -33,6 +33,8 @@ class SearchData:
     task: str
     n_classes: int
     family: str = "mlp"
+    #: Where each trial writes TensorBoard logs (``<log_dir>/trial_<n>``), or None.
+    log_dir: str | None = None
 
 
 @dataclass
@@ -50,21 +52,36 @@ class TrialRecord:
 
 def train_trial(params: dict[str, Any], data: SearchData, metric: Metric, seed: int,
                 report: Callable[[float, int], None] | None, deadline: float | None,
-                max_epochs: int) -> tuple[float, int]:
-    """Train one network on the search split; return (validation metric, best epoch)."""
+                max_epochs: int, name: str = "trial") -> tuple[float, int]:
+    """Train one network on the search split; return (validation metric, best epoch).
+
+    ``report(value, epoch)`` gets the validation metric after each chunk of epochs;
+    with ``data.log_dir`` the same values go to TensorBoard under ``<log_dir>/<name>``.
+    """
     import keras
 
     from automl.training import KerasNetwork
 
     net = KerasNetwork(params, data.task, epochs=max_epochs, seed=seed, n_classes=data.n_classes, family=data.family)
     sign = metric.sign()
+    writer = _tensorboard_writer(data.log_dir, name, params)
+
+    def on_chunk(score: float, epoch: int) -> None:
+        if writer is not None:
+            import tensorflow as tf
+
+            with writer.as_default():
+                tf.summary.scalar(f"validation_{metric.name}", sign * score, step=epoch)
+        if report is not None:
+            report(sign * score, epoch)
+
     try:
-        net.fit(data.x_train, data.y_train, data.x_val,
-                monitor=lambda pred: sign * metric.fn(data.y_val, pred),
-                report=None if report is None else (lambda score, epoch: report(sign * score, epoch)),
-                deadline=deadline)
+        net.fit(data.x_train, data.y_train, data.x_val, monitor=lambda pred: sign * metric.fn(data.y_val, pred),
+                report=on_chunk, deadline=deadline)
         value = metric.fn(data.y_val, net.predict_proba(data.x_val))
     finally:
+        if writer is not None:
+            writer.close()
         # free_memory=False skips a gc.collect() that costs up to 0.6 s a trial (TOOLCHAIN.md).
         keras.backend.clear_session(free_memory=False)
     if not math.isfinite(value):
@@ -83,3 +100,17 @@ def get_engine(name: str) -> Any:
 
         return keras_tuner_engine
     raise ValueError(f"unknown engine {name!r}; use one of {', '.join(ENGINES)}")
+
+
+def _tensorboard_writer(log_dir: str | None, name: str, params: dict[str, Any]) -> Any:
+    """A TensorBoard writer for one trial, its hyperparameters written as text; None without ``log_dir``."""
+    if log_dir is None:
+        return None
+    import json
+
+    import tensorflow as tf
+
+    writer = tf.summary.create_file_writer(f"{log_dir}/{name}")
+    with writer.as_default():
+        tf.summary.text("hyperparameters", json.dumps(params, sort_keys=True, default=str), step=0)
+    return writer

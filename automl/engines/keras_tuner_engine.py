@@ -130,7 +130,8 @@ def search(space: tuple[Param, ...], data: SearchData, metric: Metric, budget: B
     stop = False
 
     def run(number: int, params: dict[str, Any], epochs: int) -> tuple[float, int]:
-        return train_trial(params, data, metric, seed + number, None, budget.deadline, epochs)
+        return train_trial(params, data, metric, seed + number, None, budget.deadline, epochs,
+                           name=f"trial_{number}")
 
     def after_trial(record: TrialRecord) -> None:
         nonlocal failures, stop

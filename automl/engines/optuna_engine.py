@@ -162,7 +162,8 @@ def _objective(space: tuple[Param, ...], data: SearchData, metric: Metric, seed:
                 raise optuna.TrialPruned()
 
         try:
-            value, best_epoch = train_trial(params, data, metric, seed + trial.number, report, deadline, max_epochs)
+            value, best_epoch = train_trial(params, data, metric, seed + trial.number, report, deadline, max_epochs,
+                                            name=f"trial_{trial.number}")
         except optuna.TrialPruned:
             raise
         except Exception as exc:  # any failure of one trial is recorded; the search goes on
