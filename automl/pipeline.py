@@ -246,7 +246,13 @@ class AutoML:
                 {**trial.params, "epochs": trial.best_epoch},
                 fit_kwargs={"deadline": self.budget.deadline - FINISH_SECONDS})
             with devices.trial_context(0, self.placement()):
-                done += self._evaluate(candidate, "evaluate")
+                result = self._evaluate(candidate, "evaluate")
+            if any(getattr(f.estimator, "cut_short_", False) for r in result for f in r.model.folds):
+                # An undertrained network would rank on the board as if it were this configuration.
+                self.evaluated.remove(result[0])
+                self.events.warn("evaluate", f"{candidate.model_id} dropped: the budget ran out during its refit")
+                break
+            done += result
         return done
 
     def placement(self) -> devices.Placement:

@@ -87,4 +87,8 @@ def _batched(name: str, task: str, y: np.ndarray, p: np.ndarray) -> np.ndarray |
         return np.sqrt(mean) if name == "rmse" else mean
     if name == "accuracy":
         return (p.argmax(axis=2) == y).mean(axis=1)
+    if name == "mean_per_class_error":
+        wrong = p.argmax(axis=2) != y
+        # Stratified resamples keep every class, so each class's error rate is defined.
+        return np.mean([(wrong & (y == c)).sum(axis=1) / (y == c).sum(axis=1) for c in np.unique(y)], axis=0)
     return None

@@ -57,6 +57,8 @@ class KerasNetwork:
     y_mean_: float = 0.0
     y_std_: float = 1.0
     _forward: Any = field(default=None, repr=False)
+    #: True when a deadline stopped training before its planned epochs (no validation data).
+    cut_short_: bool = False
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_forward": None}  # a tf.function does not pickle
@@ -141,8 +143,9 @@ class KerasNetwork:
                                        "the learning rate is probably too high")
             past_deadline = deadline is not None and time.monotonic() >= deadline
             if x_val is None or monitor is None:
-                if past_deadline:
-                    break  # the budget wins over the planned epoch count
+                if past_deadline and done < self.epochs:
+                    self.cut_short_ = True  # the budget wins over the planned epoch count
+                    break
                 continue
             score = monitor(self.predict_proba(x_val))
             self.history_.append((done, score))

@@ -61,3 +61,15 @@ def test_regression_interval():
     boot = Bootstrap(y, "regression", n_boot=200)
     low, high = boot.interval(get("mse", "regression"), pred)
     assert low < np.mean((pred - y) ** 2) < high
+
+
+def test_mean_per_class_error_resamples_match_the_metric():
+    rng = np.random.default_rng(6)
+    y = rng.integers(0, 4, 300)
+    proba = rng.dirichlet(np.ones(4), 300)
+    proba[np.arange(300), y] += 0.4
+    proba /= proba.sum(axis=1, keepdims=True)
+    boot = Bootstrap(y, "multiclass", n_boot=100, seed=2)
+    metric = get("mean_per_class_error", "multiclass")
+    np.testing.assert_allclose(boot.samples(metric, proba), [metric.fn(y[i], proba[i]) for i in boot.idx],
+                               atol=1e-12)
