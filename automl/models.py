@@ -19,10 +19,7 @@ import pandas as pd
 from automl.errors import InputError
 from automl.preprocess import Schema
 
-__all__ = ["Model", "Candidate", "FoldModel", "BaggedModel", "reference_candidates", "REFERENCE_ALGOS"]
-
-#: H2O's names for the families we build from scikit-learn.
-REFERENCE_ALGOS = ("GLM", "GBM", "DRF", "XRT", "SVM")
+__all__ = ["Model", "Candidate", "FoldModel", "BaggedModel", "reference_candidates"]
 
 
 @dataclass
