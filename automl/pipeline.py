@@ -244,7 +244,8 @@ class AutoML:
                 lambda t=trial: KerasNetwork(t.params, self.schema.task, epochs=t.best_epoch, seed=self.seed,
                                              n_classes=max(len(self.schema.classes), 1), family=self.family),
                 {**trial.params, "epochs": trial.best_epoch},
-                fit_kwargs={"deadline": self.budget.deadline - FINISH_SECONDS})
+                # Refits may use the finish reserve but for the report's share: export is quick.
+                fit_kwargs={"deadline": self.budget.deadline - REPORT_SECONDS})
             with devices.trial_context(0, self.placement()):
                 result = self._evaluate(candidate, "evaluate")
             if any(getattr(f.estimator, "cut_short_", False) for r in result for f in r.model.folds):
