@@ -20,7 +20,8 @@ import pandas as pd
 from automl.errors import InputError
 from automl.images import is_image_source, load_images
 
-__all__ = ["DatasetCard", "Dataset", "cards_dir", "builtin_cards", "load", "read_table", "validate", "TASKS"]
+__all__ = ["DatasetCard", "Dataset", "cards_dir", "builtin_cards", "load", "from_frame", "read_table", "validate",
+           "TASKS"]
 
 TASKS = ("binary", "multiclass", "regression", "image")
 #: A text column whose values parse as numbers this often is a numeric column with typos.
@@ -105,7 +106,18 @@ def load(name_or_path: str, target: str | None = None, task: str | None = None) 
     else:
         raise InputError(f"unknown dataset {name_or_path!r}: use one of {', '.join(sorted(cards))} "
                          "or the path of a .csv or .parquet file")
-    card = _with_overrides(card, target, task, source)
+    return _checked(frame, _with_overrides(card, target, task, source), source)
+
+
+def from_frame(frame: pd.DataFrame, name: str, target: str | None, task: str | None = None) -> Dataset:
+    """An in-memory table as a dataset, validated and fingerprinted exactly like a file."""
+    if task is not None and task not in TASKS:
+        raise InputError(f"unknown task {task!r}: use one of {', '.join(TASKS)}")
+    card = _with_overrides(DatasetCard(name=name), target, task, "DataFrame")
+    return _checked(frame.reset_index(drop=True), card, "DataFrame")
+
+
+def _checked(frame: pd.DataFrame, card: DatasetCard, source: str) -> Dataset:
     validate(frame, card, source)
     return Dataset(frame, card, source, _fingerprint(frame, card))
 

@@ -115,9 +115,7 @@ class AutoML:
         if isinstance(data, data_mod.Dataset):
             ds = data
         elif isinstance(data, pd.DataFrame):
-            card = data_mod.DatasetCard(name=self.project or "frame", target=target, task=task)
-            data_mod.validate(data, card, "DataFrame")
-            ds = data_mod.Dataset(data.reset_index(drop=True), card, "DataFrame", data_mod._fingerprint(data, card))
+            ds = data_mod.from_frame(data, self.project or "frame", target, task)
         else:
             ds = data_mod.load(str(data), target, task)
         self.dataset = ds
