@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -41,11 +41,15 @@ def _guard(value: object) -> object:
     return value
 
 
-def write_csv(frame: pd.DataFrame, path: Path) -> None:
-    """Write ``frame`` atomically as CSV, string cells guarded against formula injection."""
+def write_csv(frame: pd.DataFrame, path: Path, verbatim: Collection[str] = ()) -> None:
+    """Write ``frame`` atomically as CSV, string cells guarded against formula injection.
+
+    Columns named in ``verbatim`` hold data that must round-trip exactly (such as class
+    labels, which a reader compares with the training labels) and are written unguarded.
+    """
     safe = frame.copy()
     for col in safe.columns:
-        if not pd.api.types.is_numeric_dtype(safe[col]):
+        if col not in verbatim and not pd.api.types.is_numeric_dtype(safe[col]):
             safe[col] = safe[col].map(_guard)
     atomic_write_text(path, safe.to_csv(index=False))
 

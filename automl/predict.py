@@ -1,4 +1,11 @@
-"""``python -m automl.predict MODEL_DIR DATA --output preds.csv``: predictions from an exported model."""
+"""``python -m automl.predict MODEL_DIR DATA --output preds.csv``: predictions from an exported model.
+
+``preds.csv`` holds ``predict`` (the class label or the value) and, for classification,
+one ``p_<class>`` probability column per class. Predicted labels are data, written exactly
+as the training labels were (a label ``-x`` or ``=1`` stays ``-x`` or ``=1``), so that they
+compare equal to the labels a reader holds; the spreadsheet formula guard (a leading
+``'``) applies only to free text copied through, such as the ``file`` column of images.
+"""
 
 from __future__ import annotations
 
@@ -42,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    write_csv(preds, Path(args.output))
+    write_csv(preds, Path(args.output), verbatim=["predict"])
     print(f"wrote {len(preds)} predictions to {args.output}")
     return 0
 

@@ -78,6 +78,14 @@ def test_write_csv_guards_hyperparameter_json(tmp_path):
     assert pd.read_csv(tmp_path / "b.csv")["hyperparameters"].tolist() == ['{"lr": 0.01}', "'-1"]
 
 
+def test_write_csv_writes_verbatim_columns_exactly(tmp_path):
+    frame = pd.DataFrame({"predict": ["-x", "=1", "@a"], "file": ["=cmd.png", "a.png", "+b.png"]})
+    write_csv(frame, tmp_path / "preds.csv", verbatim=["predict"])
+    back = pd.read_csv(tmp_path / "preds.csv", dtype=str)
+    assert back["predict"].tolist() == ["-x", "=1", "@a"]
+    assert back["file"].tolist() == ["'=cmd.png", "a.png", "'+b.png"]  # free text stays guarded
+
+
 def test_atomic_dir_replaces_a_folder_whole(tmp_path):
     target = tmp_path / "leader"
     target.mkdir()

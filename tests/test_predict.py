@@ -9,6 +9,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
 
 from automl import AutoML
+from automl.export import load_model
 from conftest import REPO, run_module
 
 
@@ -56,8 +57,30 @@ def test_predict_cli_names_missing_columns(trained):
     assert not (tmp / "never.csv").exists()
 
 
-def test_api_predict_and_leader(trained):
-    aml, test, _ = trained
+def test_api_predict_is_the_exported_leaders_and_scores_the_holdout(trained):
+    aml, test, tmp = trained
     out = aml.predict(test)
-    assert set(out["predict"]) <= {0, 1}
-    assert aml.leader.model_id == aml.leaderboard["model_id"].iloc[0]
+    board = pd.read_csv(tmp / "run" / "leaderboard.csv")
+    assert aml.leader.model_id == board["model_id"].iloc[0] and board["auc"].iloc[0] == board["auc"].max()
+    exported = load_model(tmp / "run" / "leader").predict(test)
+    np.testing.assert_allclose(out[["p_0", "p_1"]], exported[["p_0", "p_1"]], rtol=1e-5, atol=1e-6)
+    assert (out["predict"] == np.where(out["p_1"] > out["p_0"], 1, 0)).all()  # labels, not positions
+    assert roc_auc_score(test["Outcome"], out["p_1"]) >= 0.78
+    assert (out["predict"] == test["Outcome"]).mean() >= 0.7
+
+
+def test_predicted_labels_are_written_exactly_as_trained(tmp_path):
+    """Labels that look like spreadsheet formulas are data: preds.csv keeps them as the training labels."""
+    frame = pd.read_csv(REPO / "datasets" / "diabetes.csv")
+    frame["Outcome"] = frame["Outcome"].map({0: "-x", 1: "=1"})
+    aml = AutoML(max_runtime_secs=20, include_algos=["GLM"], output_dir=tmp_path / "run",
+                 verbose=False).fit(frame, target="Outcome")
+    rows = frame.head(40)
+    rows.to_csv(tmp_path / "rows.csv", index=False)
+    proc = run_module("automl.predict", tmp_path / "run" / "leader", tmp_path / "rows.csv", "--output",
+                      tmp_path / "preds.csv", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    preds = pd.read_csv(tmp_path / "preds.csv", dtype={"predict": str})
+    assert list(preds.columns) == ["predict", "p_-x", "p_=1"]
+    assert set(preds["predict"]) == {"-x", "=1"}  # a fit on Pima predicts both classes in 40 rows
+    assert list(preds["predict"]) == list(aml.predict(rows)["predict"])
