@@ -3,7 +3,9 @@
 A project folder holds ``champion/`` (a model folder the predict CLI accepts, plus
 ``champion.json``), ``leaderboard_history.csv`` (append-only, one row per run) and
 ``challengers/<run-id>/``. :func:`project_lock` serialises the compare-promote-record
-step of concurrent runs. ``flows/retrain.py`` runs these as Prefect tasks.
+step of concurrent runs. ``flows/retrain.py`` runs these as Prefect tasks. Only a missing
+``champion/`` folder lets a challenger in unchallenged: a champion that exists but does
+not load raises :class:`ChampionUnreadable`, and nothing replaces it.
 """
 
 from __future__ import annotations
@@ -22,12 +24,12 @@ import numpy as np
 import pandas as pd
 
 from automl.data import Dataset
-from automl.errors import InputError
+from automl.errors import AutoMLError, InputError
 from automl.io import atomic_dir, atomic_write_text, write_csv
 from automl.preprocess import infer_schema
 
-__all__ = ["Decision", "holdout_mask", "split_holdout", "compare", "project_lock", "append_history", "promote",
-           "champion_info", "prune_challengers", "HISTORY_FILE", "HISTORY_COLUMNS"]
+__all__ = ["Decision", "ChampionUnreadable", "load_champion", "holdout_mask", "split_holdout", "compare",
+           "project_lock", "append_history", "promote", "prune_challengers", "HISTORY_FILE", "HISTORY_COLUMNS"]
 
 #: One row in this many belongs to the fixed holdout.
 HOLDOUT_BUCKETS = 5
@@ -195,10 +197,28 @@ def promote(leader_dir: Path, champion_dir: Path, info: dict[str, Any]) -> None:
         atomic_write_text(tmp / "champion.json", json.dumps(info, indent=1, default=str))
 
 
-def champion_info(champion_dir: Path) -> dict[str, Any] | None:
-    """The current champion's ``champion.json``, or None when there is no champion yet."""
-    path = champion_dir / "champion.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+class ChampionUnreadable(AutoMLError):
+    """The champion folder exists but cannot be read: it must be repaired or removed by a person."""
+
+
+def load_champion(champion_dir: Path) -> tuple[Any | None, dict[str, Any]]:
+    """The champion model and its ``champion.json`` (``{}`` for a model folder placed there by hand).
+
+    ``(None, {})`` only when there is no ``champion_dir``. Any other failure raises
+    :class:`ChampionUnreadable`: a champion must never be replaced without a comparison
+    because a file of it is damaged.
+    """
+    if not champion_dir.exists():
+        return None, {}
+    from automl.export import load_model
+
+    info_path = champion_dir / "champion.json"
+    try:
+        return load_model(champion_dir), json.loads(info_path.read_text()) if info_path.exists() else {}
+    except Exception as exc:  # whatever is damaged, the answer is the same: stop and tell a person
+        raise ChampionUnreadable(f"champion in {champion_dir} does not load ({type(exc).__name__}: {exc}); "
+                                 "restore it, or remove the folder to let the next run promote its challenger"
+                                 ) from exc
 
 
 def prune_challengers(folder: Path, keep: int) -> list[str]:

@@ -1,8 +1,8 @@
 """Export and load model directories: everything a model needs at predict time, in one folder.
 
-Layout: ``model.json`` (card: schema, classes, metrics, versions) and ``fold_<i>/``
-with ``preprocessor.joblib`` and either ``model.joblib`` (scikit-learn) or
-``model.keras`` + ``network.json`` (Keras). Loading needs only ``automl``.
+Layout: ``model.json`` (card: schema, classes, metrics and the ``evaluation`` that scored
+them, versions) and ``fold_<i>/`` with ``preprocessor.joblib`` and either ``model.joblib``
+(scikit-learn) or ``model.keras`` + ``network.json`` (Keras). Loading needs only ``automl``.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import shutil
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -41,14 +42,20 @@ def _versions() -> dict[str, str]:
     return found
 
 
-def save_model(model: Model, path: Path, evaluation: str, extra: dict[str, Any] | None = None,
-               saved: Path | None = None) -> None:
+def save_model(model: Model, path: Path, evaluation: Mapping[str, Any] | str, extra: dict[str, Any] | None = None,
+               saved: Path | None = None, *, metrics: dict[str, float] | None = None) -> None:
     """Write ``model`` to the folder ``path`` atomically (the old folder stays until the new is whole).
 
-    A stacked ensemble's folder holds its metalearner and a full copy of each base
-    model under ``bases/``, so the folder alone suffices to predict. Bases already
-    written under ``saved/<model_id>`` are hard-linked from there instead of saved again.
+    ``model.json`` holds ``metrics`` (default: the model's own, from its cross-validation or
+    holdout) and ``evaluation``, the JSON object naming the protocol that scored them: at
+    least ``protocol`` and ``label``, as ``automl.evaluation.Protocol.describe()`` gives, or
+    e.g. ``{"protocol": "leaderboard frame", "source": ..., "rows_scored": ..., "label": ...}``
+    with that frame's ``metrics``. A stacked ensemble's folder holds its metalearner and a
+    full copy of each base model under ``bases/``, so the folder alone suffices to predict.
+    Bases already written under ``saved/<model_id>`` are hard-linked from there instead of
+    saved again; with ``metrics`` given they must be, since only the caller knows their scores.
     """
+    card_evaluation = _evaluation(evaluation)
     with atomic_dir(path) as tmp:
         layout: dict[str, Any] = {"kind": "bagged", "n_folds": len(getattr(model, "folds", ()))}
         if isinstance(model, StackedEnsemble):
@@ -58,8 +65,11 @@ def save_model(model: Model, path: Path, evaluation: str, extra: dict[str, Any] 
             for base in model.bases:
                 if saved is not None and (saved / base.model_id / "model.json").exists():
                     link_tree(saved / base.model_id, tmp / "bases" / base.model_id)
-                else:
+                elif metrics is None:
                     save_model(base, tmp / "bases" / base.model_id, evaluation)
+                else:
+                    raise ValueError(f"base model {base.model_id} of {model.model_id} is not saved under {saved}; "
+                                     "save the bases first, with their metrics from the same evaluation")
         for i, fold in enumerate(getattr(model, "folds", ())):
             folder = tmp / f"fold_{i}"
             folder.mkdir()
@@ -73,13 +83,25 @@ def save_model(model: Model, path: Path, evaluation: str, extra: dict[str, Any] 
             "format": FORMAT_VERSION, "model_id": model.model_id, "algo": model.algo,
             "task": model.schema.task, "target": model.schema.target, "classes": model.schema.classes,
             "input_columns": model.schema.features, "schema": model.schema.to_json(),
-            "metrics": model.metrics, "evaluation": evaluation, "hyperparameters": model.params,
+            "metrics": model.metrics if metrics is None else metrics, "evaluation": card_evaluation,
+            "hyperparameters": model.params,
             **layout, "prediction": "metalearner on the base models" if layout["n_folds"] == 0
             else "mean of the fold models",
             "created": datetime.now(UTC).isoformat(timespec="seconds"), "versions": _versions(),
             **(extra or {}),
         }
         atomic_write_text(tmp / "model.json", json.dumps(card, indent=1, default=str))
+
+
+def _evaluation(evaluation: Mapping[str, Any] | str) -> dict[str, Any]:
+    """``model.json``'s evaluation object, checked: a card must say which protocol scored its metrics."""
+    if isinstance(evaluation, str):  # the one-line label pipeline.finish passed before it passed the protocol
+        return {"protocol": "unspecified", "label": evaluation}
+    missing = [key for key in ("protocol", "label") if not evaluation.get(key)]
+    if missing:
+        raise ValueError(f"evaluation needs {missing} to name the protocol that scored the metrics, "
+                         f"but got {dict(evaluation)=}")
+    return dict(evaluation)
 
 
 def load_model(path: Path | str) -> Model:

@@ -18,7 +18,7 @@ import math
 import re
 import time
 import uuid
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,9 +31,10 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from automl.champion import (
     HISTORY_FILE,
+    ChampionUnreadable,
     append_history,
-    champion_info,
     compare,
+    load_champion,
     project_lock,
     promote,
     prune_challengers,
@@ -74,21 +75,24 @@ def split_task(ds: Dataset) -> tuple[Dataset, Dataset]:
 @task(name="champion-challenger", task_run_name="champion-challenger-{aml.project}", cache_policy=NO_CACHE)
 def champion_challenger(aml: AutoML, holdout: Dataset, project_dir: Path, run_id: str, margin: float | None,
                         keep_challengers: int) -> dict[str, Any]:
-    """Under the project lock: compare with the champion, promote if the rule says so, append history."""
-    from automl.export import load_model
+    """Under the project lock: compare with the champion, promote if the rule says so, append history.
 
+    A champion folder that does not load is left as it is: the run records "not promoted"
+    with the reason in the history and ``decision.json``, then fails with
+    :class:`~automl.champion.ChampionUnreadable`.
+    """
     leader = aml.leader
     challenger_id = f"{run_id}/{leader.model_id}"
     champion_dir = project_dir / "champion"
+    unreadable: ChampionUnreadable | None = None
     with project_lock(project_dir):
-        before = champion_info(champion_dir)
-        champion = None
-        if (champion_dir / "model.json").is_file():
-            try:
-                champion = load_model(champion_dir)
-            except Exception as exc:  # a champion that cannot load cannot serve either: the challenger replaces it
-                aml.events.warn("retrain", f"champion in {champion_dir} does not load: {type(exc).__name__}: {exc}")
+        try:
+            champion, before = load_champion(champion_dir)
+        except ChampionUnreadable as exc:
+            unreadable, champion, before = exc, None, {}
         decision = compare(leader, champion, holdout, aml.sort_metric, margin, aml.seed)
+        if unreadable:  # scored for the record, but never promoted over a champion nobody compared
+            decision = replace(decision, promoted=False, reason=f"not promoted: champion unreadable: {unreadable}")
         now = datetime.now(UTC).isoformat(timespec="seconds")
         if decision.promoted:
             promote(aml.output_dir / "leader", champion_dir,
@@ -96,7 +100,7 @@ def champion_challenger(aml: AutoML, holdout: Dataset, project_dir: Path, run_id
                      "dataset_fingerprint": aml.dataset.fingerprint, "decision": asdict(decision)})
         row = {"run_id": run_id, "time": now, "project": aml.project, "dataset_fingerprint": aml.dataset.fingerprint,
                "metric": decision.metric, "challenger": challenger_id,
-               "champion_before": before["champion"] if before else "",
+               "champion_before": before.get("champion", ""),
                "challenger_cv": float(aml.leaderboard[aml.sort_metric].iloc[0]),
                "challenger_holdout": decision.challenger_score, "champion_holdout": decision.champion_score,
                "gain": decision.gain, "ci_low": decision.ci_low, "ci_high": decision.ci_high, "margin": margin,
@@ -105,9 +109,12 @@ def champion_challenger(aml: AutoML, holdout: Dataset, project_dir: Path, run_id
         append_history(project_dir, row)
         atomic_write_text(aml.output_dir / "decision.json", json.dumps(row, indent=1, default=str))
         pruned = prune_challengers(project_dir / "challengers", keep_challengers)
-    aml.events.add("retrain", f"{'promoted' if decision.promoted else 'kept the champion'}: {decision.reason}"
-                   + (f"; removed old challengers {', '.join(pruned)}" if pruned else ""))
+    message = (f"{'promoted' if decision.promoted else 'kept the champion'}: {decision.reason}"
+               + (f"; removed old challengers {', '.join(pruned)}" if pruned else ""))
+    (aml.events.warn if unreadable else aml.events.add)("retrain", message)
     aml.events.write(aml.output_dir / "event_log.csv")
+    if unreadable:
+        raise unreadable
     return {**row, "champion": challenger_id if decision.promoted else row["champion_before"],
             "flow_run_id": str(flow_run.id)}
 
@@ -158,7 +165,9 @@ def retrain_flow(dataset: str, target: str | None = None, task_type: str | None 
     (default), it is promoted when the interval's lower end is above 0 (better by more
     than noise). With a ``margin``, it is promoted when the gain exceeds ``margin``
     (e.g. 0.01 AUC; a negative margin accepts a fresh model unless it is worse by more).
-    A champion that cannot score the data (other task, classes or columns) is replaced.
+    A champion that cannot score the data (other task, classes or columns) is replaced. A
+    champion folder that does not load is never replaced: the run records "not promoted"
+    and why in the history, then fails with ``ChampionUnreadable``.
 
     Outputs go under ``output_root``, else ``$AUTOML_RUNS_DIR``, else ``runs``, in
     ``<project>/`` (default project: the dataset name). Returns the history row, the

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -100,6 +103,14 @@ def test_concurrent_history_appends_under_the_lock_lose_nothing(tmp_path):
     assert history["gain"].min() == -7.0  # numbers stay numbers (no formula guard on negative values)
 
 
+def _waits_for_flock(path: Path) -> bool:
+    """Whether a thread or process is blocked on a flock of ``path``: Linux lists waiters with '->'."""
+    st = path.stat()
+    key = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino} "
+    return any("->" in line and key in line for line in Path("/proc/locks").read_text().splitlines())
+
+
+@pytest.mark.skipif(not Path("/proc/locks").exists(), reason="needs Linux /proc/locks to see a blocked waiter")
 def test_lock_excludes_a_second_holder(tmp_path):
     from automl.champion import project_lock
 
@@ -114,20 +125,25 @@ def test_lock_excludes_a_second_holder(tmp_path):
             release.wait(60)
             order.append("first out")
 
-    thread = threading.Thread(target=first)
-    thread.start()
-    inside.wait(60)
     def second_holder() -> None:
         with project_lock(tmp_path):
             order.append("second in")
 
+    thread = threading.Thread(target=first)
+    thread.start()
+    inside.wait(60)
     second = threading.Thread(target=second_holder)
     second.start()
-    second.join(0.5)  # the second holder must still be waiting while the first holds the lock
+    # No timing guess: wait until the kernel lists the second holder as blocked on the lock (or, with a
+    # broken lock, until it got in, which the order below then rejects).
+    deadline = time.monotonic() + 60
+    while not _waits_for_flock(tmp_path / ".lock") and "second in" not in order:
+        assert time.monotonic() < deadline, "the second holder neither blocked nor entered"
+        time.sleep(0.01)
     order.append("released")
     release.set()
     thread.join()
-    second.join(60)
+    second.join()
     assert order == ["first in", "released", "first out", "second in"]
 
 
@@ -231,6 +247,61 @@ def test_a_worse_challenger_leaves_the_champion_untouched(diabetes_runs, tmp_pat
     assert _tree_digest(project / "champion") == before
     history = pd.read_csv(project / "leaderboard_history.csv")
     assert len(history) == 3 and history["promoted"].iloc[-1] == "no"
+
+
+def _glm_champion(champion_dir: Path) -> None:
+    """A champion folder as ``promote`` leaves it: logistic regression cross-validated on the training rows."""
+    from automl.champion import split_holdout
+    from automl.evaluation import cross_validate, make_folds
+    from automl.export import save_model
+    from automl.models import reference_candidates
+    from automl.preprocess import encode_target, infer_schema
+
+    training, _ = split_holdout(load("diabetes"))
+    schema = infer_schema(training)
+    x, y = training.frame.drop(columns=["Outcome"]), encode_target(schema, training.frame["Outcome"])
+    glm = next(c for c in reference_candidates("binary", 0, n_jobs=1) if c.algo == "GLM")
+    model = cross_validate(glm, x, y, schema, make_folds(y, "binary", 3, seed=0)).model
+    save_model(model, champion_dir, {"protocol": "cv", "nfolds": 3, "label": "3-fold cross-validation"})
+    (champion_dir / "champion.json").write_text(json.dumps({"champion": "earlier/GLM_1"}))
+
+
+def test_load_champion_tells_absent_from_unreadable(tmp_path):
+    from automl.champion import ChampionUnreadable, load_champion
+
+    assert load_champion(tmp_path / "none") == (None, {})
+    _glm_champion(tmp_path / "champion")
+    model, info = load_champion(tmp_path / "champion")
+    assert model.model_id == "GLM_1" and info == {"champion": "earlier/GLM_1"}
+    for damaged in ("model.json", "champion.json"):
+        copy = tmp_path / damaged / "champion"
+        shutil.copytree(tmp_path / "champion", copy)
+        (copy / damaged).write_text("{not json")
+        with pytest.raises(ChampionUnreadable, match=rf"champion in .*{damaged}.* does not load .*JSONDecodeError"):
+            load_champion(copy)
+
+
+def test_an_unreadable_champion_is_never_replaced(on_server, tmp_path):
+    """A damaged champion file stops the promotion: the champion stays byte-identical and history says why."""
+    from automl.champion import ChampionUnreadable
+    from flows.retrain import retrain_flow
+
+    champion = tmp_path / "damaged" / "champion"
+    _glm_champion(champion)
+    (champion / "fold_0" / "preprocessor.joblib").write_bytes(b"not a pickle")
+    before = _tree_digest(champion)
+
+    with pytest.raises(ChampionUnreadable, match="restore it, or remove the folder"):
+        retrain_flow(dataset="diabetes", project="damaged", output_root=str(tmp_path), **BUDGET)
+    assert _tree_digest(champion) == before
+    history = pd.read_csv(champion.parent / "leaderboard_history.csv")
+    assert list(history["promoted"]) == ["no"]
+    assert history["reason"].iloc[0].startswith("not promoted: champion unreadable: champion in ")
+    assert history["challenger_holdout"].iloc[0] > 0.5  # the challenger was still scored, for the record
+    run_dir = champion.parent / "challengers" / history["run_id"].iloc[0]
+    assert json.loads((run_dir / "decision.json").read_text())["promoted"] == "no"
+    events = pd.read_csv(run_dir / "event_log.csv")
+    assert (events["level"] == "WARNING").any() and events["message"].str.contains("champion unreadable").any()
 
 
 def test_margin_rule_on_real_models(diabetes_runs):
