@@ -7,7 +7,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-__all__ = ["Budget", "search_should_stop"]
+__all__ = ["Budget", "search_should_stop", "FINISH_SECONDS", "REPORT_SECONDS"]
+
+#: Seconds kept back for writing the leaderboard, exporting models, explaining the leader and the report.
+FINISH_SECONDS = 10.0
+#: Seconds of those reserved for drawing the report after the feature importances.
+REPORT_SECONDS = 4.0
 
 
 @dataclass

@@ -3,27 +3,31 @@
 ``StackedEnsemble_AllModels`` stacks every base model; ``StackedEnsemble_BestOfFamily``
 the best of each algorithm family. The metalearner learns from the bases' out-of-fold
 predictions (the level-one data), and its own score comes from cross-validating it on
-that level-one data with the leaderboard's folds, so every ensemble row is scored by
-out-of-fold predictions like every other row (H2O's protocol).
+that level-one data (with the leaderboard's folds under CV; with folds of the holdout's
+rows under a holdout), so every ensemble row is scored on rows its metalearner did not
+see, like every other row (H2O's protocol).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy.optimize import minimize
 
+from automl.config import ENSEMBLE_ALGO
 from automl.evaluation import Evaluated
 from automl.metrics import score_all
 from automl.models import Model
 from automl.preprocess import Schema
 
-__all__ = ["Metalearner", "StackedEnsemble", "stack", "ENSEMBLE_ALGO"]
+if TYPE_CHECKING:
+    from automl.state import RunState
 
-ENSEMBLE_ALGO = "StackedEnsemble"
+__all__ = ["Metalearner", "StackedEnsemble", "stack", "build_ensembles", "ENSEMBLE_ALGO"]
+
 _EPS = 1e-7
 
 
@@ -122,3 +126,29 @@ def stack(model_id: str, bases: list[Evaluated], y: np.ndarray, schema: Schema,
     meta_ms = 1000 * (time.perf_counter() - start)
     return Evaluated(model, oof, sum(b.training_time_ms for b in bases) + meta_ms,
                      sum(b.predict_time_per_row_ms for b in bases))
+
+
+def build_ensembles(state: RunState) -> list[Evaluated]:
+    """``StackedEnsemble_AllModels`` and ``StackedEnsemble_BestOfFamily`` on the base models' level-one rows."""
+    if ENSEMBLE_ALGO not in state.config.evaluation.algos:
+        return []
+    bases = [e for e in state.evaluated if e.model.algo != ENSEMBLE_ALGO]
+    best_of_family: dict[str, Evaluated] = {}
+    for e in sorted(bases, key=lambda e: -state.metric.sign() * e.model.metrics[state.sort_metric]):
+        best_of_family.setdefault(e.model.algo, e)
+    groups = {"StackedEnsemble_AllModels": bases, "StackedEnsemble_BestOfFamily": list(best_of_family.values())}
+    y = state.y[state.protocol.scored]
+    done: list[Evaluated] = []
+    for model_id, members in groups.items():
+        if len(members) < 2 or (done and len(members) == len(bases)):
+            continue  # an ensemble needs two bases; BestOfFamily equal to AllModels adds nothing
+        try:
+            result = stack(model_id, members, y, state.schema, list(state.protocol.level_one))
+        except Exception as exc:  # a failed metalearner must not sink the run
+            state.events.warn("ensemble", f"{model_id} failed: {type(exc).__name__}: {exc}")
+            continue
+        state.evaluated.append(result)
+        done.append(result)
+        state.events.add("ensemble", f"{model_id} {state.sort_metric}={result.model.metrics[state.sort_metric]:.4f}"
+                                     f" from {len(members)} models")
+    return done

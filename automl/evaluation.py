@@ -1,13 +1,20 @@
-"""The one evaluation protocol: k-fold cross-validation with out-of-fold predictions.
+"""The evaluation protocol: k-fold cross-validation on small data, a holdout on large data.
 
-Every leaderboard row goes through :func:`cross_validate` on the same folds, with
-preprocessing fitted on each fold's training rows only (no leakage).
+The protocol is chosen once per run (:func:`choose_protocol`) and every leaderboard row
+goes through :func:`cross_validate` on its folds, with preprocessing fitted on each
+fold's training rows only (no leakage). Rule: k-fold CV while rows × columns ≤
+``CV_CELLS_PER_SECOND`` × budget seconds (diabetes at 120 s: 6,100 of 360,000 cells),
+else one stratified holdout of 20 % of the rows, at most ``MAX_HOLDOUT_ROWS`` (AutoGluon
+bags small data and holds out on large; H2O's ``nfolds`` switch). ``--validation`` and
+``--nfolds`` override the rule.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -17,7 +24,72 @@ from automl.metrics import score_all
 from automl.models import BaggedModel, Candidate, FoldModel, predict_raw
 from automl.preprocess import Schema, make_preprocessor
 
-__all__ = ["Evaluated", "make_folds", "holdout_split", "cross_validate", "take_rows"]
+if TYPE_CHECKING:
+    from automl.state import RunState
+
+__all__ = ["Evaluated", "Protocol", "choose_protocol", "make_protocol", "make_folds", "holdout_split",
+           "cross_validate", "evaluate_candidate", "take_rows", "CutShortError"]
+
+#: k-fold CV while rows × columns stay under this many cells per second of budget.
+CV_CELLS_PER_SECOND = 3000
+DEFAULT_NFOLDS = 5
+HOLDOUT_FRACTION = 0.2
+#: A holdout this large scores AUC to about ±0.005: more rows only slow every model down.
+MAX_HOLDOUT_ROWS = 50_000
+
+
+class CutShortError(RuntimeError):
+    """The deadline came before every fold was trained: the model is not ranked."""
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How every row of one leaderboard is scored: ``folds`` of (train, test) rows; ``scored`` rows get a prediction."""
+
+    name: str
+    folds: tuple[tuple[np.ndarray, np.ndarray], ...]
+    scored: np.ndarray
+    reason: str = ""
+    seed: int = 0
+    level_one: tuple[tuple[np.ndarray, np.ndarray], ...] = field(default=(), repr=False)
+
+    @property
+    def nfolds(self) -> int | None:
+        return len(self.folds) if self.name == "cv" else None
+
+    def label(self) -> str:
+        if self.name == "cv":
+            return f"{len(self.folds)}-fold cross-validation, out-of-fold predictions (seed {self.seed})"
+        return f"holdout of {len(self.scored)} rows, models trained on the other rows (seed {self.seed})"
+
+    def describe(self) -> dict[str, object]:
+        """For ``run.json``, ``model.json``, the report and the Prefect summary."""
+        return {"protocol": self.name, "nfolds": self.nfolds, "rows_scored": int(len(self.scored)),
+                "seed": self.seed, "reason": self.reason, "label": self.label()}
+
+
+def choose_protocol(n_rows: int, n_columns: int, budget_seconds: float, validation: str = "auto",
+                    nfolds: int | None = None) -> tuple[str, str]:
+    """``("cv" | "holdout", why)`` by the module's rule, unless ``validation``/``nfolds`` decide."""
+    if validation != "auto":
+        return validation, f"--validation {validation}"
+    if nfolds is not None:
+        return "cv", f"--nfolds {nfolds}"
+    cells, limit = n_rows * max(n_columns, 1), CV_CELLS_PER_SECOND * budget_seconds
+    if cells <= limit:
+        return "cv", f"{n_rows} rows x {n_columns} columns <= {CV_CELLS_PER_SECOND} cells/s x {budget_seconds:g}s"
+    return "holdout", f"{n_rows} rows x {n_columns} columns > {CV_CELLS_PER_SECOND} cells/s x {budget_seconds:g}s"
+
+
+def make_protocol(y: np.ndarray, task: str, name: str, nfolds: int | None, seed: int, reason: str = "") -> Protocol:
+    """The folds of protocol ``name``; ``level_one`` folds (over the scored rows) score stacked ensembles."""
+    if name == "cv":
+        folds = tuple(make_folds(y, task, nfolds or DEFAULT_NFOLDS, seed))
+        return Protocol("cv", folds, np.arange(len(y)), reason, seed, folds)
+    fraction = min(HOLDOUT_FRACTION, MAX_HOLDOUT_ROWS / len(y))
+    train, test = holdout_split(y, task, fraction, seed)
+    level_one = tuple(make_folds(y[test], task, DEFAULT_NFOLDS, seed))
+    return Protocol("holdout", ((train, test),), test, reason, seed, level_one)
 
 
 def take_rows(x: pd.DataFrame | np.ndarray, rows: np.ndarray) -> pd.DataFrame | np.ndarray:
@@ -51,20 +123,49 @@ def holdout_split(y: np.ndarray, task: str, fraction: float, seed: int) -> tuple
 
 
 def cross_validate(candidate: Candidate, x: pd.DataFrame | np.ndarray, y: np.ndarray, schema: Schema,
-                   folds: list[tuple[np.ndarray, np.ndarray]]) -> Evaluated:
-    """Fit ``candidate`` on each fold's training rows; predict its held-out rows."""
+                   folds: Sequence[tuple[np.ndarray, np.ndarray]], scored: np.ndarray | None = None,
+                   deadline: float | None = None) -> Evaluated:
+    """Fit ``candidate`` on each fold's training rows; predict its held-out rows.
+
+    ``scored`` (default: every row) are the rows that get a prediction, in order; the
+    metrics are computed on them. A fold that would start after ``deadline`` (a
+    ``time.monotonic()`` value) raises :class:`CutShortError`.
+    """
+    scored = np.arange(len(y)) if scored is None else scored
     n_out = len(schema.classes) if schema.task != "regression" else 0
-    oof = np.zeros((len(y), n_out)) if n_out else np.zeros(len(y))
+    oof = np.zeros((len(scored), n_out)) if n_out else np.zeros(len(scored))
     fold_models, train_s, predict_s = [], 0.0, 0.0
     for train, test in folds:
+        if deadline is not None and time.monotonic() >= deadline:
+            raise CutShortError(f"{candidate.model_id}: the deadline came after {len(fold_models)} of {len(folds)} "
+                                "folds")
         start = time.perf_counter()
         pre = make_preprocessor(schema).fit(take_rows(x, train))
         est = candidate.make().fit(pre.transform(take_rows(x, train)), y[train], **candidate.fit_kwargs)
         mid = time.perf_counter()
-        oof[test] = predict_raw(est, pre.transform(take_rows(x, test)), schema.task)
+        oof[np.searchsorted(scored, test)] = predict_raw(est, pre.transform(take_rows(x, test)), schema.task)
         predict_s += time.perf_counter() - mid
         train_s += mid - start
         fold_models.append(FoldModel(pre, est))
     model = BaggedModel(candidate.model_id, candidate.algo, schema, fold_models, candidate.params,
-                        score_all(schema.task, y, oof))
-    return Evaluated(model, oof, 1000 * train_s, 1000 * predict_s / len(y))
+                        score_all(schema.task, y[scored], oof))
+    return Evaluated(model, oof, 1000 * train_s, 1000 * predict_s / len(scored))
+
+
+def evaluate_candidate(state: RunState, candidate: Candidate, stage: str, deadline: float | None = None
+                       ) -> Evaluated | None:
+    """Cross-validate ``candidate`` on the run's protocol and add it to the state; None if it failed."""
+    protocol = state.protocol
+    try:
+        result = cross_validate(candidate, state.x, state.y, state.schema, protocol.folds, protocol.scored,
+                                deadline)
+    except CutShortError as exc:
+        state.events.warn(stage, f"{exc}; not ranked")
+        return None
+    except Exception as exc:  # one failing model must not sink the run
+        state.events.warn(stage, f"{candidate.model_id} failed: {type(exc).__name__}: {exc}")
+        return None
+    state.evaluated.append(result)
+    state.events.add(stage, f"{candidate.model_id} {state.sort_metric}={result.model.metrics[state.sort_metric]:.4f} "
+                            f"({result.training_time_ms / 1000:.1f}s), {state.budget.left():.0f}s left")
+    return result

@@ -23,6 +23,9 @@ __all__ = ["EventLog", "Listener"]
 Listener = Callable[[dict[str, str]], None]
 
 _logger = logging.getLogger("automl")
+# Events reach the user through ``verbose`` printing; without a handler of the application's own,
+# logging's last-resort handler would print every warning a second time.
+_logger.addHandler(logging.NullHandler())
 
 
 @dataclass

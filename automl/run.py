@@ -1,8 +1,9 @@
 """``python -m automl.run DATASET_OR_PATH``: the AutoML run as a Prefect flow.
 
-Inputs are validated here, before Prefect or TensorFlow load, so a mistake costs a
-second, not a server start-up. With no Prefect API configured, Prefect runs the flow
-on a temporary local server.
+Inputs are validated here, before TensorFlow loads, so a mistake costs a second. The
+Prefect API is found or started in the background meanwhile (``flows.server``): a
+configured ``PREFECT_API_URL``, a local ``prefect server start``, or Prefect's temporary
+server with a start-up timeout long enough for a fresh or busy machine.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import gc
 import os
 import sys
 import time
+from typing import Any
 
-from automl.engines import ENGINES
+from automl.config import DISTRIBUTE, ENGINES, TUNERS, VALIDATIONS
 
 __all__ = ["main", "build_parser"]
 
@@ -36,29 +38,36 @@ def build_parser() -> argparse.ArgumentParser:
                    help="wall-time budget for the whole run, start-up included (default 120; 200 for images)")
     p.add_argument("--max-models", type=int, default=None,
                    help="at most this many search trials (the reference models always train)")
+    p.add_argument("--max-runtime-secs-per-model", type=float, default=None,
+                   help="no single model (search trial, refit, reference model) trains longer than this")
     p.add_argument("--engine", choices=ENGINES, default="optuna", help="search engine (default optuna)")
     p.add_argument("--sort-metric", help="leaderboard sort metric (default auc / mean_per_class_error / "
                                          "mean_residual_deviance by task)")
-    p.add_argument("--nfolds", type=int, default=5, help="cross-validation folds for every row (default 5)")
+    p.add_argument("--validation", choices=VALIDATIONS, default="auto",
+                   help="how every leaderboard row is scored: cv (k-fold, out-of-fold), holdout, or auto: cv while "
+                        "rows x columns <= 3000 x budget seconds, else a holdout (default auto)")
+    p.add_argument("--nfolds", type=int, default=None, help="cross-validation folds for every row (default 5; "
+                                                              "implies --validation cv)")
     p.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     p.add_argument("--include-algos", type=_names, help="only these families, comma-separated: GLM,GBM,DRF,XRT,"
                                                          "SVM,MLP,CNN,StackedEnsemble")
     p.add_argument("--exclude-algos", type=_names, help="all families but these, comma-separated")
     p.add_argument("--leaderboard-frame", help="score the leaderboard on this CSV/Parquet holdout instead of CV")
-    p.add_argument("--tuner", choices=("hyperband", "bayesian", "random"), default="hyperband",
+    p.add_argument("--tuner", choices=TUNERS, default="hyperband",
                    help="Keras Tuner's algorithm, with --engine keras-tuner (default hyperband)")
     p.add_argument("--workers", type=int, default=None,
                    help="trial worker processes on one study (default: the number of cores; optuna engine)")
     p.add_argument("--storage", help="share the study through a database, e.g. postgresql://user@host/db; "
                                      "join from other machines with python -m automl.worker")
-    p.add_argument("--distribute", choices=("mirrored",), help="train each network across all GPUs (or TPU)")
+    p.add_argument("--distribute", choices=DISTRIBUTE, help="train each network across all GPUs (or TPU)")
     p.add_argument("--tensorboard", metavar="DIR", help="write each search trial's validation curve for "
                                                         "TensorBoard under DIR/trial_<n>")
     p.add_argument("--project", help="project name (default: the dataset name)")
     p.add_argument("--output", help="output folder (default runs/<project>)")
     noise = p.add_mutually_exclusive_group()
     noise.add_argument("--quiet", action="store_true", help="no progress lines (default when CI=true)")
-    noise.add_argument("--verbose", action="store_true", help="progress lines even when CI=true")
+    noise.add_argument("--verbose", action="store_true", help="progress lines even when CI=true, and every "
+                                                               "library's warnings")
     return p
 
 
@@ -71,46 +80,60 @@ def _fail(message: str) -> int:
     return 2
 
 
+def options(args: argparse.Namespace) -> dict[str, Any]:
+    """The parsed flags as :class:`automl.config.RunConfig` options (one name each)."""
+    flat = {k: v for k, v in vars(args).items() if k not in ("dataset", "quiet", "output")}
+    flat["verbose"] = True if args.verbose else False if args.quiet else None
+    return flat | {"output_dir": args.output, "started_at": _STARTED_AT}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from automl.data import load
-    from automl.errors import InputError
-    from automl.metrics import get
-    from automl.pipeline import AutoML, load_leaderboard_frame
-    from automl.preprocess import infer_schema
+    from flows.server import ApiStartup, ServerUnavailable
 
-    settings = {"max_runtime_secs": args.max_runtime_secs, "max_models": args.max_models, "seed": args.seed,
-                "nfolds": args.nfolds, "sort_metric": args.sort_metric, "engine": args.engine,
-                "project": args.project, "output_dir": args.output,
-                "verbose": True if args.verbose else False if args.quiet else None,
-                "include_algos": args.include_algos, "exclude_algos": args.exclude_algos,
-                "leaderboard_frame": args.leaderboard_frame, "tuner": args.tuner, "distribute": args.distribute,
-                "workers": args.workers, "storage": args.storage, "tensorboard": args.tensorboard}
+    api = ApiStartup().begin()  # the temporary server starts while the data is checked and loaded
+    from automl.config import RunConfig
+    from automl.errors import InputError
+
     try:
-        AutoML(**settings)  # checks the numbers and names
-        ds = load(args.dataset, args.target, args.task)
-        schema = infer_schema(ds)
-        if args.sort_metric:
-            get(args.sort_metric, schema.task)
-        if args.leaderboard_frame:
-            load_leaderboard_frame(args.leaderboard_frame, schema)
+        config = RunConfig.from_options(dataset=args.dataset, **options(args))
+        _check_data(config)
     except InputError as exc:
         return _fail(str(exc))
-    except ValueError as exc:  # an unknown --sort-metric
-        return _fail(f"--sort-metric: {exc}")
-
+    try:
+        api.wait()
+    except ServerUnavailable as exc:
+        return _fail(str(exc))
     from flows.automl_flow import automl_flow
 
     try:
-        summary = automl_flow(dataset=args.dataset, target=args.target, task_type=args.task,
-                              started_at=_STARTED_AT, **settings)
+        summary = automl_flow(dataset=config.dataset, options={k: v for k, v in config.options().items()
+                                                               if k != "dataset"})
     except InputError as exc:
         return _fail(str(exc))
     _print_result(summary)
     # Skip the interpreter's final collection of TensorFlow's object graph: 2-8 s at exit, after the budget.
     gc.freeze()
     return 0
+
+
+def _check_data(config: Any) -> None:
+    """Load the data and check the options that depend on it, before any training (InputError if wrong)."""
+    from automl.data import load
+    from automl.errors import InputError
+    from automl.metrics import get
+    from automl.preprocess import infer_schema
+    from automl.state import load_leaderboard_frame
+
+    schema = infer_schema(load(str(config.dataset), config.target, config.task))
+    if config.evaluation.sort_metric:
+        try:
+            get(config.evaluation.sort_metric, schema.task)
+        except ValueError as exc:  # an unknown --sort-metric
+            raise InputError(f"--sort-metric: {exc}") from None
+    if config.evaluation.leaderboard_frame:
+        load_leaderboard_frame(config.evaluation.leaderboard_frame, schema)
 
 
 def _print_result(summary: dict) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from datetime import datetime
 from pathlib import Path
 
 __all__ = ["main"]
@@ -27,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the search's storage: a database URL (postgresql://…) or a study.journal file")
     p.add_argument("--threads", type=int, default=None, help="TensorFlow threads for this worker")
     p.add_argument("--trials", type=int, default=None, help="exit after this many trials (to be restarted)")
+    p.add_argument("--index", type=int, default=0,
+                   help="this worker's number: it samples with seed + index, so workers propose distinct "
+                        "configurations (give each worker of a search its own)")
     p.add_argument("--supervised", action="store_true", help=argparse.SUPPRESS)  # started by a local search
     return p
 
@@ -45,18 +49,19 @@ def main(argv: list[str] | None = None) -> int:
 def _work(args: argparse.Namespace) -> int:
     import joblib
 
+    from automl.config import RunConfig
     from automl.engines.optuna_engine import RECYCLE_EXIT, StopRule, open_study, work
     from automl.errors import InputError
-    from automl.pipeline import AutoML
-    from automl.spaces import FAMILIES
+    from automl.events import EventLog
+    from automl.search import search_data, search_job
+    from automl.state import start
 
     journal = not args.storage.partition("://")[1]
     url, folder = (None, Path(args.storage).parent) if journal else (args.storage, Path("."))
     if journal and not Path(args.storage).is_file():
         raise InputError(f"--storage {args.storage}: no such journal file; give the search's study.journal")
     name = args.study or _newest_study(url, folder, args.project)
-    study = open_study(url, folder, name)
-    spec = study.user_attrs.get("spec")
+    spec = open_study(url, folder, name).user_attrs.get("spec")
     if spec is None:
         raise InputError(f"study {name!r} has no automl spec; join a search started by python -m automl.run")
     if args.threads:
@@ -64,33 +69,30 @@ def _work(args: argparse.Namespace) -> int:
 
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
-    aml = AutoML(max_runtime_secs=spec["max_runtime_secs"], seed=spec["seed"], nfolds=spec["nfolds"],
-                 sort_metric=spec["sort_metric"], project=spec["project"], started_at=spec["started_at"],
-                 verbose=False, workers=1, tensorboard=spec.get("tensorboard"))
-    source = spec["dataset"]
-    aml.ingest(joblib.load(source) if source.endswith(".joblib") else source, spec["target"], spec["task"])
-    if aml.dataset.fingerprint != spec["fingerprint"]:
-        raise InputError(f"{spec['dataset']}: differs from the data the search started on; "
-                         "give workers the same file")
-    aml.prepare()
-    stop = StopRule(aml.budget, spec["max_trials"], spec["refit_trials"], spec["finish_seconds"], spec["keep_share"])
-    reason = work(study, FAMILIES[aml.family][0], aml.search_data(), aml.metric, stop, seed=spec["seed"],
-                  max_epochs=spec["max_epochs"], n_trials=args.trials, orphan_check=args.supervised)
+    config = RunConfig.from_json(spec["config"]).replace(verbose=False)
+    source = spec["data"]
+    state = start(config, joblib.load(source) if source.endswith(".joblib") else source, events=EventLog(False))
+    if state.dataset.fingerprint != spec["fingerprint"]:
+        raise InputError(f"{source}: differs from the data the search started on; give workers the same file")
+    job = search_job(state)
+    study = open_study(url, folder, name, job, worker=args.index)
+    reason = work(study, job, search_data(state), StopRule(state.budget, job), n_trials=args.trials,
+                  orphan_check=args.supervised)
     return 0 if reason is not None else RECYCLE_EXIT
 
 
 def _newest_study(url: str | None, folder: Path, project: str) -> str:
     import optuna
 
-    from automl.engines.optuna_engine import _storage
+    from automl.engines.optuna_engine import open_storage
     from automl.errors import InputError
 
-    summaries = [s for s in optuna.get_all_study_summaries(_storage(url, folder), include_best_trial=False)
+    summaries = [s for s in optuna.get_all_study_summaries(open_storage(url, folder), include_best_trial=False)
                  if s.study_name.startswith(f"{project}-")]
     if not summaries:
         raise InputError(f"no search of project {project!r} in that storage; start one with "
                          f"python -m automl.run ... --project {project} --storage URL")
-    return max(summaries, key=lambda s: s._study_id).study_name
+    return max(summaries, key=lambda s: s.datetime_start or datetime.min).study_name
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
 """``automl_flow``: ingest → preprocess → reference models → search → evaluate → ensembles → leaderboard → publish.
 
-Each task wraps one stage method of :class:`automl.AutoML`. Only ingest is cached, keyed
-on a fingerprint of the source (file bytes + dataset card + overrides) that is computed
-without parsing the table; the later stages hand each other the in-memory run object,
-so they are never cached. ``flows/retrain.py`` reuses :func:`ingest` and :func:`train`.
+Each task wraps one stage function of the library (``automl.state.start``,
+``automl.reference``, ``automl.search``, ``automl.ensembles``, ``automl.outputs``). Only
+ingest is cached, keyed on a fingerprint of the source (file bytes + dataset card +
+overrides) that is computed without parsing the table; the later stages hand each other
+the in-memory run state, so they are never cached. ``flows/retrain.py`` reuses
+:func:`ingest` and :func:`train`.
 """
 
 from __future__ import annotations
@@ -27,15 +29,19 @@ from prefect.artifacts import (
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from automl import outputs, reference
+from automl import search as search_stage
+from automl.budget import Budget
+from automl.config import RunConfig
 from automl.data import Dataset, builtin_cards, cards_dir, load
+from automl.ensembles import build_ensembles
 from automl.errors import InputError
-from automl.pipeline import AutoML
+from automl.events import EventLog
+from automl.state import DEFAULT_RUNTIME_SECS, RUNS_DIR_ENV, RunState, start
 
-__all__ = ["automl_flow", "artifact_key", "ingest", "train", "publish_leaderboard", "runs_root", "source_key",
-           "RunProgress", "RUNS_DIR_ENV"]
+__all__ = ["automl_flow", "artifact_key", "ingest", "train", "publish_leaderboard", "runs_root",
+           "source_key", "RunProgress", "RUNS_DIR_ENV"]
 
-#: Environment variable naming the folder that holds ``<project>/`` output folders (default ``runs``).
-RUNS_DIR_ENV = "AUTOML_RUNS_DIR"
 #: A cached ingest is reused this long at most, even when the source is unchanged.
 INGEST_CACHE_TTL = timedelta(days=7)
 _CHUNK = 1 << 20
@@ -116,36 +122,35 @@ def ingest(dataset: str, target: str | None = None, task_type: str | None = None
     return load(dataset, target, task_type)
 
 
-@task(name="preprocess", task_run_name="preprocess-{aml.project}", cache_policy=NO_CACHE)
-def preprocess(aml: AutoML, data: Dataset | str, target: str | None = None, task_type: str | None = None) -> str:
-    """Hand the data to the run (a loaded dataset, or a name or path it loads itself) and prepare it."""
-    aml.ingest(data, target, task_type)
-    return aml.prepare().task
+@task(name="preprocess", task_run_name="preprocess-{config.project}", cache_policy=NO_CACHE)
+def preprocess(config: RunConfig, ds: Dataset, events: EventLog) -> RunState:
+    """Infer the schema, encode the target, choose the protocol; the run's clock runs from ``started_at``."""
+    return start(config, ds, events=events)
 
 
-@task(name="reference-models", task_run_name="reference-models-{aml.project}", cache_policy=NO_CACHE)
-def reference_models(aml: AutoML) -> int:
-    return len(aml.fit_reference_models())
+@task(name="reference-models", task_run_name="reference-models-{state.config.project}", cache_policy=NO_CACHE)
+def reference_models(state: RunState) -> int:
+    return len(reference.fit_reference_models(state))
 
 
-@task(name="search", task_run_name="search-{aml.project}", cache_policy=NO_CACHE)
-def search(aml: AutoML) -> int:
-    return len(aml.search())
+@task(name="search", task_run_name="search-{state.config.project}", cache_policy=NO_CACHE)
+def search(state: RunState) -> int:
+    return len(search_stage.search(state))
 
 
-@task(name="evaluate-search", task_run_name="evaluate-search-{aml.project}", cache_policy=NO_CACHE)
-def evaluate_search(aml: AutoML) -> int:
-    return len(aml.evaluate_search())
+@task(name="evaluate-search", task_run_name="evaluate-search-{state.config.project}", cache_policy=NO_CACHE)
+def evaluate_search(state: RunState) -> int:
+    return len(search_stage.evaluate_search(state))
 
 
-@task(name="ensembles", task_run_name="ensembles-{aml.project}", cache_policy=NO_CACHE)
-def ensembles(aml: AutoML) -> int:
-    return len(aml.build_ensembles())
+@task(name="ensembles", task_run_name="ensembles-{state.config.project}", cache_policy=NO_CACHE)
+def ensembles(state: RunState) -> int:
+    return len(build_ensembles(state))
 
 
-@task(name="leaderboard", task_run_name="leaderboard-{aml.project}", cache_policy=NO_CACHE)
-def leaderboard(aml: AutoML) -> int:
-    return len(aml.finish())
+@task(name="leaderboard", task_run_name="leaderboard-{state.config.project}", cache_policy=NO_CACHE)
+def leaderboard(state: RunState) -> int:
+    return len(outputs.finish(state))
 
 
 class RunProgress:
@@ -155,15 +160,14 @@ class RunProgress:
     description counts finished search trials and echoes the latest event.
     """
 
-    def __init__(self, aml: AutoML, key: str) -> None:
-        self.aml, self.trials = aml, 0
+    def __init__(self, budget: Budget, key: str) -> None:
+        self.budget, self.trials = budget, 0
         self.artifact_id = create_progress_artifact(0.0, key=key, description="starting")
 
     def __call__(self, event: dict[str, str]) -> None:
         if event["stage"] == "search" and event["message"].startswith("trial "):
             self.trials += 1
-        budget = self.aml.budget
-        spent = 0.0 if budget is None else 100.0 * budget.elapsed() / budget.seconds
+        spent = 100.0 * self.budget.elapsed() / self.budget.seconds
         # 100 % is kept for the end: a run may spend its whole budget before writing outputs.
         self._update(min(spent, 99.0), f"{self.trials} search trials; [{event['stage']}] {event['message']}")
 
@@ -174,45 +178,48 @@ class RunProgress:
         update_progress_artifact(self.artifact_id, round(progress, 1), description=description)
 
 
-def train(aml: AutoML, ds: Dataset, data: Dataset | str | None = None, target: str | None = None,
-          task_type: str | None = None) -> None:
-    """Every training stage in order, as tasks, with a progress artifact kept current while they run.
-
-    ``ds`` is the loaded dataset; ``data`` (default ``ds``) is what the run ingests.
-    """
-    progress = RunProgress(aml, artifact_key("progress", ds.card.name))
-    aml.events.subscribe(progress)
+def train(config: RunConfig, ds: Dataset) -> RunState:
+    """Every training stage in order, as tasks, with a progress artifact kept current while they run."""
+    events = EventLog(verbose=config.is_verbose)
+    progress = RunProgress(_budget(config), artifact_key("progress", ds.card.name))
+    events.subscribe(progress)
     try:
-        preprocess(aml, ds if data is None else data, target, task_type)
-        reference_models(aml)
-        search(aml)
-        evaluate_search(aml)
-        ensembles(aml)
-        leaderboard(aml)
+        state = preprocess(config, ds, events)
+        reference_models(state)
+        search(state)
+        evaluate_search(state)
+        ensembles(state)
+        leaderboard(state)
     finally:
-        aml.events.unsubscribe(progress)
+        events.unsubscribe(progress)
     progress.finish()
+    return state
 
 
-def publish_leaderboard(aml: AutoML) -> None:
+def _budget(config: RunConfig) -> Budget:
+    """The run's clock before the data says which default budget applies (for the progress bar only)."""
+    return Budget.since_wall_time(config.max_runtime_secs or DEFAULT_RUNTIME_SECS, config.started_at or time.time())
+
+
+def publish_leaderboard(state: RunState) -> None:
     """The leaderboard as a table artifact, versioned under ``leaderboard-<dataset>``."""
-    name = aml.dataset.card.name
-    records = json.loads(aml.leaderboard.to_json(orient="records"))  # plain floats (numpy is rejected); NaN → null
+    name = state.dataset.card.name
+    records = json.loads(state.board.to_json(orient="records"))  # plain floats (numpy is rejected); NaN → null
     create_table_artifact(key=artifact_key("leaderboard", name), table=records,
-                          description=f"Leaderboard of {name}, sorted by {aml.sort_metric}")
+                          description=f"Leaderboard of {name}, sorted by {state.sort_metric}")
 
 
-@task(name="publish", task_run_name="publish-{aml.project}", cache_policy=NO_CACHE)
-def publish(aml: AutoML) -> dict[str, Any]:
+@task(name="publish", task_run_name="publish-{state.config.project}", cache_policy=NO_CACHE)
+def publish(state: RunState) -> dict[str, Any]:
     """Leaderboard table artifact and a markdown summary."""
-    board, summary = aml.leaderboard, aml.summary()
-    name = aml.dataset.card.name
-    publish_leaderboard(aml)
+    board, summary = state.board, outputs.summary(state)
+    name = state.dataset.card.name
+    publish_leaderboard(state)
     top = board.iloc[0]
     create_markdown_artifact(
         key=artifact_key("summary", name),
         markdown=(f"# {name}: leader `{top['model_id']}`\n\n"
-                  f"- {aml.sort_metric}: **{top[aml.sort_metric]:.4f}** ({aml.nfolds}-fold CV)\n"
+                  f"- {state.sort_metric}: **{top[state.sort_metric]:.4f}** ({summary['evaluation']['label']})\n"
                   f"- models ranked: {len(board)}; search trials: {summary['trials']}\n"
                   f"- run time: {summary['elapsed_secs']}s of {summary['max_runtime_secs']}s\n"
                   f"- outputs: `{summary['output_dir']}`\n"
@@ -223,28 +230,16 @@ def publish(aml: AutoML) -> dict[str, Any]:
 
 
 @flow(name="automl", task_runner=ThreadPoolTaskRunner(max_workers=2), validate_parameters=True)
-def automl_flow(dataset: str, target: str | None = None, task_type: str | None = None,
-                max_runtime_secs: float | None = None, max_models: int | None = None, seed: int = 1, nfolds: int = 5,
-                sort_metric: str | None = None, engine: str = "optuna", project: str | None = None,
-                output_dir: str | None = None, started_at: float | None = None, verbose: bool | None = None,
-                include_algos: list[str] | None = None, exclude_algos: list[str] | None = None,
-                leaderboard_frame: str | None = None, tuner: str = "hyperband", distribute: str | None = None,
-                workers: int | None = None, storage: str | None = None,
-                tensorboard: str | None = None) -> dict[str, Any]:
+def automl_flow(dataset: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run AutoML on a built-in dataset name or a CSV/Parquet path; return the run summary.
 
-    Parameters are those of :class:`automl.AutoML`. Outputs go to ``output_dir``, else
+    ``options`` are the run's settings by their ``python -m automl.run`` names
+    (``max_runtime_secs``, ``max_models``, ``include_algos``, …; see
+    :class:`automl.config.RunConfig`). Outputs go to ``output_dir``, else
     ``$AUTOML_RUNS_DIR/<project>``, else ``runs/<project>``.
     """
-    aml = AutoML(max_runtime_secs=max_runtime_secs, max_models=max_models, seed=seed, nfolds=nfolds,
-                 sort_metric=sort_metric, engine=engine, project=project, output_dir=output_dir, verbose=verbose,
-                 started_at=started_at or time.time(), include_algos=include_algos, exclude_algos=exclude_algos,
-                 leaderboard_frame=leaderboard_frame, tuner=tuner, distribute=distribute, workers=workers,
-                 storage=storage, tensorboard=tensorboard)  # checks the settings before loading; the budget covers it
-    ds = ingest(dataset, target, task_type)
-    aml.project = project or ds.card.name
-    aml.output_dir = aml.output_dir or runs_root() / aml.project
-    # Search worker processes reload the data by name or path; handed a Dataset object they
-    # would get a bare copy of its table, without the card's column rules or images.
-    train(aml, ds, ds if aml.workers == 1 else dataset, target, task_type)
-    return publish(aml)
+    # Checked before any data loads; the budget counts from the CLI's start, else from here.
+    config = RunConfig.from_options(**{"started_at": time.time(), **(options or {}), "dataset": dataset})
+    ds = ingest(dataset, config.target, config.task)
+    state = train(config, ds)
+    return publish(state)

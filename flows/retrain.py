@@ -40,10 +40,11 @@ from automl.champion import (
     prune_challengers,
     split_holdout,
 )
+from automl.config import RunConfig
 from automl.data import Dataset
 from automl.errors import InputError
 from automl.io import atomic_write_text
-from automl.pipeline import AutoML
+from automl.state import RunState
 from flows.automl_flow import artifact_key, ingest, publish_leaderboard, runs_root, train
 
 __all__ = ["retrain_flow"]
@@ -72,8 +73,8 @@ def split_task(ds: Dataset) -> tuple[Dataset, Dataset]:
     return split_holdout(ds)
 
 
-@task(name="champion-challenger", task_run_name="champion-challenger-{aml.project}", cache_policy=NO_CACHE)
-def champion_challenger(aml: AutoML, holdout: Dataset, project_dir: Path, run_id: str, margin: float | None,
+@task(name="champion-challenger", task_run_name="champion-challenger-{state.config.project}", cache_policy=NO_CACHE)
+def champion_challenger(state: RunState, holdout: Dataset, project_dir: Path, run_id: str, margin: float | None,
                         keep_challengers: int) -> dict[str, Any]:
     """Under the project lock: compare with the champion, promote if the rule says so, append history.
 
@@ -81,7 +82,7 @@ def champion_challenger(aml: AutoML, holdout: Dataset, project_dir: Path, run_id
     with the reason in the history and ``decision.json``, then fails with
     :class:`~automl.champion.ChampionUnreadable`.
     """
-    leader = aml.leader
+    leader = state.leader
     challenger_id = f"{run_id}/{leader.model_id}"
     champion_dir = project_dir / "champion"
     unreadable: ChampionUnreadable | None = None
@@ -90,39 +91,41 @@ def champion_challenger(aml: AutoML, holdout: Dataset, project_dir: Path, run_id
             champion, before = load_champion(champion_dir)
         except ChampionUnreadable as exc:
             unreadable, champion, before = exc, None, {}
-        decision = compare(leader, champion, holdout, aml.sort_metric, margin, aml.seed)
+        decision = compare(leader, champion, holdout, state.sort_metric, margin, state.config.seed)
         if unreadable:  # scored for the record, but never promoted over a champion nobody compared
             decision = replace(decision, promoted=False, reason=f"not promoted: champion unreadable: {unreadable}")
         now = datetime.now(UTC).isoformat(timespec="seconds")
         if decision.promoted:
-            promote(aml.output_dir / "leader", champion_dir,
+            promote(state.output / "leader", champion_dir,
                     {"champion": challenger_id, "run_id": run_id, "model_id": leader.model_id, "promoted_at": now,
-                     "dataset_fingerprint": aml.dataset.fingerprint, "decision": asdict(decision)})
-        row = {"run_id": run_id, "time": now, "project": aml.project, "dataset_fingerprint": aml.dataset.fingerprint,
+                     "dataset_fingerprint": state.dataset.fingerprint, "decision": asdict(decision)})
+        row = {"run_id": run_id, "time": now, "project": state.config.project,
+               "dataset_fingerprint": state.dataset.fingerprint,
                "metric": decision.metric, "challenger": challenger_id,
                "champion_before": before.get("champion", ""),
-               "challenger_cv": float(aml.leaderboard[aml.sort_metric].iloc[0]),
+               "challenger_cv": float(state.board[state.sort_metric].iloc[0]),
                "challenger_holdout": decision.challenger_score, "champion_holdout": decision.champion_score,
                "gain": decision.gain, "ci_low": decision.ci_low, "ci_high": decision.ci_high, "margin": margin,
                "holdout_rows": decision.holdout_rows, "promoted": "yes" if decision.promoted else "no",
                "reason": decision.reason}
         append_history(project_dir, row)
-        atomic_write_text(aml.output_dir / "decision.json", json.dumps(row, indent=1, default=str))
+        atomic_write_text(state.output / "decision.json", json.dumps(row, indent=1, default=str))
         pruned = prune_challengers(project_dir / "challengers", keep_challengers)
     message = (f"{'promoted' if decision.promoted else 'kept the champion'}: {decision.reason}"
                + (f"; removed old challengers {', '.join(pruned)}" if pruned else ""))
-    (aml.events.warn if unreadable else aml.events.add)("retrain", message)
-    aml.events.write(aml.output_dir / "event_log.csv")
+    (state.events.warn if unreadable else state.events.add)("retrain", message)
+    state.events.write(state.output / "event_log.csv")
     if unreadable:
         raise unreadable
     return {**row, "champion": challenger_id if decision.promoted else row["champion_before"],
             "flow_run_id": str(flow_run.id)}
 
 
-@task(name="publish", task_run_name="publish-{aml.project}", cache_policy=NO_CACHE)
-def publish_retrain(aml: AutoML, result: dict[str, Any], project_dir: Path) -> None:
+@task(name="publish", task_run_name="publish-{state.config.project}", cache_policy=NO_CACHE)
+def publish_retrain(state: RunState, result: dict[str, Any], project_dir: Path) -> None:
     """Leaderboard table artifact and a markdown summary with the promotion decision."""
-    publish_leaderboard(aml)
+    publish_leaderboard(state)
+    project = state.config.project
     metric = result["metric"]
 
     def fmt(value: Any) -> str:
@@ -130,29 +133,28 @@ def publish_retrain(aml: AutoML, result: dict[str, Any], project_dir: Path) -> N
 
     verdict = "**promoted**" if result["promoted"] == "yes" else "**not promoted**: the champion stays"
     create_markdown_artifact(
-        key=artifact_key("retrain", aml.project),
-        markdown=(f"# {aml.project}: challenger `{result['challenger']}` {verdict}\n\n"
+        key=artifact_key("retrain", project),
+        markdown=(f"# {project}: challenger `{result['challenger']}` {verdict}\n\n"
                   f"{result['reason']}\n\n"
                   f"| model | {metric} on the fixed holdout ({result['holdout_rows']} rows) |\n|---|---|\n"
                   f"| challenger `{result['challenger']}` | {fmt(result['challenger_holdout'])} |\n"
                   f"| champion before `{result['champion_before'] or 'none'}` | {fmt(result['champion_holdout'])} |\n\n"
                   f"- gain {fmt(result['gain'])}, 95% CI [{fmt(result['ci_low'])}, {fmt(result['ci_high'])}], "
                   f"margin {result['margin'] if result['margin'] is not None else 'none (CI rule)'}\n"
-                  f"- challenger {metric} by {aml.nfolds}-fold CV on the training rows: "
+                  f"- challenger {metric} by {state.protocol.label()} on the training rows: "
                   f"{fmt(result['challenger_cv'])}\n"
                   f"- champion now: `{result['champion']}` in `{project_dir / 'champion'}`\n"
-                  f"- history: `{project_dir / HISTORY_FILE}`; this run: `{aml.output_dir}`\n"),
-        description=f"Champion/challenger decision for {aml.project}")
+                  f"- history: `{project_dir / HISTORY_FILE}`; this run: `{state.output}`\n"),
+        description=f"Champion/challenger decision for {project}")
 
 
 @flow(name="retrain", task_runner=ThreadPoolTaskRunner(max_workers=2), validate_parameters=True)
-def retrain_flow(dataset: str, target: str | None = None, task_type: str | None = None, project: str | None = None,
-                 max_runtime_secs: float | None = None, max_models: int | None = None, seed: int = 1, nfolds: int = 5,
-                 sort_metric: str | None = None, engine: str = "optuna", margin: float | None = None,
-                 output_root: str | None = None, keep_challengers: int = 10, verbose: bool | None = None,
-                 include_algos: list[str] | None = None, exclude_algos: list[str] | None = None,
-                 tuner: str = "hyperband", distribute: str | None = None) -> dict[str, Any]:
+def retrain_flow(dataset: str, options: dict[str, Any] | None = None, margin: float | None = None,
+                 output_root: str | None = None, keep_challengers: int = 10) -> dict[str, Any]:
     """Train a challenger on the training rows; promote it over the champion only if it is better.
+
+    ``options`` are the run's settings by their ``python -m automl.run`` names, as for
+    ``automl_flow`` (``output_dir`` excepted: challengers go under the project folder).
 
     Rows are split by a hash of their content: one in five form a fixed holdout that no
     model trains on, the same rows in every run. The challenger is an AutoML run on the
@@ -173,21 +175,22 @@ def retrain_flow(dataset: str, target: str | None = None, task_type: str | None 
     ``<project>/`` (default project: the dataset name). Returns the history row, the
     champion after the run and the flow run id.
     """
-    _check_inputs(project, margin, keep_challengers)
-    # Checks the numbers before any data loads; the budget counts from here.
-    # One search process: worker processes reload data by name or path, and the training rows have neither.
-    aml = AutoML(max_runtime_secs=max_runtime_secs, max_models=max_models, seed=seed, nfolds=nfolds,
-                 sort_metric=sort_metric, engine=engine, verbose=verbose, started_at=time.time(),
-                 include_algos=include_algos, exclude_algos=exclude_algos, tuner=tuner, distribute=distribute,
-                 workers=1)
-    ds = ingest(dataset, target, task_type)
-    aml.project = project = project or ds.card.name
+    options = dict(options or {})
+    if options.get("output_dir") is not None:
+        raise InputError("retrain_flow writes each challenger under <output_root>/<project>/challengers/; "
+                         "pass output_root instead of output_dir")
+    _check_inputs(options.get("project"), margin, keep_challengers)
+    # Checks the settings before any data loads; the budget counts from here.
+    config = RunConfig.from_options(**{"started_at": time.time(), **options, "dataset": dataset})
+    ds = ingest(dataset, config.target, config.task)
+    project = config.project or ds.card.name
     _check_inputs(project, margin, keep_challengers)
     project_dir = runs_root(output_root) / project
     run_id = _run_id()
-    aml.output_dir = project_dir / "challengers" / run_id
+    # The training rows exist only in memory (dataset None): worker processes get a copy of them.
+    config = config.replace(dataset=None, project=project, output_dir=str(project_dir / "challengers" / run_id))
     training, holdout = split_task(ds)
-    train(aml, training)
-    result = champion_challenger(aml, holdout, project_dir, run_id, margin, keep_challengers)
-    publish_retrain(aml, result, project_dir)
+    state = train(config, training)
+    result = champion_challenger(state, holdout, project_dir, run_id, margin, keep_challengers)
+    publish_retrain(state, result, project_dir)
     return result

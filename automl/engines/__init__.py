@@ -1,8 +1,10 @@
 """Search engines: they sample configurations from a space and train trials under the budget.
 
-Each engine module exposes ``search(...) -> list[TrialRecord]`` with the signature of
-:func:`automl.engines.optuna_engine.search`. What a trial is (train a network on the
-search split, score the validation rows) is defined once here, for every engine.
+Every engine module implements the :class:`Engine` protocol: ``search(job, data, budget,
+events) -> list[TrialRecord]`` and ``param_importances(job)`` (None when it has none),
+and declares ``SUPPORTS_WORKERS``. What a trial is (train a network on the search split,
+score the validation rows), the stop rule's settings and the progress line are defined
+once here, for every engine; no engine imports another.
 """
 
 from __future__ import annotations
@@ -10,16 +12,83 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from automl.config import ENGINES, RunConfig
 
 if TYPE_CHECKING:  # the CLI reads ENGINES for --help: keep this import free of numpy and scikit-learn
     import numpy as np
 
+    from automl.budget import Budget
+    from automl.events import EventLog
     from automl.metrics import Metric
+    from automl.spaces import Param
 
-__all__ = ["SearchData", "TrialRecord", "train_trial", "ENGINES", "get_engine"]
+__all__ = ["SearchData", "SearchJob", "StopPolicy", "TrialRecord", "Engine", "train_trial", "progress_line",
+           "check_identity", "ENGINES", "MAX_CONSECUTIVE_FAILURES", "get_engine"]
 
-ENGINES = ("optuna", "keras-tuner")
+#: Stop when this many trials in a row fail: the space or the data is broken, not the luck.
+MAX_CONSECUTIVE_FAILURES = 10
+
+
+@dataclass(frozen=True)
+class StopPolicy:
+    """What must fit after the search (see :func:`automl.budget.search_should_stop`)."""
+
+    #: Trainings of about one trial's length that the refit of the best configuration costs.
+    refit_trials: float
+    #: Seconds kept for writing outputs.
+    finish_seconds: float
+    #: Share of the whole budget kept for refits and outputs.
+    keep_share: float
+
+
+@dataclass(frozen=True)
+class SearchJob:
+    """What to search and where its study lives; the same value for every engine and worker."""
+
+    config: RunConfig
+    space: tuple[Param, ...]
+    warm_starts: tuple[dict[str, Any], ...]
+    metric: Metric
+    study_name: str
+    storage_dir: Path
+    max_epochs: int
+    stop: StopPolicy
+    #: What must not change when a study is resumed (task, metric, direction, seed, protocol, space version).
+    identity: dict[str, Any] = field(default_factory=dict)
+    #: JSON that lets worker processes rebuild the search data; None when no worker process runs.
+    spec: dict[str, Any] | None = None
+
+
+class Engine(Protocol):
+    """What the search stage asks of an engine module."""
+
+    SUPPORTS_WORKERS: bool
+
+    def search(self, job: SearchJob, data: SearchData, budget: Budget, events: EventLog) -> list[TrialRecord]: ...
+
+    def param_importances(self, job: SearchJob) -> dict[str, float] | None: ...
+
+
+def check_identity(study_name: str, known: dict[str, Any] | None, job: SearchJob) -> None:
+    """Refuse to resume a study searched with other settings: its trials would mix with this run's."""
+    from automl.errors import InputError
+
+    changed = {k: (known.get(k), v) for k, v in job.identity.items() if known is not None and known.get(k) != v}
+    if changed:
+        what = "; ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changed.items())
+        raise InputError(f"this project's study {study_name!r} was searched with other settings ({what}); "
+                         "use a new --project or --output to search with these")
+
+
+def progress_line(number: int, state: str, metric: Metric, value: float | None, best: float | None,
+                  left: float, done: int | None = None, total: int | None = None) -> str:
+    """``trial 7 (8 of 20) complete auc=0.8123, best 0.8301, 42s left``: one line for every engine."""
+    count = f" ({done} of {total})" if done is not None and total is not None else ""
+    return (f"trial {number}{count} {state.lower()}" + (f" {metric.name}={value:.4f}" if value is not None else "")
+            + (f", best {best:.4f}" if best is not None else "") + f", {left:.0f}s left")
 
 
 @dataclass
@@ -89,7 +158,7 @@ def train_trial(params: dict[str, Any], data: SearchData, metric: Metric, seed: 
     return value, net.best_epoch_
 
 
-def get_engine(name: str) -> Any:
+def get_engine(name: str) -> Engine:
     """The engine module called ``name``."""
     if name == "optuna":
         from automl.engines import optuna_engine

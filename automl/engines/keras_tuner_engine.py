@@ -17,24 +17,32 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import json
 import math
 import sys
 import time
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from automl.budget import Budget, search_should_stop
-from automl.engines import SearchData, TrialRecord, train_trial
-from automl.engines.optuna_engine import MAX_CONSECUTIVE_FAILURES
+from automl.engines import (
+    MAX_CONSECUTIVE_FAILURES,
+    SearchData,
+    SearchJob,
+    TrialRecord,
+    check_identity,
+    progress_line,
+    train_trial,
+)
 from automl.events import EventLog
-from automl.metrics import Metric
+from automl.io import atomic_write_text
 from automl.spaces import Choice, Float, Int, Param
 
-__all__ = ["search", "render", "TUNERS"]
+__all__ = ["search", "render", "param_importances", "SUPPORTS_WORKERS"]
 
-TUNERS = ("hyperband", "bayesian", "random")
+#: Keras Tuner runs its trials in this process (its own multi-worker mode needs a chief/worker setup).
+SUPPORTS_WORKERS = False
 #: Hyperband's shortest trial, as the Optuna engine's pruner ``min_resource``. Keras Tuner
 #: fixes it at 1 epoch: with 100 epochs its first bracket would train 98 two-epoch models.
 HYPERBAND_MIN_EPOCHS = 10
@@ -96,22 +104,24 @@ def _warm_start(space: tuple[Param, ...], values: dict[str, Any]) -> dict[str, A
     return _params(space, values)
 
 
-def search(space: tuple[Param, ...], data: SearchData, metric: Metric, budget: Budget, *, max_trials: int | None,
-           seed: int, storage_dir: Path, study_name: str, warm_starts: tuple[dict[str, Any], ...],
-           refit_trials: float, finish_seconds: float, keep_share: float, events: EventLog,
-           max_epochs: int, tuner: str = "hyperband") -> list[TrialRecord]:
-    """Run trials until the budget, ``max_trials`` or the failure limit says stop.
+def param_importances(job: SearchJob) -> None:
+    """Keras Tuner has no hyperparameter importances."""
+    return None
 
-    ``tuner`` is ``hyperband`` (each trial trains at most the epochs its bracket gives
+
+def search(job: SearchJob, data: SearchData, budget: Budget, events: EventLog) -> list[TrialRecord]:
+    """Run trials until the budget, ``max_models`` or the failure limit says stop.
+
+    The tuner is ``hyperband`` (each trial trains at most the epochs its bracket gives
     it), ``bayesian`` or ``random``. Warm starts are the first configurations tried.
     """
-    if tuner not in TUNERS:
-        raise ValueError(f"unknown tuner {tuner!r}; use one of {', '.join(TUNERS)}")
+    tuner, space, metric, max_epochs = job.config.search.tuner, job.space, job.metric, job.max_epochs
+    max_trials, seed = job.config.search.max_models, job.config.seed
     import keras_tuner as kt
     from keras_tuner.src import config as kt_config
 
     kt_config.DEBUG = False  # else every failed trial's traceback goes to stderr; trials.csv has the error
-    warm = [_warm_start(space, w) for w in warm_starts]
+    warm = [_warm_start(space, w) for w in job.warm_starts]
     objective = kt.Objective("score", "max" if metric.higher_is_better else "min")
     # Keras Tuner reads seed 0 as "no seed" and draws a random one.
     options: dict[str, Any] = dict(objective=objective, hyperparameters=render(space), seed=seed + 1,
@@ -139,29 +149,34 @@ def search(space: tuple[Param, ...], data: SearchData, metric: Metric, budget: B
             durations.append(record.duration_s)
         failures = failures + 1 if record.state == "FAIL" else 0
         best = [t.score for t in oracle.get_best_trials(1) if t.status == "COMPLETED"]
-        events.add("search", f"trial {record.number} {record.state.lower()}"
-                   + (f" {metric.name}={record.value:.4f}" if record.state == "COMPLETE" else "")
-                   + (f", best {best[0]:.4f}" if best else "") + f", {budget.left():.0f}s left")
+        events.add("search", progress_line(record.number, record.state, metric,
+                                           record.value if record.state == "COMPLETE" else None,
+                                           best[0] if best else None, budget.left(), record.number + 1, max_trials))
         if failures >= MAX_CONSECUTIVE_FAILURES:
-            events.warn("search", f"stopping: {failures} trials in a row failed; see trials.csv")
+            events.warn("search", f"stopping: {failures} trials in a row failed; see the error column of trials.csv")
             stop = True
 
     def should_stop() -> bool:
         # The next trial also waits for its configuration: Bayesian optimisation's Gaussian
         # process took 1-15 s a proposal on 2 busy cores, longer than a diabetes trial.
+        policy = job.stop
         return stop or budget.left() <= 0 or search_should_stop(
-            budget, durations, refit_trials, finish_seconds + oracle.proposal_seconds, keep_share)
+            budget, durations, policy.refit_trials, policy.finish_seconds + oracle.proposal_seconds, policy.keep_share)
 
     oracle.warm_starts, oracle.should_stop = warm, should_stop
+    project = job.storage_dir / "keras_tuner" / tuner / job.study_name
+    identity = project / "identity.json"
+    check_identity(job.study_name, json.loads(identity.read_text()) if identity.exists() else None, job)
     # Keras Tuner prints "Reloading Tuner from ..." when it resumes; the event log says so instead.
     with contextlib.redirect_stdout(io.StringIO()):
         kt_tuner = _tuner_class()(oracle, space=space, run=run, after_trial=after_trial, max_epochs=max_epochs,
-                                directory=str(storage_dir / "keras_tuner" / tuner), project_name=study_name,
+                                directory=str(project.parent), project_name=job.study_name,
                                 overwrite=False)
+    atomic_write_text(identity, json.dumps(job.identity, sort_keys=True))
     earlier = _records(oracle, space)
     durations += [r.duration_s for r in earlier if r.state == "COMPLETE"]
     if oracle.trials:
-        events.add("search", f"resuming {tuner} search {study_name} with {len(earlier)} finished trials")
+        events.add("search", f"resuming {tuner} search {job.study_name} with {len(earlier)} finished trials")
     # max_trials=0 reads as "no limit" to Keras Tuner, so a reached limit is checked here.
     if (max_trials is None or len(oracle.trials) < max_trials) and not should_stop():
         kt_tuner.search(verbose=0)
@@ -257,7 +272,7 @@ def _tuner_class() -> type:
             try:
                 value, best_epoch = self.run(number, _params(self.space, values), epochs)
             except Exception as exc:  # any failure of one trial is recorded; the search goes on
-                self._error = f"{type(exc).__name__}: {exc}"[:300]
+                self._error = f"{type(exc).__name__}: {exc}"
                 raise FailedTrialError(self._error) from exc
             return {"score": value, "best_epoch": best_epoch}
 
@@ -268,7 +283,7 @@ def _tuner_class() -> type:
             trial.metrics.update("duration_s", time.monotonic() - self._started)
             if trial.status != "COMPLETED":
                 # Keras Tuner stores the whole traceback; keep the one line that says what went wrong.
-                trial.message = self._error or ((trial.message or "").strip().splitlines() or [""])[-1][:300]
+                trial.message = self._error or ((trial.message or "").strip().splitlines() or [""])[-1]
             super().on_trial_end(trial)  # the oracle ends the trial and saves the project
             self.after_trial(_record(self.oracle.start_order.index(trial.trial_id), trial, self.space))
 

@@ -23,20 +23,28 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from automl.budget import Budget, search_should_stop
-from automl.engines import SearchData, TrialRecord, train_trial
+from automl.engines import (
+    MAX_CONSECUTIVE_FAILURES,
+    SearchData,
+    SearchJob,
+    TrialRecord,
+    check_identity,
+    progress_line,
+    train_trial,
+)
 from automl.errors import FailedTrialError, InputError
 from automl.events import EventLog
-from automl.metrics import Metric
-from automl.spaces import Param, suggest
+from automl.spaces import suggest
 
-__all__ = ["search", "work", "open_study", "param_importances", "StopRule", "RECYCLE_EXIT", "HEARTBEAT_SECONDS"]
+__all__ = ["search", "work", "open_study", "open_storage", "param_importances", "StopRule", "RECYCLE_EXIT",
+           "HEARTBEAT_SECONDS", "SUPPORTS_WORKERS"]
 
-#: Stop when this many trials in a row fail: the space or the data is broken, not the luck.
-MAX_CONSECUTIVE_FAILURES = 10
+SUPPORTS_WORKERS = True
 #: A worker process exits with this code after its share of trials, to be replaced by a fresh one
 #: (one process grows 5-9 MB per trial).
 RECYCLE_EXIT = 3
@@ -48,24 +56,48 @@ GRACE_SECONDS = 20
 _INTERRUPTED = "interrupted"
 #: Set on a trial that a parallel worker started after others had claimed the last of ``max_trials``.
 _SURPLUS = "surplus"
+#: Set on a trial whose configuration another trial already ran or runs: it trains nothing and is not listed.
+_DUPLICATE = "duplicate_of"
+_IDENTITY = "identity"
 
 
-def open_study(storage_url: str | None, storage_dir: Path, study_name: str, metric: Metric | None = None,
-               seed: int = 0, max_epochs: int = 100) -> Any:
-    """Create or load the study (``metric=None``: load only, it must exist)."""
+def open_study(storage_url: str | None, storage_dir: Path, study_name: str, job: SearchJob | None = None,
+               worker: int = 0) -> Any:
+    """Create or load the study (``job=None``: load only, it must exist).
+
+    Worker ``i`` samples with seed ``seed + i`` (distinct proposals, reproducible for a
+    given worker count) and the constant-liar TPE, which counts running trials as
+    proposals already taken. Resuming a study whose identity (task, metric, direction,
+    seed, protocol, space version) differs from ``job``'s is refused.
+    """
     import optuna
 
     optuna.logging.set_verbosity(logging.ERROR)  # failed trials are recorded in trials.csv
-    storage = _storage(storage_url, storage_dir)
-    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=8)
+    storage = open_storage(storage_url, storage_dir)
+    seed = (job.config.seed if job is not None else 0) + worker
+    max_epochs = job.max_epochs if job is not None else 100
+    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=8, constant_liar=True)
     pruner = optuna.pruners.HyperbandPruner(min_resource=10, max_resource=max_epochs, reduction_factor=3)
-    if metric is None:
+    if job is None:
         return optuna.load_study(study_name=study_name, storage=storage, sampler=sampler, pruner=pruner)
-    return optuna.create_study(storage=storage, study_name=study_name, load_if_exists=True, sampler=sampler,
-                               pruner=pruner, direction="maximize" if metric.higher_is_better else "minimize")
+    study = optuna.create_study(storage=storage, study_name=study_name, load_if_exists=True, sampler=sampler,
+                                pruner=pruner, direction="maximize" if job.metric.higher_is_better else "minimize")
+    _check_identity(study, job)
+    return study
 
 
-def _storage(storage_url: str | None, storage_dir: Path) -> Any:
+def _check_identity(study: Any, job: SearchJob) -> None:
+    """Tag a new study with the job's identity; refuse to mix an existing study with another one."""
+    known = study.user_attrs.get(_IDENTITY)
+    if known is None and study.trials:  # a study of an older version: what it searched for is unknown
+        raise InputError(f"study {study.study_name!r} has trials but no recorded identity; use a new --project "
+                         "or --output")
+    check_identity(study.study_name, known, job)
+    if known is None:
+        study.set_user_attr(_IDENTITY, job.identity)
+
+
+def open_storage(storage_url: str | None, storage_dir: Path) -> Any:
     from optuna.exceptions import ExperimentalWarning
     from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
     from optuna.storages.journal import JournalFileBackend
@@ -88,10 +120,8 @@ def _storage(storage_url: str | None, storage_dir: Path) -> Any:
 class StopRule:
     """When the search is done, read from the study alone, so every worker decides alike."""
 
-    def __init__(self, budget: Budget, max_trials: int | None, refit_trials: float, finish_seconds: float,
-                 keep_share: float) -> None:
-        self.budget, self.max_trials = budget, max_trials
-        self.refit_trials, self.finish_seconds, self.keep_share = refit_trials, finish_seconds, keep_share
+    def __init__(self, budget: Budget, job: SearchJob) -> None:
+        self.budget, self.max_trials, self.policy = budget, job.config.search.max_models, job.stop
 
     def reason(self, trials: list[Any], ahead: float = 0.0) -> str | None:
         """Why to stop now (or ``ahead`` seconds from now, as far as time goes), or None to go on."""
@@ -100,11 +130,12 @@ class StopRule:
             return f"{self.max_trials} trials done"
         tail = [t.state.name for t in finished[-MAX_CONSECUTIVE_FAILURES:]]
         if len(tail) == MAX_CONSECUTIVE_FAILURES and set(tail) == {"FAIL"}:
-            return f"{MAX_CONSECUTIVE_FAILURES} trials in a row failed; see trials.csv"
+            return f"{MAX_CONSECUTIVE_FAILURES} trials in a row failed; see the error column of trials.csv"
         # Only completed trials say how long a refit takes; pruned ones stop early.
         durations = [t.duration.total_seconds() for t in finished if t.state.name == "COMPLETE" and t.duration]
         budget = self.budget if not ahead else replace(self.budget, clock=lambda: self.budget.clock() + ahead)
-        if search_should_stop(budget, durations, self.refit_trials, self.finish_seconds, self.keep_share):
+        if search_should_stop(budget, durations, self.policy.refit_trials, self.policy.finish_seconds,
+                              self.policy.keep_share):
             return "time budget"
         return None
 
@@ -118,9 +149,10 @@ def _claimed(trials: list[Any]) -> list[Any]:
 
 
 def _counted(trials: list[Any]) -> list[Any]:
-    """Trials that count toward ``max_trials``: not interrupted (they are retried), not surplus."""
+    """Trials that count toward ``max_trials``: not interrupted (they are retried), not surplus, not duplicates."""
     retried = _retried_numbers(trials)
-    return [t for t in trials if not _interrupted(t, retried) and not t.user_attrs.get(_SURPLUS)]
+    return [t for t in trials if not _interrupted(t, retried) and not t.user_attrs.get(_SURPLUS)
+            and _DUPLICATE not in t.user_attrs]
 
 
 def _retried_numbers(trials: list[Any]) -> set[int]:
@@ -133,17 +165,35 @@ def _interrupted(trial: Any, retried: set[int]) -> bool:
     return trial.state.name == "FAIL" and (bool(trial.user_attrs.get(_INTERRUPTED)) or trial.number in retried)
 
 
-def _objective(space: tuple[Param, ...], data: SearchData, metric: Metric, seed: int, deadline: float,
-               max_epochs: int, orphan_check: bool, max_trials: int | None) -> Callable[[Any], float]:
+def _duplicate_of(trial: Any, params: dict[str, Any]) -> int | None:
+    """The number of an earlier trial (running or finished, not interrupted) with exactly these parameters."""
+    from optuna.trial import TrialState
+
+    trials = trial.study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.COMPLETE,
+                                                            TrialState.PRUNED, TrialState.FAIL))
+    retried = _retried_numbers(trials)
+    for other in _counted(trials):
+        if other.number < trial.number and other.params == params and not _interrupted(other, retried):
+            return other.number
+    return None
+
+
+def _objective(job: SearchJob, data: SearchData, deadline: float, orphan_check: bool) -> Callable[[Any], float]:
     import optuna
     from optuna.trial import TrialState
 
     owner = f"{socket.gethostname()}:{os.getpid()}"
     parent = os.getppid()
     claiming = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    max_trials, seed = job.config.search.max_models, job.config.seed
 
     def objective(trial: optuna.Trial) -> float:
         trial.set_user_attr("worker", owner)
+        params = suggest(job.space, trial)
+        same = _duplicate_of(trial, params)
+        if same is not None:  # constant-liar TPE makes this rare; a repeat would only cost time
+            trial.set_user_attr(_DUPLICATE, same)
+            raise optuna.TrialPruned()
         if max_trials is not None:
             # Parallel workers must not overshoot --max-models: the first max_trials trials by number run.
             earlier = [t for t in _counted(trial.study.get_trials(deepcopy=False, states=claiming))
@@ -152,7 +202,6 @@ def _objective(space: tuple[Param, ...], data: SearchData, metric: Metric, seed:
                 trial.set_user_attr(_SURPLUS, True)
                 trial.study.stop()
                 raise optuna.TrialPruned()
-        params = suggest(space, trial)
 
         def report(value: float, epoch: int) -> None:
             if orphan_check and os.getppid() != parent:  # the supervisor died (kill -9): do not run orphaned
@@ -162,12 +211,12 @@ def _objective(space: tuple[Param, ...], data: SearchData, metric: Metric, seed:
                 raise optuna.TrialPruned()
 
         try:
-            value, best_epoch = train_trial(params, data, metric, seed + trial.number, report, deadline, max_epochs,
-                                            name=f"trial_{trial.number}")
+            value, best_epoch = train_trial(params, data, job.metric, seed + trial.number, report, deadline,
+                                            job.max_epochs, name=f"trial_{trial.number}")
         except optuna.TrialPruned:
             raise
         except Exception as exc:  # any failure of one trial is recorded; the search goes on
-            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:300])
+            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
             raise FailedTrialError(str(exc)) from exc
         trial.set_user_attr("best_epoch", best_epoch)
         return value
@@ -175,9 +224,8 @@ def _objective(space: tuple[Param, ...], data: SearchData, metric: Metric, seed:
     return objective
 
 
-def work(study: Any, space: tuple[Param, ...], data: SearchData, metric: Metric, stop: StopRule, *, seed: int,
-         max_epochs: int, n_trials: int | None = None, on_trial: Callable[[Any, Any], None] | None = None,
-         orphan_check: bool = False) -> str | None:
+def work(study: Any, job: SearchJob, data: SearchData, stop: StopRule, *, n_trials: int | None = None,
+         on_trial: Callable[[Any, Any], None] | None = None, orphan_check: bool = False) -> str | None:
     """Run trials in this process until ``stop`` says so or ``n_trials`` ran; return the stop reason.
 
     ``orphan_check``: exit if the parent process dies (for workers a supervisor started).
@@ -193,8 +241,7 @@ def work(study: Any, space: tuple[Param, ...], data: SearchData, metric: Metric,
             study.stop()
 
     if reason is None:
-        objective = _objective(space, data, metric, seed, stop.budget.deadline, max_epochs, orphan_check,
-                               stop.max_trials)
+        objective = _objective(job, data, stop.budget.deadline, orphan_check)
         study.optimize(objective, n_trials=n_trials,
                        timeout=stop.budget.left(), catch=(FailedTrialError,), callbacks=[after_trial],
                        gc_after_trial=False)
@@ -203,60 +250,86 @@ def work(study: Any, space: tuple[Param, ...], data: SearchData, metric: Metric,
     return reason
 
 
-def search(space: tuple[Param, ...], data: SearchData, metric: Metric, budget: Budget, *, max_trials: int | None,
-           seed: int, storage_dir: Path, study_name: str, warm_starts: tuple[dict[str, Any], ...],
-           refit_trials: float, finish_seconds: float, keep_share: float, events: EventLog, max_epochs: int,
-           workers: int = 1, storage_url: str | None = None, spec: dict[str, Any] | None = None
-           ) -> list[TrialRecord]:
-    """Run trials until the budget, ``max_trials`` or the failure limit says stop.
+def search(job: SearchJob, data: SearchData, budget: Budget, events: EventLog) -> list[TrialRecord]:
+    """Run trials until the budget, ``max_models`` or the failure limit says stop.
 
-    ``spec`` (JSON) lets worker processes rebuild ``data``; it is required when ``workers > 1``.
+    With more than one worker (or a ``--storage``), ``job.spec`` lets worker processes
+    rebuild ``data``.
     """
-    study = open_study(storage_url, storage_dir, study_name, metric, seed, max_epochs)
+    settings = job.config.search
+    study = open_study(settings.storage, job.storage_dir, job.study_name, job)
     if study.trials:
-        events.add("search", f"resuming study {study_name} with {len(study.trials)} earlier trials")
-        if storage_url is None:
-            # A journal has no heartbeats: a trial left RUNNING belongs to a killed run. Retry it.
-            _retry_interrupted(study, lambda t: True, events)
+        events.add("search", f"resuming study {job.study_name} with {len(study.trials)} earlier trials")
+        if settings.storage is None:
+            # A journal has no heartbeats: a trial left RUNNING by a process that is gone is retried.
+            _retry_interrupted(study, _owner_gone, events)
     else:
-        for params in warm_starts:
+        for params in job.warm_starts:
             study.enqueue_trial(params)
-    stop = StopRule(budget, max_trials, refit_trials, finish_seconds, keep_share)
-    if spec is not None:
-        study.set_user_attr("spec", {**spec, "max_trials": max_trials, "refit_trials": refit_trials,
-                                     "finish_seconds": finish_seconds, "keep_share": keep_share,
-                                     "max_epochs": max_epochs})
-    progress = _Progress(study, metric, budget, events)
-    if workers <= 1:
-        reason = work(study, space, data, metric, stop, seed=seed, max_epochs=max_epochs,
-                      on_trial=lambda s, t: progress.show())
+    stop = StopRule(budget, job)
+    if job.spec is not None:
+        study.set_user_attr("spec", job.spec)
+    progress = _Progress(study, job, budget, events)
+    if settings.n_workers <= 1:
+        reason = work(study, job, data, stop, on_trial=lambda s, t: progress.show())
     else:
-        if spec is None:
+        if job.spec is None:
             raise ValueError("search with workers > 1 needs the spec that worker processes rebuild the data from")
-        reason = _supervise(study, storage_url, storage_dir, study_name, workers, stop, progress, events)
+        reason = _supervise(study, job, stop, progress, events)
     events.add("search", f"search stopped: {reason or 'time budget'}")
-    return [_record(t) for t in study.trials if t.state.is_finished() and not t.user_attrs.get(_SURPLUS)]
+    return [_record(t) for t in _listed(study.trials)]
 
 
-def _supervise(study: Any, storage_url: str | None, storage_dir: Path, study_name: str, workers: int,
-               stop: StopRule, progress: _Progress, events: EventLog) -> str | None:
-    """Keep ``workers`` worker processes running until the search is done; recycle and restart them."""
+def _listed(trials: list[Any]) -> list[Any]:
+    """Finished trials for ``trials.csv``: not surplus, not skipped duplicates."""
+    return [t for t in trials if t.state.is_finished() and not t.user_attrs.get(_SURPLUS)
+            and _DUPLICATE not in t.user_attrs]
+
+
+def _owner_gone(trial: Any) -> bool:
+    """A RUNNING trial whose process is dead: tagged by a process of this host that no longer runs, or never
+    tagged and older than the heartbeat grace (its process died between creating and tagging it)."""
+    owner = trial.user_attrs.get("worker")
+    if owner is None:
+        start = trial.datetime_start
+        return start is None or (datetime.now() - start).total_seconds() > GRACE_SECONDS
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname():
+        return False  # another machine's process: a journal is not shared across machines, so leave it be
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, ValueError):
+        return False
+    return False
+
+
+def _supervise(study: Any, job: SearchJob, stop: StopRule, progress: _Progress, events: EventLog) -> str | None:
+    """Keep the job's worker processes running until the search is done; recycle and restart them."""
+    settings = job.config.search
+    workers = settings.n_workers
     threads = max(1, (os.cpu_count() or 1) // workers)
-    command = [sys.executable, "-m", "automl.worker", "--study", study_name, "--threads", str(threads),
-               "--storage", storage_url or str(storage_dir / "study.journal"), "--supervised"]
+    command = [sys.executable, "-m", "automl.worker", "--study", job.study_name, "--threads", str(threads),
+               "--storage", settings.storage or str(job.storage_dir / "study.journal"), "--supervised"]
+    logs = job.storage_dir / "workers"
+    logs.mkdir(parents=True, exist_ok=True)
     procs: dict[int, subprocess.Popen] = {}
     started: dict[int, float] = {}  # pid -> when it was started, until its first trial shows
     startup = 0.0  # seconds from starting a worker to its first trial (TensorFlow import, data)
 
     def start(slot: int, trials: int = TRIALS_PER_PROCESS) -> None:
-        procs[slot] = subprocess.Popen([*command, "--trials", str(trials)])
+        # Worker output (TensorFlow's start-up chatter, tracebacks) goes to a log file, not the user's terminal.
+        with open(logs / f"worker-{slot}.log", "ab") as log:
+            procs[slot] = subprocess.Popen([*command, "--trials", str(trials), "--index", str(slot)],
+                                           stdout=log, stderr=subprocess.STDOUT)
         started[procs[slot].pid] = time.monotonic()
 
     reason = stop.reason(study.trials)
     for slot in range(workers if reason is None else 0):
         # Stagger the first recycling, so that workers do not all restart (and idle) at once.
         start(slot, max(1, TRIALS_PER_PROCESS * (slot + 1) // workers))
-    events.add("search", f"{len(procs)} worker processes, {threads} TensorFlow thread(s) each")
+    events.add("search", f"{len(procs)} worker processes, {threads} TensorFlow thread(s) each; logs in {logs}")
     while procs:
         time.sleep(0.5)
         progress.show()
@@ -275,11 +348,12 @@ def _supervise(study: Any, storage_url: str | None, storage_dir: Path, study_nam
             del procs[slot]
             started.pop(proc.pid, None)
             if code not in (0, RECYCLE_EXIT):
-                events.warn("search", f"worker {proc.pid} exited with code {code}; retrying its trial")
+                events.warn("search", f"worker {proc.pid} exited with code {code} ({_last_line(logs, slot)}); "
+                                      "retrying its trial")
                 owner = f"{socket.gethostname()}:{proc.pid}"
                 _retry_interrupted(study, lambda t, o=owner: t.user_attrs.get("worker") == o, events)
             if code == 2:  # the worker could not load the data: a replacement would fail alike
-                events.warn("search", f"worker {proc.pid} could not start (see its error above)")
+                events.warn("search", f"worker {proc.pid} could not start: {_last_line(logs, slot)}")
             elif reason is None and code != 0:
                 # A replacement that would only be ready when the search is over just delays its end.
                 if stop.reason(trials, ahead=startup) is None:
@@ -289,6 +363,15 @@ def _supervise(study: Any, storage_url: str | None, storage_dir: Path, study_nam
                                          f"would be ready ({startup:.0f}s)")
     progress.show()
     return stop.reason(study.trials)
+
+
+def _last_line(logs: Path, slot: int) -> str:
+    """The last line a worker wrote that is not TensorFlow start-up noise."""
+    try:
+        lines = (logs / f"worker-{slot}.log").read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "no log"
+    return next((line for line in reversed(lines) if line.startswith("error:")), lines[-1] if lines else "no output")
 
 
 def _retry_interrupted(study: Any, belongs: Callable[[Any], bool], events: EventLog) -> None:
@@ -313,28 +396,30 @@ def _retry_interrupted(study: Any, belongs: Callable[[Any], bool], events: Event
 class _Progress:
     """Progress lines for trials that finished since the last call, in any process."""
 
-    def __init__(self, study: Any, metric: Metric, budget: Budget, events: EventLog) -> None:
-        self.study, self.metric, self.budget, self.events = study, metric, budget, events
+    def __init__(self, study: Any, job: SearchJob, budget: Budget, events: EventLog) -> None:
+        self.study, self.job, self.budget, self.events = study, job, budget, events
         self.seen = {t.number for t in study.trials if t.state.is_finished()}
 
     def show(self) -> None:
-        for trial in self.study.trials:
-            if trial.number in self.seen or not trial.state.is_finished():
+        trials = self.study.trials
+        for trial in _listed(trials):
+            if trial.number in self.seen:
                 continue
             self.seen.add(trial.number)
-            best = _best_value(self.study)
-            self.events.add("search", f"trial {trial.number} {trial.state.name.lower()}"
-                            + (f" {self.metric.name}={trial.value:.4f}" if trial.value is not None else "")
-                            + (f", best {best:.4f}" if best is not None else "") + f", {self.budget.left():.0f}s left")
+            done = len([t for t in _counted(trials) if t.state.is_finished() and t.number <= trial.number])
+            self.events.add("search", progress_line(trial.number, trial.state.name, self.job.metric, trial.value,
+                                                    _best_value(self.study), self.budget.left(), done,
+                                                    self.job.config.search.max_models))
 
 
-def param_importances(storage_dir: Path, study_name: str, storage_url: str | None = None) -> dict[str, float] | None:
+def param_importances(job: SearchJob) -> dict[str, float] | None:
     """Optuna's hyperparameter importances (fANOVA) of the study, or None with too few trials."""
     import optuna
 
-    if storage_url is None and not (storage_dir / "study.journal").exists():
+    storage_url = job.config.search.storage
+    if storage_url is None and not (job.storage_dir / "study.journal").exists():
         return None
-    study = open_study(storage_url, storage_dir, study_name)
+    study = open_study(storage_url, job.storage_dir, job.study_name)
     if sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials) < 3:
         return None
     try:

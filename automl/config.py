@@ -1,0 +1,194 @@
+"""The run's settings: one validated value that the CLI, the flows, the worker and ``run.json`` share.
+
+``RunConfig`` holds the run-wide settings and two parts, :class:`SearchSettings` and
+:class:`EvaluationSettings`. Values are frozen and checked once, when built
+(``InputError`` naming the value); :meth:`RunConfig.from_options` builds one from the
+flat option names the CLI and the Prefect flows use, and :meth:`RunConfig.to_json` /
+:meth:`RunConfig.from_json` carry it to worker processes. Adding an option means a field
+here, a flag in the CLI and the code that reads it — nothing else.
+
+This module is imported by ``--help``: it must stay free of numpy, pandas and TensorFlow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from automl.errors import InputError
+
+__all__ = ["RunConfig", "SearchSettings", "EvaluationSettings", "ENGINES", "TUNERS", "VALIDATIONS", "ALGOS",
+           "DISTRIBUTE", "ENSEMBLE_ALGO", "resolve_algo"]
+
+ENGINES = ("optuna", "keras-tuner")
+TUNERS = ("hyperband", "bayesian", "random")
+#: ``auto`` picks k-fold CV or a holdout from the data size and the budget (``automl.evaluation.choose_protocol``).
+VALIDATIONS = ("auto", "cv", "holdout")
+DISTRIBUTE = ("mirrored",)
+ENSEMBLE_ALGO = "StackedEnsemble"
+ALGOS = ("GLM", "GBM", "DRF", "XRT", "SVM", "MLP", "CNN", ENSEMBLE_ALGO)
+_ALGO_ALIASES = {a.lower(): a for a in ALGOS} | {"deeplearning": "MLP"}
+
+
+def resolve_algo(name: str) -> str | None:
+    """The family called ``name`` in any case (``deeplearning`` is ``MLP``), or None."""
+    return _ALGO_ALIASES.get(name.lower())
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """How configurations are searched: engine, parallelism, limits."""
+
+    engine: str = "optuna"
+    tuner: str = "hyperband"
+    #: Trial worker processes on one study; None: one per core (optuna), 1 (keras-tuner).
+    workers: int | None = None
+    storage: str | None = None
+    max_models: int | None = None
+    #: H2O's ``max_runtime_secs_per_model``: no single model (trial, refit, reference model) trains longer.
+    max_runtime_secs_per_model: float | None = None
+    tensorboard: str | None = None
+    distribute: str | None = None
+
+    def __post_init__(self) -> None:
+        _one_of("--engine", self.engine, ENGINES)
+        _one_of("--tuner", self.tuner, TUNERS)
+        if self.distribute is not None:
+            _one_of("--distribute", self.distribute, DISTRIBUTE)
+        if self.workers is not None and self.workers < 1:
+            raise InputError(f"--workers must be 1 or more, but got workers={self.workers}")
+        if self.max_models is not None and self.max_models < 0:
+            raise InputError(f"--max-models must be 0 or more, but got max_models={self.max_models}")
+        _positive("--max-runtime-secs-per-model", self.max_runtime_secs_per_model)
+        if self.engine != "optuna" and ((self.workers or 1) > 1 or self.storage):
+            raise InputError(f"--workers above 1 and --storage need --engine optuna; {self.engine} runs its trials "
+                             "in one process (drop --workers/--storage or use --engine optuna)")
+        if self.tensorboard is not None:
+            object.__setattr__(self, "tensorboard", os.path.abspath(self.tensorboard))
+
+    @property
+    def n_workers(self) -> int:
+        """Worker processes to run: the setting, else one per core for Optuna."""
+        if self.engine != "optuna":
+            return 1
+        return self.workers or os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class EvaluationSettings:
+    """How every leaderboard row is scored and ranked."""
+
+    validation: str = "auto"
+    #: Folds for ``cv`` (default 5).
+    nfolds: int | None = None
+    sort_metric: str | None = None
+    #: A CSV/Parquet file that scores every row instead of CV (H2O's ``leaderboard_frame``).
+    leaderboard_frame: str | None = None
+    include_algos: tuple[str, ...] | None = None
+    exclude_algos: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        _one_of("--validation", self.validation, VALIDATIONS)
+        if self.nfolds is not None and self.nfolds < 2:
+            raise InputError(f"--nfolds must be at least 2, but got nfolds={self.nfolds}")
+        if self.nfolds is not None and self.validation == "holdout":
+            raise InputError(f"--nfolds {self.nfolds} needs cross-validation; drop it or --validation holdout")
+        if self.include_algos and self.exclude_algos:
+            raise InputError("use --include-algos or --exclude-algos, not both")
+        for option in ("include_algos", "exclude_algos"):
+            names = getattr(self, option)
+            if names is None:
+                continue
+            unknown = [n for n in names if resolve_algo(n) is None]
+            if unknown:
+                raise InputError(f"--{option.replace('_', '-')}: unknown algorithm(s) "
+                                 f"{', '.join(map(repr, unknown))}; use {', '.join(ALGOS)}")
+            object.__setattr__(self, option, tuple(str(resolve_algo(n)) for n in names))
+
+    @property
+    def algos(self) -> frozenset[str]:
+        """The families to build."""
+        if self.include_algos:
+            return frozenset(self.include_algos)
+        return frozenset(ALGOS) - frozenset(self.exclude_algos or ())
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a run is told: the data, the budget, the seed, where outputs go, and its two parts."""
+
+    #: A built-in dataset name or a file/folder path; None for data handed over in memory.
+    dataset: str | None = None
+    target: str | None = None
+    task: str | None = None
+    #: Wall-time budget counted from ``started_at``; None: the task's default (``automl.budget``).
+    max_runtime_secs: float | None = None
+    seed: int = 1
+    project: str | None = None
+    output_dir: str | None = None
+    #: Progress lines on stderr; None: on unless ``CI=true``.
+    verbose: bool | None = None
+    #: ``time.time()`` when the run started (the CLI passes its process start).
+    started_at: float | None = None
+    search: SearchSettings = field(default_factory=SearchSettings)
+    evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
+
+    def __post_init__(self) -> None:
+        _positive("--max-runtime-secs", self.max_runtime_secs)
+        if self.task is not None:
+            _one_of("--task", self.task, ("binary", "multiclass", "regression", "image"))
+        if self.dataset is not None and os.path.exists(self.dataset):
+            object.__setattr__(self, "dataset", os.path.abspath(self.dataset))  # workers may run elsewhere
+        if self.output_dir is not None:
+            object.__setattr__(self, "output_dir", os.path.abspath(self.output_dir))
+
+    @property
+    def is_verbose(self) -> bool:
+        return os.environ.get("CI", "").lower() != "true" if self.verbose is None else self.verbose
+
+    @classmethod
+    def from_options(cls, **options: Any) -> RunConfig:
+        """Build from flat option names (``max_models=3, nfolds=5, …``), as the CLI and flows give them."""
+        parts: dict[str, dict[str, Any]] = {"search": {}, "evaluation": {}, "run": {}}
+        owners = {f.name: "search" for f in fields(SearchSettings)} | \
+                 {f.name: "evaluation" for f in fields(EvaluationSettings)} | \
+                 {f.name: "run" for f in fields(cls) if f.name not in ("search", "evaluation")}
+        for name, value in options.items():
+            if name not in owners:
+                raise InputError(f"unknown option {name!r}; known: {', '.join(sorted(owners))}")
+            if value is not None and name in ("include_algos", "exclude_algos"):
+                value = tuple(value)
+            parts[owners[name]][name] = value
+        return cls(**parts["run"], search=SearchSettings(**parts["search"]),
+                   evaluation=EvaluationSettings(**parts["evaluation"]))
+
+    def options(self) -> dict[str, Any]:
+        """The flat option names and values (the inverse of :meth:`from_options`)."""
+        flat = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("search", "evaluation")}
+        return flat | dataclasses.asdict(self.search) | dataclasses.asdict(self.evaluation)
+
+    def replace(self, **options: Any) -> RunConfig:
+        """A copy with some flat options changed (validated again)."""
+        return RunConfig.from_options(**(self.options() | options))
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> RunConfig:
+        raw = json.loads(text)
+        return cls.from_options(**{k: v for k, v in raw.items() if k not in ("search", "evaluation")},
+                                **raw.get("search", {}), **raw.get("evaluation", {}))
+
+
+def _one_of(option: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise InputError(f"{option} must be one of {', '.join(allowed)}, but got {value!r}")
+
+
+def _positive(option: str, value: float | None) -> None:
+    if value is not None and not value > 0:
+        raise InputError(f"{option} must be positive, but got {value!r}")

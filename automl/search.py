@@ -1,0 +1,168 @@
+"""The search stage: network configurations searched by an engine, and the best ones ranked on the protocol.
+
+Trials train on a search split and are scored on its validation rows (search
+bookkeeping, not leaderboard rows). With k-fold CV the split is a stratified 20 % of all
+rows; with a holdout protocol it lies inside the protocol's training rows, so that no
+configuration is chosen on the rows that rank it. Both parts are bounded in size
+(``MAX_SEARCH_TRAIN_ROWS``, ``MAX_SEARCH_VAL_ROWS``): a trial costs the same on 200k or
+10M rows, and the refits of the best configurations train on the protocol's full folds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+
+from automl import devices
+from automl.budget import FINISH_SECONDS, REPORT_SECONDS
+from automl.engines import SearchData, SearchJob, StopPolicy, TrialRecord, get_engine
+from automl.evaluation import Evaluated, evaluate_candidate, holdout_split, take_rows
+from automl.models import Candidate
+from automl.preprocess import make_preprocessor
+from automl.spaces import FAMILIES, MAX_EPOCHS
+from automl.state import RunState
+
+__all__ = ["search", "search_data", "search_job", "evaluate_search", "placement", "TOP_CONFIGS"]
+
+#: How many of the best search configurations get a leaderboard row.
+TOP_CONFIGS = 3
+#: Share of the budget kept after the search for refitting its best configurations.
+EVALUATE_SHARE = 0.3
+#: Share of rows held out to score search trials.
+SEARCH_HOLDOUT = 0.2
+MAX_SEARCH_TRAIN_ROWS = 100_000
+MAX_SEARCH_VAL_ROWS = 20_000
+#: Bumped when a space changes meaning: a study searched over another space is not resumed.
+SPACE_VERSION = 1
+
+
+def search(state: RunState) -> list[TrialRecord]:
+    """Search the run's network family with its engine; the trials are kept in the state."""
+    if state.family.upper() not in state.config.evaluation.algos:
+        return []
+    data = search_data(state)
+    job = search_job(state, with_spec=True)
+    import keras  # noqa: F401  - pay the ~4 s import here, not inside the first trial's timing
+
+    state.events.add("search", f"{state.config.search.engine} search, {state.budget.left():.0f}s left")
+    with devices.trial_context(0, placement(state)):
+        state.trials = get_engine(state.config.search.engine).search(job, data, state.budget, state.events)
+    return state.trials
+
+
+def search_data(state: RunState) -> SearchData:
+    """The search split, preprocessed by a preprocessor fitted on its training rows."""
+    rows = state.protocol.folds[0][0] if state.protocol.name == "holdout" else np.arange(len(state.y))
+    task, seed = state.schema.task, state.config.seed
+    fraction = min(SEARCH_HOLDOUT, MAX_SEARCH_VAL_ROWS / len(rows))
+    train, val = (rows[i] for i in holdout_split(state.y[rows], task, fraction, seed))
+    if len(train) > MAX_SEARCH_TRAIN_ROWS:
+        train = train[np.sort(holdout_split(state.y[train], task, 1 - MAX_SEARCH_TRAIN_ROWS / len(train), seed)[0])]
+    pre = make_preprocessor(state.schema).fit(take_rows(state.x, train))
+    return SearchData(pre.transform(take_rows(state.x, train)).astype("float32"), state.y[train],
+                      pre.transform(take_rows(state.x, val)).astype("float32"), state.y[val],
+                      task, state.n_classes, state.family, state.config.search.tensorboard)
+
+
+def search_job(state: RunState, with_spec: bool = False) -> SearchJob:
+    """What the engine searches; identical in the run and in every worker process (built from the state).
+
+    ``with_spec``: add what worker processes need, when the run has any.
+    """
+    space, warm_starts = FAMILIES[state.family]
+    config, protocol = state.config, state.protocol
+    folds = len(protocol.folds)
+    identity = {"task": state.schema.task, "sort_metric": state.sort_metric,
+                "direction": "maximize" if state.metric.higher_is_better else "minimize", "seed": config.seed,
+                "protocol": protocol.name, "nfolds": protocol.nfolds, "family": state.family,
+                "space": f"{SPACE_VERSION}-{hashlib.sha256(repr(space).encode()).hexdigest()[:12]}"}
+    return SearchJob(config, space, warm_starts, state.metric, state.study_name, state.output / "search",
+                     MAX_EPOCHS, StopPolicy(float(folds), FINISH_SECONDS, EVALUATE_SHARE), identity,
+                     _worker_spec(state) if with_spec and (config.search.n_workers > 1 or config.search.storage)
+                     else None)
+
+
+def _worker_spec(state: RunState) -> dict[str, Any]:
+    """What a worker process needs to rebuild the state: the config as JSON and where the data is."""
+    source = state.config.dataset
+    if source is None or not Path(source).exists() and source not in _builtin_names():
+        # In-memory data: workers read a copy, card and images included.
+        path = state.output / "search" / "dataset.joblib"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        joblib.dump(state.dataset, path)
+        source = str(path.resolve())
+    return {"config": state.config.to_json(), "data": source, "fingerprint": state.dataset.fingerprint}
+
+
+def _builtin_names() -> set[str]:
+    from automl.data import builtin_cards
+
+    return set(builtin_cards())
+
+
+def evaluate_search(state: RunState) -> list[Evaluated]:
+    """Rank the best configurations on the protocol, as many as the budget allows (at least one)."""
+    from automl.training import KerasNetwork
+
+    complete = [t for t in state.trials if t.state == "COMPLETE" and t.best_epoch > 0]
+    complete.sort(key=lambda t: (-state.metric.sign() * t.value, t.number))
+    # Hyperband may run one configuration several times (more epochs each): keep its best run.
+    unique, seen = [], set()
+    for t in complete:
+        key = json.dumps(t.params, sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            unique.append(t)
+    done: list[Evaluated] = []
+    folds = len(state.protocol.folds)
+    cap = state.config.search.max_runtime_secs_per_model
+    for trial in unique[:TOP_CONFIGS]:
+        cost = folds * _refit_seconds(trial)
+        if done and state.budget.left() < cost + FINISH_SECONDS:
+            state.events.add("evaluate", f"no time to refit trial {trial.number}; stopping here")
+            break
+        # Refits may use the finish reserve but for the report's share: export is quick.
+        deadline = state.budget.deadline - REPORT_SECONDS
+        if cap is not None:
+            deadline = min(deadline, time.monotonic() + cap)
+        algo = state.family.upper()
+        candidate = Candidate(
+            f"{algo}_{trial.number}", algo,
+            lambda t=trial: KerasNetwork(t.params, state.schema.task, epochs=t.best_epoch, seed=state.config.seed,
+                                         n_classes=state.n_classes, family=state.family),
+            {**trial.params, "epochs": trial.best_epoch}, fit_kwargs={"deadline": deadline})
+        with devices.trial_context(0, placement(state)):
+            result = evaluate_candidate(state, candidate, "evaluate", deadline)
+        if result is None:
+            break
+        if any(getattr(f.estimator, "cut_short_", False) for f in result.model.folds):
+            # An undertrained network would rank on the board as if it were this configuration.
+            state.evaluated.remove(result)
+            state.events.warn("evaluate", f"{candidate.model_id} dropped: the budget ran out during its refit")
+            break
+        done.append(result)
+    return done
+
+
+def placement(state: RunState) -> devices.Placement:
+    """Where networks train (decided once per run, by :mod:`automl.devices`)."""
+    if state.placement is None:
+        state.placement = devices.plan(devices.detect(), 1, state.config.search.distribute)
+        devices.configure(state.placement)
+        state.events.add("search", f"devices: {state.placement}")
+    return state.placement
+
+
+def _refit_seconds(trial: TrialRecord) -> float:
+    """Estimated seconds to train ``trial``'s configuration once, to its best epoch, without validation."""
+    from automl.training import EPOCH_CHUNK, PATIENCE_CHUNKS
+
+    epochs_run = min(trial.best_epoch + EPOCH_CHUNK * PATIENCE_CHUNKS, MAX_EPOCHS)
+    return trial.duration_s * trial.best_epoch / max(epochs_run, 1)
+

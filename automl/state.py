@@ -1,0 +1,186 @@
+"""The run's state: what the stages share, and :func:`start`, which builds it from a config and data.
+
+A stage is a plain function ``stage(state) -> values`` in the module of its concept
+(``automl.reference``, ``automl.search``, ``automl.ensembles``, ``automl.outputs``); it
+reads the config, the data, the protocol and the one :class:`Budget` from the state and
+appends what it trained. ``AutoML.fit`` and the Prefect flow run the same stages.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from automl import data as data_mod
+from automl.budget import Budget
+from automl.config import RunConfig
+from automl.engines import TrialRecord
+from automl.errors import InputError
+from automl.evaluation import Evaluated, Protocol, choose_protocol, make_protocol
+from automl.events import EventLog
+from automl.metrics import DEFAULT_SORT, Metric, get
+from automl.preprocess import Schema, encode_target, infer_schema
+
+__all__ = ["RunState", "start", "load_leaderboard_frame", "DEFAULT_RUNTIME_SECS", "DEFAULT_IMAGE_RUNTIME_SECS",
+           "RUNS_DIR_ENV"]
+
+#: Default budgets: the diabetes run ends well inside 3 minutes on 2 cores, digits inside 4.
+DEFAULT_RUNTIME_SECS = 120.0
+DEFAULT_IMAGE_RUNTIME_SECS = 200.0
+#: Environment variable naming the folder that holds ``<project>/`` output folders (default ``runs``).
+RUNS_DIR_ENV = "AUTOML_RUNS_DIR"
+#: More classes than this is not a classification the leaderboard's metrics can rank.
+MAX_CLASSES = 1000
+
+
+@dataclass
+class RunState:
+    """One run: its resolved config, the prepared data and protocol, the clock, and what the stages trained."""
+
+    config: RunConfig
+    dataset: data_mod.Dataset
+    schema: Schema
+    x: pd.DataFrame | np.ndarray
+    y: np.ndarray
+    metric: Metric
+    protocol: Protocol
+    budget: Budget
+    events: EventLog
+    #: The user's leaderboard frame (features, encoded target): every row is scored on it instead.
+    leaderboard_frame: tuple[pd.DataFrame, np.ndarray] | None = None
+    evaluated: list[Evaluated] = field(default_factory=list)
+    trials: list[TrialRecord] = field(default_factory=list)
+    board: pd.DataFrame | None = None
+    leader: Any = None
+    placement: Any = None
+
+    @property
+    def output(self) -> Path:
+        return Path(str(self.config.output_dir))
+
+    @property
+    def sort_metric(self) -> str:
+        return self.metric.name
+
+    @property
+    def family(self) -> str:
+        """The network family searched: CNNs for images, MLPs for tables."""
+        return "cnn" if self.schema.task == "image" else "mlp"
+
+    @property
+    def n_classes(self) -> int:
+        return max(len(self.schema.classes), 1)
+
+    @property
+    def study_name(self) -> str:
+        return f"{self.config.project}-{self.dataset.fingerprint}"
+
+    def dataset_info(self) -> dict[str, Any]:
+        ds = self.dataset
+        return {"name": ds.card.name, "source": ds.source, "target": ds.target, "fingerprint": ds.fingerprint,
+                "rows": int(len(ds.frame))}
+
+
+def start(config: RunConfig, data: str | pd.DataFrame | data_mod.Dataset | None = None,
+          leaderboard_frame: pd.DataFrame | None = None, events: EventLog | None = None) -> RunState:
+    """Load and validate the data, resolve the config's defaults, choose the protocol; start the clock.
+
+    ``data`` defaults to ``config.dataset``; a DataFrame given as ``leaderboard_frame``
+    replaces the config's file of that name.
+    """
+    events = events or EventLog(verbose=config.is_verbose)
+    ds = _ingest(config, config.dataset if data is None else data)
+    budget_s = config.max_runtime_secs or (DEFAULT_IMAGE_RUNTIME_SECS if ds.images is not None
+                                           else DEFAULT_RUNTIME_SECS)
+    project = config.project or ds.card.name
+    config = config.replace(max_runtime_secs=budget_s, project=project, started_at=config.started_at or time.time(),
+                            output_dir=config.output_dir or str(Path(os.environ.get(RUNS_DIR_ENV) or "runs") / project))
+    budget = Budget.since_wall_time(budget_s, float(config.started_at or time.time()))
+    shape = (f"{len(ds.images)} images of {ds.images.shape[1:]}" if ds.images is not None
+             else f"{ds.frame.shape[0]} rows, {ds.frame.shape[1]} columns")
+    events.add("ingest", f"{ds.source}: {shape}, target {ds.target!r}, fingerprint {ds.fingerprint}")
+    frame = ds.frame[ds.frame[ds.target].notna()].reset_index(drop=True)
+    if len(frame) < len(ds.frame):
+        events.warn("preprocess", f"dropped {len(ds.frame) - len(frame)} rows with no target value")
+    schema = infer_schema(ds)
+    try:
+        metric = get(config.evaluation.sort_metric or DEFAULT_SORT[schema.task], schema.task)
+    except ValueError as exc:
+        raise InputError(f"--sort-metric: {exc}") from None
+    x = ds.images if ds.images is not None else frame.drop(columns=[ds.target])
+    y = encode_target(schema, frame[ds.target])
+    protocol = _protocol(config, ds, schema, y, budget_s)
+    lb_frame = leaderboard_frame if leaderboard_frame is not None else config.evaluation.leaderboard_frame
+    holdout = None if lb_frame is None else load_leaderboard_frame(lb_frame, schema)
+    if holdout is not None:
+        events.add("preprocess", f"leaderboard scored on a leaderboard frame of {len(holdout[1])} rows")
+    for col, reason in schema.dropped.items():
+        events.add("preprocess", f"column {col!r} not used: {reason}")
+    for col in getattr(schema, "datetime", ()):
+        events.add("preprocess", f"column {col!r}: date/time parts used as features (year, month, day, weekday, "
+                                 "hour)")
+    events.add("preprocess", f"task {schema.task}; {len(schema.numeric)} numeric and {len(schema.categorical)} "
+                             f"categorical features; sort by {metric.name}; {protocol.label()} ({protocol.reason})")
+    return RunState(config, ds, schema, x, y, metric, protocol, budget, events, holdout)
+
+
+def _ingest(config: RunConfig, data: str | pd.DataFrame | data_mod.Dataset | None) -> data_mod.Dataset:
+    if isinstance(data, data_mod.Dataset):
+        return data
+    if isinstance(data, pd.DataFrame):
+        return data_mod.from_frame(data, config.project or "frame", config.target, config.task)
+    if data is None:
+        raise InputError("no data: give a dataset name or path, or a DataFrame")
+    return data_mod.load(str(data), config.target, config.task)
+
+
+def _protocol(config: RunConfig, ds: data_mod.Dataset, schema: Schema, y: np.ndarray, budget_s: float) -> Protocol:
+    """The run's one evaluation protocol, checked against the rows each fold needs."""
+    settings = config.evaluation
+    columns = int(np.prod(ds.images.shape[1:])) if ds.images is not None else len(schema.features)
+    name, reason = choose_protocol(len(y), columns, budget_s, settings.validation, settings.nfolds)
+    nfolds = settings.nfolds or 5
+    if schema.task != "regression":
+        counts = np.bincount(y)
+        if len(schema.classes) > MAX_CLASSES:
+            raise InputError(f"{ds.source}: target {ds.target!r} has {len(schema.classes)} classes, more than "
+                             f"{MAX_CLASSES}; pass --task regression for a numeric target, or group the classes")
+        needed = nfolds if name == "cv" else 2
+        if counts.min() < needed:
+            raise InputError(f"{ds.source}: class {schema.classes[int(counts.argmin())]!r} of {ds.target!r} has "
+                             f"{int(counts.min())} rows, fewer than the {needed} the protocol needs; add rows or "
+                             "merge rare classes")
+    elif name == "cv" and len(y) < nfolds:
+        raise InputError(f"{ds.source}: {len(y)} rows with a target value, fewer than --nfolds {nfolds}; "
+                         "lower --nfolds or add rows")
+    return make_protocol(y, schema.task, name, nfolds, config.seed, reason)
+
+
+def load_leaderboard_frame(frame: str | Path | pd.DataFrame, schema: Schema) -> tuple[pd.DataFrame, np.ndarray]:
+    """Read and check a user's leaderboard frame: the feature columns and the target, known classes."""
+    source = "leaderboard frame" if isinstance(frame, pd.DataFrame) else str(frame)
+    if schema.task == "image":
+        raise InputError(f"{source}: a leaderboard frame is supported for tables only, not for images")
+    if not isinstance(frame, pd.DataFrame):
+        frame = data_mod.read_table(Path(frame))
+    missing = [c for c in [*schema.features, schema.target] if c not in frame.columns]
+    if missing:
+        raise InputError(f"{source}: missing column(s) {', '.join(map(repr, missing))}; "
+                         "the leaderboard frame needs the training columns and the target")
+    frame = frame[frame[schema.target].notna()].reset_index(drop=True)
+    if schema.task != "regression":
+        unknown = sorted(set(frame[schema.target]) - set(schema.classes), key=str)
+        if unknown:
+            raise InputError(f"{source}: target {schema.target!r} has class(es) {unknown} not in the training data")
+        if schema.task == "binary" and frame[schema.target].nunique() < 2:
+            raise InputError(f"{source}: target {schema.target!r} holds one class only; a binary leaderboard "
+                             "frame needs rows of both classes to score AUC")
+    if len(frame) < 2:
+        raise InputError(f"{source}: fewer than 2 rows with a target value")
+    return frame, encode_target(schema, frame[schema.target])
