@@ -42,14 +42,14 @@ def _versions() -> dict[str, str]:
     return found
 
 
-def save_model(model: Model, path: Path, evaluation: Mapping[str, Any] | str, extra: dict[str, Any] | None = None,
+def save_model(model: Model, path: Path, evaluation: Mapping[str, Any], extra: dict[str, Any] | None = None,
                saved: Path | None = None, *, metrics: dict[str, float] | None = None) -> None:
     """Write ``model`` to the folder ``path`` atomically (the old folder stays until the new is whole).
 
     ``model.json`` holds ``metrics`` (default: the model's own, from its cross-validation or
     holdout) and ``evaluation``, the JSON object naming the protocol that scored them: at
     least ``protocol`` and ``label``, as ``automl.evaluation.Protocol.describe()`` gives, or
-    e.g. ``{"protocol": "leaderboard frame", "source": ..., "rows_scored": ..., "label": ...}``
+    e.g. ``{"protocol": "leaderboard_frame", "source": ..., "rows_scored": ..., "label": ...}``
     with that frame's ``metrics``. A stacked ensemble's folder holds its metalearner and a
     full copy of each base model under ``bases/``, so the folder alone suffices to predict.
     Bases already written under ``saved/<model_id>`` are hard-linked from there instead of
@@ -93,10 +93,8 @@ def save_model(model: Model, path: Path, evaluation: Mapping[str, Any] | str, ex
         atomic_write_text(tmp / "model.json", json.dumps(card, indent=1, default=str))
 
 
-def _evaluation(evaluation: Mapping[str, Any] | str) -> dict[str, Any]:
+def _evaluation(evaluation: Mapping[str, Any]) -> dict[str, Any]:
     """``model.json``'s evaluation object, checked: a card must say which protocol scored its metrics."""
-    if isinstance(evaluation, str):  # the one-line label pipeline.finish passed before it passed the protocol
-        return {"protocol": "unspecified", "label": evaluation}
     missing = [key for key in ("protocol", "label") if not evaluation.get(key)]
     if missing:
         raise ValueError(f"evaluation needs {missing} to name the protocol that scored the metrics, "

@@ -6,6 +6,11 @@ Content-Security-Policy forbids the browser to load anything else. Matplotlib is
 only while a report is written: importing this module stays cheap. Every string from the
 data (model ids, class labels, column names, hyperparameters) is HTML-escaped, and drawn
 with math text off, so a ``$`` in a label cannot break a chart.
+
+Tables stay within the page: names may wrap after underscores, and hyperparameter JSON is
+folded into a ``<details>`` cell showing its first characters. Charts draw bounded samples
+(:data:`MAX_CHART_ROWS` rows, :data:`MAX_HISTORY_TRIALS` trials), so a report costs about
+the same for a thousand rows or a million.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import pandas as pd
 from automl.io import atomic_write_text
 from automl.metrics import Metric, get
 
-__all__ = ["write_report", "section_ids"]
+__all__ = ["write_report", "section_ids", "chart_rows", "history_points"]
 
 #: Models drawn in the ROC and precision-recall charts, best first.
 TOP_CURVES = 5
@@ -36,17 +41,27 @@ MAX_BARS = 30
 TOP_TRIALS = 5
 #: Classes up to which confusion-matrix cells are annotated with their counts.
 MAX_ANNOTATED_CLASSES = 15
+#: Rows behind the ROC, precision-recall, residual and confusion charts: a seeded sample (stratified by
+#: class) above this, so that the report's cost does not grow with the table.
+MAX_CHART_ROWS = 20_000
+#: Trials drawn in the search history chart, besides those that set a new best.
+MAX_HISTORY_TRIALS = 1_000
+#: Table columns holding JSON, folded into a ``<details>`` cell so that rows stay one line high.
+FOLDED_COLUMNS = ("hyperparameters", "params")
+#: Characters of folded JSON shown in the summary of its cell.
+FOLDED_PREFIX = 16
 
 _CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 _STYLE = """
 body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1d1d1f;
-       max-width: 1100px; margin: 0 auto; padding: 1.5rem; }
+       max-width: 1240px; margin: 0 auto; padding: 1.5rem; }
 h1 { margin-bottom: .2rem; } h2 { border-bottom: 1px solid #ddd; padding-bottom: .2rem; margin-top: 2.2rem; }
 nav a { margin-right: 1rem; } .meta, .note, figcaption { color: #555; }
-.scroll { overflow-x: auto; }
+.scroll { overflow-x: auto; max-width: 100%; }
 table { border-collapse: collapse; font-size: 13px; margin: .8rem 0; }
-th, td { border: 1px solid #ddd; padding: .25rem .5rem; text-align: left; vertical-align: top;
-         max-width: 32em; overflow-wrap: break-word; }
+th, td { border: 1px solid #ddd; padding: .25rem .5rem; text-align: left; vertical-align: top; }
+summary { cursor: pointer; white-space: nowrap; font-family: ui-monospace, monospace; }
+details[open] > code { display: block; width: 26em; white-space: pre-wrap; overflow-wrap: anywhere; }
 th { background: #f3f3f3; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 tr.leader td { font-weight: 600; background: #e8f0fe; } tr.tie td { background: #f5f9ff; }
@@ -71,6 +86,36 @@ def section_ids(task: str) -> list[str]:
     return ["leaderboard", *classify, *outcome, "search", "param-importance", "feature-importance"]
 
 
+def chart_rows(y: np.ndarray, task: str, limit: int, seed: int = 0) -> np.ndarray:
+    """Positions of the rows the charts draw: all of them up to ``limit``, else a seeded sample of ``limit``.
+
+    For classification the sample keeps each class's share (rounded down, at least one
+    row per class), so rare classes stay on the charts.
+    """
+    n = len(y)
+    if n <= limit:
+        return np.arange(n)
+    rng = np.random.default_rng(seed)
+    if task == "regression":
+        return np.sort(rng.choice(n, limit, replace=False))
+    strata = [np.flatnonzero(y == c) for c in np.unique(y)]
+    return np.sort(np.concatenate([rng.choice(rows, max(1, len(rows) * limit // n), replace=False)
+                                   for rows in strata]))
+
+
+def history_points(values: np.ndarray, higher: bool, limit: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of the trials to draw, and of those that set a new best (the steps of the best-so-far line).
+
+    At most ``limit`` evenly spaced trials are drawn, plus every trial that set a new best:
+    the chart costs about the same for a hundred trials or a million, and its best-so-far
+    line stays exact.
+    """
+    best = np.maximum.accumulate(values) if higher else np.minimum.accumulate(values)
+    records = np.flatnonzero(np.r_[True, best[1:] != best[:-1]])
+    spread = np.linspace(0, len(values) - 1, min(limit, len(values))).round().astype(int)
+    return np.union1d(spread, records), records
+
+
 def write_report(path: Path, *, title: str, task: str, classes: list, sort_metric: str, board: pd.DataFrame,
                  y: np.ndarray, oof: dict[str, np.ndarray], trials: pd.DataFrame,
                  param_importances: dict[str, float] | None, feature_importance: pd.DataFrame | None,
@@ -87,14 +132,19 @@ def write_report(path: Path, *, title: str, task: str, classes: list, sort_metri
     """
     metric = _metric(sort_metric, task)
     leader = str(board["model_id"].iloc[0]) if len(board) else None
+    rows, charted = chart_rows(y, task, MAX_CHART_ROWS), evaluation
+    if len(rows) < len(y):
+        kind = "a seeded random" if task == "regression" else "a seeded, class-stratified"
+        charted = f"{evaluation} ({kind} sample of {len(rows):,} of {len(y):,} rows)"
+        y, oof = np.asarray(y)[rows], {m: np.asarray(p)[rows] for m, p in oof.items()}
     with _plotting():
         sections = [_leaderboard_section(board, sort_metric, metric, evaluation)]
         if task == "binary":
-            sections += _curve_sections(board, y, oof, classes, evaluation)
+            sections += _curve_sections(board, y, oof, classes, charted)
         if task == "regression":
-            sections.append(_residuals_section(y, oof, leader, evaluation))
+            sections.append(_residuals_section(y, oof, leader, charted))
         else:
-            sections.append(_confusion_section(y, oof, leader, classes, evaluation))
+            sections.append(_confusion_section(y, oof, leader, classes, charted))
         sections += [_search_section(trials, task, metric),
                      _param_importance_section(param_importances),
                      _feature_importance_section(feature_importance, sort_metric)]
@@ -237,13 +287,16 @@ def _search_section(trials: pd.DataFrame, task: str, fallback: Metric | None) ->
     if done.empty:
         return _Section("search", heading, _note(f"No completed search trials ({counts or 'no trials'})."))
     done = done.assign(**{value_col: pd.to_numeric(done[value_col])}).sort_values("number")
-    values = done[value_col].to_numpy(dtype="float64")
+    values, numbers = done[value_col].to_numpy(dtype="float64"), done["number"].to_numpy()
     higher = metric.higher_is_better if metric else True
-    best = np.maximum.accumulate(values) if higher else np.minimum.accumulate(values)
+    shown, records = history_points(values, higher, MAX_HISTORY_TRIALS)
     fig = _figure(9, 4.2)
     ax = fig.add_subplot()
-    ax.scatter(done["number"], values, s=22, color=_TIE, label="completed trial", zorder=2)
-    ax.step(done["number"], best, where="post", color=_LEADER, linewidth=2, label="best so far")
+    ax.scatter(numbers[shown], values[shown], s=22, color=_TIE, label="completed trial", zorder=2)
+    best = values[records]
+    # One extra point at the last trial: the line runs on from the last new best to the end.
+    ax.step(numbers[np.append(records, len(values) - 1)], np.append(best, best[-1]), where="post", color=_LEADER,
+            linewidth=2, label="best so far")
     ax.set(xlabel="Trial number", ylabel=f"{value_col}{_direction(metric)}")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
@@ -251,7 +304,9 @@ def _search_section(trials: pd.DataFrame, task: str, fallback: Metric | None) ->
     columns = [c for c in ("number", value_col, "best_epoch", "duration_s", "params") if c in ranked]
     body = [_img(fig, "Search history: validation score per trial and best so far"),
             _note(f"Validation score of each trial on the search holdout (search bookkeeping, not the leaderboard "
-                  f"protocol). Trials: {counts}."),
+                  f"protocol). Trials: {counts}."
+                  + (f" The chart shows {len(shown):,} of {len(values):,} completed trials, every new best among them."
+                     if len(shown) < len(values) else "")),
             f"<h3>Best {len(ranked)} trials</h3>", _table(ranked[columns], [""] * len(ranked))]
     return _Section("search", heading, "\n".join(body))
 
@@ -361,15 +416,31 @@ def _cell(value: Any) -> tuple[str, bool]:
     return str(value), False
 
 
+def _folded(text: str) -> str:
+    """A JSON cell as a one-line summary (its first characters) that opens to the whole text."""
+    if not text:
+        return ""
+    short = text if len(text) <= FOLDED_PREFIX else text[:FOLDED_PREFIX] + "…"
+    return f"<details><summary>{html.escape(short)}</summary><code>{html.escape(text)}</code></details>"
+
+
+def _breakable(text: str) -> str:
+    """Escaped ``text`` that may wrap after its underscores: long snake_case names and model ids stay narrow."""
+    return html.escape(text).replace("_", "_<wbr>")
+
+
 def _table(frame: pd.DataFrame, row_classes: list[str]) -> str:
-    # <wbr>: long snake_case headers may wrap at their underscores rather than widen the table.
-    head = "".join(f"<th>{html.escape(str(c)).replace('_', '_<wbr>')}</th>" for c in frame.columns)
+    head = "".join(f"<th>{_breakable(str(c))}</th>" for c in frame.columns)
+    folded = [c in FOLDED_COLUMNS for c in frame.columns]
     rows = []
     for cls, values in zip(row_classes, frame.itertuples(index=False), strict=True):
         cells = []
-        for value in values:
+        for value, fold in zip(values, folded, strict=True):
             text, numeric = _cell(value)
-            cells.append(f'<td class="num">{html.escape(text)}</td>' if numeric else f"<td>{html.escape(text)}</td>")
+            if fold:
+                cells.append(f"<td>{_folded(text)}</td>")
+            else:
+                cells.append(f'<td class="num">{html.escape(text)}</td>' if numeric else f"<td>{_breakable(text)}</td>")
         attr = f' class="{cls}"' if cls else ""
         rows.append(f"<tr{attr}>{''.join(cells)}</tr>")
     return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'

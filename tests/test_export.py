@@ -72,7 +72,7 @@ def test_model_json_names_the_protocol_that_scored_its_metrics(glm, tmp_path):
     assert {"python", "numpy", "scikit-learn", "automl"} <= set(card["versions"])
 
     # Scored on a user's leaderboard frame: the card holds that frame's metrics, labelled as such.
-    frame = {"protocol": "leaderboard frame", "source": "lb.csv", "rows_scored": 100,
+    frame = {"protocol": "leaderboard_frame", "source": "lb.csv", "rows_scored": 100,
              "label": "leaderboard frame lb.csv, 100 rows"}
     save_model(model, tmp_path / "lb", frame, metrics={"auc": 0.5, "logloss": 0.7})
     card = json.loads((tmp_path / "lb" / "model.json").read_text())

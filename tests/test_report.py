@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import html
 import json
 import re
 import shutil
@@ -18,13 +19,14 @@ import pandas as pd
 import pytest
 from sklearn.datasets import load_wine
 
+from automl import leaderboard
 from automl.data import load
 from automl.evaluation import Evaluated, cross_validate, make_folds
 from automl.explain import permutation_importance
 from automl.metrics import DEFAULT_SORT, get
 from automl.models import reference_candidates
 from automl.preprocess import Schema, encode_target, infer_schema
-from automl.report import section_ids, write_report
+from automl.report import MAX_CHART_ROWS, chart_rows, history_points, section_ids, write_report
 from conftest import REPO, subprocess_env
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -32,7 +34,9 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 WINE_CLASSES = ["cultivar <script>", "$1 & $2", "Barbera"]
 ALLOWED_TAGS = {"html", "head", "meta", "title", "style", "body", "header", "h1", "h2", "h3", "dl", "dt", "dd",
                 "nav", "a", "main", "section", "p", "div", "table", "thead", "tbody", "tr", "th", "td", "img",
-                "footer", "wbr"}
+                "footer", "wbr", "details", "summary", "code"}
+#: The page must fit a window this wide; a 13-px table character is about this many pixels wide.
+PAGE_PX, CHAR_PX, CELL_PADDING_PX = 1300, 7.5, 17
 
 
 def _cross_validated(x: pd.DataFrame, y: np.ndarray, schema: Schema) -> tuple[list[Evaluated], list]:
@@ -43,23 +47,12 @@ def _cross_validated(x: pd.DataFrame, y: np.ndarray, schema: Schema) -> tuple[li
 
 
 def _board(evaluated: list[Evaluated], y: np.ndarray, task: str) -> pd.DataFrame:
-    """A leaderboard with bootstrap intervals and the indistinguishable flag, as the pipeline builds it."""
-    from automl.stats import Bootstrap
-
-    sort = DEFAULT_SORT[task]
-    metric = get(sort, task)
-    oof = {e.model.model_id: e.oof for e in evaluated}
-    board = pd.DataFrame([{"model_id": e.model.model_id, **e.model.metrics, "algo": e.model.algo,
-                           "hyperparameters": json.dumps(e.model.params, sort_keys=True)} for e in evaluated])
-    board = board.sort_values(sort, ascending=not metric.higher_is_better).reset_index(drop=True)
-    boot = Bootstrap(y, task, n_boot=200, seed=0)
-    leader = board["model_id"].iloc[0]
-    ci = [boot.interval(metric, oof[m]) for m in board["model_id"]]
-    board[f"{sort}_ci_low"], board[f"{sort}_ci_high"] = zip(*ci, strict=True)
-    board["indistinguishable_from_leader"] = [m != leader and boot.difference(metric, oof[leader], oof[m])[0] <= 0
-                                              for m in board["model_id"]]
-    first = ["model_id", sort, f"{sort}_ci_low", f"{sort}_ci_high"]
-    return board[first + [c for c in board.columns if c not in first]]
+    """The leaderboard as the pipeline builds it: ``leaderboard.build``, then bootstrap intervals and ties."""
+    rows = [{"model_id": e.model.model_id, "algo": e.model.algo, "params": e.model.params, "metrics": e.model.metrics,
+             "training_time_ms": e.training_time_ms, "predict_time_per_row_ms": e.predict_time_per_row_ms}
+            for e in evaluated]
+    board = leaderboard.build(rows, task, DEFAULT_SORT[task])
+    return leaderboard.add_confidence(board, {e.model.model_id: e.oof for e in evaluated}, y, task, DEFAULT_SORT[task])
 
 
 def _trials(metric: str, n: int = 14) -> pd.DataFrame:
@@ -167,7 +160,8 @@ def test_report_has_every_section_and_chart(run: dict[str, Any], tmp_path: Path)
 
     shown = "".join(page.text)
     assert run["title"] in shown and "&lt;test&gt;" in text
-    assert all(model_id in _section_of(text, "leaderboard") for model_id in run["board"]["model_id"])
+    board_text = "".join(_Page(_section_of(text, "leaderboard")).text)
+    assert all(model_id in board_text for model_id in run["board"]["model_id"])
     assert "&lt;relu&gt; &amp; co" in text  # trial params, escaped
     if run["task"] == "multiclass":
         assert "cultivar &lt;script&gt;" in text and "$1 &amp; $2" in text
@@ -178,6 +172,75 @@ def test_report_has_every_section_and_chart(run: dict[str, Any], tmp_path: Path)
         _screenshot_if_chromium(path, tmp_path)
 
 
+class _Tables(HTMLParser):
+    """Each table's cells as the pieces of text they show, split where a tag such as ``<wbr>`` stands.
+
+    Text inside a closed ``<details>`` is hidden except its ``<summary>`` (which never wraps);
+    JSON shown anywhere else on the page is collected in ``loose_json``.
+    """
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.tables: list[dict[str, list]] = []
+        self.loose_json: list[str] = []
+        self._details = self._summary = 0
+        self._cell: list[str] | None = None
+        self.feed(text)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "table":
+            self.tables.append({"headers": [], "rows": []})
+        elif tag == "tr" and self.tables:
+            self.tables[-1]["rows"].append([])
+        elif tag in ("th", "td"):
+            self._cell = []
+            (self.tables[-1]["headers"] if tag == "th" else self.tables[-1]["rows"][-1]).append(self._cell)
+        elif tag == "details":
+            self._details += 1
+        elif tag == "summary":
+            self._summary += 1
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("th", "td"):
+            self._cell = None
+        elif tag == "details":
+            self._details -= 1
+        elif tag == "summary":
+            self._summary -= 1
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None and (not self._details or self._summary):
+            # The narrowest a piece can be: its longest word, or all of it where it cannot wrap.
+            self._cell.append(data if self._summary else max(data.split() or [""], key=len))
+        if '{"' in data and not self._details:
+            self.loose_json.append(data)
+
+    def width_px(self, table: dict[str, list]) -> float:
+        """About the narrowest the table can be: each column as wide as its longest unbreakable piece."""
+        cells = [table["headers"], *(row for row in table["rows"] if row)]
+        return sum(max(len(piece) for row in cells for piece in row[col]) * CHAR_PX + CELL_PADDING_PX
+                   for col in range(len(table["headers"])))
+
+
+def test_leaderboard_table_fits_the_page(run: dict[str, Any], tmp_path: Path) -> None:
+    path = tmp_path / "report.html"
+    write_report(path, **run)
+    text = path.read_text(encoding="utf-8")
+    tables = _Tables(text)
+    assert not tables.loose_json, tables.loose_json[:2]  # hyperparameters open on a click, folded by default
+    board = _Tables(_section_of(text, "leaderboard")).tables[0]
+    col = ["".join(h) for h in board["headers"]].index("hyperparameters")
+    assert len(board["rows"][1:]) == len(run["board"])
+    for row, params in zip(board["rows"][1:], run["board"]["hyperparameters"], strict=True):
+        summary = "".join(row[col])
+        assert params.startswith(summary.removesuffix("…")) and len(summary) <= 30, summary
+    assert html.escape(run["board"]["hyperparameters"].iloc[0]) in text  # the whole JSON, folded
+    body = re.search(r"body \{[^}]*max-width: (\d+)px[^}]*padding: ([\d.]+)rem", text)
+    assert body and int(body[1]) <= PAGE_PX
+    content_px = int(body[1]) - 2 * 16 * float(body[2])
+    assert tables.width_px(board) <= content_px, (tables.width_px(board), content_px)
+
+
 def _screenshot_if_chromium(path: Path, tmp_path: Path) -> None:
     """Render the page in headless Chromium when one is installed; the checks above stand alone."""
     browser = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
@@ -185,7 +248,7 @@ def _screenshot_if_chromium(path: Path, tmp_path: Path) -> None:
         return
     shot = tmp_path / "screenshot.png"
     subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                    "--hide-scrollbars", f"--user-data-dir={tmp_path / 'chromium'}", "--window-size=1200,5000",
+                    "--hide-scrollbars", f"--user-data-dir={tmp_path / 'chromium'}", f"--window-size={PAGE_PX},5000",
                     f"--screenshot={shot}", path.as_uri()], capture_output=True, timeout=120, check=False)
     assert shot.exists(), "headless Chromium wrote no screenshot"
     png = shot.read_bytes()
@@ -218,6 +281,50 @@ def _run_without_search() -> dict[str, Any]:
     trials = _trials("auc", 4).assign(state=["PRUNED", "FAIL", "PRUNED", "RUNNING"])
     return {"title": "no search", "task": "binary", "classes": ["no", "yes"], "sort_metric": "auc", "board": board,
             "y": y, "oof": oof, "trials": trials, "param_importances": None, "feature_importance": None}
+
+
+def test_chart_rows_are_a_seeded_stratified_sample_of_bounded_size() -> None:
+    y = np.repeat([0, 1, 2], [90_000, 9_900, 100])
+    rows = chart_rows(y, "multiclass", 2_000, seed=3)
+    assert len(rows) <= 2_000 and np.array_equal(rows, np.unique(rows))
+    assert np.bincount(y[rows]).tolist() == [1_800, 198, 2]  # each class keeps its share, the rare one too
+    assert np.array_equal(rows, chart_rows(y, "multiclass", 2_000, seed=3))
+    assert not np.array_equal(rows, chart_rows(y, "multiclass", 2_000, seed=4))
+    assert len(chart_rows(np.arange(50_000.0), "regression", 2_000)) == 2_000
+    assert np.array_equal(chart_rows(y[:1_500], "multiclass", 2_000), np.arange(1_500))  # small: every row
+
+
+@pytest.mark.parametrize("higher", [True, False])
+def test_history_points_are_bounded_and_keep_the_best_so_far_exact(higher: bool) -> None:
+    values = np.random.default_rng(0).normal(size=100_000)
+    shown, records = history_points(values, higher, 500)
+    best = np.maximum.accumulate(values) if higher else np.minimum.accumulate(values)
+    assert len(shown) <= 500 + len(records) < 600 and set(records) <= set(shown)
+    # The step line through the record-setting trials gives the best so far at every trial.
+    steps = values[records][np.searchsorted(records, np.arange(len(values)), side="right") - 1]
+    np.testing.assert_array_equal(steps, best)
+
+
+def test_a_large_table_draws_bounded_charts(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """50,000 scored rows and 5,000 trials: the curves see a 20,000-row sample, the history ~1,000 trials."""
+    import sklearn.metrics
+
+    rng = np.random.default_rng(2)
+    n = 50_000
+    y = (rng.random(n) < 0.1).astype(int)
+    p = 1 / (1 + np.exp(-(2 * y - 1 + rng.normal(size=n))))
+    run = _run_without_search() | {"y": y, "oof": {"GLM_1": np.column_stack([1 - p, p]), "GBM_1": np.full((n, 2), .5)},
+                                   "trials": _trials("auc", 5_000)}
+    seen: list[int] = []
+    for name in ("roc_curve", "precision_recall_curve", "confusion_matrix"):
+        real = getattr(sklearn.metrics, name)
+        monkeypatch.setattr(sklearn.metrics, name,
+                            lambda y_true, *a, real=real, **k: seen.append(len(y_true)) or real(y_true, *a, **k))
+    write_report(tmp_path / "report.html", **run)
+    assert len(seen) == 5 and MAX_CHART_ROWS - 2 <= min(seen) <= max(seen) <= MAX_CHART_ROWS  # shares round down
+    text = tmp_path.joinpath("report.html").read_text(encoding="utf-8")
+    assert re.search(r"class-stratified sample of 19,99\d of 50,000 rows", _section_of(text, "roc"))
+    assert re.search(r"The chart shows 1,0\d\d of 4,99\d completed trials", _section_of(text, "search"))
 
 
 def test_importing_the_module_does_not_import_matplotlib() -> None:
