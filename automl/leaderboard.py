@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from automl.metrics import get, metrics_for
-from automl.stats import Bootstrap
+from automl.stats import Bootstrap, percentile_interval
 
 __all__ = ["build", "sort", "columns", "add_confidence"]
 
@@ -50,18 +50,17 @@ def add_confidence(board: pd.DataFrame, preds: dict[str, np.ndarray], y: np.ndar
 
     The interval is a 95 % bootstrap percentile interval of the sort metric over the
     scored rows. A model is indistinguishable from the leader when the paired
-    bootstrap interval of (leader − model), on the same resampled rows, contains 0.
+    bootstrap interval of (leader − model), on the same resampled rows, contains 0
+    (``low <= 0 <= high``): a model clearly better than the leader on these rows, which
+    happens when the board was ordered by other scores, is distinguishable too.
     """
     metric = get(sort_metric, task)
-    boot = Bootstrap(y, task, seed=seed)
-    leader = preds[board["model_id"].iloc[0]]
-    lows, highs, ties = [], [], []
-    for model_id in board["model_id"]:
-        low, high = boot.interval(metric, preds[model_id])
-        diff_low, _ = boot.difference(metric, leader, preds[model_id])
-        lows.append(low)
-        highs.append(high)
-        ties.append(bool(diff_low <= 0.0))
+    # One pass over the resamples for every model: the paired differences use the same rows.
+    samples = Bootstrap(y, task, seed=seed).samples_of(metric, [preds[m] for m in board["model_id"]])
+    intervals = [percentile_interval(s) for s in samples]
+    gaps = [percentile_interval(metric.sign() * (samples[0] - s)) for s in samples]
+    lows, highs = [low for low, _ in intervals], [high for _, high in intervals]
+    ties = [bool(low <= 0.0 <= high) for low, high in gaps]
     at = board.columns.get_loc(sort_metric) + 1
     out = board.copy()
     out.insert(at, f"{sort_metric}_ci_low", lows)

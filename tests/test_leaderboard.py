@@ -1,14 +1,15 @@
-"""The leaderboard: column order, sort direction from the registry, deterministic ties."""
+"""The leaderboard: column order, sort direction from the registry, deterministic ties, confidence columns."""
 
 from __future__ import annotations
 
 import json
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from automl.leaderboard import build, columns, sort
+from automl.leaderboard import add_confidence, build, columns, sort
 from automl.metrics import metrics_for
 
 NAN = float("nan")
@@ -125,3 +126,46 @@ def test_sort_resorts_a_board_by_another_metric():
 def test_empty_board_keeps_its_columns():
     board = build([], "regression", "mean_residual_deviance")
     assert board.empty and list(board.columns) == columns("regression", "mean_residual_deviance")
+
+
+def _scores(seed: int, n: int, signal: float) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    s = 1 / (1 + np.exp(-(signal * (2 * y - 1) + rng.normal(size=n))))
+    return y, np.column_stack([1 - s, s])
+
+
+def _confident_board(y: np.ndarray, preds: dict[str, np.ndarray], auc: dict[str, float] | None = None) -> pd.DataFrame:
+    """``add_confidence`` on a binary board of ``preds``; ``auc`` overrides the scores the board is sorted by."""
+    rows = []
+    for model_id, p in preds.items():
+        metrics = {m.name: m.fn(y, p) for m in metrics_for("binary")}
+        metrics.update({"auc": auc[model_id]} if auc else {})
+        rows.append(_row(model_id, "binary", **metrics))
+    return add_confidence(build(rows, "binary", "auc"), preds, y, "binary", "auc")
+
+
+def test_indistinguishable_flag_on_constructed_models():
+    y, strong = _scores(2, n=600, signal=1.5)
+    rng = np.random.default_rng(3)
+    # "twin": the strong model with tiny noise, tied with it; "weak": far less signal.
+    twin_s = np.clip(strong[:, 1] + rng.normal(scale=1e-3, size=len(y)), 0, 1)
+    _, weak = _scores(2, n=600, signal=0.2)
+    board = _confident_board(y, {"strong": strong, "twin": np.column_stack([1 - twin_s, twin_s]), "weak": weak})
+    flags = dict(zip(board["model_id"], board["indistinguishable_from_leader"], strict=True))
+    assert not flags["weak"]
+    assert flags["twin"] and flags[board["model_id"].iloc[0]]
+    assert list(board.columns[:5]) == ["model_id", "auc", "auc_ci_low", "auc_ci_high", "indistinguishable_from_leader"]
+    for low, auc, high in board[["auc_ci_low", "auc", "auc_ci_high"]].itertuples(index=False):
+        assert low < auc < high
+
+
+def test_a_model_clearly_better_than_the_leader_is_not_indistinguishable():
+    # The board's order comes from its scores (e.g. fold averages), not from these predictions:
+    # "listed_first" leads the board but is clearly worse on the scored rows. The interval of
+    # (leader - model) lies wholly below 0, which does not contain 0 either.
+    y, strong = _scores(4, n=600, signal=1.5)
+    _, weak = _scores(4, n=600, signal=0.2)
+    board = _confident_board(y, {"listed_first": weak, "better": strong}, auc={"listed_first": 0.9, "better": 0.8})
+    assert list(board["model_id"]) == ["listed_first", "better"]
+    assert list(board["indistinguishable_from_leader"]) == [True, False]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from automl.metrics import DEFAULT_SORT, get, metrics_for, score_all
+from automl.metrics import DEFAULT_SORT, LOGLOSS_CLIP, get, metrics_for, score_all
 
 # Small constructed cases: 6 binary rows, 6 rows over 3 classes, 5 regression rows.
 Y_BIN = np.array([0, 0, 1, 1, 0, 1])
@@ -160,3 +160,68 @@ def test_better_predictions_score_better_in_every_metric():
         for metric in metrics_for(task):
             better = metric.sign() * (good_scores[metric.name] - bad_scores[metric.name])
             assert better > 0, (task, metric.name)
+
+
+def _weighted_cases():
+    """Every registry entry with data that has tied scores, class-imbalanced rows and integer weights."""
+    rng = np.random.default_rng(11)
+    n = 90
+    y_bin = (rng.random(n) < 0.3).astype(int)
+    s = np.round(np.clip(0.3 * y_bin + rng.random(n) * 0.7, 0, 1), 1)  # one decimal: many ties
+    y_multi = rng.integers(0, 3, n)
+    proba = rng.dirichlet(np.ones(3), n)
+    y_reg = rng.normal(size=n) * 3
+    data = {"binary": (y_bin, np.column_stack([1 - s, s])), "multiclass": (y_multi, proba),
+            "image": (y_multi, proba), "regression": (y_reg, y_reg + rng.normal(size=n))}
+    return [(task, m, *data[task]) for task in data for m in metrics_for(task)]
+
+
+WEIGHTED = _weighted_cases()
+
+
+@pytest.mark.parametrize(("task", "metric", "y", "pred"), WEIGHTED, ids=[f"{t}-{m.name}" for t, m, *_ in WEIGHTED])
+def test_weighted_form_is_the_metric_on_repeated_rows(task, metric, y, pred):
+    counts = np.random.default_rng(12).integers(0, 4, size=(5, len(y))).astype(float)
+    counts[:, :3] = 1.0  # every class keeps a row
+    if task == "binary":
+        counts[:, np.flatnonzero(y == 1)[:2]] = 1.0
+    repeated = [np.repeat(np.arange(len(y)), c.astype(int)) for c in counts]
+    expected = [metric.fn(y[r], pred[r]) for r in repeated]
+    np.testing.assert_allclose(metric.weighted(y, pred)(counts), expected, rtol=1e-10, atol=1e-12)
+    # Unit weights are the plain metric, in one row or many.
+    np.testing.assert_allclose(metric.weighted(y, pred)(np.ones((2, len(y)))), metric.fn(y, pred), rtol=1e-12)
+
+
+@pytest.mark.parametrize(("name", "reference"), [
+    ("auc", lambda y, p, w: skm.roc_auc_score(y, p[:, 1], sample_weight=w)),
+    ("aucpr", lambda y, p, w: skm.average_precision_score(y, p[:, 1], sample_weight=w)),
+    ("logloss", lambda y, p, w: skm.log_loss(y, p, sample_weight=w)),
+    ("mean_per_class_error", lambda y, p, w: 1 - skm.balanced_accuracy_score(y, p.argmax(axis=1), sample_weight=w)),
+])
+def test_weighted_binary_metrics_match_scikit_learn_sample_weights(name, reference):
+    _, _, y, pred = next(c for c in WEIGHTED if c[0] == "binary")
+    weights = np.random.default_rng(13).uniform(0.1, 3.0, size=(3, len(y)))  # not integers
+    expected = [reference(y, pred, w) for w in weights]
+    np.testing.assert_allclose(get(name, "binary").weighted(y, pred)(weights), expected, rtol=1e-10)
+
+
+def test_logloss_clips_at_one_constant():
+    # A true class given probability 0 costs -log(LOGLOSS_CLIP), in the plain and the weighted form alike.
+    y = np.array([0, 1])
+    proba = np.array([[1.0, 0.0], [1.0, 0.0]])
+    logloss = get("logloss", "binary")
+    assert logloss.fn(y, proba) == pytest.approx(-np.log(LOGLOSS_CLIP) / 2)
+    assert logloss.weighted(y, proba)(np.array([[0.0, 2.0]]))[0] == pytest.approx(-np.log(LOGLOSS_CLIP))
+
+
+def test_rmsle_is_nan_only_where_an_undefined_row_carries_weight():
+    rmsle = get("rmsle", "regression")
+    y, pred = np.array([0.0, 0.2, 1.5]), np.array([-2.0, 0.0, 2.0])
+    score = rmsle.weighted(y, pred)(np.array([[1.0, 1.0, 1.0], [0.0, 2.0, 1.0]]))
+    assert math.isnan(score[0])
+    assert score[1] == pytest.approx(rmsle.fn(y[[1, 1, 2]], pred[[1, 1, 2]]))
+
+
+def test_auc_still_rejects_rows_of_one_class():
+    with pytest.raises(ValueError, match="both classes"):
+        get("auc", "binary").fn(np.array([1, 1]), np.array([[0.2, 0.8], [0.6, 0.4]]))
