@@ -6,6 +6,7 @@ message names the file, column or value and says what to do.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import importlib
@@ -20,12 +21,19 @@ import pandas as pd
 from automl.errors import InputError
 from automl.images import is_image_source, load_images
 
-__all__ = ["DatasetCard", "Dataset", "cards_dir", "builtin_cards", "load", "from_frame", "read_table", "validate",
-           "TASKS"]
+__all__ = ["DatasetCard", "Dataset", "cards_dir", "builtin_cards", "load", "from_frame", "read_table", "compact",
+           "distinct_counts", "validate", "TASKS", "MAX_CLASSES"]
 
 TASKS = ("binary", "multiclass", "regression", "image")
 #: A text column whose values parse as numbers this often is a numeric column with typos.
 _NUMERIC_SHARE = 0.95
+#: A classification target has at most this many classes, and two rows per class on average;
+#: beyond that it is an identifier or a number to regress on.
+MAX_CLASSES = 1000
+#: How much of a CSV the separator is sniffed from.
+_SNIFF_BYTES = 1024
+#: ``pandas.api.types.infer_dtype`` kinds of an object column that hold numbers (or nothing).
+_NUMBER_KINDS = ("boolean", "integer", "floating", "mixed-integer-float", "decimal", "empty")
 
 
 @dataclass(frozen=True)
@@ -99,9 +107,9 @@ def load(name_or_path: str, target: str | None = None, task: str | None = None) 
         return _image_dataset(DatasetCard(name=_slug(path.stem), target="label", task="image"), x, y, str(path))
     if name_or_path in cards:
         card = cards[name_or_path]
-        frame, source = _load_builtin(card)
+        frame, source = _load_builtin(card, target or card.target)
     elif path.suffix.lower() in (".csv", ".parquet", ".pq") or path.exists():
-        frame, source = read_table(path), str(path)
+        frame, source = read_table(path, target), str(path)
         card = DatasetCard(name=_slug(path.stem))
     else:
         raise InputError(f"unknown dataset {name_or_path!r}: use one of {', '.join(sorted(cards))} "
@@ -114,7 +122,8 @@ def from_frame(frame: pd.DataFrame, name: str, target: str | None, task: str | N
     if task is not None and task not in TASKS:
         raise InputError(f"unknown task {task!r}: use one of {', '.join(TASKS)}")
     card = _with_overrides(DatasetCard(name=name), target, task, "DataFrame")
-    return _checked(frame.reset_index(drop=True), card, "DataFrame")
+    _check_unique_names(list(frame.columns), "DataFrame")
+    return _checked(compact(frame.reset_index(drop=True), card.target), card, "DataFrame")
 
 
 def _checked(frame: pd.DataFrame, card: DatasetCard, source: str) -> Dataset:
@@ -122,12 +131,12 @@ def _checked(frame: pd.DataFrame, card: DatasetCard, source: str) -> Dataset:
     return Dataset(frame, card, source, _fingerprint(frame, card))
 
 
-def _load_builtin(card: DatasetCard) -> tuple[pd.DataFrame, str]:
+def _load_builtin(card: DatasetCard, target: str | None) -> tuple[pd.DataFrame, str]:
     if card.file:
         path = cards_dir() / card.file
-        return read_table(path), str(path)
+        return read_table(path, target), str(path)
     bunch = _call_loader(replace(card, loader_kwargs={"as_frame": True, **card.loader_kwargs}))
-    return bunch.frame, f"{card.loader}({card.loader_kwargs})"
+    return compact(bunch.frame, target), f"{card.loader}({card.loader_kwargs})"
 
 
 def _load_builtin_images(card: DatasetCard) -> tuple[np.ndarray, np.ndarray, str]:
@@ -162,41 +171,152 @@ def _with_overrides(card: DatasetCard, target: str | None, task: str | None, sou
     return replace(card, target=target or card.target, task=task or card.task)
 
 
-def read_table(path: Path) -> pd.DataFrame:
+def read_table(path: Path, target: str | None = None) -> pd.DataFrame:
+    """Read a CSV or Parquet file through pyarrow into a compact frame (see :func:`compact`).
+
+    A CSV may start with a UTF-8 byte order mark and use ``,``, ``;``, tab or ``|`` as separator
+    (sniffed from its first KB); with ``;``, decimal commas are read as numbers.
+    """
     if not path.exists():
         raise InputError(f"{path}: file not found; check the path")
     if path.is_dir():
         raise InputError(f"{path}: is a folder; give a .csv or .parquet file")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: the file is empty; give a table with a header row and data rows")
+    import pyarrow as pa
+
     try:
-        if path.suffix.lower() in (".parquet", ".pq"):
-            frame = pd.read_parquet(path)
-        else:
-            _check_csv_header(path)
-            frame = pd.read_csv(path)
+        table = _read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else _read_csv(path)
     except InputError:
         raise
-    except pd.errors.EmptyDataError:
-        raise InputError(f"{path}: the file is empty; give a table with a header row and data rows") from None
-    except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+    except (OSError, ValueError, pa.ArrowException) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"{path}: cannot be read as a table ({reason}); "
                          "give a UTF-8 CSV with a header row or a Parquet file") from None
-    if frame.columns.duplicated().any():
-        dupes = sorted(set(frame.columns[frame.columns.duplicated()]))
-        raise InputError(f"{path}: duplicate column names {dupes}; rename them so each is unique")
-    return frame
+    _check_unique_names(table.column_names, path)
+    columns = {}
+    for name, column in zip(table.column_names, table.columns, strict=True):
+        if name == target:
+            columns[name] = column.to_pandas()  # the target's values stay exactly as written
+        elif pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            columns[name] = column.dictionary_encode().to_pandas()  # pyarrow's hashing beats pandas' by 3x
+        else:
+            columns[name] = _compact_column(column.to_pandas(date_as_object=False))
+    return pd.DataFrame(columns, copy=False)
 
 
-def _check_csv_header(path: Path) -> None:
-    """Reject duplicate header names, which pandas would silently rename to ``x.1``."""
-    with path.open(newline="", encoding="utf-8-sig") as fh:  # pandas drops a BOM too
-        header = next(csv.reader(fh), None)
+def compact(frame: pd.DataFrame, target: str | None) -> pd.DataFrame:
+    """The frame with float32 feature numbers (booleans as 0/1) and categorical text; ``target`` untouched.
+
+    Dates and categoricals stay as they are. This halves the memory of a table of float64 numbers
+    and makes text columns cost one small integer per row.
+    """
+    return pd.DataFrame({c: frame[c] if c == target else _compact_column(frame[c]) for c in frame.columns},
+                        copy=False)
+
+
+def _compact_column(values: pd.Series) -> pd.Series:
+    kind = pd.api.types.infer_dtype(values, skipna=True) if values.dtype == object else None
+    if (pd.api.types.is_numeric_dtype(values.dtype) and not isinstance(values.dtype, pd.CategoricalDtype)) \
+            or kind in _NUMBER_KINDS:
+        return pd.Series(values.to_numpy(dtype="float32", na_value=np.nan), index=values.index, name=values.name)
+    if values.dtype == object or pd.api.types.is_string_dtype(values.dtype):
+        return values.astype("category")
+    return values
+
+
+def _read_parquet(path: Path) -> Any:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    # A frame saved with its index keeps it as a column; it is not data.
+    index = [c for c in (table.schema.pandas_metadata or {}).get("index_columns", []) if isinstance(c, str)]
+    return table.drop_columns(index)
+
+
+def _read_csv(path: Path) -> Any:
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    delimiter = _sniff_delimiter(path)
+    _check_csv_header(path, delimiter)
+
+    def read(newlines_in_values: bool) -> pa.Table:
+        return pacsv.read_csv(path, parse_options=pacsv.ParseOptions(delimiter=delimiter,
+                                                                     newlines_in_values=newlines_in_values),
+                              convert_options=pacsv.ConvertOptions(strings_can_be_null=True))
+
+    try:
+        table = read(newlines_in_values=False)
+    except pa.ArrowInvalid:  # quoted line breaks need the slower serial parser; a ragged file fails again
+        table = read(newlines_in_values=True)
+    if any(pa.types.is_binary(t) for t in table.schema.types):  # pyarrow's type for text that is not UTF-8
+        raise _not_utf8(path)
+    return _decimal_commas(table) if delimiter == ";" else table
+
+
+def _decimal_commas(table: Any) -> Any:
+    """Text columns of ``;``-separated files that are numbers written with a decimal comma, as numbers."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    for i, column in enumerate(table.columns):
+        if pa.types.is_string(column.type):
+            try:
+                numbers = pc.cast(pc.replace_substring(column, ",", "."), pa.float64())
+            except pa.ArrowInvalid:
+                continue
+            table = table.set_column(i, table.field(i).with_type(pa.float64()), numbers)
+    return table
+
+
+def _sniff_delimiter(path: Path) -> str:
+    with path.open("rb") as fh:
+        head = fh.read(_SNIFF_BYTES)
+    try:  # an incremental decoder does not fail on a character cut at the end of the sample
+        text = codecs.getincrementaldecoder("utf-8")().decode(head, final=len(head) < _SNIFF_BYTES)
+    except UnicodeDecodeError:
+        raise _not_utf8(path) from None
+    text = text.removeprefix("\ufeff")
+    sample = text[: text.rfind("\n") + 1] or text  # whole lines only
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=",;\t|").delimiter
+    except csv.Error:  # one column, or too little text to tell
+        return ","
+
+
+def _not_utf8(path: Path) -> InputError:
+    """The error for a file that is not UTF-8, naming the first bad line (read in 1 MB chunks)."""
+    decoder, line = codecs.getincrementaldecoder("utf-8")(), 1
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as exc:
+                line += chunk[: max(exc.start, 0)].count(b"\n")
+                break
+            line += chunk.count(b"\n")
+    return InputError(f"{path}: cannot be read as a table: line {line} is not UTF-8 text; "
+                      "save it as UTF-8 (a spreadsheet's \"CSV UTF-8\") or as Parquet")
+
+
+def _check_csv_header(path: Path, delimiter: str) -> None:
+    """Reject duplicate header names, which would otherwise be renamed or lost."""
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            header = next(csv.reader(fh, delimiter=delimiter), None)
+    except UnicodeDecodeError:
+        raise _not_utf8(path) from None
     if not header:
         raise InputError(f"{path}: the file is empty; give a table with a header row and data rows")
+    _check_unique_names(header, path)
+
+
+def _check_unique_names(names: list[str], source: Path | str) -> None:
     seen: set[str] = set()
-    dupes = sorted({h for h in header if h in seen or seen.add(h)})  # type: ignore[func-returns-value]
+    dupes = sorted({str(n) for n in names if n in seen or seen.add(n)})  # type: ignore[func-returns-value]
     if dupes:
-        raise InputError(f"{path}: duplicate column names {dupes}; rename them so each is unique")
+        raise InputError(f"{source}: duplicate column names {dupes}; rename them so each is unique")
 
 
 def validate(frame: pd.DataFrame, card: DatasetCard, source: str) -> None:
@@ -213,35 +333,59 @@ def validate(frame: pd.DataFrame, card: DatasetCard, source: str) -> None:
     y = frame[target]
     if y.isna().all():
         raise InputError(f"{source}: target column {target!r} is empty; fill it or choose another target")
-    if y.dropna().nunique() < 2:
+    n_values = y.nunique()
+    if n_values < 2:
         raise InputError(f"{source}: target column {target!r} has a single value ({y.dropna().tolist()[0]!r}); "
                          "a model needs at least two classes or values to learn from")
+    classification = card.task in ("binary", "multiclass") or (
+        card.task is None and not pd.api.types.is_numeric_dtype(y.dtype))
+    if classification and (n_values > MAX_CLASSES or y.notna().sum() < 2 * n_values):
+        raise InputError(f"{source}: target column {target!r} has {n_values:,} classes in {y.notna().sum():,} rows, "
+                         f"too many for classification (at most {MAX_CLASSES:,}, with 2 rows per class on average); "
+                         "pass --task regression for a numeric target, or merge classes")
     if len(frame.columns) < 2:
         raise InputError(f"{source}: only the target column {target!r}; add feature columns")
     for col in frame.columns:
         values = frame[col]
         if values.isna().all():
             raise InputError(f"{source}: column {col!r} is empty in every row; drop it or fill it")
-        if col != target and not pd.api.types.is_numeric_dtype(values) and col not in card.drop:
+        if (col != target and col not in card.drop and not pd.api.types.is_numeric_dtype(values.dtype)
+                and not pd.api.types.is_datetime64_any_dtype(values.dtype)):
             _check_numeric_typos(values, str(col), source)
+
+
+def distinct_counts(values: pd.Series) -> pd.Series:
+    """How often each value occurs (missing cells left out): per category for a categorical, so it scales."""
+    counts = values.value_counts(sort=False)
+    return counts[counts > 0]
 
 
 def _check_numeric_typos(values: pd.Series, col: str, source: str) -> None:
     """A column of numbers with a few words in it is a data error, not a category."""
-    present = values.dropna()
-    numbers = pd.to_numeric(present, errors="coerce")
-    share = numbers.notna().mean()
+    counts = distinct_counts(values)
+    is_number = pd.to_numeric(counts.index.to_series(), errors="coerce").notna().to_numpy()
+    share = counts[is_number].sum() / counts.sum()
     if _NUMERIC_SHARE <= share < 1.0:
-        bad = present[numbers.isna()]
-        raise InputError(f"{source}: column {col!r} holds numbers but row {bad.index[0] + 1} has "
-                         f"{bad.iloc[0]!r} ({len(bad)} such cells); fix them or leave them blank")
+        bad = counts[~is_number]
+        first = int(np.argmax(values.isin(bad.index).to_numpy()))
+        raise InputError(f"{source}: column {col!r} holds numbers but row {values.index[first] + 1} has "
+                         f"{values.iloc[first]!r} ({bad.sum()} such cells); fix them or leave them blank")
 
 
 def _fingerprint(frame: pd.DataFrame, card: DatasetCard) -> str:
-    """A content hash of the data and the card: the key for caches and studies."""
-    digest = hashlib.sha256(pd.util.hash_pandas_object(frame, index=True).values.tobytes())
-    digest.update(json.dumps(card.__dict__, sort_keys=True, default=str).encode())
-    digest.update(",".join(map(str, frame.columns)).encode())
+    """A content hash of the data and the card: the key for caches and studies.
+
+    Numbers are hashed as their bytes (about 1 GB/s); other columns by pandas' per-row hash, which
+    for a categorical hashes each category once and ignores the order of the categories.
+    """
+    digest = hashlib.sha256(json.dumps(card.__dict__, sort_keys=True, default=str).encode())
+    for col in frame.columns:
+        values = frame[col]
+        digest.update(f"\0{col}\0{values.dtype}\0".encode())
+        if isinstance(values.dtype, np.dtype) and values.dtype.kind in "biuf":
+            digest.update(np.ascontiguousarray(values.to_numpy()))
+        else:
+            digest.update(pd.util.hash_pandas_object(values, index=False).to_numpy())
     return digest.hexdigest()[:16]
 
 

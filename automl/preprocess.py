@@ -7,26 +7,32 @@ predictions on raw rows need nothing but the model directory.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from pandas.tseries.api import guess_datetime_format
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from automl.data import Dataset
+from automl.data import Dataset, distinct_counts
 from automl.errors import InputError
 from automl.images import PixelScaler
 
-__all__ = ["Schema", "infer_schema", "encode_target", "make_preprocessor", "CleanFrame"]
+__all__ = ["Schema", "infer_schema", "encode_target", "make_preprocessor", "CleanFrame", "DatetimeParts"]
 
 #: Text columns with more distinct values than this (and mostly unique) are free text or ids.
 _MAX_CATEGORIES = 50
 _ID_NAME = re.compile(r"(^|_|\b)(id|uuid|key)$|Id$", re.IGNORECASE)
+#: A text column whose values parse as dates this often (missing cells aside) is a date column.
+_DATE_SHARE = 0.95
+#: The numbers a date becomes, by their ``Series.dt`` names; the hour only where times of day vary.
+_DATE_PARTS = ("year", "month", "day", "weekday")
 
 
 @dataclass
@@ -42,10 +48,12 @@ class Schema:
     dropped: dict[str, str] = field(default_factory=dict)
     #: For image tasks: (height, width, channels) of every image.
     image_shape: list[int] | None = None
+    #: Date and time columns: the model sees their year, month, day, weekday (and hour).
+    datetime: list[str] = field(default_factory=list)
 
     @property
     def features(self) -> list[str]:
-        return self.numeric + self.categorical
+        return self.numeric + self.categorical + self.datetime
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -68,25 +76,81 @@ def infer_schema(ds: Dataset) -> Schema:
     elif not pd.api.types.is_numeric_dtype(y):
         raise InputError(f"{ds.source}: task 'regression' needs a numeric target, but {ds.target!r} holds "
                          f"{y.iloc[0]!r}; use --task binary or multiclass")
-    numeric, categorical, dropped = [], [], {c: "dropped by the dataset card" for c in card.drop}
+    numeric, categorical, datetime, dropped = [], [], [], {c: "dropped by the dataset card" for c in card.drop}
     for col in frame.columns:
         if col == ds.target or col in dropped:
             continue
-        values = frame[col].dropna()
+        values = frame[col]
         n_unique = values.nunique()
         if n_unique <= 1:
             dropped[col] = "a single value"
         elif _looks_like_id(col, values, len(frame)):
             dropped[col] = "a row identifier"
-        elif pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        elif pd.api.types.is_datetime64_any_dtype(values.dtype):
+            datetime.append(col)
+        elif pd.api.types.is_numeric_dtype(values.dtype):
             numeric.append(col)
-        elif pd.to_numeric(values, errors="coerce").notna().all():
-            numeric.append(col)  # numbers stored as text
-        elif n_unique > _MAX_CATEGORIES and n_unique > 0.5 * len(values):
-            dropped[col] = f"free text or a code ({n_unique} distinct values)"
         else:
-            categorical.append(col)
-    return Schema(task, ds.target, numeric, categorical, list(card.zero_means_missing), classes, dropped)
+            kind = _text_kind(distinct_counts(values))
+            if kind == "numbers":
+                numeric.append(col)  # numbers stored as text
+            elif kind == "dates":
+                datetime.append(col)
+            elif kind:
+                dropped[col] = kind
+            elif n_unique > _MAX_CATEGORIES and n_unique > 0.5 * values.notna().sum():
+                dropped[col] = f"free text or a code ({n_unique} distinct values)"
+            else:
+                categorical.append(col)
+    return Schema(task, ds.target, numeric, categorical, list(card.zero_means_missing), classes, dropped,
+                  datetime=datetime)
+
+
+def _text_kind(counts: pd.Series) -> str | None:
+    """``"numbers"`` or ``"dates"`` for a text column of those, a reason to drop it when it mixes them,
+    else None (a category or free text). ``counts``: how often each distinct value occurs."""
+    is_number = pd.to_numeric(counts.index.to_series(), errors="coerce").notna().to_numpy()
+    if is_number.all():
+        return "numbers"
+    words = counts[~is_number]
+    fmt = _date_format(words.index)
+    dates = fmt is not None and _parse_dates(words.index.to_series(), fmt).notna().to_numpy()
+    total, n_dates, n_numbers = counts.sum(), words[dates].sum() if fmt else 0, counts[is_number].sum()
+    if n_dates >= _DATE_SHARE * total:
+        return "dates"
+    if n_dates and n_numbers and n_dates + n_numbers >= _DATE_SHARE * total:
+        return f"mixed numbers ({n_numbers} cells) and dates ({n_dates} cells); keep one kind per column"
+    return None
+
+
+def _date_format(values: pd.Index) -> str | None:
+    """The strptime format of the first of a few distinct values that looks like a full date, if any.
+
+    A format needs a year, a month and a day: a month name alone ("Mar") or a number is no date.
+    """
+    for sample in values[:20]:
+        fmt = guess_datetime_format(str(sample))
+        if fmt and "%d" in fmt and ("%Y" in fmt or "%y" in fmt) and any(m in fmt for m in ("%m", "%b", "%B")):
+            return "ISO8601" if fmt.startswith("%Y-%m-%d") else fmt  # ISO dates may or may not have a time
+    return None
+
+
+def _parse_dates(values: pd.Series, fmt: str | None) -> pd.Series:
+    """Dates as timestamps (text in UTC, so mixed offsets agree); what does not parse is NaT.
+
+    Without ``fmt`` (a column that was a timestamp in training, given as text now) pandas guesses.
+    """
+    if pd.api.types.is_datetime64_any_dtype(values.dtype):
+        return values
+    return _by_category(values, lambda v: pd.to_datetime(v.astype("str"), format=fmt, errors="coerce", utc=True))
+
+
+def _by_category(values: pd.Series, convert: Callable[[pd.Series], pd.Series]) -> pd.Series:
+    """``convert(values)``, computed once per category for a categorical column (the fast path at scale)."""
+    if not isinstance(values.dtype, pd.CategoricalDtype):
+        return convert(values)
+    table = convert(values.cat.categories.to_series()).array
+    return pd.Series(table.take(values.cat.codes.to_numpy(), allow_fill=True), index=values.index, name=values.name)
 
 
 def _infer_task(y: pd.Series) -> str:
@@ -104,8 +168,8 @@ def _looks_like_id(col: str, values: pd.Series, n_rows: int) -> bool:
         return False
     if _ID_NAME.search(str(col)):
         return True
-    if pd.api.types.is_integer_dtype(values):
-        ordered = values.sort_values().to_numpy()
+    if pd.api.types.is_numeric_dtype(values.dtype):  # integers, also when read as float32
+        ordered = values.sort_values().to_numpy(dtype="float64")
         return bool(np.all(np.diff(ordered) == 1))
     return False
 
@@ -119,38 +183,73 @@ def encode_target(schema: Schema, y: pd.Series) -> np.ndarray:
 
 
 class CleanFrame(BaseEstimator, TransformerMixin):
-    """Apply the card's column rules and fix dtypes, by column name (order-independent)."""
+    """Apply the card's column rules and fix dtypes, by column name (order-independent).
 
-    def __init__(self, numeric: list[str], categorical: list[str], zero_means_missing: list[str]):
+    Numbers become float32; date columns pass through as they are, for :class:`DatetimeParts`.
+    """
+
+    def __init__(self, numeric: list[str], categorical: list[str], zero_means_missing: list[str],
+                 datetime: list[str] | None = None):
         self.numeric = numeric
         self.categorical = categorical
         self.zero_means_missing = zero_means_missing
+        self.datetime = datetime
 
     def fit(self, x: pd.DataFrame, y: Any = None) -> CleanFrame:
         return self
 
     def transform(self, x: pd.DataFrame) -> pd.DataFrame:
-        out = pd.DataFrame(index=x.index)
+        out = {}
         for col in self.numeric:
-            values = pd.to_numeric(x[col], errors="coerce").astype("float64")
+            values = _by_category(x[col], lambda v: pd.to_numeric(v, errors="coerce")).astype("float32")
             out[col] = values.mask(values == 0) if col in self.zero_means_missing else values
         for col in self.categorical:
             out[col] = x[col].astype("object").where(x[col].notna(), np.nan)
-        return out
+        for col in self.datetime or []:
+            out[col] = x[col]
+        return pd.DataFrame(out, index=x.index)
+
+
+class DatetimeParts(BaseEstimator, TransformerMixin):
+    """Date columns as numbers: year, month, day, weekday (0 = Monday), and the hour where the
+    training rows' times of day vary. Text is parsed with the format learnt from the training
+    rows; what does not parse is missing (NaN)."""
+
+    def fit(self, x: pd.DataFrame, y: Any = None) -> DatetimeParts:
+        self.formats_: dict[str, str | None] = {}
+        self.parts_: dict[str, list[str]] = {}
+        for col in x.columns:
+            values = x[col]
+            text = None if pd.api.types.is_datetime64_any_dtype(values.dtype) else distinct_counts(values).index
+            self.formats_[col] = None if text is None else _date_format(text)
+            hours = _parse_dates(values, self.formats_[col]).dt.hour
+            self.parts_[col] = [*_DATE_PARTS, "hour"] if hours.nunique() > 1 else list(_DATE_PARTS)
+        return self
+
+    def transform(self, x: pd.DataFrame) -> np.ndarray:
+        columns = []
+        for col, parts in self.parts_.items():
+            stamps = _parse_dates(x[col], self.formats_[col]).dt
+            columns += [getattr(stamps, part).to_numpy(dtype="float32", na_value=np.nan) for part in parts]
+        return np.column_stack(columns) if columns else np.empty((len(x), 0), dtype="float32")
 
 
 def make_preprocessor(schema: Schema) -> Pipeline | PixelScaler:
-    """An unfitted pipeline: column rules, median imputation with missing indicators,
-    scaling, and one-hot encoding (rare and unseen categories share one column).
+    """An unfitted pipeline: column rules, date parts, median imputation with missing indicators,
+    scaling, and one-hot encoding (rare and unseen categories share one column); float32 out.
     Images only get their pixels scaled."""
     if schema.task == "image":
         return PixelScaler()
-    numeric = Pipeline([("impute", SimpleImputer(strategy="median", add_indicator=True)),
-                        ("scale", StandardScaler())])
+
+    def impute_and_scale() -> list[tuple[str, Any]]:
+        return [("impute", SimpleImputer(strategy="median", add_indicator=True)), ("scale", StandardScaler())]
+
     categorical = Pipeline([("impute", SimpleImputer(strategy="constant", fill_value="(missing)")),
                             ("onehot", OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=5,
-                                                     max_categories=20, sparse_output=False))])
-    columns = ColumnTransformer([("numeric", numeric, schema.numeric),
-                                 ("categorical", categorical, schema.categorical)])
-    return Pipeline([("clean", CleanFrame(schema.numeric, schema.categorical, schema.zero_means_missing)),
-                     ("columns", columns)])
+                                                     max_categories=20, sparse_output=False, dtype=np.float32))])
+    columns = ColumnTransformer([("numeric", Pipeline(impute_and_scale()), schema.numeric),
+                                 ("categorical", categorical, schema.categorical),
+                                 ("datetime", Pipeline([("parts", DatetimeParts()), *impute_and_scale()]),
+                                  schema.datetime)])
+    clean = CleanFrame(schema.numeric, schema.categorical, schema.zero_means_missing, schema.datetime)
+    return Pipeline([("clean", clean), ("columns", columns)])

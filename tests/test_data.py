@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from automl.data import builtin_cards, load
+from automl.data import builtin_cards, from_frame, load
 from automl.errors import InputError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -86,6 +86,27 @@ def _copy(folder: Path) -> None:
     (folder / "data.csv").write_text(DIABETES_CSV.read_text())
 
 
+def _no_target_values(folder: Path) -> None:
+    frame = _diabetes()
+    frame["Outcome"] = np.nan
+    frame.to_csv(folder / "no_outcome.csv", index=False)
+
+
+def _latin1(folder: Path) -> None:
+    # A spreadsheet's "CSV" in Windows-1252: the accented byte 0xe9 on line 3 is not UTF-8.
+    (folder / "latin.csv").write_bytes("city,size,y\nParis,1,0\nCréteil,2,1\nLyon,3,0\n".encode("cp1252"))
+
+
+def _empty_parquet(folder: Path) -> None:
+    (folder / "empty.parquet").write_bytes(b"")
+
+
+def _many_classes(folder: Path) -> None:
+    rng = np.random.default_rng(0)
+    pd.DataFrame({"x": rng.normal(size=20_000), "label": [f"c{i % 10_000}" for i in range(20_000)]}).to_csv(
+        folder / "labels.csv", index=False)
+
+
 #: name → (write files, CLI arguments, fragments the one-line message must contain).
 BAD_INPUTS: dict[str, tuple[Callable[[Path], None], list[str], list[str]]] = {
     "unknown-name": (_no_files, ["no-such-dataset"],
@@ -103,12 +124,19 @@ BAD_INPUTS: dict[str, tuple[Callable[[Path], None], list[str], list[str]]] = {
     "numeric-typo": (_typo, ["typo.csv", "--target", "Outcome"], ["typo.csv", "'Glucose'", "'abc'", "row 42"]),
     "duplicate-header": (_duplicate_header, ["dupes.csv", "--target", "Outcome"], ["dupes.csv", "duplicate", "BMI"]),
     "no-target-for-file": (_copy, ["data.csv"], ["data.csv", "--target"]),
+    "all-missing-target": (_no_target_values, ["no_outcome.csv", "--target", "Outcome"],
+                           ["no_outcome.csv", "target column 'Outcome' is empty"]),
+    "not-utf8": (_latin1, ["latin.csv", "--target", "y"], ["latin.csv", "cannot be read", "line 3", "not UTF-8"]),
+    "empty-parquet": (_empty_parquet, ["empty.parquet", "--target", "y"], ["empty.parquet", "empty"]),
+    "too-many-classes": (_many_classes, ["labels.csv", "--target", "label"],
+                         ["labels.csv", "'label'", "10,000 classes", "too many for classification",
+                          "--task regression"]),
 }
 #: Bad arguments that never reach ``automl.data``: checked through the CLI only.
 BAD_ARGUMENTS: dict[str, tuple[Callable[[Path], None], list[str], list[str]]] = {
     "unknown-sort-metric": (_no_files, ["diabetes", "--sort-metric", "f1"], ["--sort-metric", "'f1'", "auc"]),
-    "zero-runtime": (_no_files, ["diabetes", "--max-runtime-secs", "0"], ["--max-runtime-secs", "=0"]),
-    "negative-runtime": (_no_files, ["diabetes", "--max-runtime-secs=-5"], ["--max-runtime-secs", "=-5"]),
+    "zero-runtime": (_no_files, ["diabetes", "--max-runtime-secs", "0"], ["--max-runtime-secs", "0"]),
+    "negative-runtime": (_no_files, ["diabetes", "--max-runtime-secs=-5"], ["--max-runtime-secs", "-5"]),
 }
 CLI_CASES = {**BAD_INPUTS, **BAD_ARGUMENTS}
 
@@ -147,14 +175,6 @@ def test_target_with_missing_values_and_one_class(tmp_path):
         load(str(tmp_path / "d.csv"), target="Outcome")
 
 
-def test_all_missing_target_is_named(tmp_path):
-    frame = _diabetes()
-    frame["Outcome"] = np.nan
-    frame.to_csv(tmp_path / "d.csv", index=False)
-    with pytest.raises(InputError, match="target column 'Outcome' is empty"):
-        load(str(tmp_path / "d.csv"), target="Outcome")
-
-
 def test_duplicate_header_with_a_byte_order_mark_is_caught(tmp_path):
     # Spreadsheet programs write a UTF-8 BOM; it must not hide a duplicate first column.
     text = "a,a,y\n" + "".join(f"{i},{i * 2},{i % 2}\n" for i in range(10))
@@ -169,6 +189,18 @@ def test_ragged_csv_and_garbage_parquet_cannot_be_read(tmp_path):
     for name in ("ragged.csv", "broken.parquet"):
         with pytest.raises(InputError, match=rf"{name}: cannot be read as a table"):
             load(str(tmp_path / name), target="y")
+
+
+def test_too_many_classes_depends_on_rows_per_class_and_task(tmp_path):
+    labels = [f"c{i % 300}" for i in range(500)]  # under 1,000 classes, but fewer than 2 rows per class
+    pd.DataFrame({"x": np.arange(500.0), "label": labels}).to_csv(tmp_path / "few.csv", index=False)
+    with pytest.raises(InputError, match="300 classes in 500 rows"):
+        load(str(tmp_path / "few.csv"), target="label")
+    numbers = pd.DataFrame({"x": np.arange(500.0), "y": np.arange(500) % 300})
+    numbers.to_csv(tmp_path / "numbers.csv", index=False)
+    assert load(str(tmp_path / "numbers.csv"), target="y").frame.shape == (500, 2)  # a regression target
+    with pytest.raises(InputError, match="300 classes in 500 rows"):
+        load(str(tmp_path / "numbers.csv"), target="y", task="multiclass")
 
 
 def test_unknown_task_is_rejected():
@@ -298,3 +330,108 @@ def test_fingerprint_changes_with_data_and_card(tmp_path):
     fingerprints = {base, plain.fingerprint, changed_value.fingerprint, changed_name.fingerprint,
                     load("diabetes", task="multiclass").fingerprint, load("diabetes", target="Glucose").fingerprint}
     assert len(fingerprints) == 6
+
+
+# -- pyarrow ingest: compact dtypes, exact targets, any separator -----------------------------------
+MIXED_CSV = """\
+count,price,city,when,member,note,y
+1,2.5,Paris,2024-02-29,true,,3
+2,,Lyon,2023-12-31,false,a,1
+,4.25,,2013-01-01,,b,2
+4,8.0,Paris,,true,c,1
+"""
+
+
+def test_mixed_types_are_read_compactly(tmp_path):
+    (tmp_path / "mixed.csv").write_text(MIXED_CSV)
+    frame = load(str(tmp_path / "mixed.csv"), target="y").frame
+    assert list(frame.columns) == ["count", "price", "city", "when", "member", "note", "y"]
+    for col in ("count", "price", "member"):  # integers, floats and booleans are float32 features
+        assert frame[col].dtype == np.float32, col
+    np.testing.assert_array_equal(frame["count"], [1, 2, np.nan, 4])
+    np.testing.assert_array_equal(frame["price"], [2.5, np.nan, 4.25, 8.0])
+    np.testing.assert_array_equal(frame["member"], [1, 0, np.nan, 1])
+    assert isinstance(frame["city"].dtype, pd.CategoricalDtype)
+    assert frame["city"].tolist()[:2] == ["Paris", "Lyon"] and frame["city"].isna().tolist() == [0, 0, 1, 0]
+    assert frame["note"].isna().tolist() == [1, 0, 0, 0]  # an empty text cell is missing, not ""
+    assert pd.api.types.is_datetime64_any_dtype(frame["when"])
+    assert frame["when"].tolist()[:3] == [pd.Timestamp("2024-02-29"), pd.Timestamp("2023-12-31"),
+                                          pd.Timestamp("2013-01-01")] and pd.isna(frame["when"].iloc[3])
+    assert frame["y"].dtype == np.int64 and frame["y"].tolist() == [3, 1, 2, 1]
+
+
+def test_targets_keep_their_exact_values(tmp_path):
+    values = [0.1, 1 / 3, 123456789.123, 2.0] * 5
+    frame = pd.DataFrame({"x": range(20), "real": values, "label": ["yes", "no"] * 10})
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    real = load(str(tmp_path / "t.csv"), target="real").frame
+    assert real["real"].dtype == np.float64 and real["real"].tolist() == values  # float32 would round these
+    assert real["label"].dtype == "category"  # a feature here ...
+    label = load(str(tmp_path / "t.csv"), target="label").frame["label"]
+    assert not isinstance(label.dtype, pd.CategoricalDtype) and label.tolist() == ["yes", "no"] * 10  # ... not here
+
+
+def test_semicolons_byte_order_mark_and_decimal_commas(tmp_path):
+    # What a spreadsheet in a European locale saves as "CSV UTF-8".
+    text = "name;weight;y\r\n" + "".join(f"n{i};{i},5;{i % 2}\r\n" for i in range(12))
+    (tmp_path / "excel.csv").write_bytes(text.encode("utf-8-sig"))
+    frame = load(str(tmp_path / "excel.csv"), target="y").frame
+    assert list(frame.columns) == ["name", "weight", "y"]
+    assert frame["weight"].dtype == np.float32 and frame["weight"].tolist()[:3] == [0.5, 1.5, 2.5]
+    assert frame["name"].iloc[0] == "n0"
+
+
+@pytest.mark.parametrize(("separator", "name"), [("\t", "tabs.tsv"), ("|", "pipes.csv")])
+def test_other_separators(tmp_path, separator, name):
+    frame = _diabetes()
+    frame.to_csv(tmp_path / name, index=False, sep=separator)
+    loaded = load(str(tmp_path / name), target="Outcome").frame
+    assert list(loaded.columns) == DIABETES_COLUMNS
+    np.testing.assert_array_equal(loaded["BMI"], frame["BMI"].astype("float32"))
+
+
+def test_quoted_line_breaks(tmp_path):
+    (tmp_path / "notes.csv").write_text('note,x,y\n"two\nlines",1,0\nplain,2,1\n"a, b",3,0\n')
+    frame = load(str(tmp_path / "notes.csv"), target="y").frame
+    assert frame["note"].tolist() == ["two\nlines", "plain", "a, b"] and frame["x"].tolist() == [1, 2, 3]
+
+
+def test_loaded_table_is_at_most_twice_its_float32_size(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 5_000
+    frame = pd.DataFrame({f"x{i}": rng.normal(size=n) for i in range(10)})
+    for j in range(3):
+        frame[f"c{j}"] = [f"level{k}" for k in rng.integers(0, 50, n)]
+    frame["y"] = rng.integers(0, 2, n)
+    frame.to_csv(tmp_path / "wide.csv", index=False)
+    loaded = load(str(tmp_path / "wide.csv"), target="y").frame
+    float32_size = loaded.shape[0] * loaded.shape[1] * 4
+    assert loaded.memory_usage(deep=True).sum() <= 2 * float32_size
+    assert frame.memory_usage(deep=True).sum() > 2 * float32_size  # what pandas alone would hold
+
+
+def test_parquet_timestamps_and_in_memory_frames_are_compacted_alike(tmp_path):
+    frame = pd.DataFrame({"when": pd.date_range("2024-01-01", periods=30, freq="37h", tz="UTC"),
+                          "n": np.arange(30) % 7, "city": ["Oslo", "Rome", "Lima"] * 10, "y": [0, 1] * 15})
+    frame.to_parquet(tmp_path / "t.parquet", index=False)
+    from_file = load(str(tmp_path / "t.parquet"), target="y")
+    from_memory = from_frame(frame, "t", target="y")
+    when = from_file.frame["when"].dtype
+    assert isinstance(when, pd.DatetimeTZDtype) and str(when.tz) == "UTC"
+    assert from_file.frame["n"].dtype == np.float32 and from_file.frame["city"].dtype == "category"
+    pd.testing.assert_frame_equal(from_memory.frame, from_file.frame, check_categorical=False)
+    assert from_memory.fingerprint == from_file.fingerprint
+
+
+def test_fingerprint_ignores_the_order_of_categories():
+    frame = pd.DataFrame({"city": ["Oslo", "Rome", "Lima", "Oslo"], "y": [0, 1, 0, 1]})
+    reordered = frame.astype({"city": pd.CategoricalDtype(["Rome", "Oslo", "Lima"])})
+    assert from_frame(frame, "t", "y").fingerprint == from_frame(reordered, "t", "y").fingerprint
+    changed = frame.assign(city=["Oslo", "Rome", "Lima", "Rome"])
+    assert from_frame(changed, "t", "y").fingerprint != from_frame(frame, "t", "y").fingerprint
+
+
+def test_in_memory_frame_with_duplicate_columns(tmp_path):
+    frame = pd.DataFrame([[1, 2, 0], [3, 4, 1]], columns=["a", "a", "y"])
+    with pytest.raises(InputError, match=r"DataFrame: duplicate column names \['a'\]"):
+        from_frame(frame, "t", "y")
