@@ -23,8 +23,7 @@ __all__ = ["EventLog", "Listener"]
 Listener = Callable[[dict[str, str]], None]
 
 _logger = logging.getLogger("automl")
-# Events reach the user through ``verbose`` printing; without a handler of the application's own,
-# logging's last-resort handler would print every warning a second time.
+# Without a handler of the application's own, quiet runs stay quiet (no last-resort printing of warnings).
 _logger.addHandler(logging.NullHandler())
 
 
@@ -40,9 +39,10 @@ class EventLog:
         stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
         row = {"timestamp": stamp, "level": level, "stage": stage, "message": message}
         self.rows.append(row)
-        _logger.log(getattr(logging, level, logging.INFO), "[%s] %s", stage, message)
         if self.verbose:
             print(f"[{stage}] {message}", file=sys.stderr, flush=True)
+        else:  # printed or logged, not both: an application's logging (Prefect's, say) would repeat the line
+            _logger.log(getattr(logging, level, logging.INFO), "[%s] %s", stage, message)
         for listener in list(self.listeners):
             try:
                 listener(dict(row))

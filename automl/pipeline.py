@@ -82,6 +82,11 @@ class AutoML:
         return self._fitted().leader
 
     @property
+    def evaluated(self) -> list[Any]:
+        """Every ranked model with its scored predictions (``automl.evaluation.Evaluated``)."""
+        return self._fitted().evaluated
+
+    @property
     def events(self) -> Any:
         """The run's event log."""
         return self._fitted().events

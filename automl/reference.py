@@ -16,10 +16,12 @@ from automl.evaluation import Evaluated, evaluate_candidate
 from automl.models import reference_candidates
 from automl.state import RunState
 
-__all__ = ["fit_reference_models", "REFERENCE_SHARE"]
+__all__ = ["fit_reference_models", "REFERENCE_SHARE", "FIRST_MODEL_SECONDS"]
 
 #: Reference models start only while less than this share of the budget is spent.
 REFERENCE_SHARE = 0.4
+#: The first model's least training time, even past the budget: a run must not end without a board.
+FIRST_MODEL_SECONDS = 20.0
 
 
 def fit_reference_models(state: RunState) -> list[Evaluated]:
@@ -40,8 +42,9 @@ def fit_reference_models(state: RunState) -> list[Evaluated]:
             state.events.warn("reference", f"skipped {candidate.model_id}: estimated {estimate:.0f}s, "
                                            f"{max(left, 0):.0f}s left of the reference models' share")
             continue
-        # The first model may use the whole budget but the finish reserve: a tight budget still gets a board.
-        deadline = share_end if done else budget.deadline - FINISH_SECONDS
+        # The first model may use the whole budget but the finish reserve, and at least FIRST_MODEL_SECONDS: a
+        # run that starts late (a busy machine, a slow Prefect start-up) still ends with a board, a little late.
+        deadline = share_end if done else max(budget.deadline - FINISH_SECONDS, budget.clock() + FIRST_MODEL_SECONDS)
         if cap is not None:
             deadline = min(deadline, budget.clock() + cap)
         if state.schema.task != "image":  # the image references are plain scikit-learn pipelines

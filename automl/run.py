@@ -90,17 +90,23 @@ def options(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from flows.server import ApiStartup, ServerUnavailable
-
-    api = ApiStartup().begin()  # the temporary server starts while the data is checked and loaded
     from automl.config import RunConfig
     from automl.errors import InputError
+    from flows.server import ApiStartup, ServerUnavailable
 
     try:
         config = RunConfig.from_options(dataset=args.dataset, **options(args))
+    except InputError as exc:  # a bad option costs no server start-up
+        return _fail(str(exc))
+    api = ApiStartup().begin()  # the Prefect API starts while the data is loaded and checked
+    try:
         _check_data(config)
     except InputError as exc:
         return _fail(str(exc))
+    if not api.ready() and {"MLP", "CNN"} & config.evaluation.algos:
+        from automl.quiet import import_tensorflow
+
+        import_tensorflow(args.verbose)  # its ~4 s overlap the server's start-up instead of following it
     try:
         api.wait()
     except ServerUnavailable as exc:

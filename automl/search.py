@@ -20,11 +20,12 @@ import joblib
 import numpy as np
 
 from automl import devices
-from automl.budget import FINISH_SECONDS, REPORT_SECONDS
+from automl.budget import FINISH_SECONDS, REPORT_SECONDS, search_should_stop
 from automl.engines import SearchData, SearchJob, StopPolicy, TrialRecord, get_engine
 from automl.evaluation import Evaluated, evaluate_candidate, holdout_split, take_rows
 from automl.models import Candidate
 from automl.preprocess import make_preprocessor
+from automl.quiet import import_tensorflow
 from automl.spaces import FAMILIES, MAX_EPOCHS
 from automl.state import RunState
 
@@ -46,9 +47,13 @@ def search(state: RunState) -> list[TrialRecord]:
     """Search the run's network family with its engine; the trials are kept in the state."""
     if state.family.upper() not in state.config.evaluation.algos:
         return []
+    if search_should_stop(state.budget, [], len(state.protocol.folds), FINISH_SECONDS, EVALUATE_SHARE):
+        state.events.warn("search", f"skipped: {state.budget.left():.0f}s left, less than the refit and outputs "
+                                    "need; raise --max-runtime-secs")
+        return []
     data = search_data(state)
     job = search_job(state, with_spec=True)
-    import keras  # noqa: F401  - pay the ~4 s import here, not inside the first trial's timing
+    import_tensorflow(state.config.verbose is True)  # the ~4 s import here, not inside the first trial's timing
 
     state.events.add("search", f"{state.config.search.engine} search, {state.budget.left():.0f}s left")
     with devices.trial_context(0, placement(state)):

@@ -64,6 +64,9 @@ def _work(args: argparse.Namespace) -> int:
     spec = open_study(url, folder, name).user_attrs.get("spec")
     if spec is None:
         raise InputError(f"study {name!r} has no automl spec; join a search started by python -m automl.run")
+    from automl.quiet import import_tensorflow
+
+    import_tensorflow()
     if args.threads:
         import tensorflow as tf
 

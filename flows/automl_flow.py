@@ -122,7 +122,7 @@ def ingest(dataset: str, target: str | None = None, task_type: str | None = None
     return load(dataset, target, task_type)
 
 
-@task(name="preprocess", task_run_name="preprocess-{config.project}", cache_policy=NO_CACHE)
+@task(name="preprocess", task_run_name="preprocess-{ds.card.name}", cache_policy=NO_CACHE)
 def preprocess(config: RunConfig, ds: Dataset, events: EventLog) -> RunState:
     """Infer the schema, encode the target, choose the protocol; the run's clock runs from ``started_at``."""
     return start(config, ds, events=events)

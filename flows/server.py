@@ -7,17 +7,26 @@ Order, decided before ``prefect`` is imported:
 2. A Prefect server answers on this machine's default address (``prefect server start``:
    ``http://127.0.0.1:4200/api``): that server, so repeated runs pay no start-up and
    show in its UI.
-3. Otherwise Prefect's temporary server, started at once in a background thread while
-   the run loads its data and TensorFlow, with a start-up timeout of
-   ``EPHEMERAL_STARTUP_SECONDS`` (Prefect's default of 20 s is shorter than its own
-   migrations on a fresh ``PREFECT_HOME`` or a busy machine, and killed runs). If it
-   still fails, one line (exit 2) says what to do.
+3. Otherwise a temporary server for this run: the process Prefect itself starts for its
+   temporary API (uvicorn on ``prefect.server.api.server:create_app``), but started at
+   the CLI's first line, so its start-up (database migrations: 10-60 s on a fresh
+   ``PREFECT_HOME`` or a busy machine) overlaps loading the data and TensorFlow, and
+   without importing Prefect's server code into this process. It may take up to
+   ``EPHEMERAL_STARTUP_SECONDS`` (Prefect's own default of 20 s killed runs). It stops
+   with the run, and with the run's process if that is killed (Linux). If it still fails,
+   one line (exit 2) says what to do.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
+import signal
+import socket
+import subprocess
+import sys
 import threading
+import time
 import urllib.request
 
 __all__ = ["ApiStartup", "ServerUnavailable", "DEFAULT_LOCAL_API", "EPHEMERAL_STARTUP_SECONDS"]
@@ -49,23 +58,32 @@ class ApiStartup:
         self.kind = ""
         self.error: str | None = None
         self._thread: threading.Thread | None = None
+        self._server: subprocess.Popen | None = None
 
     def begin(self) -> ApiStartup:
-        """Decide which API to use; start the temporary server in a thread if none answers."""
+        """Decide which API to use; start a temporary server if none answers. Call before importing prefect."""
         configured = os.environ.get("PREFECT_API_URL")
         if configured:
             self.kind = f"configured server {configured}"
-            self._thread = threading.Thread(target=self._wait_for, args=(configured,), daemon=True)
+            self._watch(configured, API_WAIT_SECONDS, f"PREFECT_API_URL={configured} does not answer "
+                        f"({configured.rstrip('/')}/health); start that server, or unset PREFECT_API_URL to run "
+                        "on a temporary one")
         elif _healthy(DEFAULT_LOCAL_API, timeout=0.3):
             os.environ["PREFECT_API_URL"] = DEFAULT_LOCAL_API  # before prefect reads its settings
             self.kind = f"local server {DEFAULT_LOCAL_API}"
         else:
-            os.environ.setdefault(_STARTUP_ENV, str(EPHEMERAL_STARTUP_SECONDS))
-            self.kind = "temporary server"
-            self._thread = threading.Thread(target=self._start_ephemeral, daemon=True)
-        if self._thread is not None:
-            self._thread.start()
+            url = self._start_temporary()
+            os.environ["PREFECT_API_URL"] = url
+            self.kind = f"temporary server {url}"
+            timeout = float(os.environ.get(_STARTUP_ENV) or EPHEMERAL_STARTUP_SECONDS)
+            self._watch(url, timeout, f"Prefect's temporary server did not answer within {timeout:g}s; start one "
+                        f"with `prefect server start` and set PREFECT_API_URL={DEFAULT_LOCAL_API}, or raise "
+                        f"{_STARTUP_ENV}")
         return self
+
+    def ready(self) -> bool:
+        """The API answers (or is known not to): :meth:`wait` would not block."""
+        return self._thread is None or not self._thread.is_alive()
 
     def wait(self) -> None:
         """Block until the API answers; raise :class:`ServerUnavailable` if it never will."""
@@ -74,25 +92,53 @@ class ApiStartup:
         if self.error:
             raise ServerUnavailable(self.error)
 
-    def _wait_for(self, url: str) -> None:
-        import time
+    def _watch(self, url: str, timeout: float, message: str) -> None:
+        def poll() -> None:
+            deadline = time.monotonic() + timeout  # wall time, not a count of sleeps: a busy machine is slow
+            while not _healthy(url, timeout=2.0):
+                if self._server is not None and self._server.poll() is not None:
+                    self.error = f"Prefect's temporary server exited with code {self._server.returncode}; {message}"
+                    return
+                if time.monotonic() > deadline:
+                    self.error = message
+                    return
+                time.sleep(0.2)
 
-        deadline = time.monotonic() + API_WAIT_SECONDS
-        while not _healthy(url, timeout=2.0):
-            if time.monotonic() > deadline:
-                self.error = (f"PREFECT_API_URL={url} does not answer ({url.rstrip('/')}/health); start that "
-                              "server, or unset PREFECT_API_URL to run on a temporary one")
-                return
-            time.sleep(0.5)
+        self._thread = threading.Thread(target=poll, daemon=True)
+        self._thread.start()
 
-    def _start_ephemeral(self) -> None:
-        try:
-            from prefect.server.api.server import SubprocessASGIServer
+    def _start_temporary(self) -> str:
+        """Start the temporary server process; return its API URL."""
+        import importlib.util
 
-            # The same instance Prefect's client uses for its temporary API: started here, reused there.
-            SubprocessASGIServer().start(timeout=int(os.environ[_STARTUP_ENV]))
-        except Exception as exc:  # report in one line; the CLI exits 2 without a traceback
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            self.error = (f"Prefect's temporary server did not start ({first[:200]}); start one with "
-                          f"`prefect server start` and set PREFECT_API_URL={DEFAULT_LOCAL_API}, or raise "
-                          f"{_STARTUP_ENV}")
+        # Where prefect is installed, without importing it here (that alone takes seconds): the child loads it.
+        package_dir = os.path.dirname(str(importlib.util.find_spec("prefect").origin))
+        with socket.socket() as sock:  # a free port, chosen by the kernel
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        # The command and flags of Prefect's own SubprocessASGIServer (temporary API, no UI).
+        env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+        self._server = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--app-dir", os.path.dirname(package_dir),
+             "--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port),
+             "--log-level", "error", "--lifespan", "on"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+        atexit.register(self.stop)
+        return f"http://127.0.0.1:{port}/api"
+
+    def stop(self) -> None:
+        """Stop the temporary server, if this run started one."""
+        if self._server is not None and self._server.poll() is None:
+            self._server.terminate()
+            try:
+                self._server.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._server.kill()
+
+
+def _die_with_parent() -> None:
+    """In the server's child process: get SIGTERM when the run's process dies, even by SIGKILL (Linux)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG

@@ -22,13 +22,14 @@ import pandas as pd
 import pytest
 import yaml
 
+from automl.config import RunConfig
 from conftest import REPO, _free_port, _prefect_command, prefect_server, subprocess_env
 
 pytestmark = pytest.mark.usefixtures("prefect_api")  # the API URL is set before anything imports Prefect
 
 RETRAIN_DEPLOYMENTS = {"diabetes-nightly": "diabetes", "titanic-weekly": "titanic",
                        "diabetes-progression-weekly": "diabetes-progression", "digits-weekly": "digits"}
-TINY = {"max_runtime_secs": 20, "max_models": 2, "verbose": False}
+TINY = {"max_runtime_secs": 20, "max_models": 2, "verbose": False}  # a run's options (RunConfig names)
 
 
 def _dockerfile() -> dict[str, list[str]]:
@@ -104,6 +105,7 @@ def test_prefect_yaml_declares_the_schedules_and_their_parameters():
             assert schedule["timezone"] == "UTC"
             CronSchedule(cron=schedule["cron"], timezone=schedule["timezone"])  # raises on a bad cron
             assert schedule["parameters"] and set(schedule["parameters"]) <= accepted, (name, schedule)
+            RunConfig.from_options(**schedule["parameters"].get("options", {}))  # the names exist, the values hold
         if name in RETRAIN_DEPLOYMENTS:
             assert deployment["entrypoint"] == "flows/retrain.py:retrain_flow"
             assert deployment["parameters"]["dataset"] == RETRAIN_DEPLOYMENTS[name]
@@ -180,7 +182,7 @@ def test_deploy_schedule_and_retrain_through_a_worker(prefect_api, tmp_path):
             assert any(all(run.parameters.get(k) == v for k, v in p.items()) for p in schedule_params), run.parameters
         nightly = [r for r in upcoming if r.deployment_id == deployments["diabetes-nightly"].id]
         assert {(r.expected_start_time.hour, r.expected_start_time.minute) for r in nightly} == {(2, 0)}
-        by_day = {r.expected_start_time.weekday(): r.parameters["max_runtime_secs"] for r in nightly}
+        by_day = {r.expected_start_time.weekday(): r.parameters["options"]["max_runtime_secs"] for r in nightly}
         assert all(budget == (1800 if day == 6 else 300) for day, budget in by_day.items())
 
     # A worker started exactly as the image's entry point says, with its health check server.
@@ -204,14 +206,14 @@ def test_deploy_schedule_and_retrain_through_a_worker(prefect_api, tmp_path):
             time.sleep(2)
 
         # First run, triggered as in the README: no champion yet, so the challenger is promoted.
-        params = [arg for key, value in TINY.items() for arg in ("-p", f"{key}={json.dumps(value)}")]
-        proc = _prefect("deployment", "run", "retrain/diabetes-nightly", *params, cwd=tmp_path)
+        proc = _prefect("deployment", "run", "retrain/diabetes-nightly", "-p", f"options={json.dumps(TINY)}",
+                        cwd=tmp_path)
         first_id = re.search(r"UUID: ([0-9a-f-]{36})", proc.stdout).group(1)
         with prefect_server(prefect_api), get_client(sync_client=True) as client:
             first = _wait_final(client, first_id, worker_log)
             artifacts = {a.key: a for a in client.read_artifacts(
                 artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[first.id])))}
-        assert first.parameters["dataset"] == "diabetes" and first.parameters["max_runtime_secs"] == 20
+        assert first.parameters["dataset"] == "diabetes" and first.parameters["options"]["max_runtime_secs"] == 20
         project = runs_dir / "diabetes"
         history = pd.read_csv(project / "leaderboard_history.csv")
         assert list(history["promoted"]) == ["yes"] and history["reason"].iloc[0] == "first run: no champion yet"
@@ -227,7 +229,8 @@ def test_deploy_schedule_and_retrain_through_a_worker(prefect_api, tmp_path):
 
         # Second run with a margin of -1 AUC: any challenger passes, so it replaces the champion.
         with prefect_server(prefect_api), get_client(sync_client=True) as client:
-            second = run_deployment("retrain/diabetes-nightly", parameters={**TINY, "margin": -1.0}, timeout=0)
+            second = run_deployment("retrain/diabetes-nightly", parameters={"options": TINY, "margin": -1.0},
+                                    timeout=0)
             _wait_final(client, second.id, worker_log)
         history = pd.read_csv(project / "leaderboard_history.csv")
         assert list(history["promoted"]) == ["yes", "yes"]

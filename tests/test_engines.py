@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
+import optuna
+import pytest
 
 from automl import data
 from automl.budget import Budget
-from automl.engines import SearchData
-from automl.engines.optuna_engine import search
+from automl.config import RunConfig
+from automl.engines import SearchData, SearchJob, StopPolicy
+from automl.engines.optuna_engine import open_study, search
+from automl.errors import InputError
 from automl.evaluation import holdout_split
 from automl.events import EventLog
 from automl.metrics import get
@@ -28,13 +37,19 @@ def _search_data() -> SearchData:
 # A tiny space in which half the activations do not exist: those trials must fail cleanly.
 SPACE = (Int("n_layers", 1, 1), Choice("units", (8,)), Choice("activation", ("relu", "no-such-activation")),
          Float("dropout", 0.0, 0.0), Choice("batch_norm", (False,)), Float("l2", 1e-5, 1e-5),
-         Float("learning_rate", 1e-2, 1e-2), Choice("optimizer", ("adam",)), Choice("batch_size", (64,)))
+         Float("learning_rate", 1e-3, 1e-2), Choice("optimizer", ("adam",)), Choice("batch_size", (64,)))
+IDENTITY = {"task": "binary", "sort_metric": "auc", "direction": "maximize", "seed": 3, "protocol": "cv",
+            "nfolds": 5, "family": "mlp", "space": "test"}
 
 
-def _run(tmp_path, max_trials: int, warm=()):
-    return search(SPACE, _search_data(), get("auc", "binary"), Budget(120), max_trials=max_trials, seed=3,
-                  storage_dir=tmp_path, study_name="t", warm_starts=warm, refit_trials=0, finish_seconds=0,
-                  keep_share=0.0, events=EventLog(verbose=False), max_epochs=10)
+def _job(tmp_path, max_trials: int | None, warm=(), space=SPACE, name: str = "t", **identity) -> SearchJob:
+    config = RunConfig.from_options(max_models=max_trials, seed=3, workers=1)
+    return SearchJob(config, space, warm, get("auc", "binary"), name, Path(tmp_path), 10, StopPolicy(0, 0, 0.0),
+                     IDENTITY | identity)
+
+
+def _run(tmp_path, max_trials: int, warm=(), **identity):
+    return search(_job(tmp_path, max_trials, warm, **identity), _search_data(), Budget(120), EventLog(verbose=False))
 
 
 def test_failed_trials_are_recorded_and_the_search_goes_on(tmp_path):
@@ -51,8 +66,10 @@ def test_failed_trials_are_recorded_and_the_search_goes_on(tmp_path):
 def test_resume_continues_the_same_study(tmp_path):
     first = _run(tmp_path, max_trials=2)
     again = _run(tmp_path, max_trials=3)  # the limit counts trials of the study, old ones included
-    assert [r.number for r in again] == [0, 1, 2]
+    assert len(again) == 3 and [r.number for r in again[:2]] == [0, 1]
     assert [r.params for r in again[:2]] == [r.params for r in first]
+    # The same seed proposes the old configurations first: they are skipped, not trained again.
+    assert again[2].params not in [r.params for r in first]
 
 
 def test_tensorboard_logs_each_trials_validation_curve(tmp_path):
@@ -61,12 +78,48 @@ def test_tensorboard_logs_each_trials_validation_curve(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     data = replace(_search_data(), log_dir=str(tmp_path / "tb"))
-    records = search(SPACE[:2] + (Choice("activation", ("relu",)),) + SPACE[3:], data, get("auc", "binary"),
-                     Budget(120), max_trials=2, seed=3, storage_dir=tmp_path, study_name="tb", warm_starts=(),
-                     refit_trials=0, finish_seconds=0, keep_share=0.0, events=EventLog(verbose=False), max_epochs=10)
+    job = _job(tmp_path, 2, space=SPACE[:2] + (Choice("activation", ("relu",)),) + SPACE[3:], name="tb")
+    records = search(job, data, Budget(120), EventLog(verbose=False))
     for record in records:
         events = EventAccumulator(str(tmp_path / "tb" / f"trial_{record.number}"), size_guidance={"tensors": 0})
         events.Reload()
         curve = events.Tensors("validation_auc")
         assert [e.step for e in curve] == [5, 10]
         assert "hyperparameters" in events.Tags()["tensors"]
+
+
+@pytest.mark.parametrize("changed", [{"sort_metric": "logloss", "direction": "minimize"}, {"seed": 4},
+                                     {"nfolds": 3}, {"protocol": "holdout", "nfolds": None}])
+def test_resume_with_other_settings_is_refused_not_mixed(tmp_path, changed):
+    _run(tmp_path, max_trials=1)
+    with pytest.raises(InputError, match="new --project or --output") as info:
+        _run(tmp_path, max_trials=2, **changed)
+    assert next(iter(changed)) in str(info.value)
+    study = optuna.load_study(study_name="t", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "study.journal"))))
+    assert len(study.trials) == 1  # nothing of the refused run reached the study
+
+
+def test_a_small_space_ends_the_search_instead_of_repeating_it(tmp_path):
+    one = SPACE[:2] + (Choice("activation", ("relu",)),) + SPACE[3:6] + (Float("learning_rate", 1e-2, 1e-2),) + \
+        SPACE[7:]
+    records = search(_job(tmp_path, None, space=one), _search_data(), Budget(300), EventLog(verbose=False))
+    assert len(records) == 1 and records[0].state == "COMPLETE"  # its one configuration ran once
+
+
+def test_resume_leaves_a_live_runs_trial_alone(tmp_path):
+    # Another live process (here: a sleeping child) owns a RUNNING trial of the same journal study.
+    job = _job(tmp_path, 2)
+    study = open_study(None, Path(tmp_path), "t", job)
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        trial = study.ask()
+        trial.set_user_attr("worker", f"{os.uname().nodename}:{live.pid}")
+        dead = study.ask()
+        dead.set_user_attr("worker", f"{os.uname().nodename}:999999999")  # no such process
+        search(job, _search_data(), Budget(120), EventLog(verbose=False))
+        states = {t.number: t.state.name for t in study.get_trials(deepcopy=False)}
+        assert states[trial.number] == "RUNNING"  # not failed by this run's resume
+        assert states[dead.number] == "FAIL"  # its process is gone: failed and retried
+    finally:
+        live.kill()

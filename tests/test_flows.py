@@ -113,7 +113,8 @@ def test_progress_artifact_follows_the_event_log(on_server):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterId
 
-    from automl.pipeline import AutoML
+    from automl.budget import Budget
+    from automl.events import EventLog
     from flows.automl_flow import RunProgress
 
     def read(artifact_id):
@@ -122,11 +123,11 @@ def test_progress_artifact_follows_the_event_log(on_server):
 
     @flow
     def progress_flow() -> list:
-        aml = AutoML(max_runtime_secs=60, verbose=False)
-        progress = RunProgress(aml, "progress-flows-test")
-        aml.events.subscribe(progress)
-        aml.events.add("search", "trial 0 complete auc=0.8000")
-        aml.events.add("search", "trial 1 pruned")
+        events = EventLog(verbose=False)
+        progress = RunProgress(Budget(60), "progress-flows-test")
+        events.subscribe(progress)
+        events.add("search", "trial 0 complete auc=0.8000")
+        events.add("search", "trial 1 pruned")
         middle = read(progress.artifact_id)
         progress.finish()
         return [middle, read(progress.artifact_id)]

@@ -10,9 +10,9 @@ import pytest
 from test_engines import _search_data
 
 from automl.budget import Budget
-from automl.engines import get_engine, optuna_engine
-from automl.engines.keras_tuner_engine import TUNERS, render, search
-from automl.engines.optuna_engine import MAX_CONSECUTIVE_FAILURES
+from automl.config import TUNERS, RunConfig
+from automl.engines import MAX_CONSECUTIVE_FAILURES, SearchJob, StopPolicy, get_engine, optuna_engine
+from automl.engines.keras_tuner_engine import render, search
 from automl.events import EventLog
 from automl.metrics import Metric, get
 from automl.spaces import MLP_SPACE, Choice, Float, Int
@@ -39,17 +39,25 @@ def data():
 @pytest.fixture(scope="module")
 def optuna_record(data, tmp_path_factory):
     """One trial of the Optuna engine on the same space: the shape every engine's records must have."""
-    return optuna_engine.search(SPACE, data, AUC, Budget(300), max_trials=1, seed=3,
-                                storage_dir=tmp_path_factory.mktemp("optuna"), study_name="t", warm_starts=(GOOD,),
-                                refit_trials=0, finish_seconds=0, keep_share=0.0, events=EventLog(verbose=False),
-                                max_epochs=10)[0]
+    job = _job(tmp_path_factory.mktemp("optuna"), "optuna", max_trials=1, warm=(GOOD,), space=SPACE, max_epochs=10,
+               refit_trials=0, metric=AUC)
+    return optuna_engine.search(job, data, Budget(300), EventLog(verbose=False))[0]
+
+
+def _job(tmp_path, engine_or_tuner, *, max_trials, warm, space, max_epochs, refit_trials, metric) -> SearchJob:
+    engine = "optuna" if engine_or_tuner == "optuna" else "keras-tuner"
+    tuner = "hyperband" if engine == "optuna" else engine_or_tuner
+    config = RunConfig.from_options(max_models=max_trials, seed=3, engine=engine, tuner=tuner, workers=1)
+    identity = {"task": "binary", "sort_metric": metric.name, "seed": 3}
+    return SearchJob(config, space, warm, metric, "t", tmp_path, max_epochs, StopPolicy(refit_trials, 0, 0.0),
+                     identity)
 
 
 def _run(tmp_path, data, tuner, *, max_trials, warm=(GOOD,), space=SPACE, budget=None, max_epochs=10,
          refit_trials=0.0, events=None, metric=AUC):
-    return search(space, data, metric, budget or Budget(300), max_trials=max_trials, seed=3, storage_dir=tmp_path,
-                  study_name="t", warm_starts=warm, refit_trials=refit_trials, finish_seconds=0, keep_share=0.0,
-                  events=events or EventLog(verbose=False), max_epochs=max_epochs, tuner=tuner)
+    job = _job(tmp_path, tuner, max_trials=max_trials, warm=warm, space=space, max_epochs=max_epochs,
+               refit_trials=refit_trials, metric=metric)
+    return search(job, data, budget or Budget(300), events or EventLog(verbose=False))
 
 
 def test_registered_as_an_engine():
@@ -156,5 +164,5 @@ def test_render_gives_keras_tuner_the_same_space():
 def test_warm_starts_outside_the_space_are_rejected(tmp_path, data):
     with pytest.raises(ValueError, match="units=999"):
         _run(tmp_path, data, "random", max_trials=1, warm=(dict(GOOD, units=999),))
-    with pytest.raises(ValueError, match="unknown tuner 'grid'"):
+    with pytest.raises(ValueError, match="--tuner must be one of"):
         _run(tmp_path, data, "grid", max_trials=1)

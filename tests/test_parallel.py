@@ -21,10 +21,15 @@ import pandas as pd
 import pytest
 from optuna.trial import FrozenTrial, TrialState
 
+from automl import search
 from automl.budget import Budget
+from automl.config import RunConfig
+from automl.engines import SearchJob, StopPolicy
 from automl.engines.optuna_engine import GRACE_SECONDS, StopRule
+from automl.metrics import get
 from automl.pipeline import AutoML
 from automl.spaces import FAMILIES
+from automl.state import start
 from conftest import REPO, kill_group, run_module, subprocess_env, wait_for
 
 PG_URL = os.environ.get("AUTOML_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
@@ -71,6 +76,12 @@ def _owner_pid(trial: FrozenTrial) -> int | None:
     return int(pid) if host == socket.gethostname() and pid.isdigit() else None
 
 
+def _job(max_models: int | None, keep_share: float) -> SearchJob:
+    """A search job that only the stop rule reads."""
+    return SearchJob(RunConfig.from_options(max_models=max_models), MLP_SPACE, (), get("auc", "binary"), "s",
+                     Path("."), 100, StopPolicy(0, 0, keep_share))
+
+
 def _check_shared_study(study: optuna.Study, out: Path) -> None:
     """No duplicate numbers, trials from two worker processes, every finished trial in trials.csv."""
     trials = study.get_trials(deepcopy=False)
@@ -82,6 +93,9 @@ def _check_shared_study(study: optuna.Study, out: Path) -> None:
     assert os.getpid() not in pids, "trials ran in the supervising process, not in workers"
     csv = pd.read_csv(out / "trials.csv")
     assert csv["number"].is_unique
+    # Distinct sampler seeds per worker, the constant-liar TPE and the duplicate check: no configuration twice.
+    ran = csv[~csv["error"].fillna("").str.startswith("interrupted")]
+    assert ran["params"].is_unique, ran[ran["params"].duplicated(keep=False)][["number", "params"]]
     assert dict(zip(csv["number"], csv["state"], strict=True)) == {t.number: t.state.name for t in finished}
     board = pd.read_csv(out / "leaderboard.csv")
     assert "MLP" in set(board["algo"]), "no network from the workers' trials reached the leaderboard"
@@ -110,14 +124,15 @@ def test_two_workers_share_the_default_journal(tmp_path: Path) -> None:
 
 def test_a_killed_workers_trial_is_retried_through_heartbeats(pg_url: str, project: str, tmp_path: Path) -> None:
     # The pipeline creates the study and the spec that workers rebuild the data from; no trials yet.
-    aml = AutoML(max_runtime_secs=900, max_models=0, workers=2, storage=pg_url, include_algos=["MLP"],
-                 project=project, output_dir=tmp_path / "out", verbose=False)
-    aml.ingest("diabetes")
-    aml.prepare()
-    assert aml.search() == []
+    config = RunConfig.from_options(max_runtime_secs=900, max_models=0, workers=2, storage=pg_url,
+                                    include_algos=["MLP"], project=project, output_dir=str(tmp_path / "out"),
+                                    verbose=False)
+    assert search.search(start(config, "diabetes")) == []
     study = _only_study(pg_url, project)
     # Give the unsupervised workers more trials than they will run: the test stops them.
-    study.set_user_attr("spec", {**study.user_attrs["spec"], "max_trials": 1000})
+    spec = study.user_attrs["spec"]
+    more = RunConfig.from_json(spec["config"]).replace(max_models=1000)
+    study.set_user_attr("spec", {**spec, "config": more.to_json()})
 
     logs: list[Any] = []
 
@@ -180,7 +195,7 @@ def test_a_killed_workers_trial_is_retried_through_heartbeats(pg_url: str, proje
     counted = len(finished) - len(lost)
 
     def stop(max_trials: int) -> str | None:
-        return StopRule(Budget(600), max_trials, refit_trials=0, finish_seconds=0, keep_share=0).reason(trials)
+        return StopRule(Budget(600), _job(max_trials, keep_share=0)).reason(trials)
 
     assert stop(counted) == f"{counted} trials done"
     assert stop(counted + 1) is None
@@ -198,7 +213,7 @@ def test_keras_tuner_refuses_several_workers(tmp_path: Path) -> None:
 
 def test_the_stop_rule_looks_ahead_for_replacement_workers() -> None:
     # A recycled worker is replaced only if a new one would be ready before the search ends.
-    stop = StopRule(Budget(100), max_trials=None, refit_trials=0, finish_seconds=0, keep_share=0.3)
+    stop = StopRule(Budget(100), _job(None, keep_share=0.3))
     assert stop.reason([]) is None
     assert stop.reason([], ahead=50) is None
     assert stop.reason([], ahead=80) == "time budget"  # 20 s would be left: less than the 30 % kept

@@ -49,11 +49,15 @@ def test_get_best_model_semantics(fitted):
         fitted.get_best_model(criterion="rmsle")
 
 
-def test_exclude_algos_and_bad_names():
+def test_exclude_algos_and_bad_names(tmp_path):
+    # scikit-learn's rule: the constructor only stores; fit validates, before any data loads.
+    aml = AutoML(include_algos=["XGBoost"])
+    assert aml.get_params()["include_algos"] == ["XGBoost"]
     with pytest.raises(InputError, match="'XGBoost'"):
-        AutoML(include_algos=["XGBoost"])
+        aml.fit("no-such-file.csv")
     with pytest.raises(InputError, match="not both"):
-        AutoML(include_algos=["GLM"], exclude_algos=["GBM"])
+        AutoML(include_algos=["GLM"], exclude_algos=["GBM"]).fit("no-such-file.csv")
+    assert not (tmp_path / "run").exists()
 
 
 def test_leaderboard_frame_scores_every_row_on_the_users_rows(split, tmp_path):
@@ -71,6 +75,23 @@ def test_leaderboard_frame_missing_target_is_an_input_error(split, tmp_path):
     train, test = split
     aml = AutoML(include_algos=["GLM"], leaderboard_frame=test.drop(columns=["Outcome"]), verbose=False,
                  output_dir=tmp_path / "run")
-    aml.ingest(train, target="Outcome")
     with pytest.raises(InputError, match="'Outcome'"):
-        aml.prepare()
+        aml.fit(train, target="Outcome")
+    assert not (tmp_path / "run").exists()  # refused before any model trained or any file was written
+
+
+def test_one_class_leaderboard_frame_is_an_input_error(split, tmp_path):
+    train, test = split
+    one_class = test[test["Outcome"] == 1]
+    with pytest.raises(InputError, match="one class"):
+        AutoML(include_algos=["GLM"], leaderboard_frame=one_class, verbose=False,
+               output_dir=tmp_path / "run").fit(train, target="Outcome")
+
+
+def test_fit_twice_starts_from_nothing(split, tmp_path):
+    train, _ = split
+    aml = AutoML(max_runtime_secs=30, include_algos=["GLM"], verbose=False, output_dir=tmp_path / "run")
+    first = aml.fit(train, target="Outcome").leaderboard
+    second = aml.fit(train.drop(columns=["Insulin"]), target="Outcome").leaderboard
+    assert list(first["model_id"]) == list(second["model_id"]) == ["GLM_1"]  # not the first fit's models too
+    assert "Insulin" not in aml.leader.schema.features

@@ -58,6 +58,8 @@ _INTERRUPTED = "interrupted"
 _SURPLUS = "surplus"
 #: Set on a trial whose configuration another trial already ran or runs: it trains nothing and is not listed.
 _DUPLICATE = "duplicate_of"
+#: Stop when the sampler repeats itself this often in a row (a small space, fully explored).
+MAX_REPEATS = 25
 _IDENTITY = "identity"
 
 
@@ -128,6 +130,9 @@ class StopRule:
         finished = [t for t in _counted(trials) if t.state.is_finished()]
         if self.max_trials is not None and len(finished) >= self.max_trials:
             return f"{self.max_trials} trials done"
+        tail = [_DUPLICATE in t.user_attrs for t in trials if t.state.is_finished()][-MAX_REPEATS:]
+        if len(tail) == MAX_REPEATS and all(tail):
+            return f"the sampler proposed {MAX_REPEATS} configurations in a row that already ran: the space is spent"
         tail = [t.state.name for t in finished[-MAX_CONSECUTIVE_FAILURES:]]
         if len(tail) == MAX_CONSECUTIVE_FAILURES and set(tail) == {"FAIL"}:
             return f"{MAX_CONSECUTIVE_FAILURES} trials in a row failed; see the error column of trials.csv"

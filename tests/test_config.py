@@ -1,0 +1,82 @@
+"""RunConfig: one validated value, built from the CLI's flat options, carried as JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from automl.config import ALGOS, EvaluationSettings, RunConfig, SearchSettings
+from automl.errors import InputError
+from automl.run import build_parser, options
+
+
+def test_flat_options_round_trip_through_json():
+    config = RunConfig.from_options(dataset="diabetes", max_runtime_secs=30, max_models=4, nfolds=3,
+                                    include_algos=["glm", "deeplearning"], workers=2, seed=7)
+    assert config.search == SearchSettings(max_models=4, workers=2)
+    assert config.evaluation.include_algos == ("GLM", "MLP")  # names resolved once, in any case
+    assert config.evaluation.algos == {"GLM", "MLP"}
+    again = RunConfig.from_json(config.to_json())
+    assert again == config
+    assert RunConfig.from_options(**config.options()) == config
+    assert json.loads(config.to_json())["search"]["max_models"] == 4
+
+
+def test_the_cli_builds_the_same_config():
+    args = build_parser().parse_args(["diabetes", "--max-models", "4", "--nfolds", "3", "--include-algos",
+                                      "glm,deeplearning", "--workers", "2", "--seed", "7", "--quiet"])
+    config = RunConfig.from_options(dataset=args.dataset, **options(args))
+    expected = RunConfig.from_options(dataset="diabetes", max_models=4, nfolds=3, include_algos=["GLM", "MLP"],
+                                      workers=2, seed=7, verbose=False, started_at=config.started_at)
+    assert config == expected
+
+
+@pytest.mark.parametrize(("option", "value", "match"), [
+    ("max_runtime_secs", 0, "--max-runtime-secs"),
+    ("max_runtime_secs", -5, "--max-runtime-secs"),
+    ("max_models", -1, "--max-models"),
+    ("nfolds", 1, "--nfolds"),
+    ("workers", 0, "--workers"),  # once meant "all cores" silently
+    ("engine", "sklearn", "--engine"),
+    ("tuner", "grid", "--tuner"),
+    ("validation", "bootstrap", "--validation"),
+    ("max_runtime_secs_per_model", 0, "--max-runtime-secs-per-model"),
+    ("include_algos", ["XGBoost"], "'XGBoost'"),
+    ("task", "ranking", "--task"),
+    ("colour", "blue", "unknown option 'colour'"),
+])
+def test_bad_values_are_named(option, value, match):
+    with pytest.raises(InputError, match=match):
+        RunConfig.from_options(**{option: value})
+
+
+def test_combinations_that_cannot_work_are_refused():
+    with pytest.raises(InputError, match="not both"):
+        EvaluationSettings(include_algos=("GLM",), exclude_algos=("GBM",))
+    with pytest.raises(InputError, match="--engine optuna"):
+        SearchSettings(engine="keras-tuner", workers=2)
+    with pytest.raises(InputError, match="--engine optuna"):
+        SearchSettings(engine="keras-tuner", storage="postgresql://x/y")
+    with pytest.raises(InputError, match="needs cross-validation"):
+        EvaluationSettings(validation="holdout", nfolds=3)
+
+
+def test_defaults_resolve_per_engine(tmp_path, monkeypatch):
+    assert SearchSettings().n_workers == (os.cpu_count() or 1)
+    assert SearchSettings(engine="keras-tuner").n_workers == 1
+    assert EvaluationSettings(exclude_algos=("MLP",)).algos == set(ALGOS) - {"MLP"}
+    # Paths become absolute once, so worker processes started elsewhere find the same files.
+    (tmp_path / "data.csv").write_text("a,b\n1,2\n")
+    monkeypatch.chdir(tmp_path)
+    config = RunConfig(dataset="data.csv", output_dir="out")
+    assert config.dataset == str(tmp_path / "data.csv") and config.output_dir == str(tmp_path / "out")
+    assert RunConfig(dataset="diabetes").dataset == "diabetes"  # a built-in name is not a path
+
+
+def test_frozen():
+    config = RunConfig()
+    with pytest.raises(AttributeError):
+        config.seed = 3  # type: ignore[misc]
+    assert config.replace(seed=3).seed == 3 and config.seed == 1
