@@ -8,6 +8,10 @@ column is worth on unseen data, with no refit and no held-back rows.
 Not :func:`sklearn.inspection.permutation_importance`: it scores one estimator on
 one frame and cannot stop at a deadline; here every fold has its own model and
 rows, and a deadline must leave a usable partial result.
+
+The cost does not grow with the table: at most about ``MAX_ROWS`` held-out rows are
+scored in all, a seeded sample of each fold's rows in proportion to its size,
+stratified by class for classification.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ __all__ = ["permutation_importance", "row_permutation"]
 
 Predict = Callable[[pd.DataFrame], np.ndarray]
 
+#: Held-out rows scored in all, over every fold: the cost stays bounded however large the table.
+MAX_ROWS = 5_000
 #: Cells scored in one prediction call: shuffled copies of a fold's rows, one copy per feature.
 MAX_BATCH_CELLS = 2_000_000
 
@@ -42,7 +48,8 @@ def row_permutation(seed: int, repeat: int, fold: int, n_rows: int) -> np.ndarra
 
 def permutation_importance(model: Any, x: pd.DataFrame, y: np.ndarray,
                            folds: list[tuple[np.ndarray, np.ndarray]], metric: Metric, task: str,
-                           n_repeats: int = 5, seed: int = 0, deadline: float | None = None) -> pd.DataFrame:
+                           n_repeats: int = 5, seed: int = 0, deadline: float | None = None,
+                           max_rows: int = MAX_ROWS) -> pd.DataFrame:
     """Out-of-fold permutation importance of each of ``model.schema.features``.
 
     For fold ``i``, fold model ``model.folds[i]`` predicts fold ``i``'s held-out rows with
@@ -52,6 +59,8 @@ def permutation_importance(model: Any, x: pd.DataFrame, y: np.ndarray,
     scored with ``model.predict_proba`` on the held-out rows instead, which is in-sample
     for its base models: an optimistic baseline, still a fair ranking of features.
 
+    Each fold scores a seeded, class-stratified sample of its held-out rows, about
+    ``max_rows`` over all folds together (every class keeps at least one row).
     ``deadline`` (a ``time.monotonic()`` value) is checked before each (repeat, fold):
     past it, the result uses what was computed, with NaN for a feature never scored.
     Returns columns ``feature, importance, importance_std``, most important first;
@@ -65,6 +74,11 @@ def permutation_importance(model: Any, x: pd.DataFrame, y: np.ndarray,
     if missing:
         raise ValueError(f"x lacks the model's feature column(s) {missing}; pass the frame it was trained on")
     predictors = _fold_predictors(model, folds, task)
+    if max_rows < 1:
+        raise ValueError(f"max_rows must be at least 1, but got {max_rows=}")
+    held_out = sum(len(test) for _, test in folds)
+    scored = [_row_sample(test, y, task, max(1, max_rows * len(test) // max(held_out, 1)), (seed, i))
+               for i, (_, test) in enumerate(folds)]
     drops: dict[str, list[float]] = {f: [] for f in features}
     baselines: dict[int, float] = {}
     passes = list(product(range(n_repeats), range(len(folds))))
@@ -72,7 +86,7 @@ def permutation_importance(model: Any, x: pd.DataFrame, y: np.ndarray,
     for repeat, i in passes:
         if deadline is not None and monotonic() >= deadline:
             break
-        test = folds[i][1]
+        test = scored[i]
         rows, y_test = x.iloc[test][features], y[test]
         if i not in baselines:
             baselines[i] = metric.fn(y_test, predictors[i](rows))
@@ -98,6 +112,18 @@ def permutation_importance(model: Any, x: pd.DataFrame, y: np.ndarray,
     frame = frame.reset_index(drop=True)
     frame.attrs.update(evaluations=evaluations, complete=evaluations == len(passes))
     return frame
+
+
+def _row_sample(test: np.ndarray, y: np.ndarray, task: str, size: int, seed: tuple[int, int]) -> np.ndarray:
+    """About ``size`` of the rows ``test`` (all if fewer), sorted; per class in proportion when classifying."""
+    if len(test) <= size:
+        return test
+    rng = np.random.default_rng(seed)
+    if task == "regression":
+        return np.sort(rng.choice(test, size, replace=False))
+    classes = [test[y[test] == c] for c in np.unique(y[test])]
+    return np.sort(np.concatenate([rng.choice(rows, max(1, size * len(rows) // len(test)), replace=False)
+                                   for rows in classes]))
 
 
 def _batches(features: list[str], cells: int) -> list[list[str]]:

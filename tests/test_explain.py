@@ -105,6 +105,26 @@ def test_each_fold_model_sees_only_its_held_out_rows(diabetes: dict[str, Any]) -
                                           equal_nan=True)
 
 
+def test_scores_a_bounded_stratified_sample_of_each_folds_rows(diabetes: dict[str, Any]) -> None:
+    model, x, y, folds = diabetes["model"], diabetes["x"], diabetes["y"], diabetes["folds"]
+    seen: list[list[pd.DataFrame]] = [[] for _ in folds]
+    spied = dataclasses.replace(model, folds=[dataclasses.replace(f, preprocessor=_Spy(f.preprocessor, seen[i]))
+                                              for i, f in enumerate(model.folds)])
+    imp = _importance(diabetes | {"model": spied}, "auc", n_repeats=2, max_rows=200)
+    assert imp["feature"].iloc[0] == "Glucose" and imp.attrs["complete"]
+    scored = 0
+    for (_, test), frames in zip(folds, seen, strict=True):
+        baseline = frames[0]  # the unshuffled rows this fold scores
+        rows = x.index.get_indexer(baseline.index)
+        assert set(rows) <= set(test) and 30 <= len(rows) <= 45  # 200 rows over 5 folds of ~154
+        assert abs(y[rows].mean() - y[test].mean()) < 0.03  # in the fold's class proportions
+        assert all(len(frame) % len(rows) == 0 for frame in frames)
+        scored += len(rows)
+    assert scored <= 200 + len(folds)  # at most one extra row per class and fold
+    again = _importance(diabetes, "auc", n_repeats=2, max_rows=200)
+    pd.testing.assert_frame_equal(again, imp)  # seeded: the same sample and shuffles
+
+
 def test_model_without_fold_models_uses_its_own_predictions(diabetes: dict[str, Any]) -> None:
     bag: BaggedModel = diabetes["model"]
 
@@ -150,5 +170,7 @@ def test_rejects_folds_the_model_was_not_trained_on(diabetes: dict[str, Any]) ->
         _importance(diabetes | {"folds": diabetes["folds"][:3]}, "auc")
     with pytest.raises(ValueError, match="n_repeats"):
         _importance(diabetes, "auc", n_repeats=0)
+    with pytest.raises(ValueError, match="max_rows"):
+        _importance(diabetes, "auc", max_rows=0)
     with pytest.raises(ValueError, match="Glucose"):
         _importance(diabetes | {"x": diabetes["x"].drop(columns=["Glucose"])}, "auc")
