@@ -6,7 +6,9 @@ predictions on raw rows need nothing but the model directory.
 
 from __future__ import annotations
 
+import itertools
 import re
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -112,10 +114,8 @@ def _text_kind(counts: pd.Series) -> str | None:
     is_number = pd.to_numeric(counts.index.to_series(), errors="coerce").notna().to_numpy()
     if is_number.all():
         return "numbers"
-    words = counts[~is_number]
-    fmt = _date_format(words.index)
-    dates = fmt is not None and _parse_dates(words.index.to_series(), fmt).notna().to_numpy()
-    total, n_dates, n_numbers = counts.sum(), words[dates].sum() if fmt else 0, counts[is_number].sum()
+    _, n_dates = _date_format(counts[~is_number])
+    total, n_numbers = counts.sum(), counts[is_number].sum()
     if n_dates >= _DATE_SHARE * total:
         return "dates"
     if n_dates and n_numbers and n_dates + n_numbers >= _DATE_SHARE * total:
@@ -123,16 +123,23 @@ def _text_kind(counts: pd.Series) -> str | None:
     return None
 
 
-def _date_format(values: pd.Index) -> str | None:
-    """The strptime format of the first of a few distinct values that looks like a full date, if any.
+def _date_format(counts: pd.Series) -> tuple[str | None, int]:
+    """The date format that parses the most cells, and how many; ``counts``: cells per distinct text.
 
-    A format needs a year, a month and a day: a month name alone ("Mar") or a number is no date.
+    Candidates are guessed from a few values, day first and month first (is 01/02 the 1st of
+    February?). A format needs a year, a month and a day: "Mar" or a number is no date.
     """
-    for sample in values[:20]:
-        fmt = guess_datetime_format(str(sample))
-        if fmt and "%d" in fmt and ("%Y" in fmt or "%y" in fmt) and any(m in fmt for m in ("%m", "%b", "%B")):
-            return "ISO8601" if fmt.startswith("%Y-%m-%d") else fmt  # ISO dates may or may not have a time
-    return None
+    candidates = set()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # pandas warns of every day-first guess
+        for sample, dayfirst in itertools.product(counts.index[:20], (False, True)):
+            fmt = guess_datetime_format(str(sample), dayfirst=dayfirst)
+            if fmt and "%d" in fmt and ("%Y" in fmt or "%y" in fmt) and any(m in fmt for m in ("%m", "%b", "%B")):
+                candidates.add("ISO8601" if fmt.startswith("%Y-%m-%d") else fmt)  # ISO: with or without a time
+    parsed = {fmt: int(counts[_parse_dates(counts.index.to_series(), fmt).notna().to_numpy()].sum())
+              for fmt in sorted(candidates)}
+    best = max(parsed, key=parsed.__getitem__, default=None)
+    return (best, parsed[best]) if best and parsed[best] else (None, 0)
 
 
 def _parse_dates(values: pd.Series, fmt: str | None) -> pd.Series:
@@ -220,8 +227,8 @@ class DatetimeParts(BaseEstimator, TransformerMixin):
         self.parts_: dict[str, list[str]] = {}
         for col in x.columns:
             values = x[col]
-            text = None if pd.api.types.is_datetime64_any_dtype(values.dtype) else distinct_counts(values).index
-            self.formats_[col] = None if text is None else _date_format(text)
+            is_stamp = pd.api.types.is_datetime64_any_dtype(values.dtype)
+            self.formats_[col] = None if is_stamp else _date_format(distinct_counts(values))[0]
             hours = _parse_dates(values, self.formats_[col]).dt.hour
             self.parts_[col] = [*_DATE_PARTS, "hour"] if hours.nunique() > 1 else list(_DATE_PARTS)
         return self

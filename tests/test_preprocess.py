@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -9,9 +10,9 @@ import pandas as pd
 import pytest
 from sklearn.model_selection import train_test_split
 
-from automl.data import Dataset, DatasetCard, load
+from automl.data import Dataset, DatasetCard, from_frame, load
 from automl.errors import InputError
-from automl.preprocess import CleanFrame, encode_target, infer_schema, make_preprocessor
+from automl.preprocess import CleanFrame, DatetimeParts, encode_target, infer_schema, make_preprocessor
 
 REPO = Path(__file__).resolve().parents[1]
 TITANIC_CSV = str(REPO / "datasets" / "titanic.csv")
@@ -200,3 +201,89 @@ def test_column_order_and_extra_columns_do_not_matter(titanic):
     expected = pipeline.transform(frame[schema.features])
     shuffled = frame[list(reversed(frame.columns))]  # raw rows: target and dropped columns too
     np.testing.assert_allclose(pipeline.transform(shuffled), expected)
+
+
+# -- dates ------------------------------------------------------------------------------------------
+KNOWN_DATES = ["2024-02-29 13:45", "2023-12-31 08:00", "2013-01-01 23:59"]  # a Thursday, a Sunday, a Tuesday
+KNOWN_PARTS = [[2024, 2, 29, 3, 13], [2023, 12, 31, 6, 8], [2013, 1, 1, 1, 23]]  # year, month, day, weekday, hour
+
+
+def _dated(tmp_path: Path, when: list[str], n: int = 60) -> Dataset:
+    """A CSV with a date-time column (``when`` repeated), read by :func:`load` like any file."""
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"when": (when * n)[:n], "x": rng.normal(size=n), "y": [0, 1] * (n // 2)})
+    frame.to_csv(tmp_path / "dated.csv", index=False)
+    return load(str(tmp_path / "dated.csv"), target="y")
+
+
+@pytest.mark.parametrize("when", [KNOWN_DATES, ["29/02/2024 13:45", "31/12/2023 08:00", "01/01/2013 23:59"]])
+def test_date_text_becomes_year_month_day_weekday_hour(tmp_path, when):
+    ds = _dated(tmp_path, when)
+    schema = infer_schema(ds)
+    assert schema.datetime == ["when"] and "when" not in schema.categorical + schema.numeric + list(schema.dropped)
+    assert schema.features == ["x", "when"] and schema.to_json()["datetime"] == ["when"]
+    parts = DatetimeParts().fit(ds.frame[["when"]])
+    assert parts.parts_ == {"when": ["year", "month", "day", "weekday", "hour"]}
+    out = parts.transform(ds.frame[["when"]].head(3))
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, KNOWN_PARTS)
+
+
+def test_dates_without_times_get_no_hour_and_bad_dates_are_imputed(tmp_path):
+    ds = _dated(tmp_path, ["2024-02-29", "2023-12-31", "2013-01-01"])
+    parts = DatetimeParts().fit(ds.frame[["when"]])
+    assert parts.parts_ == {"when": ["year", "month", "day", "weekday"]}
+    raw = pd.DataFrame({"when": ["2023-12-31", "not a date", None]})
+    np.testing.assert_array_equal(parts.transform(raw), [[2023, 12, 31, 6], *[[np.nan] * 4] * 2])
+    pipeline = make_preprocessor(infer_schema(ds)).fit(ds.frame)
+    out = pipeline.transform(raw.assign(x=0.0))
+    assert out.dtype == np.float32 and np.isfinite(out).all()
+
+
+def test_parquet_timestamps_are_dates_too(tmp_path):
+    frame = pd.DataFrame({"when": pd.to_datetime(KNOWN_DATES * 20), "x": np.arange(60.0) % 7, "y": [0, 1] * 30})
+    frame.to_parquet(tmp_path / "t.parquet", index=False)
+    ds = load(str(tmp_path / "t.parquet"), target="y")
+    schema = infer_schema(ds)
+    assert schema.datetime == ["when"] and schema.numeric == ["x"]
+    columns = make_preprocessor(schema).fit(ds.frame).named_steps["columns"]
+    parts = columns.named_transformers_["datetime"].named_steps["parts"]
+    np.testing.assert_array_equal(parts.transform(ds.frame[["when"]].head(3)), KNOWN_PARTS)
+
+
+def test_fitted_preprocessor_reads_raw_text_dates_after_pickling(tmp_path):
+    ds = _dated(tmp_path, KNOWN_DATES)
+    schema = infer_schema(ds)
+    pipeline = make_preprocessor(schema).fit(ds.frame)
+    raw = pd.read_csv(tmp_path / "dated.csv", dtype={"when": object})  # plain text, as predict rows arrive
+    restored = pickle.loads(pickle.dumps(pipeline))
+    np.testing.assert_allclose(restored.transform(raw), pipeline.transform(ds.frame), rtol=1e-6)
+
+
+def test_mixed_numbers_and_dates_are_dropped_with_a_reason(tmp_path):
+    ds = _dated(tmp_path, ["2024-02-29", "17", "2013-01-01", "4"])
+    schema = infer_schema(ds)
+    assert schema.dropped["when"] == "mixed numbers (30 cells) and dates (30 cells); keep one kind per column"
+    assert schema.features == ["x"]
+
+
+def test_month_names_and_codes_are_not_dates(tmp_path):
+    frame = pd.DataFrame({"month": ["Jan", "Feb", "Mar"] * 20, "code": ["A1", "B2", "C3"] * 20,
+                          "x": np.arange(60.0), "y": [0, 1] * 30})
+    schema = infer_schema(from_frame(frame, "t", target="y"))
+    assert schema.categorical == ["month", "code"] and schema.datetime == []
+
+
+# -- compact dtypes ---------------------------------------------------------------------------------
+def test_float32_numbers_and_categorical_text_flow_through(titanic):
+    assert titanic.frame["Age"].dtype == np.float32 and titanic.frame["Sex"].dtype == "category"
+    schema = infer_schema(titanic)
+    out = make_preprocessor(schema).fit(titanic.frame).transform(titanic.frame)
+    assert out.dtype == np.float32 and np.isfinite(out).all()
+
+
+def test_consecutive_integers_read_as_float32_are_still_a_row_identifier():
+    frame = pd.DataFrame({"row": np.arange(1, 41), "x": np.linspace(0, 1, 40) ** 2, "y": [0, 1] * 20})
+    ds = from_frame(frame, "t", target="y")
+    assert ds.frame["row"].dtype == np.float32
+    assert infer_schema(ds).dropped == {"row": "a row identifier"}
