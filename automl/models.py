@@ -11,15 +11,18 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.base import BaseEstimator
 
 from automl.errors import InputError
 from automl.preprocess import Schema
 
-__all__ = ["Model", "Candidate", "FoldModel", "BaggedModel", "reference_candidates"]
+__all__ = ["Model", "Candidate", "Cost", "FoldModel", "BaggedModel", "GradientBoosting", "LinearModel", "Forest",
+           "reference_candidates"]
 
 
 @dataclass
@@ -32,6 +35,12 @@ class Candidate:
     params: dict[str, Any] = field(default_factory=dict)
     #: Extra keyword arguments for ``fit`` (a network's deadline, for one).
     fit_kwargs: dict[str, Any] = field(default_factory=dict)
+    #: How long one fit takes here, when known (see :class:`Cost`).
+    cost: Cost | None = None
+
+    def estimate_seconds(self, n_rows: int, n_features: int) -> float:
+        """Seconds one fit on an ``n_rows`` × ``n_features`` matrix should take here; 0.0 when unknown."""
+        return 0.0 if self.cost is None else self.cost.seconds(n_rows, n_features)
 
 
 @dataclass
@@ -110,29 +119,308 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     return result, time.perf_counter() - start
 
 
-def reference_candidates(task: str, seed: int, n_jobs: int = 2) -> list[Candidate]:
-    """GLM, gradient boosting (GBM), random forest (DRF), extremely randomized trees (XRT): cheapest first."""
-    from sklearn import ensemble, linear_model
+# ---------------------------------------------------------------------------------------------
+# Reference models. Every one trains with ``fit(x, y, deadline=None)`` (a ``time.monotonic()``
+# value), stops by the deadline keeping what it has, and sets ``cut_short_`` when it did so.
 
+
+@dataclass(frozen=True)
+class Cost:
+    """Seconds one fit takes ≈ ``intercept + per_cell × min(rows, max_rows) × features``."""
+
+    intercept: float
+    per_cell: float
+    #: Rows beyond which the cost stops growing (a forest's per-tree subsample).
+    max_rows: int | None = None
+
+    def seconds(self, n_rows: int, n_features: int) -> float:
+        rows = n_rows if self.max_rows is None else min(n_rows, self.max_rows)
+        return self.intercept + self.per_cell * rows * n_features
+
+
+#: Rows above which the logistic GLM trades tolerance for time (see :class:`LinearModel`).
+GLM_LARGE_ROWS = 50_000
+#: Rows each forest tree is grown on, at most (H2O's ``sample_rate``; AutoGluon subsamples too).
+FOREST_MAX_ROWS = 20_000
+#: Trees per forest on tables up to :data:`FOREST_MAX_ROWS` rows, and beyond (H2O's default is 50).
+FOREST_TREES = (200, 50)
+#: Ridge penalties tried by generalised cross-validation.
+RIDGE_ALPHAS = (0.01, 0.1, 1.0, 10.0, 100.0)
+RIDGE_BLOCK_ROWS = 65_536
+#: L-BFGS iterations between deadline checks; a warm start continues from the last coefficients.
+GLM_CHUNK = 100
+
+#: A zero-shot LightGBM portfolio, strongest across tables first: AutoGluon's ``GBMXT`` (its first
+#: GBM: extremely randomized splits) and its plain default (AutoGluon ``hyperparameter_configs`` /
+#: TabRepo 2023 portfolio), then the default with row and column bagging and an L2 penalty.
+#: AutoGluon's ``GBMLarge`` (128 leaves, 3 rows a leaf) was left out: on diabetes its CV AUC was
+#: 0.767 against 0.839, and at 50k synthetic rows it cost 3–40× GBM_1 for no better AUC.
+#: Rounds end by early stopping.
+GBM_PORTFOLIO: tuple[dict[str, Any], ...] = (
+    {"learning_rate": 0.05, "num_leaves": 31, "min_child_samples": 20, "extra_trees": True},
+    {"learning_rate": 0.05, "num_leaves": 31, "min_child_samples": 20},
+    {"learning_rate": 0.05, "num_leaves": 31, "min_child_samples": 20, "feature_fraction": 0.8,
+     "bagging_fraction": 0.8, "bagging_freq": 1, "lambda_l2": 1.0},
+)
+
+#: Calibrated by ``bench/reference_models.py`` on this project's 2-core machine.
+COSTS: dict[str, Cost] = {
+    "GBM": Cost(1.0, 1e-6),
+    "GLM": Cost(0.2, 1e-7),
+    "DRF": Cost(0.5, 1e-6, FOREST_MAX_ROWS),
+    "XRT": Cost(0.5, 1e-6, FOREST_MAX_ROWS),
+}
+
+
+def _past(deadline: float | None) -> bool:
+    return deadline is not None and time.monotonic() >= deadline
+
+
+class _Reference(BaseEstimator):
+    """What the reference estimators share: ``predict`` from probabilities or values."""
+
+    task: str
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _values(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Values for regression, class indices for classification."""
+        return self._values(x) if self.task == "regression" else self.predict_proba(x).argmax(axis=1)
+
+
+class GradientBoosting(_Reference):
+    """LightGBM, early-stopped on its own validation slice of the training rows (stratified when
+    classifying), stopped at the deadline with the best round so far."""
+
+    def __init__(self, task: str = "binary", params: dict[str, Any] | None = None, max_rounds: int = 10_000,
+                 patience: int = 50, validation_fraction: float = 0.1, max_validation_rows: int = 20_000,
+                 seed: int = 0, n_jobs: int = 2):
+        self.task = task
+        self.params = params
+        self.max_rounds = max_rounds
+        self.patience = patience
+        self.validation_fraction = validation_fraction
+        self.max_validation_rows = max_validation_rows
+        self.seed = seed
+        self.n_jobs = n_jobs
+
+    def fit(self, x: np.ndarray, y: np.ndarray, deadline: float | None = None) -> GradientBoosting:
+        import lightgbm as lgb
+
+        train, val = _validation_rows(y, self.task, self.validation_fraction, self.max_validation_rows, self.seed)
+        objective = {"binary": "binary", "multiclass": "multiclass"}.get(self.task, "regression")
+        params = {"objective": objective, "num_class": int(y.max()) + 1 if objective == "multiclass" else 1,
+                  "seed": self.seed, "num_threads": self.n_jobs, "verbosity": -1, **(self.params or {})}
+        data = lgb.Dataset(x[train], y[train])
+        watch = _Watch(self.patience, deadline)
+        self.booster_ = lgb.train(params, data, self.max_rounds, valid_sets=[data.create_valid(x[val], y[val])],
+                                  callbacks=[watch])
+        self.best_iteration_ = watch.best_iteration + 1
+        self.cut_short_ = watch.cut_short
+        return self
+
+    def _raw(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self.booster_.predict(x, num_iteration=self.best_iteration_))
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        p = self._raw(x)
+        return np.column_stack([1 - p, p]) if p.ndim == 1 else p
+
+    def _values(self, x: np.ndarray) -> np.ndarray:
+        return self._raw(x)
+
+
+class _Watch:
+    """LightGBM callback: stop ``patience`` rounds after the best validation loss, or at the deadline."""
+
+    order = 30  # after LightGBM's own callbacks
+
+    def __init__(self, patience: int, deadline: float | None):
+        self.patience, self.deadline = patience, deadline
+        self.best_loss, self.best_iteration, self.best_score = float("inf"), 0, []
+        self.cut_short = False
+
+    def __call__(self, env: Any) -> None:
+        from lightgbm.callback import EarlyStopException
+
+        loss = env.evaluation_result_list[0][2]  # the objective's own loss on the validation slice
+        if loss < self.best_loss:
+            self.best_loss, self.best_iteration, self.best_score = loss, env.iteration, env.evaluation_result_list
+        last = env.iteration + 1 >= env.end_iteration
+        if not last and _past(self.deadline):
+            self.cut_short = True
+            raise EarlyStopException(self.best_iteration, self.best_score)
+        if env.iteration - self.best_iteration >= self.patience:
+            raise EarlyStopException(self.best_iteration, self.best_score)
+
+
+def _validation_rows(y: np.ndarray, task: str, fraction: float, max_rows: int,
+                     seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Training and early-stopping rows: ``fraction`` of the rows, at most ``max_rows``."""
+    from sklearn.model_selection import train_test_split
+
+    n_val = int(min(max(fraction * len(y), 1), max_rows))
+    stratify = None if task == "regression" else y
+    if stratify is not None:
+        n_val = max(n_val, int(y.max()) + 1)  # a stratified split needs a row of every class
+    return train_test_split(np.arange(len(y)), test_size=n_val, random_state=seed, stratify=stratify)
+
+
+class LinearModel(_Reference):
+    """H2O's GLM: L2-penalised logistic regression, or ridge regression with the penalty chosen by
+    generalised cross-validation.
+
+    Logistic: L-BFGS in warm-started chunks of :data:`GLM_CHUNK` iterations, checking the deadline
+    between them; above ``large_rows`` rows a looser tolerance and fewer iterations (on the 160k ×
+    160 synthetic matrix lbfgs took 2.2 s to AUC 0.663 where saga took 11.2 s and SGD reached
+    0.631). Ridge: one pass over the rows for the Gram matrix, then every penalty in closed form
+    (scikit-learn's RidgeCV keeps an n × p SVD factor: 2.4 GB more at 1M × 300).
+    """
+
+    def __init__(self, task: str = "binary", C: float = 0.1, alphas: tuple[float, ...] = RIDGE_ALPHAS,
+                 large_rows: int = GLM_LARGE_ROWS, seed: int = 0):
+        self.task = task
+        self.C = C
+        self.alphas = alphas
+        self.large_rows = large_rows
+        self.seed = seed
+
+    def fit(self, x: np.ndarray, y: np.ndarray, deadline: float | None = None) -> LinearModel:
+        self.cut_short_ = False
+        if self.task == "regression":
+            self.coef_, self.intercept_, self.alpha_ = _ridge_gcv(x, y, self.alphas)
+            return self
+        import warnings
+
+        from sklearn.exceptions import ConvergenceWarning
+        from sklearn.linear_model import LogisticRegression
+
+        self.large_ = len(x) > self.large_rows
+        tol, max_iter = (1e-3, 200) if self.large_ else (1e-4, 2000)
+        self.model_ = LogisticRegression(C=self.C, tol=tol, max_iter=GLM_CHUNK, warm_start=True,
+                                         random_state=self.seed)
+        done = 0
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)  # a chunk ending unconverged is expected
+            while True:
+                self.model_.fit(x, y)
+                done += GLM_CHUNK
+                if int(self.model_.n_iter_.max()) < GLM_CHUNK or done >= max_iter:
+                    break
+                if _past(deadline):
+                    self.cut_short_ = True
+                    break
+        return self
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        return self.model_.predict_proba(x)
+
+    def _values(self, x: np.ndarray) -> np.ndarray:
+        return x @ self.coef_ + self.intercept_
+
+
+def _ridge_gcv(x: np.ndarray, y: np.ndarray, alphas: tuple[float, ...]) -> tuple[np.ndarray, float, float]:
+    """Ridge coefficients, intercept and penalty with the lowest GCV error (Golub, Heath & Wahba 1979).
+
+    With the centred Gram matrix ``G = V diag(λ) Vᵀ``, ``b = Vᵀ Xcᵀ yc`` and ``s = 1/(λ + α)``, each
+    penalty costs O(p): ``RSS = |yc|² − Σ b² s (2 − λ s)`` and degrees of freedom ``1 + Σ λ s``.
+    """
+    n, p = x.shape
+    gram, xty, total_x = np.zeros((p, p)), np.zeros(p), np.zeros(p)
+    for start in range(0, n, RIDGE_BLOCK_ROWS):  # float64 sums without a float64 copy of a float32 matrix
+        block = np.asarray(x[start:start + RIDGE_BLOCK_ROWS], dtype="float64")
+        gram += block.T @ block
+        xty += block.T @ y[start:start + RIDGE_BLOCK_ROWS]
+        total_x += block.sum(axis=0)
+    mean_x, mean_y = total_x / n, float(y.mean())
+    eigval, eigvec = np.linalg.eigh(gram - n * np.outer(mean_x, mean_x))  # centred without a centred copy
+    eigval = np.clip(eigval, 0.0, None)
+    b = eigvec.T @ (xty - n * mean_x * mean_y)
+    total = float(((y - mean_y) ** 2).sum())
+    best = (np.inf, alphas[0])
+    for alpha in alphas:
+        shrink = 1.0 / (eigval + alpha)
+        rss = total - float(np.sum(b ** 2 * shrink * (2.0 - eigval * shrink)))
+        dof = float(np.sum(eigval * shrink)) + 1.0  # + the intercept
+        gcv = rss / max(n - dof, 1.0) ** 2
+        best = min(best, (gcv, alpha))
+    alpha = best[1]
+    coef = eigvec @ (b / (eigval + alpha))
+    return coef, mean_y - float(mean_x @ coef), alpha
+
+
+class Forest(_Reference):
+    """Random forest (DRF) or extremely randomized trees (XRT), grown in batches until ``n_estimators``
+    or the deadline; each tree sees at most ``max_rows`` rows, so a tree's cost stops growing with the data."""
+
+    def __init__(self, task: str = "binary", kind: str = "DRF", n_estimators: int = 200,
+                 max_rows: int = FOREST_MAX_ROWS, min_samples_leaf: int = 5, seed: int = 0, n_jobs: int = 2):
+        self.task = task
+        self.kind = kind
+        self.n_estimators = n_estimators
+        self.max_rows = max_rows
+        self.min_samples_leaf = min_samples_leaf
+        self.seed = seed
+        self.n_jobs = n_jobs
+
+    def fit(self, x: np.ndarray, y: np.ndarray, deadline: float | None = None) -> Forest:
+        from sklearn import ensemble
+
+        classify = self.task != "regression"
+        cls = {("DRF", True): ensemble.RandomForestClassifier, ("DRF", False): ensemble.RandomForestRegressor,
+               ("XRT", True): ensemble.ExtraTreesClassifier, ("XRT", False): ensemble.ExtraTreesRegressor}
+        subsample = len(x) > self.max_rows
+        batch = 4 * max(self.n_jobs, 1)
+        # H2O's mtries: sqrt(p) to classify, p/3 for regression (scikit-learn's default there is all p).
+        self.model_ = cls[self.kind, classify](
+            n_estimators=min(batch, self.n_estimators), warm_start=True, min_samples_leaf=self.min_samples_leaf,
+            max_features="sqrt" if classify else 1 / 3, bootstrap=self.kind == "DRF" or subsample,
+            max_samples=self.max_rows if subsample else None, n_jobs=self.n_jobs, random_state=self.seed)
+        x = np.asarray(x, dtype=np.float32)  # trees split float32: convert once, not once per batch
+        self.cut_short_ = False
+        while True:
+            self.model_.fit(x, y)
+            grown = self.model_.n_estimators
+            if grown >= self.n_estimators:
+                break
+            if _past(deadline):
+                self.cut_short_ = True
+                break
+            self.model_.set_params(n_estimators=min(grown + batch, self.n_estimators))
+        return self
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        return self.model_.predict_proba(x)
+
+    def _values(self, x: np.ndarray) -> np.ndarray:
+        return self.model_.predict(x)
+
+
+def reference_candidates(task: str, seed: int, n_rows: int | None = None, n_features: int | None = None,
+                         n_jobs: int = 2) -> list[Candidate]:
+    """LightGBM (GBM_1..3), GLM, random forest (DRF), extremely randomized trees (XRT): strongest first.
+
+    ``n_rows`` (training rows, when known) bounds the forests' tree count on large tables;
+    ``n_features`` is accepted for the callers' symmetry with :meth:`Candidate.estimate_seconds`.
+    """
     if task == "image":
         return _image_reference_candidates(seed)
-    classify = task != "regression"
-    # Defaults lean to regularisation: the data this package meets first are small and noisy.
-    forest = {"n_estimators": 200, "min_samples_leaf": 5, "n_jobs": n_jobs, "random_state": seed}
-    gbm = {"learning_rate": 0.03, "max_iter": 400, "max_leaf_nodes": 7, "l2_regularization": 1.0,
-           "early_stopping": True, "validation_fraction": 0.15, "n_iter_no_change": 30, "random_state": seed}
-    if classify:
-        glm_params: dict[str, Any] = {"C": 0.1, "max_iter": 2000}
-        specs = [("GLM", linear_model.LogisticRegression, glm_params),
-                 ("GBM", ensemble.HistGradientBoostingClassifier, gbm),
-                 ("DRF", ensemble.RandomForestClassifier, forest),
-                 ("XRT", ensemble.ExtraTreesClassifier, forest)]
-    else:
-        specs = [("GLM", linear_model.RidgeCV, {"alphas": (0.01, 0.1, 1.0, 10.0, 100.0)}),
-                 ("GBM", ensemble.HistGradientBoostingRegressor, gbm),
-                 ("DRF", ensemble.RandomForestRegressor, forest),
-                 ("XRT", ensemble.ExtraTreesRegressor, forest)]
-    return [Candidate(f"{algo}_1", algo, lambda cls=cls, p=p: cls(**p), dict(p)) for algo, cls, p in specs]
+    common: dict[str, Any] = {"task": task, "seed": seed}
+    candidates = [Candidate(f"GBM_{i}", "GBM", partial(GradientBoosting, params=dict(p), n_jobs=n_jobs, **common),
+                            dict(p), cost=COSTS["GBM"]) for i, p in enumerate(GBM_PORTFOLIO, 1)]
+    glm: dict[str, Any] = {"alphas": RIDGE_ALPHAS} if task == "regression" else {"C": 0.1}
+    candidates.append(Candidate("GLM_1", "GLM", partial(LinearModel, **glm, **common), dict(glm), cost=COSTS["GLM"]))
+    small = n_rows is None or n_rows <= FOREST_MAX_ROWS
+    forest: dict[str, Any] = {"n_estimators": FOREST_TREES[0] if small else FOREST_TREES[1], "min_samples_leaf": 5,
+                              "max_rows": FOREST_MAX_ROWS}
+    for algo in ("DRF", "XRT"):
+        candidates.append(Candidate(f"{algo}_1", algo, partial(Forest, kind=algo, n_jobs=n_jobs, **forest, **common),
+                                    dict(forest), cost=COSTS[algo]))
+    return candidates
 
 
 def _image_reference_candidates(seed: int) -> list[Candidate]:

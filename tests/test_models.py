@@ -1,0 +1,157 @@
+"""Reference models: training and prediction on real tables, deadlines, pickling, order and scaling rules."""
+
+from __future__ import annotations
+
+import joblib
+import numpy as np
+import pytest
+from sklearn.datasets import load_iris
+from sklearn.linear_model import Ridge
+from sklearn.metrics import r2_score, roc_auc_score
+
+from automl import data, models
+from automl.models import Forest, GradientBoosting, LinearModel, predict_raw, reference_candidates
+from automl.preprocess import encode_target, infer_schema, make_preprocessor
+
+
+def _matrix(name: str, rows: int) -> tuple[np.ndarray, np.ndarray, str]:
+    ds = data.load(name)
+    schema = infer_schema(ds)
+    frame = ds.frame.iloc[:rows]
+    x = make_preprocessor(schema).fit_transform(frame.drop(columns=[ds.target]))
+    return x, encode_target(schema, frame[ds.target]), schema.task
+
+
+@pytest.fixture(scope="module")
+def diabetes() -> tuple[np.ndarray, np.ndarray]:
+    x, y, _ = _matrix("diabetes", 400)
+    return x, y
+
+
+@pytest.fixture(scope="module")
+def progression() -> tuple[np.ndarray, np.ndarray]:
+    x, y, task = _matrix("diabetes-progression", 442)
+    assert task == "regression"
+    return x, y
+
+
+@pytest.mark.parametrize("task", ["binary", "regression"])
+def test_every_candidate_trains_and_predicts(task: str, diabetes, progression) -> None:
+    x, y = diabetes if task == "binary" else progression
+    test = np.arange(len(y)) % 4 == 0
+    train = ~test
+    candidates = reference_candidates(task, 0, n_rows=int(train.sum()), n_features=x.shape[1], n_jobs=1)
+    for candidate in candidates:
+        est = candidate.make().fit(x[train], y[train])
+        out = predict_raw(est, x[test], task)
+        assert not getattr(est, "cut_short_", False), candidate.model_id
+        if task == "binary":
+            assert out.shape == (test.sum(), 2) and np.allclose(out.sum(axis=1), 1.0)
+            # Glucose and BMI alone separate these classes well: every model must beat chance clearly.
+            assert roc_auc_score(y[test], out[:, 1]) > 0.7, candidate.model_id
+            assert set(est.predict(x[test])) <= {0, 1}
+        else:
+            assert out.shape == (test.sum(),)
+            assert r2_score(y[test], out) > 0.2, candidate.model_id
+
+
+def test_multiclass_gradient_boosting_gives_one_column_per_class() -> None:
+    x, y = load_iris(return_X_y=True)
+    est = GradientBoosting("multiclass", n_jobs=1).fit(x, y)
+    proba = est.predict_proba(x)
+    assert proba.shape == (150, 3) and np.allclose(proba.sum(axis=1), 1.0)
+    assert (est.predict(x) == y).mean() > 0.9
+
+
+def test_gradient_boosting_stops_early_on_its_validation_slice(diabetes) -> None:
+    x, y = diabetes
+    est = GradientBoosting("binary", params={"learning_rate": 0.3}, patience=10, n_jobs=1).fit(x, y)
+    # LightGBM keeps the trees up to the best round only; 400 rows at this rate overfit within ~100.
+    assert 1 <= est.booster_.current_iteration() == est.best_iteration_ < 100
+    assert not est.cut_short_
+
+
+@pytest.mark.parametrize("make", [lambda: GradientBoosting("binary", n_jobs=1),
+                                  lambda: Forest("binary", "DRF", n_jobs=1),
+                                  lambda: Forest("binary", "XRT", n_jobs=1)], ids=["GBM", "DRF", "XRT"])
+def test_a_past_deadline_cuts_training_short_but_leaves_a_model(make, diabetes) -> None:
+    x, y = diabetes
+    est = make().fit(x, y, deadline=0.0)
+    assert est.cut_short_
+    proba = est.predict_proba(x)
+    assert proba.shape == (len(y), 2) and np.isfinite(proba).all()
+    assert roc_auc_score(y, proba[:, 1]) > 0.6  # a few rounds or trees already carry the signal
+    full = make().fit(x, y)
+    assert not full.cut_short_
+    trained = (lambda e: e.booster_.current_iteration()) if isinstance(full, GradientBoosting) \
+        else (lambda e: len(e.model_.estimators_))
+    assert trained(est) < trained(full)
+
+
+def test_glm_checks_the_deadline_between_chunks(diabetes, monkeypatch: pytest.MonkeyPatch) -> None:
+    x, y = diabetes
+    monkeypatch.setattr(models, "GLM_CHUNK", 1)  # one L-BFGS step per chunk: far from converged
+    assert LinearModel("binary").fit(x, y, deadline=0.0).cut_short_
+    assert not LinearModel("binary").fit(x, y).cut_short_
+
+
+def test_glm_switches_to_its_large_data_settings_on_row_count(diabetes) -> None:
+    x, y = diabetes
+    small = LinearModel("binary").fit(x, y)
+    large = LinearModel("binary", large_rows=len(y) - 1).fit(x, y)
+    assert not small.large_ and small.model_.tol == 1e-4 and small.model_.C == 0.1
+    assert large.large_ and large.model_.tol == 1e-3
+    # On a problem this easy both tolerances reach the same model.
+    assert np.allclose(small.predict_proba(x), large.predict_proba(x), atol=1e-2)
+
+
+def test_ridge_gcv_matches_scikit_learn_ridge_at_the_chosen_penalty(progression, monkeypatch) -> None:
+    x, y = progression
+    monkeypatch.setattr(models, "RIDGE_BLOCK_ROWS", 100)  # the Gram matrix summed over several blocks
+    est = LinearModel("regression").fit(x, y)
+    assert est.alpha_ in models.RIDGE_ALPHAS
+    reference = Ridge(alpha=est.alpha_).fit(x.astype("float64"), y)
+    assert np.allclose(est.coef_, reference.coef_, rtol=1e-6, atol=1e-6)
+    assert np.allclose(est.predict(x), reference.predict(x), rtol=1e-5)
+
+
+def test_forest_trees_see_at_most_max_rows(diabetes) -> None:
+    x, y = diabetes
+    capped = Forest("binary", "XRT", n_estimators=8, max_rows=100, n_jobs=1).fit(x, y)
+    assert capped.model_.bootstrap and capped.model_.max_samples == 100
+    whole = Forest("binary", "XRT", n_estimators=8, n_jobs=1).fit(x, y)
+    assert not whole.model_.bootstrap and whole.model_.max_samples is None
+
+
+@pytest.mark.parametrize("task", ["binary", "regression"])
+def test_fitted_models_survive_pickling(task: str, diabetes, progression, tmp_path) -> None:
+    x, y = diabetes if task == "binary" else progression
+    for candidate in reference_candidates(task, 0, n_jobs=1):
+        est = candidate.make().fit(x, y)
+        joblib.dump(est, tmp_path / "m.joblib")
+        loaded = joblib.load(tmp_path / "m.joblib")
+        assert np.array_equal(predict_raw(loaded, x, task), predict_raw(est, x, task)), candidate.model_id
+
+
+def test_candidates_put_gradient_boosting_first() -> None:
+    candidates = reference_candidates("binary", 0)
+    assert [c.model_id for c in candidates] == ["GBM_1", "GBM_2", "GBM_3", "GLM_1", "DRF_1", "XRT_1"]
+    assert [c.model_id for c in reference_candidates("image", 0)] == ["GLM_1", "SVM_1"]
+
+
+def test_forests_grow_fewer_trees_on_large_tables() -> None:
+    def trees(n_rows: int | None) -> set[int]:
+        return {c.params["n_estimators"] for c in reference_candidates("binary", 0, n_rows=n_rows)
+                if c.algo in ("DRF", "XRT")}
+
+    assert trees(None) == trees(1_000) == {models.FOREST_TREES[0]}
+    assert trees(1_000_000) == {models.FOREST_TREES[1]}
+
+
+def test_cost_estimates_grow_with_cells_and_stop_growing_for_subsampled_forests() -> None:
+    by_algo = {c.algo: c for c in reference_candidates("binary", 0)}
+    for candidate in by_algo.values():
+        assert 0 < candidate.estimate_seconds(1_000, 10) < candidate.estimate_seconds(100_000, 100)
+    drf = by_algo["DRF"]
+    assert drf.estimate_seconds(10 * models.FOREST_MAX_ROWS, 100) == drf.estimate_seconds(models.FOREST_MAX_ROWS, 100)
+    assert reference_candidates("image", 0)[0].estimate_seconds(1_000, 64) == 0.0
