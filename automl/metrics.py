@@ -84,8 +84,7 @@ def _row_mean(loss: Callable[[np.ndarray, np.ndarray], np.ndarray],
     that row carries weight, as H2O leaves such a metric undefined.
     """
     def scorer(y: np.ndarray, pred: np.ndarray) -> WeightedScore:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            per_row = np.asarray(loss(np.asarray(y), np.asarray(pred)), dtype=np.float64)
+        per_row = np.asarray(loss(np.asarray(y), np.asarray(pred)), dtype=np.float64)
         undefined = np.isnan(per_row)
         per_row = np.where(undefined, 0.0, per_row)
 

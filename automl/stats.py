@@ -1,16 +1,17 @@
 """Bootstrap confidence intervals for leaderboard metrics, and paired comparisons of two models.
 
-A resample is a vector of row counts (how often each row is drawn with replacement),
-stratified by class for classification so that every class keeps its count and AUC is
-always defined. Metrics are evaluated through their weighted form in the registry
-(:meth:`automl.metrics.Metric.weighted`), which sorts or computes per-row losses once
-per model; the counts are regenerated from the seed in blocks of at most
-``BLOCK_CELLS`` cells on every pass, never stored. Memory is ``O(BLOCK_CELLS + n)``
-per model and ``O(n_boot)`` for the results, whatever the number of rows; time is
-``O(n_boot × n)`` in a few vectorised passes. Every model of one call sees the same
-resamples, so a paired difference is the difference of two models on exactly the same
-rows, and a row count drawn here is the same as a resampled row index in a direct
-bootstrap (the intervals are the same distribution as resampling the rows themselves).
+Design: resampled row *counts*, streamed. A resample is the vector of how often each
+scored row is drawn with replacement (within its class for classification, so every
+class keeps its count and AUC is always defined): the same distribution as resampled
+row indices, without an ``(n_boot, n)`` array of them. Counts are drawn in blocks of
+``BLOCK_CELLS // n`` resamples, regenerated from ``seed`` on every pass and never
+stored; each block goes through the metric's weighted form in the registry
+(:meth:`automl.metrics.Metric.weighted`), which did its weight-free work (sorting for
+AUC, per-row losses) once per model. Memory: ``O(BLOCK_CELLS + n)`` per model and
+``O(n_boot)`` per result, whatever the number of rows; time: ``O(n_boot × n)`` in a few
+vectorised passes (``bench/bootstrap_cost.py``). Every model of one
+:meth:`Bootstrap.samples_of` call sees the same resamples, so a paired difference
+compares two models on exactly the same rows.
 """
 
 from __future__ import annotations
