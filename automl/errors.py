@@ -2,12 +2,11 @@
 
 ``InputError``: the user's input is wrong; the CLI prints its one-line message and
 exits with code 2. ``FailedTrialError``: this trial failed; record it and go on.
-``FatalError``: stop the search.
 """
 
 from __future__ import annotations
 
-__all__ = ["AutoMLError", "InputError", "FailedTrialError", "FatalError"]
+__all__ = ["AutoMLError", "InputError", "FailedTrialError"]
 
 
 class AutoMLError(Exception):
@@ -21,6 +20,3 @@ class InputError(AutoMLError, ValueError):
 class FailedTrialError(AutoMLError):
     """One trial failed (diverged, raised); the engine records it and continues."""
 
-
-class FatalError(AutoMLError):
-    """The search cannot go on (for example, every trial fails)."""

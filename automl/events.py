@@ -34,13 +34,14 @@ class EventLog:
     verbose: bool = True
     rows: list[dict[str, str]] = field(default_factory=list)
     listeners: list[Listener] = field(default_factory=list, repr=False, compare=False)
+    _open_line: bool = field(default=False, repr=False, compare=False)
 
     def add(self, stage: str, message: str, level: str = "INFO") -> None:
         stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
         row = {"timestamp": stamp, "level": level, "stage": stage, "message": message}
         self.rows.append(row)
         if self.verbose:
-            print(f"[{stage}] {message}", file=sys.stderr, flush=True)
+            self._print(f"[{stage}] {message}", progress=stage == "search" and message.startswith("trial "))
         else:  # printed or logged, not both: an application's logging (Prefect's, say) would repeat the line
             _logger.log(getattr(logging, level, logging.INFO), "[%s] %s", stage, message)
         for listener in list(self.listeners):
@@ -48,6 +49,17 @@ class EventLog:
                 listener(dict(row))
             except Exception as exc:  # an observer (a UI, a dashboard) must never sink the training run
                 _logger.warning("event listener %r failed: %s: %s", listener, type(exc).__name__, exc)
+
+    def _print(self, line: str, progress: bool) -> None:
+        """On a terminal, trial lines overwrite each other (one updating line); elsewhere every line stays."""
+        terminal = sys.stderr.isatty()
+        if terminal and progress:
+            sys.stderr.write(f"\r\x1b[K{line}")
+            self._open_line = True
+        else:
+            sys.stderr.write(("\n" if self._open_line else "") + line + "\n")
+            self._open_line = False
+        sys.stderr.flush()
 
     def subscribe(self, listener: Listener) -> None:
         """Call ``listener`` with every later event (a copy of its row)."""

@@ -109,9 +109,11 @@ class AutoML:
 
 
 def run_stages(state: Any) -> pd.DataFrame:
-    """Reference models, search, refits of the best configurations, ensembles, outputs; return the board."""
+    """Search workers (started first: their start-up overlaps the rest), reference models, search, refits
+    of the best configurations, ensembles, outputs; return the board."""
     from automl import ensembles, outputs, reference, search
 
+    search.start_workers(state)
     reference.fit_reference_models(state)
     search.search(state)
     search.evaluate_search(state)

@@ -118,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
                                                                if k != "dataset"})
     except InputError as exc:
         return _fail(str(exc))
+    except OSError as exc:  # a full disk, a folder without write permission: outputs are atomic, none is half-written
+        return _fail(f"cannot write {exc.filename or 'the outputs'}: {exc.strerror or exc}; free disk space or "
+                     "choose another --output")
     _print_result(summary)
     # Skip the interpreter's final collection of TensorFlow's object graph: 2-8 s at exit, after the budget.
     gc.freeze()

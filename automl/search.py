@@ -29,7 +29,7 @@ from automl.quiet import import_tensorflow
 from automl.spaces import FAMILIES, MAX_EPOCHS
 from automl.state import RunState
 
-__all__ = ["search", "search_data", "search_job", "evaluate_search", "placement", "TOP_CONFIGS"]
+__all__ = ["start_workers", "search", "search_data", "search_job", "evaluate_search", "placement", "TOP_CONFIGS"]
 
 #: How many of the best search configurations get a leaderboard row.
 TOP_CONFIGS = 3
@@ -43,22 +43,40 @@ MAX_SEARCH_VAL_ROWS = 20_000
 SPACE_VERSION = 1
 
 
+def start_workers(state: RunState) -> None:
+    """Start the search's worker processes now, if it has any: their start-up (TensorFlow, the data, ~10 s)
+    overlaps the reference models, and they run trials from then on."""
+    engine = get_engine(state.config.search.engine)
+    if engine.SUPPORTS_WORKERS and state.config.search.n_workers > 1 and _worth_searching(state, quiet=True):
+        state.workers = engine.start(search_job(state, with_spec=True), state.budget, state.events)
+
+
 def search(state: RunState) -> list[TrialRecord]:
     """Search the run's network family with its engine; the trials are kept in the state."""
-    if state.family.upper() not in state.config.evaluation.algos:
-        return []
-    if search_should_stop(state.budget, [], len(state.protocol.folds), FINISH_SECONDS, EVALUATE_SHARE):
-        state.events.warn("search", f"skipped: {state.budget.left():.0f}s left, less than the refit and outputs "
-                                    "need; raise --max-runtime-secs")
+    if state.workers is None and not _worth_searching(state):
         return []
     data = search_data(state)
     job = search_job(state, with_spec=True)
-    import_tensorflow(state.config.verbose is True)  # the ~4 s import here, not inside the first trial's timing
+    if state.config.search.n_workers == 1:  # trials run here: the ~4 s import now, not inside the first trial
+        import_tensorflow(state.config.verbose is True)
 
     state.events.add("search", f"{state.config.search.engine} search, {state.budget.left():.0f}s left")
+    engine = get_engine(state.config.search.engine)
     with devices.trial_context(0, placement(state)):
-        state.trials = get_engine(state.config.search.engine).search(job, data, state.budget, state.events)
+        state.trials = engine.search(job, data, state.budget, state.events, state.workers)
     return state.trials
+
+
+def _worth_searching(state: RunState, quiet: bool = False) -> bool:
+    """The family is wanted and the time left covers more than the refit and the outputs."""
+    if state.family.upper() not in state.config.evaluation.algos:
+        return False
+    if search_should_stop(state.budget, [], len(state.protocol.folds), FINISH_SECONDS, EVALUATE_SHARE):
+        if not quiet:
+            state.events.warn("search", f"skipped: {state.budget.left():.0f}s left, less than the refit and "
+                                        "outputs need; raise --max-runtime-secs")
+        return False
+    return True
 
 
 def search_data(state: RunState) -> SearchData:

@@ -59,6 +59,8 @@ class RunState:
     board: pd.DataFrame | None = None
     leader: Any = None
     placement: Any = None
+    #: The search's worker processes when they were started before the search stage (``search.start_workers``).
+    workers: Any = None
 
     @property
     def output(self) -> Path:

@@ -1,21 +1,28 @@
-"""End-to-end: wall time, peak memory and results of ``python -m automl.run diabetes``.
+"""End-to-end: wall time, fixed overheads, CPU use, peak memory and results of ``python -m automl.run diabetes``.
 
 Runs the CLI in a child process (cwd and ``--output`` in a temporary folder), polls
-``/proc`` for the memory of the child's process tree, then reads ``leaderboard.csv``,
-``trials.csv`` and ``run.json``. Prints one JSON line on stdout; the run's own output
-goes to stderr.
+``/proc`` for the memory and CPU time of the child's process tree, then reads
+``leaderboard.csv``, ``trials.csv``, ``run.json`` and ``event_log.csv``. Prints one JSON
+line per budget on stdout; the run's own output goes to stderr.
 
-    python bench/e2e.py [--max-runtime-secs S] [--keep]
+- ``overhead_start_s``: process start → the first model starts training (the
+  ``preprocess`` event that precedes the reference models): Prefect's API, imports, data.
+- ``overhead_end_s``: the last model's event → process exit (outputs, report, exit).
+- ``search_cpu_pct``: CPU time of the process tree over the search (first to last
+  ``search`` event), in % of one core (200 % is all of a 2-core machine).
+
+    python bench/e2e.py [--budgets 30,60,120] [--with-server] [--keep]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import importlib.metadata
 import json
 import os
-import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -43,10 +50,13 @@ def child_env(tmp: Path) -> dict[str, str]:
     return env
 
 
-def tree_rss_bytes(root: int) -> int:
-    """Resident memory of ``root`` and all its descendants, from ``/proc/<pid>/stat``."""
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def tree_usage(root: int) -> tuple[int, float]:
+    """Resident bytes and CPU seconds (its own and its reaped children's) of ``root`` and its descendants."""
     parent: dict[int, int] = {}
-    rss: dict[int, int] = {}
+    usage: dict[int, tuple[int, float]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -56,29 +66,50 @@ def tree_rss_bytes(root: int) -> int:
         except (OSError, IndexError):
             continue  # the process ended while we looked
         pid = int(entry)
-        parent[pid], rss[pid] = int(fields[1]), int(fields[21]) * PAGE_BYTES
-    total = 0
-    for pid, size in rss.items():
+        parent[pid] = int(fields[1])
+        usage[pid] = int(fields[21]) * PAGE_BYTES, sum(int(f) for f in fields[11:15]) / TICKS
+    rss, cpu = 0, 0.0
+    for pid, (size, seconds) in usage.items():
         p = pid
         while p > 1 and p != root:
             p = parent.get(p, 0)
-        total += size if p == root else 0
-    return total
+        if p == root:
+            rss, cpu = rss + size, cpu + seconds
+    return rss, cpu
 
 
-def run_child(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float) -> tuple[int, float, int]:
-    """Run ``cmd``; return its exit code, wall seconds and the peak RSS of its process tree."""
-    start = time.perf_counter()
+def run_child(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float
+              ) -> tuple[int, float, int, list[tuple[float, float]]]:
+    """Run ``cmd``; return its exit code, wall seconds, the peak RSS of its process tree and (time, CPU s) samples."""
+    started = time.time()
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=sys.stderr, stderr=sys.stderr)
-    peak = 0
+    peak, samples = 0, []
     while proc.poll() is None:
-        peak = max(peak, tree_rss_bytes(proc.pid))
-        if time.perf_counter() - start > timeout:
+        rss, cpu = tree_usage(proc.pid)
+        peak = max(peak, rss)
+        samples.append((time.time(), cpu))
+        if time.time() - started > timeout:
             proc.kill()
             break
         time.sleep(POLL_SECONDS)
     code = proc.wait()
-    return code, time.perf_counter() - start, peak
+    return code, time.time() - started, peak, samples
+
+
+def overheads(out: Path, started: float, ended: float, samples: list[tuple[float, float]]) -> dict[str, Any]:
+    """Fixed overheads and the search's CPU use, from the run's event log timestamps."""
+    events = pd.read_csv(out / "event_log.csv")
+    stamp = pd.to_datetime(events["timestamp"]).map(lambda t: t.timestamp())
+    first = stamp[events["stage"] == "preprocess"].max()
+    models = stamp[events["stage"].isin(["reference", "evaluate", "ensemble"])]
+    search = stamp[events["stage"] == "search"]
+    result: dict[str, Any] = {"overhead_start_s": round(first - started, 1),
+                              "overhead_end_s": round(ended - models.max(), 1) if len(models) else None}
+    inside = [(t, c) for t, c in samples if len(search) and search.min() <= t <= search.max()]
+    if len(inside) >= 2:
+        (t0, c0), (t1, c1) = inside[0], inside[-1]
+        result["search_cpu_pct"] = round(100 * (c1 - c0) / max(t1 - t0, 1e-9))
+    return result
 
 
 def summarize(out: Path) -> dict[str, Any]:
@@ -97,44 +128,84 @@ def summarize(out: Path) -> dict[str, Any]:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--max-runtime-secs", type=float, help="budget passed to the run (default: the run's own)")
-    parser.add_argument("--timeout", type=float, default=900.0, help="kill the run after this many seconds (900)")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary folder and print its path")
-    args = parser.parse_args(argv)
-
+def run_once(budget: float | None, timeout: float, keep: bool) -> dict[str, Any]:
+    """One CLI run at ``budget`` (None: the run's default); its JSON result."""
     tmp = Path(tempfile.mkdtemp(prefix="automl-e2e-"))
     out = tmp / "out"
     cmd = [sys.executable, "-m", "automl.run", "diabetes", "--output", str(out)]
-    if args.max_runtime_secs is not None:
-        cmd += ["--max-runtime-secs", f"{args.max_runtime_secs:g}"]
+    if budget is not None:
+        cmd += ["--max-runtime-secs", f"{budget:g}"]
     load_before = os.getloadavg()[0]
-    code, wall, tree_peak = run_child(cmd, tmp, child_env(tmp), args.timeout)
-    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # the largest single process, KiB
+    started = time.time()
+    code, wall, tree_peak, samples = run_child(cmd, tmp, child_env(tmp), timeout)
     result: dict[str, Any] = {
         "bench": "e2e", "date": dt.datetime.now().isoformat(timespec="seconds"),
         "cmd": " ".join(cmd[1:]).replace(str(tmp), "$TMP"), "returncode": code, "wall_s": round(wall, 1),
-        "peak_rss_mb": round(peak_kb / 1024, 1), "peak_tree_rss_mb": round(tree_peak / 2**20, 1),
+        "peak_tree_rss_mb": round(tree_peak / 2**20, 1),
     }
     try:
         result.update(summarize(out))
+        result.update(overheads(out, started, started + wall, samples))
     except (OSError, KeyError, IndexError, ValueError) as exc:
         result["error"] = f"cannot read the run's output: {type(exc).__name__}: {exc}"
-    budget = args.max_runtime_secs if args.max_runtime_secs is not None else result.get("run_budget_s")
+    budget = budget if budget is not None else result.get("run_budget_s")
     result["budget_s"] = budget
     result["within_budget_10pct"] = budget is not None and wall <= 1.1 * budget
     result["machine"] = {"cpu_count": os.cpu_count(), "loadavg_1m_before": round(load_before, 2),
                          "loadavg_1m_after": round(os.getloadavg()[0], 2),
                          "prefect_api": os.environ.get("PREFECT_API_URL", "temporary local server")}
-    print(json.dumps(result))
-    if args.keep:
+    if keep:
         print(f"kept {tmp}", file=sys.stderr)
     else:
-        import shutil
-
         shutil.rmtree(tmp, ignore_errors=True)
-    return 0 if code == 0 and "error" not in result else 1
+    return result
+
+
+@contextlib.contextmanager
+def prefect_server() -> Any:
+    """A ``prefect server start`` for the runs (PREFECT_API_URL set), stopped afterwards."""
+    import socket
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    home = Path(tempfile.mkdtemp(prefix="automl-e2e-server-"))
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+                               "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        for _ in range(600):
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2):
+                    break
+            except OSError:
+                time.sleep(0.5)
+        os.environ["PREFECT_API_URL"] = url
+        yield url
+    finally:
+        os.environ.pop("PREFECT_API_URL", None)
+        server.terminate()
+        server.wait(timeout=30)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--budgets", default="", help="comma-separated budgets, one run each (default: the "
+                                                       "run's own budget, once)")
+    parser.add_argument("--with-server", action="store_true", help="start `prefect server start` first and run "
+                                                                  "against it (PREFECT_API_URL)")
+    parser.add_argument("--timeout", type=float, default=900.0, help="kill a run after this many seconds (900)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folders and print their paths")
+    args = parser.parse_args(argv)
+    budgets = [float(b) for b in args.budgets.split(",") if b] or [None]
+    with prefect_server() if args.with_server else contextlib.nullcontext():
+        results = [run_once(budget, args.timeout, args.keep) for budget in budgets]
+    for result in results:
+        print(json.dumps(result))
+    return 0 if all(r["returncode"] == 0 and "error" not in r for r in results) else 1
 
 
 if __name__ == "__main__":

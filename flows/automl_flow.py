@@ -128,6 +128,12 @@ def preprocess(config: RunConfig, ds: Dataset, events: EventLog) -> RunState:
     return start(config, ds, events=events)
 
 
+@task(name="start-search-workers", task_run_name="start-search-workers-{state.config.project}",
+      cache_policy=NO_CACHE)
+def start_search_workers(state: RunState) -> None:
+    search_stage.start_workers(state)
+
+
 @task(name="reference-models", task_run_name="reference-models-{state.config.project}", cache_policy=NO_CACHE)
 def reference_models(state: RunState) -> int:
     return len(reference.fit_reference_models(state))
@@ -185,6 +191,7 @@ def train(config: RunConfig, ds: Dataset) -> RunState:
     events.subscribe(progress)
     try:
         state = preprocess(config, ds, events)
+        start_search_workers(state)
         reference_models(state)
         search(state)
         evaluate_search(state)

@@ -63,11 +63,16 @@ class SearchJob:
 
 
 class Engine(Protocol):
-    """What the search stage asks of an engine module."""
+    """What the search stage asks of an engine module.
+
+    Engines with ``SUPPORTS_WORKERS`` also have ``start(job, budget, events)``, which starts
+    worker processes before the search stage; its result goes to ``search`` as ``started``.
+    """
 
     SUPPORTS_WORKERS: bool
 
-    def search(self, job: SearchJob, data: SearchData, budget: Budget, events: EventLog) -> list[TrialRecord]: ...
+    def search(self, job: SearchJob, data: SearchData, budget: Budget, events: EventLog,
+               started: Any = None) -> list[TrialRecord]: ...
 
     def param_importances(self, job: SearchJob) -> dict[str, float] | None: ...
 

@@ -109,7 +109,8 @@ def param_importances(job: SearchJob) -> None:
     return None
 
 
-def search(job: SearchJob, data: SearchData, budget: Budget, events: EventLog) -> list[TrialRecord]:
+def search(job: SearchJob, data: SearchData, budget: Budget, events: EventLog, started: None = None
+           ) -> list[TrialRecord]:
     """Run trials until the budget, ``max_models`` or the failure limit says stop.
 
     The tuner is ``hyperband`` (each trial trains at most the epochs its bracket gives
@@ -117,24 +118,8 @@ def search(job: SearchJob, data: SearchData, budget: Budget, events: EventLog) -
     """
     tuner, space, metric, max_epochs = job.config.search.tuner, job.space, job.metric, job.max_epochs
     max_trials, seed = job.config.search.max_models, job.config.seed
-    import keras_tuner as kt
-    from keras_tuner.src import config as kt_config
-
-    kt_config.DEBUG = False  # else every failed trial's traceback goes to stderr; trials.csv has the error
     warm = [_warm_start(space, w) for w in job.warm_starts]
-    objective = kt.Objective("score", "max" if metric.higher_is_better else "min")
-    # Keras Tuner reads seed 0 as "no seed" and draws a random one.
-    options: dict[str, Any] = dict(objective=objective, hyperparameters=render(space), seed=seed + 1,
-                                   allow_new_entries=False, tune_new_entries=False,
-                                   # Its own limit raises in the middle of saving the oracle: we count failures.
-                                   max_consecutive_failed_trials=sys.maxsize)
-    if tuner == "hyperband":  # brackets repeat until the budget or max_trials ends the search
-        options.update(max_epochs=max_epochs, factor=HYPERBAND_FACTOR, hyperband_iterations=None,
-                      min_epochs=min(HYPERBAND_MIN_EPOCHS, max_epochs))
-    oracle = _oracle_class(tuner)(**options)
-    # Not an argument of Hyperband's oracle, but every oracle's create_trial honours it.
-    oracle.max_trials = max_trials
-
+    oracle = _oracle(job)
     durations: list[float] = []  # of completed trials: what search_should_stop calls a trial's length
     failures = 0
     stop = False
@@ -183,6 +168,36 @@ def search(job: SearchJob, data: SearchData, budget: Budget, events: EventLog) -
     return _records(oracle, space)
 
 
+def _oracle(job: SearchJob) -> Any:
+    """The job's tuner as a budgeted oracle (no trials yet)."""
+    import keras_tuner as kt
+
+    _quiet_keras_tuner()
+    objective = kt.Objective("score", "max" if job.metric.higher_is_better else "min")
+    # Keras Tuner reads seed 0 as "no seed" and draws a random one.
+    options: dict[str, Any] = dict(objective=objective, hyperparameters=render(job.space), seed=job.config.seed + 1,
+                                   allow_new_entries=False, tune_new_entries=False,
+                                   # Its own limit raises in the middle of saving the oracle: we count failures.
+                                   max_consecutive_failed_trials=sys.maxsize)
+    if job.config.search.tuner == "hyperband":  # brackets repeat until the budget or max_trials ends the search
+        options.update(max_epochs=job.max_epochs, factor=HYPERBAND_FACTOR, hyperband_iterations=None,
+                       min_epochs=min(HYPERBAND_MIN_EPOCHS, job.max_epochs))
+    oracle = _oracle_class(job.config.search.tuner)(**options)
+    # Not an argument of Hyperband's oracle, but every oracle's create_trial honours it.
+    oracle.max_trials = job.config.search.max_models
+    return oracle
+
+
+def _quiet_keras_tuner() -> None:
+    """Keras Tuner prints every failed trial's traceback while its DEBUG flag is on; trials.csv has the error.
+
+    The flag has no public setter: this is the one place that touches ``keras_tuner.src``.
+    """
+    from keras_tuner.src import config as kt_config
+
+    kt_config.DEBUG = False
+
+
 def _records(oracle: Any, space: tuple[Param, ...]) -> list[TrialRecord]:
     """The finished trials in the order they started (a resumed, interrupted trial keeps its place)."""
     return [_record(number, oracle.trials[trial_id], space) for number, trial_id in enumerate(oracle.start_order)
@@ -219,7 +234,8 @@ def _oracle_class(tuner: str) -> type:
             super().__init__(**kwargs)
             self.warm_starts, self.should_stop, self.proposal_seconds = [], lambda: False, 0.0
             if min_epochs is not None:
-                # Hyperband fixed min_epochs=1 and planned its first bracket with it: plan it again.
+                # Hyperband fixed min_epochs=1 and planned its first bracket with it: plan it again. Its
+                # planning methods are private (no public min_epochs); this is the one place they are used.
                 self.min_epochs = min_epochs
                 self._current_bracket = self._get_num_brackets() - 1
                 self._brackets = []

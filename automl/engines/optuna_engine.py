@@ -255,12 +255,45 @@ def work(study: Any, job: SearchJob, data: SearchData, stop: StopRule, *, n_tria
     return reason
 
 
-def search(job: SearchJob, data: SearchData, budget: Budget, events: EventLog) -> list[TrialRecord]:
+def start(job: SearchJob, budget: Budget, events: EventLog) -> _Pool | None:
+    """Open the study and start the worker processes now, before the search stage (None with one worker).
+
+    Their start-up (TensorFlow's import, the data) then overlaps whatever the run does
+    next; they run trials at once. :func:`search` supervises them.
+    """
+    study = _open(job, events)
+    if job.config.search.n_workers <= 1:
+        return None
+    if job.spec is None:
+        raise ValueError("search with workers > 1 needs the spec that worker processes rebuild the data from")
+    pool = _Pool(study, job, events)
+    pool.start_all(StopRule(budget, job))
+    return pool
+
+
+def search(job: SearchJob, data: SearchData, budget: Budget, events: EventLog, started: _Pool | None = None
+           ) -> list[TrialRecord]:
     """Run trials until the budget, ``max_models`` or the failure limit says stop.
 
     With more than one worker (or a ``--storage``), ``job.spec`` lets worker processes
-    rebuild ``data``.
+    rebuild ``data``; ``started`` is what :func:`start` returned, if it ran.
     """
+    stop = StopRule(budget, job)
+    if job.config.search.n_workers <= 1:
+        study = _open(job, events)
+        progress = _Progress(study, job, budget, events, datetime.now())
+        reason = work(study, job, data, stop, on_trial=lambda s, t: progress.show())
+    else:
+        pool = started or start(job, budget, events)
+        study = pool.study
+        reason = pool.supervise(stop, _Progress(study, job, budget, events, pool.created))
+    (events.warn if reason and "failed" in reason else events.add)("search", f"search stopped: "
+                                                                            f"{reason or 'time budget'}")
+    return [_record(t) for t in _listed(study.trials)]
+
+
+def _open(job: SearchJob, events: EventLog) -> Any:
+    """The job's study, resumed (interrupted trials queued again) or new (warm starts queued)."""
     settings = job.config.search
     study = open_study(settings.storage, job.storage_dir, job.study_name, job)
     if study.trials:
@@ -271,18 +304,9 @@ def search(job: SearchJob, data: SearchData, budget: Budget, events: EventLog) -
     else:
         for params in job.warm_starts:
             study.enqueue_trial(params)
-    stop = StopRule(budget, job)
     if job.spec is not None:
         study.set_user_attr("spec", job.spec)
-    progress = _Progress(study, job, budget, events)
-    if settings.n_workers <= 1:
-        reason = work(study, job, data, stop, on_trial=lambda s, t: progress.show())
-    else:
-        if job.spec is None:
-            raise ValueError("search with workers > 1 needs the spec that worker processes rebuild the data from")
-        reason = _supervise(study, job, stop, progress, events)
-    events.add("search", f"search stopped: {reason or 'time budget'}")
-    return [_record(t) for t in _listed(study.trials)]
+    return study
 
 
 def _listed(trials: list[Any]) -> list[Any]:
@@ -310,64 +334,85 @@ def _owner_gone(trial: Any) -> bool:
     return False
 
 
-def _supervise(study: Any, job: SearchJob, stop: StopRule, progress: _Progress, events: EventLog) -> str | None:
-    """Keep the job's worker processes running until the search is done; recycle and restart them."""
-    settings = job.config.search
-    workers = settings.n_workers
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    command = [sys.executable, "-m", "automl.worker", "--study", job.study_name, "--threads", str(threads),
-               "--storage", settings.storage or str(job.storage_dir / "study.journal"), "--supervised"]
-    logs = job.storage_dir / "workers"
-    logs.mkdir(parents=True, exist_ok=True)
-    procs: dict[int, subprocess.Popen] = {}
-    started: dict[int, float] = {}  # pid -> when it was started, until its first trial shows
-    startup = 0.0  # seconds from starting a worker to its first trial (TensorFlow import, data)
+class _Pool:
+    """The job's worker processes: started, recycled and restarted until the search is done."""
 
-    def start(slot: int, trials: int = TRIALS_PER_PROCESS) -> None:
+    def __init__(self, study: Any, job: SearchJob, events: EventLog) -> None:
+        settings = job.config.search
+        self.study, self.events, self.size, self.created = study, events, settings.n_workers, datetime.now()
+        threads = max(1, (os.cpu_count() or 1) // self.size)
+        self.command = [sys.executable, "-m", "automl.worker", "--study", job.study_name, "--threads", str(threads),
+                        "--storage", settings.storage or str(job.storage_dir / "study.journal"), "--supervised"]
+        self.logs = job.storage_dir / "workers"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.procs: dict[int, subprocess.Popen] = {}
+        self.started: dict[int, float] = {}  # pid -> when it was started, until its first trial shows
+        self.startup = 0.0  # seconds from starting a worker to its first trial (TensorFlow import, data)
+        self.threads = threads
+
+    def start(self, slot: int, trials: int = TRIALS_PER_PROCESS) -> None:
         # Worker output (TensorFlow's start-up chatter, tracebacks) goes to a log file, not the user's terminal.
-        with open(logs / f"worker-{slot}.log", "ab") as log:
-            procs[slot] = subprocess.Popen([*command, "--trials", str(trials), "--index", str(slot)],
-                                           stdout=log, stderr=subprocess.STDOUT)
-        started[procs[slot].pid] = time.monotonic()
+        with open(self.logs / f"worker-{slot}.log", "ab") as log:
+            self.procs[slot] = subprocess.Popen([*self.command, "--trials", str(trials), "--index", str(slot)],
+                                                stdout=log, stderr=subprocess.STDOUT)
+        self.started[self.procs[slot].pid] = time.monotonic()
 
-    reason = stop.reason(study.trials)
-    for slot in range(workers if reason is None else 0):
-        # Stagger the first recycling, so that workers do not all restart (and idle) at once.
-        start(slot, max(1, TRIALS_PER_PROCESS * (slot + 1) // workers))
-    events.add("search", f"{len(procs)} worker processes, {threads} TensorFlow thread(s) each; logs in {logs}")
-    while procs:
-        time.sleep(0.5)
+    def start_all(self, stop: StopRule) -> None:
+        if stop.reason(self.study.trials) is not None:
+            return
+        for slot in range(self.size):
+            # Stagger the first recycling, so that workers do not all restart (and idle) at once.
+            self.start(slot, max(1, TRIALS_PER_PROCESS * (slot + 1) // self.size))
+        self.events.add("search", f"{len(self.procs)} worker processes started, {self.threads} TensorFlow "
+                                  f"thread(s) each; logs in {self.logs}")
+
+    def supervise(self, stop: StopRule, progress: _Progress) -> str | None:
+        """Keep the workers running until the search is done; return the stop reason."""
+        while self.procs:
+            time.sleep(0.5)
+            progress.show()
+            trials = self.study.trials
+            reason = stop.reason(trials)
+            self._note_startup(trials)
+            for slot, proc in list(self.procs.items()):
+                code = proc.poll()
+                if code is None:
+                    # At the deadline a worker still starting up has nothing to finish; one in a trial
+                    # gets GRACE_SECONDS (its trial ends at the deadline), after which it hangs.
+                    late = GRACE_SECONDS if proc.pid not in self.started else 0.0
+                    if stop.budget.left() <= 0 and time.monotonic() > stop.budget.deadline + late:
+                        proc.kill()
+                    continue
+                del self.procs[slot]
+                never_ran = self.started.pop(proc.pid, None) is not None
+                if never_ran and stop.budget.left() <= 0:
+                    continue  # stopped at the deadline before its first trial: nothing to retry or replace
+                self._after_exit(slot, proc, code, reason is None and stop.reason(trials, ahead=self.startup) is None)
         progress.show()
-        trials = study.trials
-        reason = stop.reason(trials)
-        if started:
+        return stop.reason(self.study.trials)
+
+    def _note_startup(self, trials: list[Any]) -> None:
+        if self.started:
             owners = {t.user_attrs.get("worker") for t in trials}
-            for pid in [p for p in started if f"{socket.gethostname()}:{p}" in owners]:
-                startup = max(startup, time.monotonic() - started.pop(pid))
-        for slot, proc in list(procs.items()):
-            code = proc.poll()
-            if code is None:
-                if stop.budget.left() <= 0 and time.monotonic() > stop.budget.deadline + GRACE_SECONDS:
-                    proc.kill()  # a trial ends at the deadline; this one hangs
-                continue
-            del procs[slot]
-            started.pop(proc.pid, None)
-            if code not in (0, RECYCLE_EXIT):
-                events.warn("search", f"worker {proc.pid} exited with code {code} ({_last_line(logs, slot)}); "
-                                      "retrying its trial")
-                owner = f"{socket.gethostname()}:{proc.pid}"
-                _retry_interrupted(study, lambda t, o=owner: t.user_attrs.get("worker") == o, events)
-            if code == 2:  # the worker could not load the data: a replacement would fail alike
-                events.warn("search", f"worker {proc.pid} could not start: {_last_line(logs, slot)}")
-            elif reason is None and code != 0:
-                # A replacement that would only be ready when the search is over just delays its end.
-                if stop.reason(trials, ahead=startup) is None:
-                    start(slot)
-                else:
-                    events.add("search", f"worker {proc.pid} not replaced: the search ends before a new one "
-                                         f"would be ready ({startup:.0f}s)")
-    progress.show()
-    return stop.reason(study.trials)
+            for pid in [p for p in self.started if f"{socket.gethostname()}:{p}" in owners]:
+                self.startup = max(self.startup, time.monotonic() - self.started.pop(pid))
+
+    def _after_exit(self, slot: int, proc: subprocess.Popen, code: int, replace_fits: bool) -> None:
+        """Retry a dead worker's trial; replace a recycled or dead one if a new one is ready in time."""
+        if code not in (0, RECYCLE_EXIT):
+            self.events.warn("search", f"worker {proc.pid} exited with code {code} ({_last_line(self.logs, slot)}); "
+                                       "retrying its trial")
+            owner = f"{socket.gethostname()}:{proc.pid}"
+            _retry_interrupted(self.study, lambda t, o=owner: t.user_attrs.get("worker") == o, self.events)
+        if code == 2:  # the worker could not load the data: a replacement would fail alike
+            self.events.warn("search", f"worker {proc.pid} could not start: {_last_line(self.logs, slot)}")
+        elif code != 0:
+            # A replacement that would only be ready when the search is over just delays its end.
+            if replace_fits:
+                self.start(slot)
+            else:
+                self.events.add("search", f"worker {proc.pid} not replaced: the search ends before a new one "
+                                          f"would be ready ({self.startup:.0f}s)")
 
 
 def _last_line(logs: Path, slot: int) -> str:
@@ -399,11 +444,12 @@ def _retry_interrupted(study: Any, belongs: Callable[[Any], bool], events: Event
 
 
 class _Progress:
-    """Progress lines for trials that finished since the last call, in any process."""
+    """Progress lines for this run's trials (started at ``since`` or later) as they finish, in any process."""
 
-    def __init__(self, study: Any, job: SearchJob, budget: Budget, events: EventLog) -> None:
+    def __init__(self, study: Any, job: SearchJob, budget: Budget, events: EventLog, since: datetime) -> None:
         self.study, self.job, self.budget, self.events = study, job, budget, events
-        self.seen = {t.number for t in study.trials if t.state.is_finished()}
+        self.seen = {t.number for t in study.trials if t.state.is_finished() and t.datetime_start is not None
+                     and t.datetime_start < since}
 
     def show(self) -> None:
         trials = self.study.trials
