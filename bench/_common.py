@@ -1,10 +1,20 @@
-"""What every in-process benchmark does first: find the package, quiet TensorFlow, log to stderr."""
+"""What every benchmark shares: find the package, quiet TensorFlow, log to stderr; run a child and sample it.
+
+The child helpers run a command as a user would (its own session, a throw-away Prefect home) and sample the
+resident memory and CPU time of its whole process tree (the CLI, its trial workers, the Prefect server it
+starts) from ``/proc``, so no benchmark needs psutil.
+"""
 
 from __future__ import annotations
 
 import importlib.metadata
 import os
+import signal
+import socket
+import subprocess
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -20,3 +30,92 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 def log(message: str) -> None:
     """Progress for people; stdout carries only the JSON line."""
     print(message, file=sys.stderr, flush=True)
+
+
+POLL_SECONDS = 0.5
+PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def child_env(tmp: Path) -> dict[str, str]:
+    """The caller's environment for a child run: quiet, a throw-away Prefect and Keras home, the checkout importable.
+
+    A set ``PREFECT_API_URL`` is kept (the run then uses that server, outside the measured process tree).
+    """
+    env = {**os.environ, "CI": "true", "KERAS_HOME": str(tmp / "keras-home")}
+    if "PREFECT_API_URL" not in env:
+        env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+        env["PREFECT_HOME"] = str(tmp / "prefect-home")
+    try:
+        importlib.metadata.distribution("automl")
+    except importlib.metadata.PackageNotFoundError:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+def tree_usage(root: int) -> tuple[int, float]:
+    """Resident bytes and CPU seconds (its own and its reaped children's) of ``root`` and its descendants."""
+    parent: dict[int, int] = {}
+    usage: dict[int, tuple[int, float]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # the process ended while we looked
+        pid = int(entry)
+        parent[pid] = int(fields[1])
+        usage[pid] = int(fields[21]) * PAGE_BYTES, sum(int(f) for f in fields[11:15]) / TICKS
+    rss, cpu = 0, 0.0
+    for pid, (size, seconds) in usage.items():
+        p = pid
+        while p > 1 and p != root:
+            p = parent.get(p, 0)
+        if p == root:
+            rss, cpu = rss + size, cpu + seconds
+    return rss, cpu
+
+
+@dataclass(frozen=True)
+class Finished:
+    """How a sampled child run ended."""
+
+    exit_code: int
+    wall_s: float
+    peak_rss_mb: float
+    cpu_s: float
+    stdout: str
+    last_stderr_line: str
+
+
+def run_sampled(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float) -> Finished:
+    """Run ``cmd`` in its own session; sample its process tree every ``POLL_SECONDS``; kill the tree at ``timeout``.
+
+    stdout and stderr go to ``cwd/stdout.log`` and ``cwd/stderr.log`` (kept for reading a failure).
+    """
+    cwd.mkdir(parents=True, exist_ok=True)
+    with open(cwd / "stdout.log", "wb") as out, open(cwd / "stderr.log", "wb") as err:
+        start = time.monotonic()
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=err, start_new_session=True)
+        peak, cpu = 0, 0.0
+        while proc.poll() is None:
+            rss, seconds = tree_usage(proc.pid)
+            peak, cpu = max(peak, rss), max(cpu, seconds)
+            if time.monotonic() - start > timeout:
+                os.killpg(proc.pid, signal.SIGKILL)  # the session holds the run's workers and servers too
+                break
+            time.sleep(POLL_SECONDS)
+        code = proc.wait()
+        wall = time.monotonic() - start
+    lines = (cwd / "stderr.log").read_text(errors="replace").strip().splitlines()
+    return Finished(code, round(wall, 1), round(peak / 2**20, 1), round(cpu, 1),
+                    (cwd / "stdout.log").read_text(errors="replace"), lines[-1] if lines else "")
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now (the OS picks it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
