@@ -34,7 +34,7 @@ _ID_NAME = re.compile(r"(^|_|\b)(id|uuid|key)$|Id$", re.IGNORECASE)
 #: A text column whose values parse as dates this often (missing cells aside) is a date column.
 _DATE_SHARE = 0.95
 #: The numbers a date becomes, by their ``Series.dt`` names; the hour only where times of day vary.
-_DATE_PARTS = ("year", "month", "day", "weekday")
+_DATE_PARTS = ("year", "month", "day", "day_of_week")
 
 
 @dataclass

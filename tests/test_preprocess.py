@@ -223,7 +223,7 @@ def test_date_text_becomes_year_month_day_weekday_hour(tmp_path, when):
     assert schema.datetime == ["when"] and "when" not in schema.categorical + schema.numeric + list(schema.dropped)
     assert schema.features == ["x", "when"] and schema.to_json()["datetime"] == ["when"]
     parts = DatetimeParts().fit(ds.frame[["when"]])
-    assert parts.parts_ == {"when": ["year", "month", "day", "weekday", "hour"]}
+    assert parts.parts_ == {"when": ["year", "month", "day", "day_of_week", "hour"]}
     out = parts.transform(ds.frame[["when"]].head(3))
     assert out.dtype == np.float32
     np.testing.assert_array_equal(out, KNOWN_PARTS)
@@ -232,7 +232,7 @@ def test_date_text_becomes_year_month_day_weekday_hour(tmp_path, when):
 def test_dates_without_times_get_no_hour_and_bad_dates_are_imputed(tmp_path):
     ds = _dated(tmp_path, ["2024-02-29", "2023-12-31", "2013-01-01"])
     parts = DatetimeParts().fit(ds.frame[["when"]])
-    assert parts.parts_ == {"when": ["year", "month", "day", "weekday"]}
+    assert parts.parts_ == {"when": ["year", "month", "day", "day_of_week"]}
     raw = pd.DataFrame({"when": ["2023-12-31", "not a date", None]})
     np.testing.assert_array_equal(parts.transform(raw), [[2023, 12, 31, 6], *[[np.nan] * 4] * 2])
     pipeline = make_preprocessor(infer_schema(ds)).fit(ds.frame)
