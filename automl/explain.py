@@ -69,13 +69,13 @@ def permutation_importance(model: Any, x: pd.DataFrame, y: np.ndarray,
     """
     if n_repeats < 1:
         raise ValueError(f"n_repeats must be at least 1, but got {n_repeats=}")
+    if max_rows < 1:
+        raise ValueError(f"max_rows must be at least 1, but got {max_rows=}")
     features = list(model.schema.features)
     missing = [f for f in features if f not in x.columns]
     if missing:
         raise ValueError(f"x lacks the model's feature column(s) {missing}; pass the frame it was trained on")
     predictors = _fold_predictors(model, folds, task)
-    if max_rows < 1:
-        raise ValueError(f"max_rows must be at least 1, but got {max_rows=}")
     held_out = sum(len(test) for _, test in folds)
     scored = [_row_sample(test, y, task, max(1, max_rows * len(test) // max(held_out, 1)), (seed, i))
                for i, (_, test) in enumerate(folds)]
