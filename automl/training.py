@@ -1,10 +1,12 @@
 """Training Keras networks fast, behind a small scikit-learn-like estimator.
 
 Keras' ``fit`` spends most of a small-data epoch in its data adapter and callback
-machinery (TOOLCHAIN.md). Here a chunk of epochs runs as one ``tf.function``: each
-epoch shuffles an index and takes batches with ``tf.gather`` from tensors that live
-on the device. Between chunks we score the validation rows, report to a pruner,
-keep the best weights, and check the deadline. TensorFlow is imported lazily:
+machinery (TOOLCHAIN.md). Here training runs as one compiled graph per network that
+trains a given range of steps: each epoch shuffles an index and takes batches with
+``tf.gather`` from tensors that live on the device. Calls are sized in steps, so that
+each takes about :data:`CHUNK_SECONDS` whatever an epoch costs, and the deadline is
+checked between them; every :data:`EPOCH_CHUNK` epochs we score the validation rows,
+report to a pruner and keep the best weights. TensorFlow is imported lazily:
 importing this module is cheap.
 """
 
@@ -22,10 +24,12 @@ from automl.errors import FailedTrialError
 
 __all__ = ["KerasNetwork", "EPOCH_CHUNK"]
 
-#: Epochs per compiled call: the granularity of early stopping, pruning and deadlines.
+#: Epochs between validations: the granularity of early stopping and pruning.
 EPOCH_CHUNK = 5
 #: Early stopping patience, in chunks of epochs.
 PATIENCE_CHUNKS = 4
+#: Seconds one compiled call should take at most: a deadline binds within about this, plus one step.
+CHUNK_SECONDS = 1.0
 
 
 def _tf():
@@ -57,8 +61,10 @@ class KerasNetwork:
     y_mean_: float = 0.0
     y_std_: float = 1.0
     _forward: Any = field(default=None, repr=False)
-    #: True when a deadline stopped training before its planned epochs (no validation data).
+    #: True when a deadline stopped training before its planned epochs.
     cut_short_: bool = False
+    #: Training steps (batches) the last ``fit`` ran.
+    n_steps_: int = 0
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_forward": None}  # a tf.function does not pickle
@@ -104,6 +110,14 @@ class KerasNetwork:
         return y.astype("int32")
 
     # -- training -----------------------------------------------------------------
+    def _trainer(self, tf: Any, x: np.ndarray, y: np.ndarray) -> tuple[Callable[[int, int], float], int]:
+        """``train(first, count)`` running steps ``first`` to ``first + count`` of ``model_``, and steps per epoch."""
+        optimizer, loss_fn = self._optimizer(), self._loss()
+        targets, batch_size = self._targets(y), int(self.params["batch_size"])
+        if tf.distribute.has_strategy():  # MirroredStrategy / TPUStrategy: Keras' fit splits the batches
+            return _distributed_steps(tf, self.model_, optimizer, loss_fn, x, targets, batch_size)
+        return _compiled_steps(tf, self.model_, optimizer, loss_fn, x, targets, batch_size, self.seed)
+
     def fit(
         self,
         x: np.ndarray,
@@ -115,62 +129,54 @@ class KerasNetwork:
     ) -> KerasNetwork:
         """Train on ``x``/``y``; ``monitor(proba_val)`` scores ``x_val`` (higher is better).
 
-        ``report(score, epoch)`` is called after each chunk (a pruner may raise from
-        it). Training stops at ``deadline`` (a ``time.monotonic()`` value) keeping the
-        best weights so far. Raises :class:`FailedTrialError` if the loss diverges.
+        ``report(score, epoch)`` is called after each validation, every :data:`EPOCH_CHUNK`
+        epochs (a pruner may raise from it). Training stops at ``deadline`` (a
+        ``time.monotonic()`` value), at most a call of :data:`CHUNK_SECONDS` later, keeping
+        the best weights so far and setting ``cut_short_``. Raises :class:`FailedTrialError`
+        if the loss diverges.
         """
         tf = _tf()
         x = np.asarray(x, dtype="float32")
         if self.task == "regression":
             self.y_mean_, self.y_std_ = float(np.mean(y)), float(np.std(y) or 1.0)
         self.model_ = model = self._build(tuple(x.shape[1:]))
-        self._forward = None
-        optimizer = self._optimizer()
-        targets, batch_size = self._targets(np.asarray(y)), int(self.params["batch_size"])
-        if tf.distribute.has_strategy():  # MirroredStrategy / TPUStrategy: Keras' fit splits the batches
-            run_epochs = _distributed_epochs(tf, model, optimizer, self._loss(), x, targets, batch_size)
-        else:
-            optimizer.build(model.trainable_variables)
-            run_epochs = _compiled_epochs(tf, model, optimizer, self._loss(), x, targets, batch_size)
-        self.history_, best, best_weights, stale = [], -math.inf, None, 0
-        done = 0
-        while done < self.epochs:
-            chunk = min(EPOCH_CHUNK, self.epochs - done)
-            loss = float(run_epochs(tf.constant(chunk)))
-            done += chunk
-            if not math.isfinite(loss):
-                raise FailedTrialError(f"training loss became {loss} at epoch {done}; "
-                                       "the learning rate is probably too high")
-            past_deadline = deadline is not None and time.monotonic() >= deadline
-            if x_val is None or monitor is None:
-                if past_deadline and done < self.epochs:
-                    self.cut_short_ = True  # the budget wins over the planned epoch count
-                    break
-                continue
-            score = monitor(self.predict_proba(x_val))
-            self.history_.append((done, score))
-            if score > best:
-                best, best_weights, self.best_epoch_, stale = score, model.get_weights(), done, 0
-            else:
-                stale += 1
-            if report is not None:
-                report(score, done)
-            if stale >= PATIENCE_CHUNKS or past_deadline:
+        self._forward, self.cut_short_, self.history_, self.best_epoch_ = None, False, [], 0
+        train, per_epoch = self._trainer(tf, x, np.asarray(y))
+        pacer = _Pacer(train, per_epoch, deadline)
+        validate = x_val is not None and monitor is not None
+        total, rhythm = self.epochs * per_epoch, EPOCH_CHUNK * per_epoch
+        best, best_weights, stale, done, epoch = -math.inf, None, 0, 0, 0
+        while done < total:
+            done = pacer.train_until(done, min(total, (done // rhythm + 1) * rhythm))
+            self.cut_short_ = done < total and pacer.past_deadline()
+            epoch = -(-done // per_epoch)  # a call cut short by the deadline counts its partial epoch
+            if validate:
+                score = monitor(self.predict_proba(x_val))
+                self.history_.append((epoch, score))
+                if score > best:
+                    best, best_weights, self.best_epoch_, stale = score, model.get_weights(), epoch, 0
+                else:
+                    stale += 1
+                if report is not None:
+                    report(score, epoch)
+            if self.cut_short_ or stale >= PATIENCE_CHUNKS:
                 break
+        self.n_steps_ = done
         if best_weights is not None:
             model.set_weights(best_weights)
         else:
-            self.best_epoch_ = done
+            self.best_epoch_ = epoch
         return self
 
     # -- predicting ---------------------------------------------------------------
     def _raw(self, x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x, dtype="float32")
-        # A compiled forward pass: predict() sets up a data adapter per call, eager calls cost ~2 ms.
+        tf = _tf()
+        x = tf.convert_to_tensor(np.asarray(x, dtype="float32"))
+        # predict() sets up a data adapter per call and eager calls cost ~2 ms: one graph for every
+        # batch size instead, traced here once, so that no call ever retraces.
         if self._forward is None:
-            import tensorflow as tf
-
-            self._forward = tf.function(lambda batch: self.model_(batch, training=False), reduce_retracing=True)
+            spec = tf.TensorSpec([None, *x.shape[1:]], tf.float32)
+            self._forward = tf.function(lambda batch: self.model_(batch, training=False)).get_concrete_function(spec)
         out = np.asarray(self._forward(x), dtype="float64")
         if not np.all(np.isfinite(out)):
             raise FailedTrialError("the network predicts NaN or infinite values")
@@ -250,42 +256,89 @@ def _cnn_body(keras: Any, h: Any, p: dict[str, Any]) -> Any:
 _BODIES = {"mlp": _mlp_body, "cnn": _cnn_body}
 
 
-def _distributed_epochs(tf: Any, model: Any, optimizer: Any, loss_fn: Any, x: np.ndarray, y: np.ndarray,
-                        batch_size: int) -> Any:
-    """Under a distribution strategy: ``fit`` on a cached dataset, called once per chunk of epochs."""
+class _Pacer:
+    """Runs a trainer in calls sized in steps to take about :data:`CHUNK_SECONDS` and to end near the deadline."""
+
+    def __init__(self, train: Callable[[int, int], float], steps_per_epoch: int, deadline: float | None):
+        self.train, self.steps_per_epoch, self.deadline = train, steps_per_epoch, deadline
+        self.seconds_per_step: float | None = None  # measured on the latest call
+
+    def past_deadline(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+    def _steps(self, most: int) -> int:
+        if self.seconds_per_step is None:
+            return 1  # the first call also sets the graph up: time a single step
+        seconds = CHUNK_SECONDS if self.deadline is None else min(CHUNK_SECONDS, self.deadline - time.monotonic())
+        return max(1, min(most, int(seconds / self.seconds_per_step)))
+
+    def train_until(self, done: int, goal: int) -> int:
+        """Train from step ``done`` to ``goal``, or fewer when the deadline comes; return the step reached."""
+        while True:
+            count = self._steps(goal - done)
+            started = time.monotonic()
+            loss = self.train(done, count)
+            self.seconds_per_step = (time.monotonic() - started) / count
+            done += count
+            if not math.isfinite(loss):
+                raise FailedTrialError(f"training loss became {loss} at epoch {-(-done // self.steps_per_epoch)}; "
+                                       "the learning rate is probably too high")
+            if done >= goal or self.past_deadline():
+                return done
+
+
+def _distributed_steps(tf: Any, model: Any, optimizer: Any, loss_fn: Any, x: np.ndarray, y: np.ndarray,
+                       batch_size: int) -> tuple[Callable[[int, int], float], int]:
+    """Under a distribution strategy: ``fit`` on a cached dataset, one call per range of steps.
+
+    Each call draws its batches from a fresh shuffle of the rows, so a range that ends
+    inside an epoch leaves the rest of that epoch's order unused.
+    """
     model.compile(optimizer=optimizer, loss=loss_fn)
     data = tf.data.Dataset.from_tensor_slices((x, y)).cache().shuffle(len(x), reshuffle_each_iteration=True)
-    data = data.batch(batch_size).prefetch(2)
+    data = data.batch(batch_size).repeat().prefetch(2)
 
-    def run(epochs: Any) -> Any:
-        history = model.fit(data, epochs=int(epochs), verbose=0, shuffle=False)
-        return history.history["loss"][-1]
+    def train(first: int, count: int) -> float:
+        history = model.fit(data, epochs=1, steps_per_epoch=count, verbose=0, shuffle=False)
+        return float(history.history["loss"][-1])
 
-    return run
+    return train, -(-len(x) // batch_size)
 
 
-def _compiled_epochs(tf: Any, model: Any, optimizer: Any, loss_fn: Any, x: np.ndarray, y: np.ndarray,
-                     batch_size: int) -> Any:
-    """One ``tf.function`` that trains ``epochs`` epochs and returns the last batch loss."""
+def _compiled_steps(tf: Any, model: Any, optimizer: Any, loss_fn: Any, x: np.ndarray, y: np.ndarray,
+                    batch_size: int, seed: int) -> tuple[Callable[[int, int], float], int]:
+    """A graph, traced once, that trains steps ``first`` to ``first + count`` and returns the last batch loss.
+
+    Epoch ``e`` takes its batches in a stateless shuffle seeded by ``(seed, e)``: the
+    result does not depend on how the steps are split into calls.
+    """
     n = int(x.shape[0])
     batch_size = min(batch_size, n)
     steps = -(-n // batch_size)
     xs, ys = tf.constant(x), tf.constant(y)
+    order = tf.Variable(tf.range(n), trainable=False)
+    optimizer.build(model.trainable_variables)
     weights = model.trainable_variables
 
-    @tf.function
-    def run(epochs):
+    def run(first: Any, count: Any) -> Any:
         loss = tf.constant(0.0)
-        for _ in tf.range(epochs):
-            order = tf.random.shuffle(tf.range(n))
-            for s in tf.range(steps):
-                idx = order[s * batch_size: tf.minimum((s + 1) * batch_size, n)]
-                xb, yb = tf.gather(xs, idx), tf.gather(ys, idx)
-                with tf.GradientTape() as tape:
-                    loss = loss_fn(yb, model(xb, training=True))
-                    if model.losses:
-                        loss += tf.add_n(model.losses)
-                optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights, strict=True))
+        for step in tf.range(first, first + count):
+            epoch, s = step // steps, step % steps
+            if s == 0:
+                order.assign(tf.random.experimental.stateless_shuffle(tf.range(n), seed=tf.stack([seed, epoch])))
+            idx = order[s * batch_size: tf.minimum((s + 1) * batch_size, n)]
+            xb, yb = tf.gather(xs, idx), tf.gather(ys, idx)
+            with tf.GradientTape() as tape:
+                loss = loss_fn(yb, model(xb, training=True))
+                if model.losses:
+                    loss += tf.add_n(model.losses)
+            optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights, strict=True))
         return loss
 
-    return run
+    # A concrete function: one trace per network, never counted by TensorFlow as a retrace.
+    graph = tf.function(run).get_concrete_function(tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32))
+
+    def train(first: int, count: int) -> float:
+        return float(graph(tf.constant(first, tf.int32), tf.constant(count, tf.int32)))
+
+    return train, steps

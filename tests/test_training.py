@@ -1,16 +1,19 @@
-"""KerasNetwork: real training on Pima and on the regression data, early stopping, divergence."""
+"""KerasNetwork: real training on Pima and on the regression data, early stopping, divergence, deadlines."""
 
 from __future__ import annotations
+
+import logging
+import time
 
 import numpy as np
 import pytest
 from sklearn.metrics import r2_score, roc_auc_score
 
-from automl import data
+from automl import data, training
 from automl.errors import FailedTrialError
 from automl.evaluation import holdout_split
 from automl.preprocess import encode_target, infer_schema, make_preprocessor
-from automl.spaces import MLP_WARM_STARTS
+from automl.spaces import CNN_WARM_STARTS, MLP_WARM_STARTS
 from automl.training import KerasNetwork
 
 
@@ -52,8 +55,59 @@ def test_divergence_is_a_failed_trial():
         KerasNetwork(params, "regression", epochs=20, seed=0).fit(xt, yt)
 
 
-def test_deadline_stops_training_early():
+def test_a_past_deadline_stops_training_after_one_step():
     xt, yt, xv, yv = _split("diabetes")
     net = KerasNetwork(dict(MLP_WARM_STARTS[0]), "binary", epochs=100, seed=0)
     net.fit(xt, yt, xv, monitor=lambda p: roc_auc_score(yv, p[:, 1]), deadline=0.0)  # already past
-    assert [e for e, _ in net.history_] == [5]
+    assert net.cut_short_ and net.n_steps_ == 1
+    assert [e for e, _ in net.history_] == [1] and net.best_epoch_ == 1  # a partial epoch counts as one
+
+
+def test_a_deadline_binds_inside_an_epoch():
+    """An epoch of this CNN costs far more than the time left: training stops inside it, soon after the deadline."""
+    import tensorflow  # noqa: F401  (importing it, seconds on busy cores, is not what the deadline bounds)
+
+    rng = np.random.default_rng(0)
+    x = rng.random((20_000, 28, 28, 1), dtype=np.float32)
+    params = dict(CNN_WARM_STARTS[0], filters=128, n_blocks=3)  # ~0.7 GFLOP per image and step
+    net = KerasNetwork(params, "image", epochs=100, seed=0, n_classes=10, family="cnn")
+    # Building and tracing the graph count against the deadline too: up to 15 s on 2 busy cores.
+    deadline = time.monotonic() + 20.0
+    net.fit(x, rng.integers(0, 10, len(x)), deadline=deadline)
+    overrun = time.monotonic() - deadline
+    assert net.cut_short_ and 1 <= net.n_steps_ < -(-len(x) // params["batch_size"]) and net.best_epoch_ == 1
+    assert overrun < 10.0  # a whole epoch (once the unit of a compiled call) takes minutes on 2 cores
+    assert net.predict_proba(x[:5]).shape == (5, 10)
+
+
+def test_how_steps_are_split_into_calls_does_not_change_the_network(monkeypatch):
+    xt, yt, _, _ = _split("diabetes")
+    params = dict(MLP_WARM_STARTS[0])  # with dropout: its random masks must not depend on the calls either
+
+    def weights() -> list[np.ndarray]:
+        net = KerasNetwork(params, "binary", epochs=3, seed=1).fit(xt, yt)
+        return net.model_.get_weights()
+
+    in_big_calls = weights()
+    monkeypatch.setattr(training, "CHUNK_SECONDS", 1e-9)  # every call trains one step
+    for big, small in zip(in_big_calls, weights(), strict=True):
+        np.testing.assert_array_equal(big, small)
+
+
+def test_new_networks_do_not_warn_about_retracing():
+    """Search trials build network after network: TensorFlow must not call that retracing."""
+    messages: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logger = logging.getLogger("tensorflow")
+    logger.addHandler(handler)
+    rng = np.random.default_rng(0)
+    x, xv = rng.normal(size=(64, 4)).astype("float32"), rng.normal(size=(32, 4)).astype("float32")
+    try:
+        for seed in range(6):
+            net = KerasNetwork(dict(MLP_WARM_STARTS[1]), "binary", epochs=1, seed=seed)
+            net.fit(x, (x[:, 0] > 0).astype(int), xv, monitor=lambda p: float(p[:, 1].mean()))
+            net.predict_proba(x[:3])
+    finally:
+        logger.removeHandler(handler)
+    assert not [m for m in messages if "retracing" in m]
