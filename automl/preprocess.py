@@ -83,8 +83,7 @@ def infer_schema(ds: Dataset) -> Schema:
         if col == ds.target or col in dropped:
             continue
         values = frame[col]
-        n_unique = values.nunique()
-        if n_unique <= 1:
+        if _single_value(values):
             dropped[col] = "a single value"
         elif _looks_like_id(col, values, len(frame)):
             dropped[col] = "a row identifier"
@@ -100,7 +99,7 @@ def infer_schema(ds: Dataset) -> Schema:
                 datetime.append(col)
             elif kind:
                 dropped[col] = kind
-            elif n_unique > _MAX_CATEGORIES and n_unique > 0.5 * values.notna().sum():
+            elif (n_unique := values.nunique()) > _MAX_CATEGORIES and n_unique > 0.5 * values.notna().sum():
                 dropped[col] = f"free text or a code ({n_unique} distinct values)"
             else:
                 categorical.append(col)
@@ -170,15 +169,26 @@ def _infer_task(y: pd.Series) -> str:
     return "multiclass" if integer_valued and n_unique <= 10 else "regression"
 
 
+def _is_number_column(values: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(values.dtype) and not isinstance(values.dtype, pd.CategoricalDtype)
+
+
+def _single_value(values: pd.Series) -> bool:
+    if _is_number_column(values):  # min and max need no hash table of 10M distinct floats
+        return not values.max() > values.min()
+    return values.nunique() <= 1
+
+
 def _looks_like_id(col: str, values: pd.Series, n_rows: int) -> bool:
-    if values.nunique() != n_rows:
+    """Unique in every row and named like an id, or the integers lo..lo+n-1 (also when read as float32)."""
+    if values.isna().any():
         return False
-    if _ID_NAME.search(str(col)):
-        return True
-    if pd.api.types.is_numeric_dtype(values.dtype):  # integers, also when read as float32
-        ordered = values.sort_values().to_numpy(dtype="float64")
-        return bool(np.all(np.diff(ordered) == 1))
-    return False
+    if _is_number_column(values):
+        v = values.to_numpy(dtype="float64")
+        lo = v.min()
+        if v.max() - lo == n_rows - 1 and np.all(v == np.round(v)):
+            return bool(np.bincount((v - lo).astype(np.int64)).max() == 1)  # n integers in n slots, once each
+    return bool(_ID_NAME.search(str(col))) and values.nunique() == n_rows
 
 
 def encode_target(schema: Schema, y: pd.Series) -> np.ndarray:
