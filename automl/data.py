@@ -172,7 +172,8 @@ def _with_overrides(card: DatasetCard, target: str | None, task: str | None, sou
 
 
 def read_table(path: Path, target: str | None = None) -> pd.DataFrame:
-    """Read a CSV or Parquet file through pyarrow into a compact frame (see :func:`compact`).
+    """Read a CSV or Parquet file through pyarrow into a compact frame (see :func:`compact`);
+    the ``target`` column keeps its values and dtype exactly.
 
     A CSV may start with a UTF-8 byte order mark and use ``,``, ``;``, tab or ``|`` as separator
     (sniffed from its first KB); with ``;``, decimal commas are read as numbers.
