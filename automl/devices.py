@@ -6,30 +6,26 @@ list; :func:`configure` applies it; :func:`strategy`, :func:`trial_device` and
 :func:`trial_context` give the rest of the code a scope to train a trial in.
 
 ``python -m automl.devices [--size N] [--power P]`` lists the devices and runs the
-CPU-vs-GPU experiment: it times M**P (P-1 matrix products) on each device and reports
-GFLOP/s. TensorFlow is imported inside functions only: importing this module is cheap.
+CPU-vs-GPU experiment of :mod:`automl.device_bench`. TensorFlow is imported inside
+functions only: importing this module is cheap.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import functools
 import glob
-import json
-import math
 import os
 import sys
-import time
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 __all__ = ["Device", "Placement", "STRATEGIES", "DISTRIBUTE", "detect", "plan", "configure", "strategy",
-           "trial_device", "trial_context", "matrix_power_speed", "main"]
+           "trial_device", "trial_context"]
 
-STRATEGIES = ("default", "mirrored", "tpu", "one-per-gpu")
+STRATEGIES = ("default", "mirrored", "tpu")
 #: Values of ``distribute`` besides ``None`` (let :func:`plan` choose).
 DISTRIBUTE = ("mirrored",)
 #: float16 runs on tensor cores from Volta (7.0) on; older GPUs get slower, not faster.
@@ -120,8 +116,7 @@ def plan(devices: Sequence[tuple], n_trials_parallel: int | None = None, distrib
 
     - a TPU: one model across all its cores (TPUStrategy), whatever ``distribute`` says;
     - GPUs with ``distribute="mirrored"``: one model across all of them (MirroredStrategy);
-    - several GPUs otherwise: one trial per GPU, at most ``n_trials_parallel`` at once;
-    - one GPU: the default strategy on it;
+    - GPUs otherwise: the default strategy on the first one;
     - no accelerator: the default strategy on the CPU, ``n_trials_parallel`` workers
       sharing it; ``distribute="mirrored"`` mirrors over the (logical) CPUs.
 
@@ -143,10 +138,7 @@ def plan(devices: Sequence[tuple], n_trials_parallel: int | None = None, distrib
     if gpus:
         if distribute == "mirrored":
             return _on_gpus("mirrored", (tuple(g.name for g in gpus),), gpus)
-        n = len(gpus) if n_trials_parallel is None else min(n_trials_parallel, len(gpus))
-        if n == 1:
-            return _on_gpus("default", ((gpus[0].name,),), gpus[:1])
-        return _on_gpus("one-per-gpu", tuple((g.name,) for g in gpus[:n]), gpus[:n])
+        return _on_gpus("default", ((gpus[0].name,),), gpus[:1])
     cpus = tuple(d.name for d in by_kind["CPU"]) or ("/device:CPU:0",)  # TensorFlow always has a CPU
     if distribute == "mirrored":
         return Placement("mirrored", (cpus,))
@@ -193,7 +185,7 @@ def strategy(placement: Placement) -> Any:
 
 
 def trial_device(i: int, placement: Placement) -> str:
-    """The device trial worker ``i`` trains on (workers take the GPUs in turn)."""
+    """The device trial worker ``i`` trains on."""
     if placement.strategy in ("mirrored", "tpu"):
         raise ValueError(f"a {placement.strategy!r} placement trains each trial on several devices; "
                          "use strategy(placement) or trial_context(i, placement)")
@@ -211,84 +203,7 @@ def trial_context(i: int, placement: Placement) -> Iterator[None]:
             yield
 
 
-# -- the CPU-vs-GPU experiment ------------------------------------------------------------
-def matrix_power_speed(device: str, size: int, power: int, repeats: int = 3) -> dict[str, Any]:
-    """Time M**power for a random ``size``×``size`` matrix on ``device``; best of ``repeats`` runs."""
-    if size < 1 or power < 2 or repeats < 1:
-        raise ValueError(f"need size >= 1, power >= 2, repeats >= 1, but got {size=}, {power=}, {repeats=}")
-    tf = _tf()
-    with tf.device(device):
-        # Scaled so that the spectral radius is about 1: M**n neither overflows nor vanishes.
-        m = tf.random.normal((size, size), seed=0) / math.sqrt(size)
-
-        def run() -> float:
-            result = m
-            for _ in range(power - 1):
-                result = tf.linalg.matmul(result, m)
-            return float(tf.reduce_sum(result))  # copying to the host waits for the device
-
-        run()  # warm-up: kernel selection and allocation are not part of the speed
-        seconds = []
-        for _ in range(repeats):
-            started = time.perf_counter()
-            run()
-            seconds.append(time.perf_counter() - started)
-    best = min(seconds)  # the least disturbed run: other processes share the machine
-    flops = 2.0 * size**3 * (power - 1)
-    return {"device": device, "seconds": round(best, 4), "gflops": round(flops / best / 1e9, 2)}
-
-
-def _experiment_devices(devices: list[Device]) -> list[Device]:
-    """One CPU (logical CPUs share the same cores), every GPU, and the first TPU core."""
-    cpu = [d for d in devices if d.kind == "CPU"][:1] or [Device("CPU", "/device:CPU:0")]
-    return cpu + [d for d in devices if d.kind == "GPU"] + [d for d in devices if d.kind == "TPU"][:1]
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m automl.devices",
-                                description="List the devices TensorFlow sees and the placement automl would use; "
-                                            "time M**power on each device and report GFLOP/s (last line: JSON).")
-    p.add_argument("--size", type=int, default=2048, help="matrix side (default 2048)")
-    p.add_argument("--power", type=int, default=6, help="the power n in M**n, at least 2 (default 6)")
-    p.add_argument("--repeats", type=int, default=3, help="timed runs per device; the best counts (default 3)")
-    args = p.parse_args(argv)
-    if args.size < 1 or args.power < 2 or args.repeats < 1:
-        print(f"error: need --size >= 1, --power >= 2, --repeats >= 1, but got size={args.size}, "
-              f"power={args.power}, repeats={args.repeats}", file=sys.stderr)
-        return 2
-
-    devices = detect()
-    placement = plan(devices)
-    print("devices:")
-    for d in devices:
-        print(f"  {d.kind:<4} {d.name}" + (f"  compute capability {d.compute_capability}"
-                                           if d.compute_capability else ""))
-    print(f"placement: {placement.strategy} on {', '.join(placement.devices)}; mixed precision "
-          f"{'on' if placement.mixed_precision else 'off'}")
-
-    rows = []
-    for d in _experiment_devices(devices):
-        try:
-            rows.append({"kind": d.kind, **matrix_power_speed(d.name, args.size, args.power, args.repeats)})
-        except Exception as exc:  # one unusable device must not hide the others' numbers
-            rows.append({"kind": d.kind, "device": d.name, "seconds": None, "gflops": None,
-                         "error": f"{type(exc).__name__}: {exc}"[:200]})
-    cpu = next((r["gflops"] for r in rows if r["kind"] == "CPU" and r["gflops"]), None)
-    for r in rows:
-        r["vs_cpu"] = round(r["gflops"] / cpu, 2) if cpu and r["gflops"] else None
-
-    print(f"\nM**{args.power} for a {args.size}x{args.size} float32 matrix ({args.power - 1} products), "
-          f"best of {args.repeats}:")
-    print(f"{'device':<34} {'kind':<4} {'seconds':>9} {'GFLOP/s':>9} {'vs CPU':>7}")
-    for r in rows:
-        if r["gflops"] is None:
-            print(f"{r['device']:<34} {r['kind']:<4} failed: {r['error']}")
-        else:
-            print(f"{r['device']:<34} {r['kind']:<4} {r['seconds']:>9.3f} {r['gflops']:>9.1f} {r['vs_cpu']:>6.1f}x")
-    print(json.dumps({"size": args.size, "power": args.power, "repeats": args.repeats,
-                      "placement": placement.strategy, "devices": rows}))
-    return 0
-
-
 if __name__ == "__main__":
+    from automl.device_bench import main
+
     sys.exit(main())

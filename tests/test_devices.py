@@ -1,4 +1,5 @@
-"""Device placement: decisions on simulated device lists, a real MirroredStrategy, the M**n experiment."""
+"""Device placement: decisions on simulated device lists, a real MirroredStrategy; the M**n experiment
+(automl.device_bench) through ``python -m automl.devices``."""
 
 from __future__ import annotations
 
@@ -37,11 +38,13 @@ def test_one_gpu_gets_memory_growth_and_mixed_precision_only_if_capable():
     assert not plan([CPU, ("GPU", "/device:GPU:0")]).mixed_precision  # capability unknown: stay safe
 
 
-def test_four_gpus_run_one_trial_per_gpu_or_one_mirrored_model():
-    p = plan([CPU, *_gpus(4)])
-    assert p.strategy == "one-per-gpu" and len(p.workers) == 4
-    assert [trial_device(i, p) for i in range(6)] == [f"/device:GPU:{i % 4}" for i in range(6)]
-    assert plan([CPU, *_gpus(4)], n_trials_parallel=2).workers == (("/device:GPU:0",), ("/device:GPU:1",))
+def test_four_gpus_train_on_the_first_or_one_mirrored_model():
+    for n_trials_parallel in (None, 1, 2):
+        p = plan([CPU, *_gpus(4)], n_trials_parallel)
+        assert p == Placement("default", (("/device:GPU:0",),), mixed_precision=True, memory_growth=True)
+        assert [trial_device(i, p) for i in range(3)] == ["/device:GPU:0"] * 3
+    # Only the GPU that trains decides on mixed precision.
+    assert plan([CPU, *_gpus(1), ("GPU", "/device:GPU:1", (6, 0))]).mixed_precision
 
     mirrored = plan([CPU, *_gpus(4)], distribute="mirrored")
     assert mirrored.strategy == "mirrored" and mirrored.workers == (tuple(f"/device:GPU:{i}" for i in range(4)),)
@@ -124,7 +127,7 @@ def test_bad_experiment_arguments_exit_2(tmp_path):
 
 
 def test_importing_devices_does_not_import_tensorflow():
-    code = "import sys, automl.devices; print('tensorflow' in sys.modules)"
+    code = "import sys, automl.devices, automl.device_bench; print('tensorflow' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=subprocess_env(), capture_output=True,
                           text=True, timeout=120)
     assert done.stdout.strip() == "False", done.stderr
