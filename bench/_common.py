@@ -7,6 +7,7 @@ starts) from ``/proc``, so no benchmark needs psutil.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import os
 import signal
@@ -53,8 +54,8 @@ def child_env(tmp: Path) -> dict[str, str]:
     return env
 
 
-def tree_usage(root: int) -> tuple[int, float]:
-    """Resident bytes and CPU seconds (its own and its reaped children's) of ``root`` and its descendants."""
+def _tree(root: int) -> dict[int, tuple[int, float]]:
+    """Resident bytes and CPU seconds (its own and its reaped children's) of ``root`` and each descendant."""
     parent: dict[int, int] = {}
     usage: dict[int, tuple[int, float]] = {}
     for entry in os.listdir("/proc"):
@@ -68,14 +69,27 @@ def tree_usage(root: int) -> tuple[int, float]:
         pid = int(entry)
         parent[pid] = int(fields[1])
         usage[pid] = int(fields[21]) * PAGE_BYTES, sum(int(f) for f in fields[11:15]) / TICKS
-    rss, cpu = 0, 0.0
-    for pid, (size, seconds) in usage.items():
+    tree = {}
+    for pid, use in usage.items():
         p = pid
         while p > 1 and p != root:
             p = parent.get(p, 0)
         if p == root:
-            rss, cpu = rss + size, cpu + seconds
-    return rss, cpu
+            tree[pid] = use
+    return tree
+
+
+def tree_usage(root: int) -> tuple[int, float]:
+    """Resident bytes and CPU seconds of ``root`` and all its descendants, from ``/proc/<pid>/stat``."""
+    tree = _tree(root).values()
+    return sum(rss for rss, _ in tree), sum(cpu for _, cpu in tree)
+
+
+def kill_tree(root: int) -> None:
+    """SIGKILL ``root`` and every descendant, by id: some (H2O's Java) run in sessions of their own."""
+    for pid in _tree(root):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 @dataclass(frozen=True)
@@ -88,30 +102,32 @@ class Finished:
     cpu_s: float
     stdout: str
     last_stderr_line: str
+    timed_out: bool
 
 
 def run_sampled(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float) -> Finished:
-    """Run ``cmd`` in its own session; sample its process tree every ``POLL_SECONDS``; kill the tree at ``timeout``.
+    """Run ``cmd``; sample its process tree every ``POLL_SECONDS``; kill the tree at ``timeout``.
 
     stdout and stderr go to ``cwd/stdout.log`` and ``cwd/stderr.log`` (kept for reading a failure).
     """
     cwd.mkdir(parents=True, exist_ok=True)
     with open(cwd / "stdout.log", "wb") as out, open(cwd / "stderr.log", "wb") as err:
         start = time.monotonic()
-        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=err, start_new_session=True)
-        peak, cpu = 0, 0.0
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=err)
+        peak, cpu, timed_out = 0, 0.0, False
         while proc.poll() is None:
             rss, seconds = tree_usage(proc.pid)
             peak, cpu = max(peak, rss), max(cpu, seconds)
-            if time.monotonic() - start > timeout:
-                os.killpg(proc.pid, signal.SIGKILL)  # the session holds the run's workers and servers too
+            timed_out = time.monotonic() - start > timeout
+            if timed_out:
+                kill_tree(proc.pid)
                 break
             time.sleep(POLL_SECONDS)
         code = proc.wait()
         wall = time.monotonic() - start
     lines = (cwd / "stderr.log").read_text(errors="replace").strip().splitlines()
     return Finished(code, round(wall, 1), round(peak / 2**20, 1), round(cpu, 1),
-                    (cwd / "stdout.log").read_text(errors="replace"), lines[-1] if lines else "")
+                    (cwd / "stdout.log").read_text(errors="replace"), lines[-1] if lines else "", timed_out)
 
 
 def free_port() -> int:

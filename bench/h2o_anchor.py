@@ -33,7 +33,7 @@ def anchor(train_path: str, test_path: str, target: str, budget_s: float, seed: 
         for frame in (train, test):  # a 0/1 column parses as numeric: make it a class label
             frame[target] = frame[target].asfactor()
         features = [c for c in train.columns if c != target]
-        aml = H2OAutoML(max_runtime_secs=budget_s, seed=seed)
+        aml = H2OAutoML(max_runtime_secs=max(1, round(budget_s)), seed=seed)  # H2O takes whole seconds only
         aml.train(x=features, y=target, training_frame=train)
         leader = aml.leader
         return {"leader": leader.model_id, "models": int(aml.leaderboard.nrows),

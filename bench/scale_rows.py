@@ -180,7 +180,7 @@ def common_fields(case: Case, sizes: dict[str, int], done: Finished) -> dict[str
                               "peak_rss_mb": done.peak_rss_mb, "cpu_s": done.cpu_s, "exit_code": done.exit_code,
                               "loadavg_1m": round(os.getloadavg()[0], 2)}
     if done.exit_code != 0:
-        result["error"] = done.last_stderr_line
+        result["error"] = f"killed after {timeout_for(case.budget_s):g} s" if done.timed_out else done.last_stderr_line
     return result
 
 
