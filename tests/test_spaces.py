@@ -1,0 +1,48 @@
+"""Search spaces: one engine-neutral definition per family, rendered alike for Optuna and Keras Tuner."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from automl.engines.keras_tuner_engine import render
+from automl.spaces import FAMILIES, MAX_EPOCHS, Choice, Float, Int, suggest
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_warm_starts_lie_inside_their_space(family):
+    space, warm_starts = FAMILIES[family]
+    names = [p.name for p in space]
+    assert len(names) == len(set(names)), "a parameter is defined twice"
+    for warm in warm_starts:
+        assert list(warm) == names, "a warm start must name every parameter, in the space's order"
+        for p in space:
+            value = warm[p.name]
+            assert value in p.choices if isinstance(p, Choice) else p.low <= value <= p.high, (p, value)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_optuna_and_keras_tuner_see_the_same_parameters(family):
+    space, _ = FAMILIES[family]
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(20):
+        params = suggest(space, study.ask())
+        assert list(params) == [p.name for p in space]
+        for p in space:
+            if isinstance(p, Int):
+                assert isinstance(params[p.name], int) and p.low <= params[p.name] <= p.high
+            elif isinstance(p, Float):
+                assert p.low <= params[p.name] <= p.high
+            else:
+                assert params[p.name] in p.choices
+    rendered = {h.name: h for h in render(space).space}
+    assert list(rendered) == [p.name for p in space]
+    for p in space:
+        if isinstance(p, Choice) and len(p.choices) > 1 and not all(isinstance(c, bool) for c in p.choices):
+            assert list(rendered[p.name].values) == list(p.choices)
+        elif isinstance(p, Int | Float) and p.low < p.high:
+            assert (rendered[p.name].min_value, rendered[p.name].max_value) == (p.low, p.high)
+
+
+def test_epoch_bound_is_a_positive_int():
+    assert isinstance(MAX_EPOCHS, int) and MAX_EPOCHS >= 10
