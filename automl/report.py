@@ -57,7 +57,7 @@ body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
        max-width: 1240px; margin: 0 auto; padding: 1.5rem; }
 h1 { margin-bottom: .2rem; } h2 { border-bottom: 1px solid #ddd; padding-bottom: .2rem; margin-top: 2.2rem; }
 nav a { margin-right: 1rem; } .meta, .note, figcaption { color: #555; }
-.scroll { overflow-x: auto; max-width: 100%; }
+.scroll { overflow-x: auto; }
 table { border-collapse: collapse; font-size: 13px; margin: .8rem 0; }
 th, td { border: 1px solid #ddd; padding: .25rem .5rem; text-align: left; vertical-align: top; }
 summary { cursor: pointer; white-space: nowrap; font-family: ui-monospace, monospace; }
@@ -87,9 +87,9 @@ def section_ids(task: str) -> list[str]:
 
 
 def chart_rows(y: np.ndarray, task: str, limit: int, seed: int = 0) -> np.ndarray:
-    """Positions of the rows the charts draw: all of them up to ``limit``, else a seeded sample of ``limit``.
+    """Positions of the rows the charts draw: all of them up to ``limit``, else a seeded sample of at most ``limit``.
 
-    For classification the sample keeps each class's share (rounded down, at least one
+    For classification the sample keeps each class's share (rounded down, but at least one
     row per class), so rare classes stay on the charts.
     """
     n = len(y)

@@ -43,8 +43,8 @@ def diabetes_runs(on_server, tmp_path_factory):
     from flows.retrain import retrain_flow
 
     root = tmp_path_factory.mktemp("retrain")
-    first = retrain_flow(dataset="diabetes", output_root=str(root), **BUDGET)
-    second = retrain_flow(dataset="diabetes", output_root=str(root), seed=2, **BUDGET)
+    first = retrain_flow(dataset="diabetes", output_root=str(root), options=BUDGET)
+    second = retrain_flow(dataset="diabetes", output_root=str(root), options={**BUDGET, "seed": 2})
     return first, second, root / "diabetes"
 
 
@@ -160,10 +160,10 @@ def test_two_runs_leave_two_history_rows_and_the_better_champion(diabetes_runs):
     assert list(history["promoted"]) == ["yes", second["promoted"]]
     assert history["reason"].iloc[0] == "first run: no champion yet"
     assert history["champion_before"].iloc[1] == first["challenger"]
-    assert set(history["metric"]) == {"auc"} and (history["holdout_rows"] == 150).all()
+    _, holdout = split_holdout(load("diabetes"))
+    assert set(history["metric"]) == {"auc"} and (history["holdout_rows"] == len(holdout.frame)).all()
 
     # The recorded scores are the two models' real AUCs on the fixed holdout.
-    _, holdout = split_holdout(load("diabetes"))
     models = {run["challenger"]: load_model(project / "challengers" / run["run_id"] / "leader")
               for run in (first, second)}
     y = encode_target(models[first["challenger"]].schema, holdout.frame["Outcome"])
@@ -239,8 +239,8 @@ def test_a_worse_challenger_leaves_the_champion_untouched(diabetes_runs, tmp_pat
     pd.concat([frame[in_holdout], noisy]).to_csv(tmp_path / "diabetes-random-labels.csv", index=False)
     before = _tree_digest(project / "champion")
 
-    result = retrain_flow(dataset=str(tmp_path / "diabetes-random-labels.csv"), target="Outcome",
-                          project="diabetes", output_root=str(project.parent), **BUDGET)
+    result = retrain_flow(dataset=str(tmp_path / "diabetes-random-labels.csv"), output_root=str(project.parent),
+                          options={**BUDGET, "target": "Outcome", "project": "diabetes"})
     assert result["promoted"] == "no"
     assert result["ci_high"] < 0, result["reason"]  # worse by more than noise, not just "not better"
     assert result["holdout_rows"] == int(in_holdout.sum())
@@ -292,7 +292,7 @@ def test_an_unreadable_champion_is_never_replaced(on_server, tmp_path):
     before = _tree_digest(champion)
 
     with pytest.raises(ChampionUnreadable, match="restore it, or remove the folder"):
-        retrain_flow(dataset="diabetes", project="damaged", output_root=str(tmp_path), **BUDGET)
+        retrain_flow(dataset="diabetes", output_root=str(tmp_path), options={**BUDGET, "project": "damaged"})
     assert _tree_digest(champion) == before
     history = pd.read_csv(champion.parent / "leaderboard_history.csv")
     assert list(history["promoted"]) == ["no"]
@@ -320,16 +320,18 @@ def test_margin_rule_on_real_models(diabetes_runs):
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
-    ({"project": "../elsewhere"}, "project name '../elsewhere' must start with a letter or digit"),
+    ({"options": {"project": "../elsewhere"}}, "project name '../elsewhere' must start with a letter or digit"),
     ({"margin": float("nan")}, "margin must be a finite number"),
     ({"keep_challengers": 0}, "keep_challengers must be at least 1"),
-    ({"max_runtime_secs": -1}, "--max-runtime-secs must be positive"),
+    ({"options": {"max_runtime_secs": -1}}, "--max-runtime-secs must be positive"),
+    ({"options": {"output_dir": "elsewhere"}}, "pass output_root instead of output_dir"),
     ({"dataset": "no-such-dataset"}, "unknown dataset 'no-such-dataset'"),
 ])
 def test_bad_input_fails_fast_with_one_line(on_server, tmp_path, kwargs, message):
     from flows.retrain import retrain_flow
 
-    params = {"dataset": "diabetes", "output_root": str(tmp_path), "verbose": False, **kwargs}
+    params = {"dataset": "diabetes", "output_root": str(tmp_path), **kwargs,
+              "options": {"verbose": False, **kwargs.get("options", {})}}
     with pytest.raises(InputError) as err:
         retrain_flow(**params)
     assert message in str(err.value) and "\n" not in str(err.value)
