@@ -49,7 +49,7 @@ from _common import ROOT, log
 
 CASES = ("fresh", "burners", "kill", "worker-kill", "disk-full")
 DEFAULT_RUNS = {"fresh": 20, "burners": 10, "kill": 10, "worker-kill": 1, "disk-full": 3}
-DEFAULT_BUDGET = {"fresh": 30.0, "burners": 30.0, "kill": 40.0, "worker-kill": 120.0, "disk-full": 30.0}
+DEFAULT_BUDGET = {"fresh": 30.0, "burners": 30.0, "kill": 60.0, "worker-kill": 120.0, "disk-full": 30.0}
 BURNERS = 4
 KILL_ARGS = ("--include-algos", "GLM,MLP", "--nfolds", "3")
 DISK_SIZES_KB = (64, 512, 2048)
@@ -320,6 +320,7 @@ def kill_and_rerun(runs: int, budget: float, timeout: float, seed: int) -> Tally
             victim.kill()
         before = complete_numbers(out)
         with_trials += bool(before)
+        tally.notes.append(f"killed at {moment:.0f}s with {len(before)} COMPLETE trials in the study")
         rerun = start_cli(home, out, budget, *KILL_ARGS)
         code = rerun.finish(timeout)
         horizon = max(budget, rerun.wall())
@@ -483,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, of {', '.join(CASES)} (all)")
     parser.add_argument("--runs", type=int, help="runs per case (default: fresh 20, burners 10, kill 10, "
                                                  "worker-kill 1, disk-full 3)")
-    parser.add_argument("--budget", type=float, help="--max-runtime-secs of every run (default: 30; kill 40, "
+    parser.add_argument("--budget", type=float, help="--max-runtime-secs of every run (default: 30; kill 60, "
                                                      "worker-kill 120)")
     parser.add_argument("--timeout", type=float, default=900.0, help="SIGKILL a run after this many seconds (900)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill moments (0)")

@@ -21,8 +21,8 @@ from conftest import REPO, kill_group, run_module, subprocess_env, wait_for
 sys.path.insert(0, str(REPO / "bench"))
 import faults  # noqa: E402 - bench/ is not a package: importable once on the path
 
-# --max-models ends the rerun early; the budget leaves a busy machine time for a first trial.
-ARGS = ("diabetes", "--max-runtime-secs", 90, "--max-models", 3, "--workers", 1, *faults.KILL_ARGS)
+# --max-models ends the runs early; the budget leaves a busy machine (start-up, TensorFlow) time for trials.
+ARGS = ("diabetes", "--max-runtime-secs", 240, "--max-models", 3, "--workers", 1, *faults.KILL_ARGS)
 
 
 @pytest.fixture(scope="module")
