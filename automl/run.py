@@ -96,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         config = RunConfig.from_options(dataset=args.dataset, **options(args))
-    except InputError as exc:  # a bad option costs no server start-up
+        _check_source(config)
+    except InputError as exc:  # a bad option or a missing file costs no server start-up
         return _fail(str(exc))
     api = ApiStartup().begin()  # the Prefect API starts while the data is loaded and checked
     try:
@@ -125,6 +126,14 @@ def main(argv: list[str] | None = None) -> int:
     # Skip the interpreter's final collection of TensorFlow's object graph: 2-8 s at exit, after the budget.
     gc.freeze()
     return 0
+
+
+def _check_source(config: Any) -> None:
+    """A dataset that is neither a built-in name nor an existing path fails now, with ``load``'s own message."""
+    from automl.data import builtin_cards, load
+
+    if config.dataset not in builtin_cards() and not os.path.exists(config.dataset):
+        load(config.dataset, config.target, config.task)  # raises at once: there is nothing to read
 
 
 def _check_data(config: Any) -> None:

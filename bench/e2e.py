@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import importlib.metadata
 import json
 import os
 import shutil
@@ -31,51 +30,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from _common import child_env, free_port, tree_usage
 
-ROOT = Path(__file__).resolve().parent.parent
 POLL_SECONDS = 0.25
-PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
-
-
-def child_env(tmp: Path) -> dict[str, str]:
-    """The caller's environment, with a throw-away Prefect home and the checkout importable."""
-    env = dict(os.environ)
-    if "PREFECT_API_URL" not in env:
-        env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-        env["PREFECT_HOME"] = str(tmp / "prefect-home")
-    try:
-        importlib.metadata.distribution("automl")
-    except importlib.metadata.PackageNotFoundError:
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    return env
-
-
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def tree_usage(root: int) -> tuple[int, float]:
-    """Resident bytes and CPU seconds (its own and its reaped children's) of ``root`` and its descendants."""
-    parent: dict[int, int] = {}
-    usage: dict[int, tuple[int, float]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue  # the process ended while we looked
-        pid = int(entry)
-        parent[pid] = int(fields[1])
-        usage[pid] = int(fields[21]) * PAGE_BYTES, sum(int(f) for f in fields[11:15]) / TICKS
-    rss, cpu = 0, 0.0
-    for pid, (size, seconds) in usage.items():
-        p = pid
-        while p > 1 and p != root:
-            p = parent.get(p, 0)
-        if p == root:
-            rss, cpu = rss + size, cpu + seconds
-    return rss, cpu
 
 
 def run_child(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float
@@ -164,12 +121,9 @@ def run_once(budget: float | None, timeout: float, keep: bool) -> dict[str, Any]
 @contextlib.contextmanager
 def prefect_server() -> Any:
     """A ``prefect server start`` for the runs (PREFECT_API_URL set), stopped afterwards."""
-    import socket
     import urllib.request
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     home = Path(tempfile.mkdtemp(prefix="automl-e2e-server-"))
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
