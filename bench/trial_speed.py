@@ -5,7 +5,10 @@ the monitor, ``clear_session(free_memory=False)`` afterwards) with early stoppin
 disabled, for batch 32 (``MLP_WARM_STARTS[0]``) and batch 128, scoring the
 validation rows after every epoch (``EPOCH_CHUNK=1``) and after every 5 epochs (the
 default chunking). The first trial of each setting is a warm-up and is excluded from
-the median. Prints one JSON line on stdout; progress goes to stderr.
+the median. A second case, ``deadline_overrun``, trains the default CNN on random
+28x28 images (an epoch far longer than the time left) and measures how many seconds
+past its deadline the fit returns. Prints one JSON line per case on stdout; progress
+goes to stderr.
 
     python bench/trial_speed.py [--trials 5] [--quick]
 """
@@ -29,8 +32,9 @@ from _common import ROOT, log  # noqa: E402,F401  (sets up sys.path first)
 EPOCHS = 100
 BATCH_SIZES = (32, 128)
 EPOCH_CHUNKS = (1, 5)
-
-
+#: The deadline case: images as in the issue's digits run, and the seconds left when the fit starts.
+DEADLINE_IMAGES = 5000
+DEADLINE_SECONDS = 10.0
 
 def load_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The diabetes rows preprocessed as the search sees them: 80/20 stratified holdout."""
@@ -94,6 +98,42 @@ def measure(params: dict[str, Any], chunk: int, data: tuple[np.ndarray, ...], tr
             "best_epoch_median": statistics.median(r["best_epoch"] for r in timed)}
 
 
+def deadline_overrun() -> dict[str, Any]:
+    """Seconds past its deadline that a CNN fit returns, when one epoch costs more than the time left."""
+    import keras
+
+    from automl import training
+    from automl.spaces import CNN_WARM_STARTS
+
+    rng = np.random.default_rng(0)
+    x, y = rng.random((DEADLINE_IMAGES, 28, 28, 1), dtype=np.float32), rng.integers(0, 10, DEADLINE_IMAGES)
+    params = CNN_WARM_STARTS[0]
+
+    def fit(deadline: float) -> tuple[training.KerasNetwork, float]:
+        net = training.KerasNetwork(params, "image", epochs=EPOCHS, seed=0, n_classes=10, family="cnn")
+        started = time.monotonic()
+        try:
+            net.fit(x, y, deadline=deadline)
+        finally:
+            keras.backend.clear_session(free_memory=False)
+        return net, time.monotonic() - started
+
+    _, setup_s = fit(deadline=0.0)  # building, tracing and one step: the part no deadline can cut
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    net, fit_s = fit(deadline)
+    overrun = fit_s - DEADLINE_SECONDS
+    steps_per_epoch = -(-DEADLINE_IMAGES // params["batch_size"])
+    seconds_per_step = (fit_s - setup_s) / max(net.n_steps_ - 1, 1)
+    log(f"deadline: {net.n_steps_} steps in {fit_s:.1f}s, {overrun:+.2f}s past the deadline")
+    return {"bench": "trial_speed", "case": "deadline_overrun", "images": DEADLINE_IMAGES,
+            "image_shape": [28, 28, 1], "params": params, "time_left_s": DEADLINE_SECONDS,
+            "seconds_past_deadline": round(overrun, 2), "fit_s": round(fit_s, 2), "cut_short": net.cut_short_,
+            "steps": net.n_steps_, "steps_per_epoch": steps_per_epoch, "setup_s": round(setup_s, 2),
+            "seconds_per_step": round(seconds_per_step, 4),
+            "epoch_s_estimate": round(seconds_per_step * steps_per_epoch, 1),
+            "loadavg_1m": round(os.getloadavg()[0], 2)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=5, help="timed trials per setting, after one warm-up (5)")
@@ -122,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
                     "platform": platform.platform(), "loadavg_1m_before": round(load_before[0], 2),
                     "loadavg_1m_after": round(os.getloadavg()[0], 2)},
     }))
+    print(json.dumps(deadline_overrun()))
     return 0
 
 
