@@ -88,8 +88,8 @@ def search_data(state: RunState) -> SearchData:
     if len(train) > MAX_SEARCH_TRAIN_ROWS:
         train = train[np.sort(holdout_split(state.y[train], task, 1 - MAX_SEARCH_TRAIN_ROWS / len(train), seed)[0])]
     pre = make_preprocessor(state.schema).fit(take_rows(state.x, train))
-    return SearchData(pre.transform(take_rows(state.x, train)).astype("float32"), state.y[train],
-                      pre.transform(take_rows(state.x, val)).astype("float32"), state.y[val],
+    return SearchData(pre.transform(take_rows(state.x, train)).astype("float32", copy=False), state.y[train],
+                      pre.transform(take_rows(state.x, val)).astype("float32", copy=False), state.y[val],
                       task, state.n_classes, state.family, state.config.search.tensorboard)
 
 

@@ -124,11 +124,12 @@ def start(config: RunConfig, data: str | pd.DataFrame | data_mod.Dataset | None 
         events.add("preprocess", f"leaderboard scored on a leaderboard frame of {len(holdout[1])} rows")
     for col, reason in schema.dropped.items():
         events.add("preprocess", f"column {col!r} not used: {reason}")
-    for col in getattr(schema, "datetime", ()):
+    for col in schema.datetime:
         events.add("preprocess", f"column {col!r}: date/time parts used as features (year, month, day, weekday, "
-                                 "hour)")
-    events.add("preprocess", f"task {schema.task}; {len(schema.numeric)} numeric and {len(schema.categorical)} "
-                             f"categorical features; sort by {metric.name}; {protocol.label()} ({protocol.reason})")
+                                 "hour when it varies)")
+    events.add("preprocess", f"task {schema.task}; {len(schema.numeric)} numeric, {len(schema.categorical)} "
+                             f"categorical and {len(schema.datetime)} date/time features; sort by {metric.name}; "
+                             f"{protocol.label()} ({protocol.reason})")
     return RunState(config, ds, schema, x, y, metric, protocol, budget, events, holdout)
 
 
@@ -170,7 +171,7 @@ def load_leaderboard_frame(frame: str | Path | pd.DataFrame, schema: Schema) -> 
     if schema.task == "image":
         raise InputError(f"{source}: a leaderboard frame is supported for tables only, not for images")
     if not isinstance(frame, pd.DataFrame):
-        frame = data_mod.read_table(Path(frame))
+        frame = data_mod.read_table(Path(frame), schema.target)
     missing = [c for c in [*schema.features, schema.target] if c not in frame.columns]
     if missing:
         raise InputError(f"{source}: missing column(s) {', '.join(map(repr, missing))}; "
