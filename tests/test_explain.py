@@ -27,7 +27,8 @@ def _fit_glm(name: str, extra: dict[str, np.ndarray] | None = None) -> dict[str,
     schema = infer_schema(ds)
     x, y = ds.frame.drop(columns=[ds.target]), encode_target(schema, ds.frame[ds.target])
     folds = make_folds(y, schema.task, NFOLDS, seed=0)
-    model = cross_validate(reference_candidates(schema.task, 0)[0], x, y, schema, folds).model
+    glm = next(c for c in reference_candidates(schema.task, 0) if c.algo == "GLM")
+    model = cross_validate(glm, x, y, schema, folds).model
     return {"model": model, "x": x, "y": y, "folds": folds, "task": schema.task}
 
 
