@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import subprocess
+import sys
+import textwrap
 import time
 
 import numpy as np
@@ -15,6 +19,7 @@ from automl.evaluation import holdout_split
 from automl.preprocess import encode_target, infer_schema, make_preprocessor
 from automl.spaces import CNN_WARM_STARTS, MLP_WARM_STARTS
 from automl.training import KerasNetwork
+from conftest import REPO, subprocess_env
 
 
 def _split(name: str):
@@ -111,3 +116,36 @@ def test_new_networks_do_not_warn_about_retracing():
     finally:
         logger.removeHandler(handler)
     assert not [m for m in messages if "retracing" in m]
+
+
+# Logical devices must be set before TensorFlow initialises: hence a fresh process.
+_MIRRORED = textwrap.dedent("""
+    import json
+    import numpy as np
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+    from automl import devices
+    from automl.spaces import MLP_WARM_STARTS
+    from automl.training import KerasNetwork
+
+    placement = devices.plan(devices.detect(), 1, "mirrored")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(600, 4)).astype("float32")
+    y = (x @ np.array([1.0, -2.0, 0.5, 3.0]) > 0).astype(int)
+    with devices.trial_context(0, placement):
+        net = KerasNetwork(dict(MLP_WARM_STARTS[0], batch_size=64), "binary", epochs=10, seed=0)
+        net.fit(x[:400], y[:400], x[400:], monitor=lambda p: float(np.mean((p[:, 1] > 0.5) == y[400:])))
+    print(json.dumps({"history": net.history_, "steps": net.n_steps_,
+                      "replicas": net.model_.distribute_strategy.num_replicas_in_sync}))
+""")
+
+
+def test_a_network_trains_in_steps_under_a_mirrored_strategy():
+    done = subprocess.run([sys.executable, "-c", _MIRRORED], cwd=REPO, env=subprocess_env(), capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["replicas"] == 2 and result["steps"] == 10 * 7  # 400 rows in batches of 64
+    assert [e for e, _ in result["history"]] == [5, 10] and result["history"][-1][1] > 0.9
