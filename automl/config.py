@@ -18,6 +18,7 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from automl.devices import DISTRIBUTE  # cheap: devices loads TensorFlow only when asked
 from automl.errors import InputError
 
 __all__ = ["RunConfig", "SearchSettings", "EvaluationSettings", "ENGINES", "TUNERS", "VALIDATIONS", "ALGOS",
@@ -27,7 +28,6 @@ ENGINES = ("optuna", "keras-tuner")
 TUNERS = ("hyperband", "bayesian", "random")
 #: ``auto`` picks k-fold CV or a holdout from the data size and the budget (``automl.evaluation.choose_protocol``).
 VALIDATIONS = ("auto", "cv", "holdout")
-DISTRIBUTE = ("mirrored",)
 ENSEMBLE_ALGO = "StackedEnsemble"
 ALGOS = ("GLM", "GBM", "DRF", "XRT", "SVM", "MLP", "CNN", ENSEMBLE_ALGO)
 _ALGO_ALIASES = {a.lower(): a for a in ALGOS} | {"deeplearning": "MLP"}

@@ -10,6 +10,7 @@ configuration is chosen on the rows that rank it. Both parts are bounded in size
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -62,7 +63,9 @@ def search(state: RunState) -> list[TrialRecord]:
 
     state.events.add("search", f"{state.config.search.engine} search, {state.budget.left():.0f}s left")
     engine = get_engine(state.config.search.engine)
-    with devices.trial_context(0, placement(state)):
+    # Trials in worker processes place themselves; only trials run here need this process's devices (and TF).
+    here = state.config.search.n_workers == 1
+    with devices.trial_context(0, placement(state)) if here else contextlib.nullcontext():
         state.trials = engine.search(job, data, state.budget, state.events, state.workers)
     return state.trials
 
