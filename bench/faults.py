@@ -394,6 +394,8 @@ def worker_kill(runs: int, budget: float, timeout: float, attempts: int = 5) -> 
             state = snapshot[target[0].number]
             if state.state.name == "RUNNING" or state.user_attrs.get("interrupted"):
                 victim = target[0]
+                tally.notes.append(f"killed worker {target[1]} in trial {victim.number} at {run.wall():.0f}s, "
+                                   f"{len(before)} trials COMPLETE")
                 break
         code = run.finish(timeout)
         problems = _exit_problem(code)
