@@ -451,12 +451,13 @@ def disk_full_problems(code: int, stderr: str) -> list[str]:
 
 
 def _traceback_end(lines: list[str]) -> str:
-    """The last traceback's innermost frames and its exception line."""
+    """Where the last traceback left this project's code, its innermost frame and its exception line."""
     start = max(i for i, line in enumerate(lines) if line.startswith("Traceback (most recent call last)"))
     block = lines[start + 1:]
     end = next((i for i, line in enumerate(block) if not line.startswith(" ")), len(block))
     frames = [line.strip() for line in block[:end] if line.strip().startswith("File ")]
-    return " | ".join([*frames[-3:], *block[end:end + 1]])
+    ours = [f for f in frames if f'"{ROOT}/' in f and "/.venv/" not in f][-2:]
+    return " | ".join(dict.fromkeys([*ours, *frames[-1:], *block[end:end + 1]]))
 
 
 def disk_full(runs: int, budget: float, timeout: float) -> dict[str, Any] | Tally:
