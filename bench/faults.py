@@ -234,8 +234,8 @@ class Tally:
     walls: list[float] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
-    #: Where the logs of failed runs are kept (the runs' own folders are removed).
-    kept: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="automl-faults-logs-")))
+    #: Where the logs of failed runs are kept (the runs' own folders are removed); made at the first failure.
+    kept: Path | None = None
 
     def record(self, run: Run, code: int, problems: Sequence[str], corrupt: Sequence[str],
                lost: Sequence[int] = (), **details: Any) -> None:
@@ -247,6 +247,7 @@ class Tally:
         whole = not (problems or corrupt or lost)
         self.survived += whole
         if not whole:
+            self.kept = self.kept or Path(tempfile.mkdtemp(prefix="automl-faults-logs-"))
             kept = shutil.copy(run.log, self.kept / f"{self.case}-{self.runs}.log")
             self.failures.append({"run": self.runs, "returncode": code, "problems": list(problems),
                                   "corrupt": list(corrupt), "lost": list(lost), "stderr_tail": run.stderr_tail(),
