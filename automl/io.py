@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["atomic_write_text", "write_csv", "atomic_dir"]
+__all__ = ["atomic_write_text", "write_csv", "atomic_dir", "remove_leftovers"]
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -29,9 +29,23 @@ def atomic_write_text(path: Path, text: str) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:  # a full disk: name the file, so the one-line error says where
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_leftovers(folder: Path) -> list[Path]:
+    """Remove what a killed writer left in ``folder`` (recursively): ``.<name>.*.tmp`` and ``.<name>.old-<pid>``."""
+    found = [p for pattern in (".*.tmp", ".*.old-*") for p in folder.rglob(pattern)] if folder.exists() else []
+    for leftover in sorted(found, key=lambda p: len(p.parts), reverse=True):
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
+    return found
 
 
 def _guard(value: object) -> object:
@@ -61,7 +75,12 @@ def atomic_dir(path: Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     tmp.chmod(0o777 & ~_UMASK)  # mkdtemp makes 0700
     try:
-        yield tmp
+        try:
+            yield tmp
+        except OSError as exc:
+            if exc.filename is None:  # joblib and Keras writes on a full disk name no file
+                raise OSError(exc.errno, exc.strerror, str(path)) from exc
+            raise
         old = None
         if path.exists():
             old = path.with_name(f".{path.name}.old-{os.getpid()}")

@@ -21,7 +21,7 @@ from automl.budget import REPORT_SECONDS
 from automl.config import ALGOS, ENSEMBLE_ALGO, resolve_algo
 from automl.engines import get_engine
 from automl.errors import InputError
-from automl.io import atomic_dir, atomic_write_text, write_csv
+from automl.io import atomic_dir, atomic_write_text, remove_leftovers, write_csv
 from automl.metrics import get, score_all
 from automl.state import RunState
 
@@ -35,6 +35,8 @@ def finish(state: RunState) -> pd.DataFrame:
                          f"{state.config.max_runtime_secs:g}s; raise --max-runtime-secs")
     board, preds, y_scored, scores = _board(state)
     out = state.output
+    for leftover in remove_leftovers(out):  # a run killed while writing
+        state.events.add("leaderboard", f"removed {leftover.name}, left by an interrupted write")
     by_id = {e.model.model_id: e.model for e in state.evaluated}
     from automl.export import link_tree, save_model
 

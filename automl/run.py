@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import logging
 import os
 import sys
 import time
@@ -56,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tuner", choices=TUNERS, default="hyperband",
                    help="Keras Tuner's algorithm, with --engine keras-tuner (default hyperband)")
     p.add_argument("--workers", type=int, default=None,
-                   help="trial worker processes on one study (default: the number of cores; optuna engine)")
+                   help="trial worker processes on one study (default: the number of cores for budgets "
+                        "of 90 s or more, else none: trials run in the run's process; optuna engine)")
     p.add_argument("--storage", help="share the study through a database, e.g. postgresql://user@host/db; "
                                      "join from other machines with python -m automl.worker")
     p.add_argument("--distribute", choices=DISTRIBUTE, help="train each network across all GPUs (or TPU)")
@@ -114,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(exc))
     from flows.automl_flow import automl_flow
 
+    _one_line_errors()
     try:
         summary = automl_flow(dataset=config.dataset, options={k: v for k, v in config.options().items()
                                                                if k != "dataset"})
@@ -126,6 +129,23 @@ def main(argv: list[str] | None = None) -> int:
     # Skip the interpreter's final collection of TensorFlow's object graph: 2-8 s at exit, after the budget.
     gc.freeze()
     return 0
+
+
+class _NoTraceback(logging.Filter):
+    """Prefect logs a failed task's traceback; for errors the CLI reports in one line, the line is enough."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from automl.errors import InputError
+
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, InputError | OSError):
+            return False
+        return not any(kind in record.getMessage() for kind in ("InputError", "OSError(", "[Errno"))
+
+
+def _one_line_errors() -> None:
+    for name in ("prefect.task_runs", "prefect.flow_runs"):
+        logging.getLogger(name).addFilter(_NoTraceback())
 
 
 def _check_source(config: Any) -> None:

@@ -35,6 +35,9 @@ DEFAULT_RUNTIME_SECS = 120.0
 DEFAULT_IMAGE_RUNTIME_SECS = 200.0
 #: Environment variable naming the folder that holds ``<project>/`` output folders (default ``runs``).
 RUNS_DIR_ENV = "AUTOML_RUNS_DIR"
+#: Below this budget the search runs in the run's own process: a worker process spends ~10 s of it (more on a
+#: busy machine) importing TensorFlow before its first trial.
+WORKERS_MIN_BUDGET = 90.0
 #: More classes than this is not a classification the leaderboard's metrics can rank.
 MAX_CLASSES = 1000
 
@@ -102,7 +105,8 @@ def start(config: RunConfig, data: str | pd.DataFrame | data_mod.Dataset | None 
                                            else DEFAULT_RUNTIME_SECS)
     project = config.project or ds.card.name
     config = config.replace(max_runtime_secs=budget_s, project=project, started_at=config.started_at or time.time(),
-                            output_dir=config.output_dir or str(Path(os.environ.get(RUNS_DIR_ENV) or "runs") / project))
+                            output_dir=config.output_dir or str(Path(os.environ.get(RUNS_DIR_ENV) or "runs") / project),
+                            workers=_workers(config, budget_s))
     budget = Budget.since_wall_time(budget_s, float(config.started_at or time.time()))
     shape = (f"{len(ds.images)} images of {ds.images.shape[1:]}" if ds.images is not None
              else f"{ds.frame.shape[0]} rows, {ds.frame.shape[1]} columns")
@@ -131,6 +135,13 @@ def start(config: RunConfig, data: str | pd.DataFrame | data_mod.Dataset | None 
                              f"categorical and {len(schema.datetime)} date/time features; sort by {metric.name}; "
                              f"{protocol.label()} ({protocol.reason})")
     return RunState(config, ds, schema, x, y, metric, protocol, budget, events, holdout)
+
+
+def _workers(config: RunConfig, budget_s: float) -> int | None:
+    """The default worker count: one per core, unless the budget is too short to pay each worker's start-up."""
+    if config.search.workers is not None or config.search.engine != "optuna":
+        return config.search.workers
+    return config.search.n_workers if budget_s >= WORKERS_MIN_BUDGET else 1
 
 
 def _ingest(config: RunConfig, data: str | pd.DataFrame | data_mod.Dataset | None) -> data_mod.Dataset:

@@ -87,7 +87,8 @@ def test_prefect_yaml_declares_the_schedules_and_their_parameters():
     from prefect.client.schemas.schedules import CronSchedule
 
     from automl.data import builtin_cards
-    from flows import automl_flow, retrain_flow
+    from flows.automl_flow import automl_flow
+    from flows.retrain import retrain_flow
 
     config = yaml.safe_load((REPO / "prefect.yaml").read_text())
     pull = config["pull"][0]["prefect.deployments.steps.set_working_directory"]

@@ -123,3 +123,15 @@ def test_resume_leaves_a_live_runs_trial_alone(tmp_path):
         assert states[dead.number] == "FAIL"  # its process is gone: failed and retried
     finally:
         live.kill()
+
+
+def test_a_run_of_failures_stops_with_a_warning_and_keeps_whole_errors(tmp_path):
+    from automl.engines import MAX_CONSECUTIVE_FAILURES
+
+    broken = tuple(Choice("activation", ("no-such-activation",)) if p.name == "activation" else p for p in SPACE)
+    events = EventLog(verbose=False)
+    records = search(_job(tmp_path, None, space=broken), _search_data(), Budget(300), events)
+    assert len(records) == MAX_CONSECUTIVE_FAILURES and {r.state for r in records} == {"FAIL"}
+    stop = [e for e in events.rows if "search stopped" in e["message"]]
+    assert stop and stop[0]["level"] == "WARNING" and "in a row failed" in stop[0]["message"]
+    assert all(r.error.startswith("ValueError") and "no-such-activation" in r.error for r in records)

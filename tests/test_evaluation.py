@@ -86,3 +86,13 @@ def test_no_fold_starts_after_the_deadline():
     with pytest.raises(CutShortError, match="0 of 5 folds"):
         cross_validate(_glm(), x, y, schema, protocol.folds, deadline=time.monotonic() - 1)
     assert isinstance(x, pd.DataFrame)
+
+
+def test_more_folds_than_rows_is_an_input_error():
+    from automl.config import RunConfig
+    from automl.errors import InputError
+    from automl.state import start
+
+    frame = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0], "y": [1.5, 2.5, 2.0, 4.0]})
+    with pytest.raises(InputError, match="fewer than --nfolds 5"):
+        start(RunConfig.from_options(target="y", nfolds=5, verbose=False), frame)

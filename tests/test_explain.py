@@ -72,8 +72,9 @@ def test_matches_a_direct_out_of_fold_computation(diabetes: dict[str, Any]) -> N
         shuffled[feature] = rows[feature].to_numpy()[np.random.default_rng((seed, 0, i)).permutation(len(test))]
         drops.append(metric.fn(y[test], predict(shuffled)) - metric.fn(y[test], predict(rows)))
     imp = _importance(diabetes, "logloss", n_repeats=1, seed=seed).set_index("feature")
-    assert imp.loc[feature, "importance"] == pytest.approx(np.mean(drops), rel=1e-9)
-    assert imp.loc[feature, "importance_std"] == pytest.approx(np.std(drops), rel=1e-9)
+    # Features are float32: the same rows in other batches round differently, around 1e-8 relative.
+    assert imp.loc[feature, "importance"] == pytest.approx(np.mean(drops), rel=1e-6)
+    assert imp.loc[feature, "importance_std"] == pytest.approx(np.std(drops), rel=1e-6)
     assert imp.loc[feature, "importance"] > 0
 
 

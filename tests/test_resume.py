@@ -50,9 +50,10 @@ def _trials(out: Path) -> list[FrozenTrial]:
 
 
 def _counted(trials: list[FrozenTrial]) -> list[FrozenTrial]:
-    """Finished trials that are results: not interrupted, not surplus (the rule of ``StopRule.reason``)."""
+    """Finished trials that are results: not interrupted, not surplus, not a skipped repeat of an earlier
+    configuration (the rule of ``StopRule.reason``)."""
     return [t for t in trials if t.state.is_finished() and not t.user_attrs.get("interrupted")
-            and not t.user_attrs.get("surplus")]
+            and not t.user_attrs.get("surplus") and "duplicate_of" not in t.user_attrs]
 
 
 def _check_outputs_whole(out: Path, trials: list[FrozenTrial]) -> None:
@@ -63,7 +64,8 @@ def _check_outputs_whole(out: Path, trials: list[FrozenTrial]) -> None:
     csv = pd.read_csv(out / "trials.csv")
     assert csv["number"].is_unique
     assert dict(zip(csv["number"], csv["state"], strict=True)) == {
-        t.number: t.state.name for t in trials if t.state.is_finished() and not t.user_attrs.get("surplus")}
+        t.number: t.state.name for t in trials if t.state.is_finished() and not t.user_attrs.get("surplus")
+        and "duplicate_of" not in t.user_attrs}
     board = pd.read_csv(out / "leaderboard.csv")
     assert len(board) >= 2 and board["model_id"].is_unique
     assert {p.name for p in (out / "models").iterdir() if not p.name.startswith(".")} == set(board["model_id"])

@@ -50,6 +50,10 @@ def test_diabetes_end_to_end(prefect_api, tmp_path):
     assert board["auc"].iloc[0] >= 0.8  # the leader beats a weak model by far on Pima
     # The budget is a contract: the run, start-up included, ends within 10 % of it.
     assert summary["elapsed_secs"] <= 1.1 * budget
+    assert summary["evaluation"]["protocol"] == "cv" and summary["evaluation"]["nfolds"] == 5
+    # TensorFlow's C++ start-up lines (absl, CUDA stubs) read as errors; they stay off the user's terminal.
+    assert "absl::InitializeLog" not in proc.stderr and "cuda drivers" not in proc.stderr
+    assert "retracing" not in proc.stderr
 
     from prefect.client.orchestration import get_client
 
