@@ -16,7 +16,7 @@ stratified by class for classification.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from itertools import product
 from time import monotonic
 from typing import Any
@@ -91,17 +91,8 @@ def permutation_importance(model: Any, x: pd.DataFrame, y: np.ndarray,
         if i not in baselines:
             baselines[i] = metric.fn(y_test, predictors[i](rows))
         order = row_permutation(seed, repeat, i, len(test))
-        for batch in _batches(features, rows.size):
-            # One call per batch of shuffled copies: per-call overhead dwarfs the rows' cost.
-            copies = []
-            for feature in batch:
-                shuffled = rows.copy()
-                shuffled[feature] = rows[feature].iloc[order].set_axis(rows.index)
-                copies.append(shuffled)
-            pred = predictors[i](pd.concat(copies, ignore_index=True))
-            for k, feature in enumerate(batch):
-                score = metric.fn(y_test, pred[k * len(test):(k + 1) * len(test)])
-                drops[feature].append(metric.sign() * (baselines[i] - score))
+        for feature, score in _shuffled_scores(rows, y_test, order, predictors[i], metric):
+            drops[feature].append(metric.sign() * (baselines[i] - score))
         evaluations += 1
     frame = pd.DataFrame({
         "feature": features,
@@ -112,6 +103,21 @@ def permutation_importance(model: Any, x: pd.DataFrame, y: np.ndarray,
     frame = frame.reset_index(drop=True)
     frame.attrs.update(evaluations=evaluations, complete=evaluations == len(passes))
     return frame
+
+
+def _shuffled_scores(rows: pd.DataFrame, y: np.ndarray, order: np.ndarray, predict: Any,
+                     metric: Metric) -> Iterator[tuple[str, float]]:
+    """``(feature, metric)`` with each column of ``rows`` shuffled by ``order`` in turn."""
+    for batch in _batches(list(rows.columns), rows.size):
+        # One call per batch of shuffled copies: per-call overhead dwarfs the rows' cost.
+        copies = []
+        for feature in batch:
+            shuffled = rows.copy()
+            shuffled[feature] = rows[feature].iloc[order].set_axis(rows.index)
+            copies.append(shuffled)
+        pred = predict(pd.concat(copies, ignore_index=True))
+        for k, feature in enumerate(batch):
+            yield feature, metric.fn(y, pred[k * len(rows):(k + 1) * len(rows)])
 
 
 def _row_sample(test: np.ndarray, y: np.ndarray, task: str, size: int, seed: tuple[int, int]) -> np.ndarray:

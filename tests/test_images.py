@@ -60,7 +60,7 @@ def test_pixel_scaler_rejects_other_shapes():
 
 
 def test_cnn_search_on_digits_ranks_and_predicts(tmp_path, digits_folder):
-    aml = AutoML(max_runtime_secs=70, max_models=2, include_algos=["CNN", "GLM"], output_dir=tmp_path / "run",
+    aml = AutoML(max_runtime_secs=85, max_models=2, include_algos=["CNN", "GLM"], output_dir=tmp_path / "run",
                  verbose=False).fit("digits")
     board = aml.leaderboard
     assert board.columns[1] == "mean_per_class_error" and "accuracy" in board.columns
