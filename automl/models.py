@@ -112,13 +112,6 @@ def predict_raw(estimator: Any, x: np.ndarray, task: str) -> np.ndarray:
     return proba / proba.sum(axis=1, keepdims=True)  # float32 models sum to 1 only to ~1e-7
 
 
-def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
-    """Run ``fn`` and return its result and the seconds it took."""
-    start = time.perf_counter()
-    result = fn()
-    return result, time.perf_counter() - start
-
-
 # ---------------------------------------------------------------------------------------------
 # Reference models. Every one trains with ``fit(x, y, deadline=None)`` (a ``time.monotonic()``
 # value), stops by the deadline keeping what it has, and sets ``cut_short_`` when it did so.
