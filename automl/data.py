@@ -11,6 +11,7 @@ import csv
 import hashlib
 import importlib
 import json
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -93,7 +94,29 @@ def builtin_cards() -> dict[str, DatasetCard]:
 
 
 def load(name_or_path: str, target: str | None = None, task: str | None = None) -> Dataset:
-    """Load a built-in dataset by name, or a CSV/Parquet file with ``target``; validate it."""
+    """Load a built-in dataset by name, or a CSV/Parquet file with ``target``; validate it.
+
+    The last result is kept for this process: the CLI checks the data before the flow's ingest
+    task loads it again, and a large file should be read once. A file changed since (size or
+    modification time) is read again.
+    """
+    try:
+        stat = os.stat(name_or_path)
+        version: tuple[int, int] | None = (stat.st_mtime_ns, stat.st_size)
+    except OSError:
+        version = None
+    key = (name_or_path, target, task, version)
+    if _LAST_LOAD.get("key") != key:
+        _LAST_LOAD.clear()
+        _LAST_LOAD.update(key=key, dataset=_load(name_or_path, target, task))
+    return _LAST_LOAD["dataset"]
+
+
+#: ``load``'s one-entry memo: {"key": (name, target, task, file version), "dataset": Dataset}.
+_LAST_LOAD: dict[str, Any] = {}
+
+
+def _load(name_or_path: str, target: str | None, task: str | None) -> Dataset:
     if task is not None and task not in TASKS:
         raise InputError(f"unknown task {task!r}: use one of {', '.join(TASKS)}")
     cards = builtin_cards()

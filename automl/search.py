@@ -59,15 +59,16 @@ def search(state: RunState) -> list[TrialRecord]:
     """Search the run's network family with its engine; the trials are kept in the state."""
     if state.workers is None and not _worth_searching(state):
         return []
-    data = search_data(state)
     job = search_job(state, with_spec=True)
-    if state.config.search.n_workers == 1:  # trials run here: the ~4 s import now, not inside the first trial
-        import_tensorflow(state.config.verbose is True)
+    # Trials in worker processes build their own search split and place themselves; only trials run here
+    # need the split and this process's devices. TensorFlow's ~4-8 s import is paid now in any case: the refits
+    # need it, and after the search it would sit on the budget's critical path.
+    here = state.config.search.n_workers == 1
+    data = search_data(state) if here else None
+    import_tensorflow(state.config.verbose is True)
 
     state.events.add("search", f"{state.config.search.engine} search, {state.budget.left():.0f}s left")
     engine = get_engine(state.config.search.engine)
-    # Trials in worker processes place themselves; only trials run here need this process's devices (and TF).
-    here = state.config.search.n_workers == 1
     with devices.trial_context(0, placement(state)) if here else contextlib.nullcontext():
         state.trials = engine.search(job, data, state.budget, state.events, state.workers)
     return state.trials

@@ -71,7 +71,7 @@ class Engine(Protocol):
 
     SUPPORTS_WORKERS: bool
 
-    def search(self, job: SearchJob, data: SearchData, budget: Budget, events: EventLog,
+    def search(self, job: SearchJob, data: SearchData | None, budget: Budget, events: EventLog,
                started: Any = None) -> list[TrialRecord]: ...
 
     def param_importances(self, job: SearchJob) -> dict[str, float] | None: ...

@@ -271,12 +271,12 @@ def start(job: SearchJob, budget: Budget, events: EventLog) -> _Pool | None:
     return pool
 
 
-def search(job: SearchJob, data: SearchData, budget: Budget, events: EventLog, started: _Pool | None = None
+def search(job: SearchJob, data: SearchData | None, budget: Budget, events: EventLog, started: _Pool | None = None
            ) -> list[TrialRecord]:
     """Run trials until the budget, ``max_models`` or the failure limit says stop.
 
-    With more than one worker (or a ``--storage``), ``job.spec`` lets worker processes
-    rebuild ``data``; ``started`` is what :func:`start` returned, if it ran.
+    With more than one worker, ``job.spec`` lets worker processes build their search split
+    (``data`` is then not needed: None); ``started`` is what :func:`start` returned, if it ran.
     """
     stop = StopRule(budget, job)
     if job.config.search.n_workers <= 1:
