@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-__all__ = ["Budget", "search_should_stop", "FINISH_SECONDS", "REPORT_SECONDS"]
+__all__ = ["Budget", "search_should_stop", "search_deadline", "FINISH_SECONDS", "REPORT_SECONDS"]
 
 #: Seconds kept back for writing the leaderboard, exporting models, explaining the leader and the report.
 FINISH_SECONDS = 10.0
@@ -56,3 +56,13 @@ def search_should_stop(budget: Budget, trial_seconds: list[float], refit_trials:
     typical = statistics.median(trial_seconds) if trial_seconds else 0.0
     needed = typical * (1 + refit_trials) + finish_seconds
     return budget.left() < max(needed, keep_share * budget.seconds)
+
+
+def search_deadline(budget: Budget, finish_seconds: float, keep_share: float) -> float:
+    """When every search trial ends, even one started just before the search stopped.
+
+    The share kept for refits and outputs (see :func:`search_should_stop`) is never
+    spent on trials: a worker whose long trial began late would otherwise hold the
+    search open and leave no time to refit the best configuration.
+    """
+    return budget.deadline - max(finish_seconds, keep_share * budget.seconds)

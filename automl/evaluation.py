@@ -21,7 +21,7 @@ import pandas as pd
 from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
 from automl.metrics import score_all
-from automl.models import BaggedModel, Candidate, FoldModel, predict_raw
+from automl.models import BaggedModel, Candidate, FoldModel, predict_raw, take_rows
 from automl.preprocess import Schema, make_preprocessor
 
 if TYPE_CHECKING:
@@ -92,11 +92,6 @@ def make_protocol(y: np.ndarray, task: str, name: str, nfolds: int | None, seed:
     return Protocol("holdout", ((train, test),), test, reason, seed, level_one)
 
 
-def take_rows(x: pd.DataFrame | np.ndarray, rows: np.ndarray) -> pd.DataFrame | np.ndarray:
-    """Rows of a table (by position) or of an image array."""
-    return x.iloc[rows] if isinstance(x, pd.DataFrame) else x[rows]
-
-
 @dataclass
 class Evaluated:
     """A cross-validated model: the exported bag, its out-of-fold predictions and timings."""
@@ -140,7 +135,7 @@ def cross_validate(candidate: Candidate, x: pd.DataFrame | np.ndarray, y: np.nda
             raise CutShortError(f"{candidate.model_id}: the deadline came after {len(fold_models)} of {len(folds)} "
                                 "folds")
         start = time.perf_counter()
-        pre = make_preprocessor(schema).fit(take_rows(x, train))
+        pre = make_preprocessor(schema, candidate.features).fit(take_rows(x, train))
         est = candidate.make().fit(pre.transform(take_rows(x, train)), y[train], **candidate.fit_kwargs)
         mid = time.perf_counter()
         oof[np.searchsorted(scored, test)] = predict_raw(est, pre.transform(take_rows(x, test)), schema.task)

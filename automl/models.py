@@ -37,6 +37,8 @@ class Candidate:
     fit_kwargs: dict[str, Any] = field(default_factory=dict)
     #: How long one fit takes here, when known (see :class:`Cost`).
     cost: Cost | None = None
+    #: The preprocessor's kind (see :func:`automl.preprocess.make_preprocessor`).
+    features: str = "dense"
 
     def estimate_seconds(self, n_rows: int, n_features: int) -> float:
         """Seconds one fit on an ``n_rows`` × ``n_features`` matrix should take here; 0.0 when unknown."""
@@ -210,10 +212,11 @@ class GradientBoosting(_Reference):
         objective = {"binary": "binary", "multiclass": "multiclass"}.get(self.task, "regression")
         params = {"objective": objective, "num_class": int(y.max()) + 1 if objective == "multiclass" else 1,
                   "seed": self.seed, "num_threads": self.n_jobs, "verbosity": -1, **(self.params or {})}
-        data = lgb.Dataset(x[train], y[train])
+        # ``x`` is a DataFrame from the "trees" preprocessor: its categorical columns are split on natively.
+        data = lgb.Dataset(take_rows(x, train), y[train])
         watch = _Watch(self.patience, deadline)
-        self.booster_ = lgb.train(params, data, self.max_rounds, valid_sets=[data.create_valid(x[val], y[val])],
-                                  callbacks=[watch])
+        valid = data.create_valid(take_rows(x, val), y[val])
+        self.booster_ = lgb.train(params, data, self.max_rounds, valid_sets=[valid], callbacks=[watch])
         self.best_iteration_ = watch.best_iteration + 1
         self.cut_short_ = watch.cut_short
         return self
@@ -251,6 +254,11 @@ class _Watch:
             raise EarlyStopException(self.best_iteration, self.best_score)
         if env.iteration - self.best_iteration >= self.patience:
             raise EarlyStopException(self.best_iteration, self.best_score)
+
+
+def take_rows(x: pd.DataFrame | np.ndarray, rows: np.ndarray) -> pd.DataFrame | np.ndarray:
+    """Rows of a table (by position) or of an array."""
+    return x.iloc[rows] if isinstance(x, pd.DataFrame) else x[rows]
 
 
 def _validation_rows(y: np.ndarray, task: str, fraction: float, max_rows: int,
@@ -397,25 +405,27 @@ class Forest(_Reference):
 
 def reference_candidates(task: str, seed: int, n_rows: int | None = None, n_features: int | None = None,
                          n_jobs: int = 2) -> list[Candidate]:
-    """LightGBM (GBM_1..3), GLM, random forest (DRF), extremely randomized trees (XRT): strongest first.
+    """LightGBM (GBM_1..3), GLM, random forest (DRF), extremely randomized trees (XRT).
 
-    ``n_rows`` (training rows, when known) bounds the forests' tree count on large tables;
-    ``n_features`` is accepted for the callers' symmetry with :meth:`Candidate.estimate_seconds`.
+    Gradient boosting, the strongest family, comes first; the cheap GLM and the forests come
+    between the boosted models because they differ most from them (what stacking gains from)
+    and a tight budget then still ranks several families. ``n_rows`` (training rows, when known)
+    bounds the forests' tree count on large tables; ``n_features`` is accepted for the callers'
+    symmetry with :meth:`Candidate.estimate_seconds`.
     """
     if task == "image":
         return _image_reference_candidates(seed)
     common: dict[str, Any] = {"task": task, "seed": seed}
-    candidates = [Candidate(f"GBM_{i}", "GBM", partial(GradientBoosting, params=dict(p), n_jobs=n_jobs, **common),
-                            dict(p), cost=COSTS["GBM"]) for i, p in enumerate(GBM_PORTFOLIO, 1)]
+    gbm = [Candidate(f"GBM_{i}", "GBM", partial(GradientBoosting, params=dict(p), n_jobs=n_jobs, **common),
+                     dict(p), cost=COSTS["GBM"], features="trees") for i, p in enumerate(GBM_PORTFOLIO, 1)]
     glm: dict[str, Any] = {"alphas": RIDGE_ALPHAS} if task == "regression" else {"C": 0.1}
-    candidates.append(Candidate("GLM_1", "GLM", partial(LinearModel, **glm, **common), dict(glm), cost=COSTS["GLM"]))
     small = n_rows is None or n_rows <= FOREST_MAX_ROWS
     forest: dict[str, Any] = {"n_estimators": FOREST_TREES[0] if small else FOREST_TREES[1], "min_samples_leaf": 5,
                               "max_rows": FOREST_MAX_ROWS}
-    for algo in ("DRF", "XRT"):
-        candidates.append(Candidate(f"{algo}_1", algo, partial(Forest, kind=algo, n_jobs=n_jobs, **forest, **common),
-                                    dict(forest), cost=COSTS[algo]))
-    return candidates
+    drf, xrt = (Candidate(f"{algo}_1", algo, partial(Forest, kind=algo, n_jobs=n_jobs, **forest, **common),
+                          dict(forest), cost=COSTS[algo]) for algo in ("DRF", "XRT"))
+    return [gbm[0], Candidate("GLM_1", "GLM", partial(LinearModel, **glm, **common), dict(glm), cost=COSTS["GLM"]),
+            gbm[1], drf, gbm[2], xrt]
 
 
 def _image_reference_candidates(seed: int) -> list[Candidate]:

@@ -251,12 +251,46 @@ class DatetimeParts(BaseEstimator, TransformerMixin):
         return np.column_stack(columns) if columns else np.empty((len(x), 0), dtype="float32")
 
 
-def make_preprocessor(schema: Schema) -> Pipeline | PixelScaler:
+class TreeColumns(BaseEstimator, TransformerMixin):
+    """For gradient boosting: numbers as they are (missing stays NaN), date parts, and strings as
+    pandas categoricals with the training rows' categories (an unseen value is missing).
+
+    LightGBM splits on such columns natively: every level keeps its own statistics, where one-hot
+    encoding folds all but the 20 most frequent levels into one column, and the table stays
+    ``len(features)`` columns wide instead of hundreds.
+    """
+
+    def __init__(self, numeric: list[str], categorical: list[str], datetime: list[str]):
+        self.numeric = numeric
+        self.categorical = categorical
+        self.datetime = datetime
+
+    def fit(self, x: pd.DataFrame, y: Any = None) -> TreeColumns:
+        self.categories_ = {col: pd.Index(x[col].dropna().unique()) for col in self.categorical}
+        self.dates_ = DatetimeParts().fit(x[self.datetime]) if self.datetime else None
+        return self
+
+    def transform(self, x: pd.DataFrame) -> pd.DataFrame:
+        out: dict[str, Any] = {col: x[col].to_numpy(dtype="float32", na_value=np.nan) for col in self.numeric}
+        if self.dates_ is not None:
+            names = [f"{col}_{part}" for col, parts in self.dates_.parts_.items() for part in parts]
+            out.update(zip(names, self.dates_.transform(x[self.datetime]).T, strict=True))
+        for col in self.categorical:
+            out[col] = pd.Categorical(x[col], categories=self.categories_[col])
+        return pd.DataFrame(out, index=x.index)
+
+
+def make_preprocessor(schema: Schema, kind: str = "dense") -> Pipeline | PixelScaler:
     """An unfitted pipeline: column rules, date parts, median imputation with missing indicators,
     scaling, and one-hot encoding (rare and unseen categories share one column); float32 out.
-    Images only get their pixels scaled."""
+    ``kind="trees"``: the column rules and :class:`TreeColumns` (for LightGBM). Images only get
+    their pixels scaled."""
     if schema.task == "image":
         return PixelScaler()
+    clean = CleanFrame(schema.numeric, schema.categorical, schema.zero_means_missing, schema.datetime)
+    if kind == "trees":
+        return Pipeline([("clean", clean), ("columns", TreeColumns(schema.numeric, schema.categorical,
+                                                                   schema.datetime))])
 
     def impute_and_scale() -> list[tuple[str, Any]]:
         return [("impute", SimpleImputer(strategy="median", add_indicator=True)), ("scale", StandardScaler())]
@@ -268,5 +302,4 @@ def make_preprocessor(schema: Schema) -> Pipeline | PixelScaler:
                                  ("categorical", categorical, schema.categorical),
                                  ("datetime", Pipeline([("parts", DatetimeParts()), *impute_and_scale()]),
                                   schema.datetime)])
-    clean = CleanFrame(schema.numeric, schema.categorical, schema.zero_means_missing, schema.datetime)
     return Pipeline([("clean", clean), ("columns", columns)])

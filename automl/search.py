@@ -24,8 +24,8 @@ import numpy as np
 from automl import devices
 from automl.budget import FINISH_SECONDS, REPORT_SECONDS, search_should_stop
 from automl.engines import SearchData, SearchJob, StopPolicy, TrialRecord, get_engine
-from automl.evaluation import Evaluated, evaluate_candidate, holdout_split, take_rows
-from automl.models import Candidate
+from automl.evaluation import Evaluated, evaluate_candidate, holdout_split
+from automl.models import Candidate, take_rows
 from automl.preprocess import make_preprocessor
 from automl.quiet import import_tensorflow
 from automl.spaces import FAMILIES, MAX_EPOCHS

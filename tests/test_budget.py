@@ -7,7 +7,7 @@ import time
 import pytest
 
 from automl import budget as budget_mod
-from automl.budget import Budget, search_should_stop
+from automl.budget import Budget, search_deadline, search_should_stop
 
 
 class FakeClock:
@@ -106,3 +106,11 @@ def test_keep_share_does_not_cut_below_what_is_needed():
     # 10% of 100 s is 10 s, but one trial + refit + finish needs 20 s: the larger need wins.
     assert search_should_stop(_budget(100, 79), [5.0], refit_trials=2, finish_seconds=5.0, keep_share=0.1) is False
     assert search_should_stop(_budget(100, 81), [5.0], refit_trials=2, finish_seconds=5.0, keep_share=0.1) is True
+
+
+def test_trials_end_before_the_share_kept_for_refits():
+    # A trial that starts just before the search stops must not run into the 30 s kept for refits.
+    budget = _budget(100, 65)
+    assert search_deadline(budget, finish_seconds=10.0, keep_share=0.3) == pytest.approx(budget.deadline - 30)
+    # Without a share, the finish reserve still binds.
+    assert search_deadline(budget, finish_seconds=10.0, keep_share=0.0) == pytest.approx(budget.deadline - 10)

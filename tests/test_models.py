@@ -135,7 +135,7 @@ def test_fitted_models_survive_pickling(task: str, diabetes, progression, tmp_pa
 
 def test_candidates_put_gradient_boosting_first() -> None:
     candidates = reference_candidates("binary", 0)
-    assert [c.model_id for c in candidates] == ["GBM_1", "GBM_2", "GBM_3", "GLM_1", "DRF_1", "XRT_1"]
+    assert [c.model_id for c in candidates] == ["GBM_1", "GLM_1", "GBM_2", "DRF_1", "GBM_3", "XRT_1"]
     assert [c.model_id for c in reference_candidates("image", 0)] == ["GLM_1", "SVM_1"]
 
 

@@ -12,6 +12,7 @@ from sklearn.model_selection import train_test_split
 
 from automl.data import Dataset, DatasetCard, from_frame, load
 from automl.errors import InputError
+from automl.models import GradientBoosting
 from automl.preprocess import CleanFrame, DatetimeParts, encode_target, infer_schema, make_preprocessor
 
 REPO = Path(__file__).resolve().parents[1]
@@ -192,6 +193,25 @@ def test_unseen_and_missing_categories_do_not_crash(titanic):
     out = pipeline.transform(odd)
     assert out.shape == (3, width)
     assert np.isfinite(out).all()
+
+
+def test_trees_get_native_categories_and_missing_numbers(titanic):
+    schema = infer_schema(titanic)
+    x = titanic.frame[schema.features]
+    pipeline = make_preprocessor(schema, "trees").fit(x)
+    out = pipeline.transform(x)
+    assert list(out.columns) == schema.numeric + schema.categorical  # one column per feature, no one-hot
+    assert all(isinstance(out[c].dtype, pd.CategoricalDtype) for c in schema.categorical)
+    assert out["Age"].isna().sum() == x["Age"].isna().sum()  # LightGBM handles missing numbers itself
+    odd = x.head(3).copy()
+    odd["Sex"] = ["unknown", None, "female"]  # an unseen level is missing, like a missing one
+    coded = pipeline.transform(odd)
+    assert coded["Sex"].isna().tolist() == [True, True, False]
+    assert list(coded["Sex"].cat.categories) == list(out["Sex"].cat.categories)
+    y = encode_target(schema, titanic.frame[titanic.target])
+    gbm = GradientBoosting("binary", n_jobs=1).fit(out, y)
+    assert gbm.booster_.pandas_categorical is not None  # LightGBM split on the categories natively
+    assert gbm.predict_proba(coded).shape == (3, 2)
 
 
 def test_column_order_and_extra_columns_do_not_matter(titanic):

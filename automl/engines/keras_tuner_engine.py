@@ -9,7 +9,7 @@ TensorBoard callbacks, which is exactly the slow path we avoid.)
 Keras Tuner keeps its state in ``<storage_dir>/keras_tuner/<tuner>/<study_name>``; running
 the same project again reloads it and continues (``overwrite=False``). Keras Tuner has no
 time budget of its own: the oracle stops handing out trials when
-:func:`automl.budget.search_should_stop` says so, and each trial ends at the deadline.
+:func:`automl.budget.search_should_stop` says so, and each trial ends at :func:`automl.budget.search_deadline`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-from automl.budget import Budget, search_should_stop
+from automl.budget import Budget, search_deadline, search_should_stop
 from automl.engines import (
     MAX_CONSECUTIVE_FAILURES,
     SearchData,
@@ -125,7 +125,8 @@ def search(job: SearchJob, data: SearchData, budget: Budget, events: EventLog, s
     stop = False
 
     def run(number: int, params: dict[str, Any], epochs: int) -> tuple[float, int]:
-        return train_trial(params, data, metric, seed + number, None, budget.deadline, epochs,
+        deadline = search_deadline(budget, job.stop.finish_seconds, job.stop.keep_share)
+        return train_trial(params, data, metric, seed + number, None, deadline, epochs,
                            name=f"trial_{number}")
 
     def after_trial(record: TrialRecord) -> None:

@@ -27,7 +27,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from automl.budget import Budget, search_should_stop
+from automl.budget import Budget, search_deadline, search_should_stop
 from automl.engines import (
     MAX_CONSECUTIVE_FAILURES,
     SearchData,
@@ -144,6 +144,10 @@ class StopRule:
             return "time budget"
         return None
 
+    def trial_deadline(self) -> float:
+        """When trials end: the search never spends the time kept for refits and outputs."""
+        return search_deadline(self.budget, self.policy.finish_seconds, self.policy.keep_share)
+
     def all_claimed(self, trials: list[Any]) -> bool:
         """Every one of ``max_trials`` is finished or running somewhere."""
         return self.max_trials is not None and len(_claimed(trials)) >= self.max_trials
@@ -246,7 +250,7 @@ def work(study: Any, job: SearchJob, data: SearchData, stop: StopRule, *, n_tria
             study.stop()
 
     if reason is None:
-        objective = _objective(job, data, stop.budget.deadline, orphan_check)
+        objective = _objective(job, data, stop.trial_deadline(), orphan_check)
         study.optimize(objective, n_trials=n_trials,
                        timeout=stop.budget.left(), catch=(FailedTrialError,), callbacks=[after_trial],
                        gc_after_trial=False)
