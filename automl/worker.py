@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -49,11 +50,12 @@ def main(argv: list[str] | None = None) -> int:
 def _work(args: argparse.Namespace) -> int:
     import joblib
 
+    from automl.budget import Budget
     from automl.config import RunConfig
     from automl.engines.optuna_engine import RECYCLE_EXIT, StopRule, open_study, work
     from automl.errors import InputError
     from automl.events import EventLog
-    from automl.search import search_data, search_job
+    from automl.search import load_worker_files, search_data, search_job
     from automl.state import start
 
     journal = not args.storage.partition("://")[1]
@@ -73,14 +75,21 @@ def _work(args: argparse.Namespace) -> int:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     config = RunConfig.from_json(spec["config"]).replace(verbose=False)
-    source = spec["data"]
-    state = start(config, joblib.load(source) if source.endswith(".joblib") else source, events=EventLog(False))
-    if state.dataset.fingerprint != spec["fingerprint"]:
-        raise InputError(f"{source}: differs from the data the search started on; give workers the same file")
-    job = search_job(state)
+    local = spec.get("local")
+    if local and Path(local, "job.joblib").is_file():
+        # A worker of this machine: the run wrote the search split and the job for it; the study's spec
+        # stays what says how long and how many trials to run.
+        job, data = load_worker_files(Path(local))
+        job = replace(job, config=config)
+        budget = Budget.since_wall_time(float(config.max_runtime_secs or 0), float(config.started_at or 0))
+    else:
+        source = spec["data"]
+        state = start(config, joblib.load(source) if source.endswith(".joblib") else source, events=EventLog(False))
+        if state.dataset.fingerprint != spec["fingerprint"]:
+            raise InputError(f"{source}: differs from the data the search started on; give workers the same file")
+        job, data, budget = search_job(state), search_data(state), state.budget
     study = open_study(url, folder, name, job, worker=args.index)
-    reason = work(study, job, search_data(state), StopRule(state.budget, job), n_trials=args.trials,
-                  orphan_check=args.supervised)
+    reason = work(study, job, data, StopRule(budget, job), n_trials=args.trials, orphan_check=args.supervised)
     return 0 if reason is not None else RECYCLE_EXIT
 
 

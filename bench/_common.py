@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,6 +85,27 @@ def tree_usage(root: int) -> tuple[int, float]:
     return sum(rss for rss, _ in tree), sum(cpu for _, cpu in tree)
 
 
+def _label(pid: int) -> str:
+    """A short name for a process of the tree: the module it runs (``automl.worker``) or its program."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            argv = [a.decode(errors="replace") for a in fh.read().split(b"\0") if a]
+    except OSError:
+        return "gone"
+    if "-m" in argv[:-1]:
+        return argv[argv.index("-m") + 1]
+    return next((a for a in argv[1:] if "prefect" in a or "uvicorn" in a), Path(argv[0]).name if argv else "?")
+
+
+def tree_breakdown(root: int) -> dict[str, float]:
+    """Resident MB of the tree's processes, summed by :func:`_label` (where a peak's memory sits)."""
+    out: dict[str, float] = {}
+    for pid, (rss, _) in _tree(root).items():
+        label = _label(pid)
+        out[label] = round(out.get(label, 0.0) + rss / 2**20, 1)
+    return out
+
+
 def kill_tree(root: int) -> None:
     """SIGKILL ``root`` and every descendant, by id: some (H2O's Java) run in sessions of their own."""
     for pid in _tree(root):
@@ -103,6 +124,8 @@ class Finished:
     stdout: str
     last_stderr_line: str
     timed_out: bool
+    #: Resident MB by process kind at the peak (see :func:`tree_breakdown`).
+    peak_by_process: dict[str, float] = field(default_factory=dict)
 
 
 def run_sampled(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float) -> Finished:
@@ -114,10 +137,12 @@ def run_sampled(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float) 
     with open(cwd / "stdout.log", "wb") as out, open(cwd / "stderr.log", "wb") as err:
         start = time.monotonic()
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=err)
-        peak, cpu, timed_out = 0, 0.0, False
+        peak, cpu, timed_out, at_peak = 0, 0.0, False, {}
         while proc.poll() is None:
             rss, seconds = tree_usage(proc.pid)
-            peak, cpu = max(peak, rss), max(cpu, seconds)
+            if rss > peak:
+                peak, at_peak = rss, tree_breakdown(proc.pid)
+            cpu = max(cpu, seconds)
             timed_out = time.monotonic() - start > timeout
             if timed_out:
                 kill_tree(proc.pid)
@@ -127,7 +152,7 @@ def run_sampled(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float) 
         wall = time.monotonic() - start
     lines = (cwd / "stderr.log").read_text(errors="replace").strip().splitlines()
     return Finished(code, round(wall, 1), round(peak / 2**20, 1), round(cpu, 1),
-                    (cwd / "stdout.log").read_text(errors="replace"), lines[-1] if lines else "", timed_out)
+                    (cwd / "stdout.log").read_text(errors="replace"), lines[-1] if lines else "", timed_out, at_peak)
 
 
 def free_port() -> int:

@@ -29,8 +29,9 @@ CLI's output, its Prefect home, ``stdout.log``, ``stderr.log``, ``preds.csv``) i
 Output: one JSON line per case on stdout (progress goes to stderr). ``rows``/``test_rows``: the split's
 sizes; ``wall_s``: the CLI process from start to exit, against ``budget_s`` (``wall_over_budget`` > 1 is
 an overrun; ``run_elapsed_s`` is the run's own clock); ``peak_rss_mb``: the process tree's largest sampled
-total; ``cpu_s``: its CPU seconds; ``board_rows``/``families``: the leaderboard; ``protocol``/``nfolds``/
-``rows_scored``: how its rows were scored; ``leader_metric``/``leader_score``: the leader's board score;
+total (``peak_by_process``: that total by process kind); ``cpu_s``: its CPU seconds; ``board_rows``/
+``families``: the leaderboard; ``protocol``/``nfolds``/``rows_scored``: how its rows were scored;
+``leader_metric``/``leader_score``: the leader's board score;
 ``test_auc``: the leader on the test rows, from ``preds.csv``. A failed run still prints its line, with
 ``exit_code`` and the last line of its stderr as ``error``, and the benchmark goes on.
 
@@ -178,7 +179,8 @@ def common_fields(case: Case, sizes: dict[str, int], done: Finished) -> dict[str
     """The fields every case's line has: sizes, budget, wall, memory, exit code, the error if it failed."""
     result: dict[str, Any] = {"case": case.name, **sizes, "budget_s": case.budget_s, "wall_s": done.wall_s,
                               "wall_over_budget": round(done.wall_s / case.budget_s, 2),
-                              "peak_rss_mb": done.peak_rss_mb, "cpu_s": done.cpu_s, "exit_code": done.exit_code,
+                              "peak_rss_mb": done.peak_rss_mb, "peak_by_process": done.peak_by_process,
+                              "cpu_s": done.cpu_s, "exit_code": done.exit_code,
                               "loadavg_1m": round(os.getloadavg()[0], 2)}
     if done.exit_code != 0:
         result["error"] = f"killed after {timeout_for(case.budget_s):g} s" if done.timed_out else done.last_stderr_line

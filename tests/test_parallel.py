@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 import pandas as pd
 import pytest
@@ -217,3 +218,18 @@ def test_the_stop_rule_looks_ahead_for_replacement_workers() -> None:
     assert stop.reason([]) is None
     assert stop.reason([], ahead=50) is None
     assert stop.reason([], ahead=80) == "time budget"  # 20 s would be left: less than the 30 % kept
+
+
+def test_local_workers_memory_map_the_search_split_the_run_wrote(tmp_path: Path) -> None:
+    config = RunConfig.from_options(max_runtime_secs=900, workers=2, include_algos=["MLP"],
+                                    output_dir=str(tmp_path / "out"), verbose=False)
+    state = start(config, "diabetes")
+    job = search.search_job(state, with_spec=True)
+    loaded, data = search.load_worker_files(Path(job.spec["local"]))
+    expected = search.search_data(state)
+    for name in search.ARRAYS:
+        assert isinstance(getattr(data, name), np.memmap), name  # shared pages, not a copy per worker
+        np.testing.assert_array_equal(getattr(data, name), getattr(expected, name))
+    assert (loaded.identity, loaded.study_name, loaded.metric.name) == (job.identity, job.study_name, "auc")
+    # The spec is written once per run: the search stage reuses the files start_workers wrote.
+    assert search.search_job(state, with_spec=True).spec["local"] == job.spec["local"]
