@@ -1,4 +1,5 @@
-"""End-to-end: wall time, fixed overheads, CPU use, peak memory and results of ``python -m automl.run diabetes``.
+"""End-to-end: wall time, fixed overheads, CPU use, peak memory and results of ``python -m automl.run diabetes``
+(or of ``--dataset``: ``--dataset digits --repeat 5`` is the CNN-at-the-default-budget check).
 
 Runs the CLI in a child process (cwd and ``--output`` in a temporary folder), polls
 ``/proc`` for the memory and CPU time of the child's process tree, then reads
@@ -11,7 +12,7 @@ line per budget on stdout; the run's own output goes to stderr.
 - ``search_cpu_pct``: CPU time of the process tree over the search (first to last
   ``search`` event), in % of one core (200 % is all of a 2-core machine).
 
-    python bench/e2e.py [--budgets 30,60,120] [--with-server] [--keep]
+    python bench/e2e.py [--budgets 30,60,120] [--dataset diabetes] [--repeat 1] [--with-server] [--keep]
 """
 
 from __future__ import annotations
@@ -70,26 +71,29 @@ def overheads(out: Path, started: float, ended: float, samples: list[tuple[float
 
 
 def summarize(out: Path) -> dict[str, Any]:
-    """Leader, MLP rows, algorithms and trial states from the run's output files."""
+    """Leader, network rows, algorithms and trial states from the run's output files."""
     board = pd.read_csv(out / "leaderboard.csv")
-    mlp = board[board["algo"] == "MLP"]
     trials = pd.read_csv(out / "trials.csv") if (out / "trials.csv").exists() else pd.DataFrame({"state": []})
     run = json.loads((out / "run.json").read_text()) if (out / "run.json").exists() else {}
+    metric = run.get("sort_metric", "auc")
+    nets = board[board["algo"].isin(["MLP", "CNN"])]
+    best_net = None if nets.empty else nets.iloc[0]  # the board is sorted: the first network is the best
     return {
-        "leader": str(board["model_id"].iloc[0]), "leader_auc": round(float(board["auc"].iloc[0]), 4),
-        "best_mlp": None if mlp.empty else str(mlp.loc[mlp["auc"].idxmax(), "model_id"]),
-        "best_mlp_auc": None if mlp.empty else round(float(mlp["auc"].max()), 4),
+        "leader": str(board["model_id"].iloc[0]), "sort_metric": metric,
+        "leader_score": round(float(board[metric].iloc[0]), 4),
+        "best_network": None if best_net is None else str(best_net["model_id"]),
+        "best_network_score": None if best_net is None else round(float(best_net[metric]), 4),
         "rows": len(board), "algos": sorted(board["algo"].unique().tolist()),
         "trials": {str(k): int(v) for k, v in trials["state"].value_counts().sort_index().items()},
         "run_budget_s": run.get("max_runtime_secs"), "run_elapsed_s": run.get("elapsed_secs"),
     }
 
 
-def run_once(budget: float | None, timeout: float, keep: bool) -> dict[str, Any]:
-    """One CLI run at ``budget`` (None: the run's default); its JSON result."""
+def run_once(dataset: str, budget: float | None, timeout: float, keep: bool) -> dict[str, Any]:
+    """One CLI run on ``dataset`` at ``budget`` (None: the run's default); its JSON result."""
     tmp = Path(tempfile.mkdtemp(prefix="automl-e2e-"))
     out = tmp / "out"
-    cmd = [sys.executable, "-m", "automl.run", "diabetes", "--output", str(out)]
+    cmd = [sys.executable, "-m", "automl.run", dataset, "--output", str(out)]
     if budget is not None:
         cmd += ["--max-runtime-secs", f"{budget:g}"]
     load_before = os.getloadavg()[0]
@@ -151,14 +155,18 @@ def main(argv: list[str] | None = None) -> int:
                                                        "run's own budget, once)")
     parser.add_argument("--with-server", action="store_true", help="start `prefect server start` first and run "
                                                                   "against it (PREFECT_API_URL)")
+    parser.add_argument("--dataset", default="diabetes", help="a built-in dataset or a file (diabetes)")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per budget (1)")
     parser.add_argument("--timeout", type=float, default=900.0, help="kill a run after this many seconds (900)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folders and print their paths")
     args = parser.parse_args(argv)
     budgets = [float(b) for b in args.budgets.split(",") if b] or [None]
     with prefect_server() if args.with_server else contextlib.nullcontext():
-        results = [run_once(budget, args.timeout, args.keep) for budget in budgets]
-    for result in results:
-        print(json.dumps(result))
+        results = []
+        for budget in budgets:
+            for _ in range(args.repeat):
+                results.append(run_once(args.dataset, budget, args.timeout, args.keep))
+                print(json.dumps(results[-1]), flush=True)
     return 0 if all(r["returncode"] == 0 and "error" not in r for r in results) else 1
 
 
