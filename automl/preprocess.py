@@ -251,12 +251,17 @@ class DatetimeParts(BaseEstimator, TransformerMixin):
         return np.column_stack(columns) if columns else np.empty((len(x), 0), dtype="float32")
 
 
+#: One-hot columns per categorical feature at most (the rarest levels share the last): 64 keeps every level of
+#: typical codes (US states, 50-level synthetic columns) without letting an ID-like column widen the table.
+MAX_ONEHOT = 64
+
+
 class TreeColumns(BaseEstimator, TransformerMixin):
     """For gradient boosting: numbers as they are (missing stays NaN), date parts, and strings as
     pandas categoricals with the training rows' categories (an unseen value is missing).
 
     LightGBM splits on such columns natively: every level keeps its own statistics, where one-hot
-    encoding folds all but the 20 most frequent levels into one column, and the table stays
+    encoding folds all but the most frequent levels into one column, and the table stays
     ``len(features)`` columns wide instead of hundreds.
     """
 
@@ -295,9 +300,10 @@ def make_preprocessor(schema: Schema, kind: str = "dense") -> Pipeline | PixelSc
     def impute_and_scale() -> list[tuple[str, Any]]:
         return [("impute", SimpleImputer(strategy="median", add_indicator=True)), ("scale", StandardScaler())]
 
+    onehot = OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=5, max_categories=MAX_ONEHOT,
+                           sparse_output=False, dtype=np.float32)
     categorical = Pipeline([("impute", SimpleImputer(strategy="constant", fill_value="(missing)")),
-                            ("onehot", OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=5,
-                                                     max_categories=20, sparse_output=False, dtype=np.float32))])
+                            ("onehot", onehot)])
     columns = ColumnTransformer([("numeric", Pipeline(impute_and_scale()), schema.numeric),
                                  ("categorical", categorical, schema.categorical),
                                  ("datetime", Pipeline([("parts", DatetimeParts()), *impute_and_scale()]),
