@@ -13,7 +13,10 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
+from datetime import datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -26,7 +29,8 @@ from automl import search
 from automl.budget import Budget
 from automl.config import RunConfig
 from automl.engines import SearchJob, StopPolicy
-from automl.engines.optuna_engine import GRACE_SECONDS, StopRule
+from automl.engines.optuna_engine import GRACE_SECONDS, StopRule, _Pool
+from automl.events import EventLog
 from automl.metrics import get
 from automl.pipeline import AutoML
 from automl.spaces import FAMILIES
@@ -233,3 +237,17 @@ def test_local_workers_memory_map_the_search_split_the_run_wrote(tmp_path: Path)
     assert (loaded.identity, loaded.study_name, loaded.metric.name) == (job.identity, job.study_name, "auc")
     # The spec is written once per run: the search stage reuses the files start_workers wrote.
     assert search.search_job(state, with_spec=True).spec["local"] == job.spec["local"]
+
+
+def test_worker_start_up_is_read_from_its_first_trial_not_from_when_the_supervisor_looks(tmp_path: Path) -> None:
+    # Workers start while the reference models train; the supervisor first looks minutes later. A start-up
+    # measured at that first look (330 s on 1M rows) kept recycled workers from being replaced.
+    job = replace(_job(None, keep_share=0.3), storage_dir=tmp_path)
+    pool = _Pool(None, job, EventLog(verbose=False))
+    began = datetime.now() - timedelta(minutes=5)
+    pool.started = {4242: began}
+    trial = SimpleNamespace(user_attrs={"worker": f"{socket.gethostname()}:4242"},
+                            datetime_start=began + timedelta(seconds=9))
+    pool._note_startup([trial])
+    assert pool.startup == pytest.approx(9.0)
+    assert pool.started == {}

@@ -350,7 +350,7 @@ class _Pool:
         self.logs = job.storage_dir / "workers"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.procs: dict[int, subprocess.Popen] = {}
-        self.started: dict[int, float] = {}  # pid -> when it was started, until its first trial shows
+        self.started: dict[int, datetime] = {}  # pid -> when it was started, until its first trial shows
         self.startup = 0.0  # seconds from starting a worker to its first trial (TensorFlow import, data)
         self.threads = threads
 
@@ -359,7 +359,7 @@ class _Pool:
         with open(self.logs / f"worker-{slot}.log", "ab") as log:
             self.procs[slot] = subprocess.Popen([*self.command, "--trials", str(trials), "--index", str(slot)],
                                                 stdout=log, stderr=subprocess.STDOUT)
-        self.started[self.procs[slot].pid] = time.monotonic()
+        self.started[self.procs[slot].pid] = datetime.now()  # the clock of Optuna's datetime_start
 
     def start_all(self, stop: StopRule) -> None:
         if stop.reason(self.study.trials) is not None:
@@ -397,9 +397,16 @@ class _Pool:
 
     def _note_startup(self, trials: list[Any]) -> None:
         if self.started:
-            owners = {t.user_attrs.get("worker") for t in trials}
-            for pid in [p for p in self.started if f"{socket.gethostname()}:{p}" in owners]:
-                self.startup = max(self.startup, time.monotonic() - self.started.pop(pid))
+            # From the trials' own start times: workers may run trials long before this supervisor first looks
+            # (they start while the reference models train), and that wait is no part of their start-up.
+            first: dict[str, datetime] = {}
+            for t in trials:
+                owner = t.user_attrs.get("worker")
+                if owner is not None and t.datetime_start is not None:
+                    first[owner] = min(first.get(owner, t.datetime_start), t.datetime_start)
+            for pid in [p for p in self.started if f"{socket.gethostname()}:{p}" in first]:
+                began = first[f"{socket.gethostname()}:{pid}"]
+                self.startup = max(self.startup, (began - self.started.pop(pid)).total_seconds())
 
     def _after_exit(self, slot: int, proc: subprocess.Popen, code: int, replace_fits: bool) -> None:
         """Retry a dead worker's trial; replace a recycled or dead one if a new one is ready in time."""
