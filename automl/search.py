@@ -127,14 +127,14 @@ def _worker_spec(state: RunState) -> dict[str, Any]:
     """What a worker process needs: the search split and job in files (for workers on this machine), and
     the config as JSON and where the data is (for workers elsewhere, which rebuild the state)."""
     source = state.config.dataset
-    if source is None or not Path(source).exists() and source not in _builtin_names():
-        # In-memory data: workers read a copy, card and images included.
-        path = state.output / "search" / "dataset.joblib"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        joblib.dump(state.dataset, path)
-        source = str(path.resolve())
-    if state.worker_files is None:
+    in_memory = source is None or not Path(source).exists() and source not in _builtin_names()
+    copy = state.output / "search" / "dataset.joblib"
+    if state.worker_files is None:  # written once per run: start_workers and the search stage both ask
+        if in_memory:  # workers elsewhere read a copy, card and images included
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            joblib.dump(state.dataset, copy)
         state.worker_files = _write_worker_files(state)
+    source = str(copy.resolve()) if in_memory else source
     return {"config": state.config.to_json(), "data": source, "fingerprint": state.dataset.fingerprint,
             "local": str(state.worker_files.resolve())}
 
