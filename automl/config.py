@@ -16,13 +16,14 @@ import dataclasses
 import json
 import os
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from automl.devices import DISTRIBUTE  # cheap: devices loads TensorFlow only when asked
 from automl.errors import InputError
 
 __all__ = ["RunConfig", "SearchSettings", "EvaluationSettings", "ENGINES", "TUNERS", "VALIDATIONS", "ALGOS",
-           "DISTRIBUTE", "ENSEMBLE_ALGO", "resolve_algo"]
+           "DISTRIBUTE", "ENSEMBLE_ALGO", "resolve_algo", "cards_dir"]
 
 ENGINES = ("optuna", "keras-tuner")
 TUNERS = ("hyperband", "bayesian", "random")
@@ -37,6 +38,12 @@ def resolve_algo(name: str) -> str | None:
     """The family called ``name`` in any case (``deeplearning`` is ``MLP``), or None."""
     return _ALGO_ALIASES.get(name.lower())
 
+
+
+def cards_dir() -> Path:
+    """The folder of built-in dataset cards (``<name>.yaml``): inside the wheel, or ``datasets/`` in a checkout."""
+    installed = Path(__file__).parent / "_datasets"
+    return installed if installed.is_dir() else Path(__file__).parent.parent / "datasets"
 
 @dataclass(frozen=True)
 class SearchSettings:

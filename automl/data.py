@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from automl.config import cards_dir
 from automl.errors import InputError
 from automl.images import is_image_source, load_images
 
@@ -79,12 +80,6 @@ class Dataset:
     def target(self) -> str:
         assert self.card.target is not None
         return self.card.target
-
-
-def cards_dir() -> Path:
-    """The folder of built-in cards: inside the wheel, or ``datasets/`` in a checkout."""
-    installed = Path(__file__).parent / "_datasets"
-    return installed if installed.is_dir() else Path(__file__).parent.parent / "datasets"
 
 
 def builtin_cards() -> dict[str, DatasetCard]:

@@ -106,15 +106,18 @@ def main(argv: list[str] | None = None) -> int:
         _check_data(config)
     except InputError as exc:
         return _fail(str(exc))
-    if not api.ready() and {"MLP", "CNN"} & config.evaluation.algos:
+    from flows.automl_flow import automl_flow  # Prefect's ~3 s import overlaps the server's start-up
+
+    if api.slow_start and {"MLP", "CNN"} & config.evaluation.algos:
         from automl.quiet import import_tensorflow
 
-        import_tensorflow(args.verbose)  # its ~4 s overlap the server's start-up instead of following it
+        # A first run's server migrates its database for 10-60 s: TensorFlow's ~6 s import fits inside. On a
+        # warm machine the server answers in ~4 s and the first models (GBM) need no TensorFlow: it waits.
+        import_tensorflow(args.verbose)
     try:
         api.wait()
     except ServerUnavailable as exc:
         return _fail(str(exc))
-    from flows.automl_flow import automl_flow
 
     _one_line_errors()
     try:
@@ -149,10 +152,15 @@ def _one_line_errors() -> None:
 
 
 def _check_source(config: Any) -> None:
-    """A dataset that is neither a built-in name nor an existing path fails now, with ``load``'s own message."""
-    from automl.data import builtin_cards, load
+    """A dataset that is neither a built-in name nor an existing path fails now, with ``load``'s own message.
 
-    if config.dataset not in builtin_cards() and not os.path.exists(config.dataset):
+    Without importing pandas for a name that exists: the server's start-up begins right after.
+    """
+    from automl.config import cards_dir
+
+    if not (cards_dir() / f"{config.dataset}.yaml").is_file() and not os.path.exists(config.dataset):
+        from automl.data import load
+
         load(config.dataset, config.target, config.task)  # raises at once: there is nothing to read
 
 

@@ -38,15 +38,16 @@ PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def child_env(tmp: Path) -> dict[str, str]:
+def child_env(tmp: Path, prefect_home: Path | None = None) -> dict[str, str]:
     """The caller's environment for a child run: quiet, a throw-away Prefect and Keras home, the checkout importable.
 
-    A set ``PREFECT_API_URL`` is kept (the run then uses that server, outside the measured process tree).
+    A set ``PREFECT_API_URL`` is kept (the run then uses that server, outside the measured process tree);
+    ``prefect_home`` is a Prefect home shared by several runs (a user's machine after the first run).
     """
     env = {**os.environ, "CI": "true", "KERAS_HOME": str(tmp / "keras-home")}
     if "PREFECT_API_URL" not in env:
         env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-        env["PREFECT_HOME"] = str(tmp / "prefect-home")
+        env["PREFECT_HOME"] = str(prefect_home or tmp / "prefect-home")
     try:
         importlib.metadata.distribution("automl")
     except importlib.metadata.PackageNotFoundError:

@@ -12,7 +12,10 @@ line per budget on stdout; the run's own output goes to stderr.
 - ``search_cpu_pct``: CPU time of the process tree over the search (first to last
   ``search`` event), in % of one core (200 % is all of a 2-core machine).
 
-    python bench/e2e.py [--budgets 30,60,120] [--dataset diabetes] [--repeat 1] [--with-server] [--keep]
+Each run gets a fresh Prefect home (a new user's first run: the temporary server migrates its
+database) unless ``--warm``: one home for all runs, migrated before the first (a user's later runs).
+
+    python bench/e2e.py [--budgets 30,60,120] [--dataset diabetes] [--repeat 1] [--with-server | --warm] [--keep]
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from _common import child_env, free_port, tree_usage
+from _common import ROOT, child_env, free_port, tree_usage
 
 POLL_SECONDS = 0.25
 
@@ -89,7 +92,8 @@ def summarize(out: Path) -> dict[str, Any]:
     }
 
 
-def run_once(dataset: str, budget: float | None, timeout: float, keep: bool) -> dict[str, Any]:
+def run_once(dataset: str, budget: float | None, timeout: float, keep: bool,
+             prefect_home: Path | None = None) -> dict[str, Any]:
     """One CLI run on ``dataset`` at ``budget`` (None: the run's default); its JSON result."""
     tmp = Path(tempfile.mkdtemp(prefix="automl-e2e-"))
     out = tmp / "out"
@@ -98,7 +102,7 @@ def run_once(dataset: str, budget: float | None, timeout: float, keep: bool) -> 
         cmd += ["--max-runtime-secs", f"{budget:g}"]
     load_before = os.getloadavg()[0]
     started = time.time()
-    code, wall, tree_peak, samples = run_child(cmd, tmp, child_env(tmp), timeout)
+    code, wall, tree_peak, samples = run_child(cmd, tmp, child_env(tmp, prefect_home), timeout)
     result: dict[str, Any] = {
         "bench": "e2e", "date": dt.datetime.now().isoformat(timespec="seconds"),
         "cmd": " ".join(cmd[1:]).replace(str(tmp), "$TMP"), "returncode": code, "wall_s": round(wall, 1),
@@ -114,12 +118,27 @@ def run_once(dataset: str, budget: float | None, timeout: float, keep: bool) -> 
     result["within_budget_10pct"] = budget is not None and wall <= 1.1 * budget
     result["machine"] = {"cpu_count": os.cpu_count(), "loadavg_1m_before": round(load_before, 2),
                          "loadavg_1m_after": round(os.getloadavg()[0], 2),
-                         "prefect_api": os.environ.get("PREFECT_API_URL", "temporary local server")}
+                         "prefect_api": os.environ.get("PREFECT_API_URL", "temporary local server"),
+                         "prefect_home": "fresh" if prefect_home is None else "warm"}
     if keep:
         print(f"kept {tmp}", file=sys.stderr)
     else:
         shutil.rmtree(tmp, ignore_errors=True)
     return result
+
+
+@contextlib.contextmanager
+def warm_home() -> Any:
+    """A Prefect home whose database the temporary server has already created (as after a user's first run)."""
+    home = Path(tempfile.mkdtemp(prefix="automl-e2e-home-"))
+    warm = "from flows.server import ApiStartup; a = ApiStartup().begin(); a.wait(); a.stop()"
+    env = {**child_env(home, home / "prefect"), "PREFECT_API_URL": ""}
+    env.pop("PREFECT_API_URL")
+    subprocess.run([sys.executable, "-c", warm], env=env, check=True, cwd=ROOT)
+    try:
+        yield home / "prefect"
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -155,17 +174,22 @@ def main(argv: list[str] | None = None) -> int:
                                                        "run's own budget, once)")
     parser.add_argument("--with-server", action="store_true", help="start `prefect server start` first and run "
                                                                   "against it (PREFECT_API_URL)")
+    parser.add_argument("--warm", action="store_true", help="no server configured, one Prefect home for all runs, "
+                                                            "migrated before the first")
     parser.add_argument("--dataset", default="diabetes", help="a built-in dataset or a file (diabetes)")
     parser.add_argument("--repeat", type=int, default=1, help="runs per budget (1)")
     parser.add_argument("--timeout", type=float, default=900.0, help="kill a run after this many seconds (900)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folders and print their paths")
     args = parser.parse_args(argv)
     budgets = [float(b) for b in args.budgets.split(",") if b] or [None]
-    with prefect_server() if args.with_server else contextlib.nullcontext():
+    if args.with_server and args.warm:
+        parser.error("--with-server and --warm are exclusive")
+    context = prefect_server() if args.with_server else warm_home() if args.warm else contextlib.nullcontext()
+    with context as home:
         results = []
         for budget in budgets:
             for _ in range(args.repeat):
-                results.append(run_once(args.dataset, budget, args.timeout, args.keep))
+                results.append(run_once(args.dataset, budget, args.timeout, args.keep, home if args.warm else None))
                 print(json.dumps(results[-1]), flush=True)
     return 0 if all(r["returncode"] == 0 and "error" not in r for r in results) else 1
 

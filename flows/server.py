@@ -28,6 +28,7 @@ import sys
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
 __all__ = ["ApiStartup", "ServerUnavailable", "DEFAULT_LOCAL_API", "EPHEMERAL_STARTUP_SECONDS"]
 
@@ -56,6 +57,8 @@ class ApiStartup:
 
     def __init__(self) -> None:
         self.kind = ""
+        #: A temporary server on a Prefect home without a database yet: it migrates one first (10-60 s).
+        self.slow_start = False
         self.error: str | None = None
         self._thread: threading.Thread | None = None
         self._server: subprocess.Popen | None = None
@@ -116,6 +119,8 @@ class ApiStartup:
         with socket.socket() as sock:  # a free port, chosen by the kernel
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
+        home = Path(os.environ.get("PREFECT_HOME") or "~/.prefect").expanduser()
+        self.slow_start = not os.environ.get("PREFECT_API_DATABASE_CONNECTION_URL") and not (home / "prefect.db").exists()
         # The command and flags of Prefect's own SubprocessASGIServer (temporary API, no UI).
         env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
         self._server = subprocess.Popen(
