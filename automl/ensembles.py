@@ -1,11 +1,13 @@
 """Stacked ensembles as in H2O: a non-negative, regularised linear metalearner on base predictions.
 
-``StackedEnsemble_AllModels`` stacks every base model; ``StackedEnsemble_BestOfFamily``
-the best of each algorithm family. The metalearner learns from the bases' out-of-fold
-predictions (the level-one data), and its own score comes from cross-validating it on
-that level-one data (with the leaderboard's folds under CV; with folds of the holdout's
-rows under a holdout), so every ensemble row is scored on rows its metalearner did not
-see, like every other row (H2O's protocol).
+``StackedEnsemble_AllModels`` stacks every base model; ``StackedEnsemble_BestOfFamily`` the best of
+each algorithm family; ``StackedEnsemble_Greedy`` is Caruana et al.'s (2004) greedy selection with
+replacement (AutoGluon's WeightedEnsemble): an average of the bases chosen round by round for the
+leaderboard metric, so it can always copy its best member. The metalearner learns from the bases'
+out-of-fold predictions (the level-one data), and its own score comes from cross-validating it on
+that level-one data (with the leaderboard's folds under CV; with folds of the holdout's rows under a
+holdout), so every ensemble row is scored on rows its metalearner did not see, like every other row
+(H2O's protocol).
 """
 
 from __future__ import annotations
@@ -19,16 +21,18 @@ from scipy.optimize import minimize
 
 from automl.config import ENSEMBLE_ALGO
 from automl.evaluation import Evaluated
-from automl.metrics import score_all
+from automl.metrics import Metric, get, score_all
 from automl.models import Model
 from automl.preprocess import Schema
 
 if TYPE_CHECKING:
     from automl.state import RunState
 
-__all__ = ["Metalearner", "StackedEnsemble", "stack", "build_ensembles", "ENSEMBLE_ALGO"]
+__all__ = ["Metalearner", "GreedySelection", "StackedEnsemble", "stack", "build_ensembles", "ENSEMBLE_ALGO"]
 
 _EPS = 1e-7
+#: Rounds of greedy selection: weights are multiples of 1/GREEDY_ROUNDS (AutoGluon's default is 25).
+GREEDY_ROUNDS = 25
 
 
 @dataclass
@@ -92,6 +96,39 @@ class Metalearner:
 
 
 @dataclass
+class GreedySelection:
+    """Weights from greedy ensemble selection with replacement (Caruana et al. 2004) for the metric named.
+
+    Each round adds the base whose inclusion gives the best score of the running average of
+    the chosen predictions; the first round picks the best single base, so on the rows it
+    was fitted on the blend never scores below its best member.
+    """
+
+    task: str
+    metric: str  # a name, not the Metric: the fitted selection is pickled with the ensemble
+    rounds: int = GREEDY_ROUNDS
+    weights_: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    def fit(self, preds: list[np.ndarray], y: np.ndarray) -> GreedySelection:
+        metric = get(self.metric, self.task)
+        counts = np.zeros(len(preds))
+        total = np.zeros_like(preds[0], dtype="float64")
+        best_score, best_counts = -np.inf, counts.copy()
+        for step in range(1, self.rounds + 1):
+            scores = [metric.sign() * metric.fn(y, (total + p) / step) for p in preds]
+            pick = int(np.argmax(scores))
+            counts[pick] += 1
+            total += preds[pick]
+            if scores[pick] > best_score:  # later rounds may only add noise: keep the best blend seen
+                best_score, best_counts = scores[pick], counts.copy()
+        self.weights_ = best_counts / best_counts.sum()
+        return self
+
+    def predict(self, preds: list[np.ndarray]) -> np.ndarray:
+        return sum(w * p for w, p in zip(self.weights_, preds, strict=True) if w > 0)
+
+
+@dataclass
 class StackedEnsemble(Model):
     """Base models (each a whole bag) combined by a :class:`Metalearner`."""
 
@@ -99,7 +136,7 @@ class StackedEnsemble(Model):
     algo: str
     schema: Schema
     bases: list[Any]
-    metalearner: Metalearner
+    metalearner: Metalearner | GreedySelection
     params: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
 
@@ -109,17 +146,23 @@ class StackedEnsemble(Model):
 
 
 def stack(model_id: str, bases: list[Evaluated], y: np.ndarray, schema: Schema,
-          folds: list[tuple[np.ndarray, np.ndarray]]) -> Evaluated:
-    """Fit the metalearner on all level-one rows; score it by cross-validating it on the same folds."""
+          folds: list[tuple[np.ndarray, np.ndarray]], metric: Metric | None = None) -> Evaluated:
+    """Fit the metalearner (greedy selection for ``metric`` if given) on all level-one rows; score it by
+    cross-validating it on the same folds."""
     start = time.perf_counter()
+
+    def metalearner() -> Metalearner | GreedySelection:
+        return Metalearner(schema.task) if metric is None else GreedySelection(schema.task, metric.name)
+
     level_one = [b.oof for b in bases]
-    oof = np.zeros_like(level_one[0])
+    oof = np.zeros_like(level_one[0], dtype="float64")
     for train, test in folds:
-        meta = Metalearner(schema.task).fit([z[train] for z in level_one], y[train])
+        meta = metalearner().fit([z[train] for z in level_one], y[train])
         oof[test] = meta.predict([z[test] for z in level_one])
-    meta = Metalearner(schema.task).fit(level_one, y)
+    meta = metalearner().fit(level_one, y)
     ids = [b.model.model_id for b in bases]
-    params = {"base_models": ids, "metalearner": "non-negative GLM",
+    params = {"base_models": ids, "metalearner": "non-negative GLM" if metric is None else
+              f"greedy selection for {metric.name}, {GREEDY_ROUNDS} rounds",
               "weights": {i: round(float(w), 6) for i, w in zip(ids, meta.weights_, strict=True)}}
     model = StackedEnsemble(model_id, ENSEMBLE_ALGO, schema, [b.model for b in bases], meta, params,
                             score_all(schema.task, y, oof))
@@ -136,14 +179,16 @@ def build_ensembles(state: RunState) -> list[Evaluated]:
     best_of_family: dict[str, Evaluated] = {}
     for e in sorted(bases, key=lambda e: -state.metric.sign() * e.model.metrics[state.sort_metric]):
         best_of_family.setdefault(e.model.algo, e)
-    groups = {"StackedEnsemble_AllModels": bases, "StackedEnsemble_BestOfFamily": list(best_of_family.values())}
+    groups = {"StackedEnsemble_AllModels": (bases, None),
+              "StackedEnsemble_BestOfFamily": (list(best_of_family.values()), None),
+              "StackedEnsemble_Greedy": (bases, state.metric)}
     y = state.y[state.protocol.scored]
     done: list[Evaluated] = []
-    for model_id, members in groups.items():
-        if len(members) < 2 or (done and len(members) == len(bases)):
+    for model_id, (members, metric) in groups.items():
+        if len(members) < 2 or (metric is None and done and len(members) == len(bases)):
             continue  # an ensemble needs two bases; BestOfFamily equal to AllModels adds nothing
         try:
-            result = stack(model_id, members, y, state.schema, list(state.protocol.level_one))
+            result = stack(model_id, members, y, state.schema, list(state.protocol.level_one), metric)
         except Exception as exc:  # a failed metalearner must not sink the run
             state.events.warn("ensemble", f"{model_id} failed: {type(exc).__name__}: {exc}")
             continue

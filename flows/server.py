@@ -120,7 +120,8 @@ class ApiStartup:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
         home = Path(os.environ.get("PREFECT_HOME") or "~/.prefect").expanduser()
-        self.slow_start = not os.environ.get("PREFECT_API_DATABASE_CONNECTION_URL") and not (home / "prefect.db").exists()
+        configured_db = os.environ.get("PREFECT_API_DATABASE_CONNECTION_URL")
+        self.slow_start = not configured_db and not (home / "prefect.db").exists()
         # The command and flags of Prefect's own SubprocessASGIServer (temporary API, no UI).
         env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
         self._server = subprocess.Popen(

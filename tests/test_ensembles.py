@@ -10,8 +10,9 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from automl import AutoML, data
-from automl.ensembles import Metalearner, stack
+from automl.ensembles import GreedySelection, Metalearner, stack
 from automl.evaluation import cross_validate, make_folds
+from automl.metrics import get
 from automl.models import reference_candidates
 from automl.preprocess import encode_target, infer_schema
 from conftest import REPO, run_module
@@ -39,6 +40,31 @@ def test_metalearner_weights_are_non_negative_and_ignore_a_bad_base():
     assert meta.weights_[0] > 0.5 and meta.weights_[1] == pytest.approx(0.0, abs=1e-6)
 
 
+@pytest.mark.parametrize(("metric", "task"), [("auc", "binary"), ("logloss", "binary"), ("rmse", "regression")])
+def test_greedy_selection_never_scores_below_its_best_member_and_can_beat_it(metric, task):
+    rng = np.random.default_rng(3)
+    m = get(metric, task)
+    y = rng.integers(0, 2, 400) if task == "binary" else rng.normal(size=400)
+    signal = (2 * y - 1) if task == "binary" else y
+    # Members with independent errors of different sizes, and a useless one: a blend averages errors away.
+    raw = [signal + rng.normal(scale=s, size=400) for s in (1.0, 1.2, 1.5, 8.0)]
+    preds = [np.column_stack([1 - q, q]) for q in (1 / (1 + np.exp(-r)) for r in raw)] if task == "binary" else raw
+    member_scores = [m.sign() * m.fn(y, p) for p in preds]
+    greedy = GreedySelection(task, metric).fit(preds, y)
+    blend = m.sign() * m.fn(y, greedy.predict(preds))
+    assert greedy.weights_.sum() == pytest.approx(1.0) and (greedy.weights_ >= 0).all()
+    assert blend > max(member_scores)  # strictly better than the best member here, never below it
+    assert greedy.weights_[3] < greedy.weights_[0]  # the noisy member gets less weight than the best
+
+
+def test_greedy_selection_copies_a_member_that_cannot_be_improved():
+    y = np.array([0, 1] * 50)
+    perfect = np.column_stack([1 - y, y]).astype(float)
+    noise = np.full_like(perfect, 0.5)
+    greedy = GreedySelection("binary", "auc").fit([noise, perfect], y)
+    assert greedy.weights_.tolist() == [0.0, 1.0]
+
+
 def test_stack_scores_out_of_fold(bases):
     evaluated, x, y, schema, folds = bases
     ens = stack("StackedEnsemble_AllModels", evaluated, y, schema, folds)
@@ -47,6 +73,9 @@ def test_stack_scores_out_of_fold(bases):
     best_base = max(e.model.metrics["auc"] for e in evaluated)
     assert abs(ens.model.metrics["auc"] - best_base) < 0.02
     assert set(ens.model.params["weights"]) == {e.model.model_id for e in evaluated}
+    greedy = stack("StackedEnsemble_Greedy", evaluated, y, schema, folds, get("auc", "binary"))
+    assert greedy.model.metrics["auc"] == pytest.approx(roc_auc_score(y, greedy.oof[:, 1]))
+    assert abs(greedy.model.metrics["auc"] - best_base) < 0.02  # nested: fitted on other folds than it is scored
 
 
 def test_ensembles_rank_export_and_predict_in_a_fresh_process(tmp_path):
@@ -55,13 +84,15 @@ def test_ensembles_rank_export_and_predict_in_a_fresh_process(tmp_path):
                  include_algos=["GLM", "GBM", "DRF", "StackedEnsemble"]).fit(frame, target="Survived")
     board = aml.leaderboard
     assert {"StackedEnsemble_AllModels", "StackedEnsemble_BestOfFamily"} & set(board["model_id"])
-    ens_id = next(m for m in board["model_id"] if m.startswith("StackedEnsemble"))
-    card = json.loads((tmp_path / "run" / "models" / ens_id / "model.json").read_text())
-    assert card["kind"] == "stacked_ensemble" and card["base_models"]
+    assert "StackedEnsemble_Greedy" in set(board["model_id"])
+    stacked = next(m for m in board["model_id"] if m.startswith("StackedEnsemble_") and m != "StackedEnsemble_Greedy")
     frame.head(50).to_csv(tmp_path / "rows.csv", index=False)
-    proc = run_module("automl.predict", tmp_path / "run" / "models" / ens_id, tmp_path / "rows.csv",
-                      "--output", tmp_path / "preds.csv", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    fresh = pd.read_csv(tmp_path / "preds.csv")
-    in_process = next(e.model for e in aml.evaluated if e.model.model_id == ens_id).predict(frame.head(50))
-    np.testing.assert_allclose(fresh["p_1"], in_process["p_1"], rtol=1e-6)
+    for ens_id in (stacked, "StackedEnsemble_Greedy"):  # both metalearners export and predict in a new process
+        card = json.loads((tmp_path / "run" / "models" / ens_id / "model.json").read_text())
+        assert card["kind"] == "stacked_ensemble" and card["base_models"]
+        proc = run_module("automl.predict", tmp_path / "run" / "models" / ens_id, tmp_path / "rows.csv",
+                          "--output", tmp_path / "preds.csv", cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        fresh = pd.read_csv(tmp_path / "preds.csv")
+        in_process = next(e.model for e in aml.evaluated if e.model.model_id == ens_id).predict(frame.head(50))
+        np.testing.assert_allclose(fresh["p_1"], in_process["p_1"], rtol=1e-6)

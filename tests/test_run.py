@@ -120,3 +120,24 @@ def test_sort_metric_option(prefect_api, tmp_path, metric):
     board = pd.read_csv(out / "leaderboard.csv")
     assert board.columns[1] == metric
     assert board[metric].is_monotonic_increasing
+
+
+def test_the_temporary_server_migrates_a_new_home_once_and_stops_with_the_run(tmp_path, monkeypatch):
+    """No server configured: a first run's server creates its database (slow start: TensorFlow's import is
+    overlapped), a later run's reuses it; either answers its health check and stops with the run."""
+    from flows.server import ApiStartup, _healthy
+
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.delenv("PREFECT_API_DATABASE_CONNECTION_URL", raising=False)
+    for first_run in (True, False):
+        monkeypatch.delenv("PREFECT_API_URL", raising=False)
+        api = ApiStartup().begin()
+        try:
+            assert api.slow_start is first_run and api.kind.startswith("temporary server")
+            api.wait()
+            assert _healthy(api.kind.split()[-1], timeout=5.0)
+        finally:
+            api.stop()
+        assert not _healthy(api.kind.split()[-1], timeout=1.0)
+    assert (tmp_path / "home" / "prefect.db").is_file()
