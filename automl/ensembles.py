@@ -33,6 +33,9 @@ __all__ = ["Metalearner", "GreedySelection", "StackedEnsemble", "stack", "build_
 _EPS = 1e-7
 #: Rounds of greedy selection: weights are multiples of 1/GREEDY_ROUNDS (AutoGluon's default is 25).
 GREEDY_ROUNDS = 25
+#: Greedy selection is fitted on at most this many rows (a random sample): its cost is rounds x bases metric
+#: evaluations, and weights in steps of 1/25 do not need more rows to be chosen well.
+GREEDY_MAX_ROWS = 50_000
 
 
 @dataclass
@@ -111,6 +114,9 @@ class GreedySelection:
 
     def fit(self, preds: list[np.ndarray], y: np.ndarray) -> GreedySelection:
         metric = get(self.metric, self.task)
+        if len(y) > GREEDY_MAX_ROWS:
+            rows = np.sort(np.random.default_rng(0).choice(len(y), GREEDY_MAX_ROWS, replace=False))
+            preds, y = [p[rows] for p in preds], y[rows]
         counts = np.zeros(len(preds))
         total = np.zeros_like(preds[0], dtype="float64")
         best_score, best_counts = -np.inf, counts.copy()

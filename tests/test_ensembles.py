@@ -57,7 +57,9 @@ def test_greedy_selection_never_scores_below_its_best_member_and_can_beat_it(met
     assert greedy.weights_[3] < greedy.weights_[0]  # the noisy member gets less weight than the best
 
 
-def test_greedy_selection_copies_a_member_that_cannot_be_improved():
+@pytest.mark.parametrize("max_rows", [50_000, 30])  # 30: fitted on a sample of the 100 rows
+def test_greedy_selection_copies_a_member_that_cannot_be_improved(max_rows, monkeypatch):
+    monkeypatch.setattr("automl.ensembles.GREEDY_MAX_ROWS", max_rows)
     y = np.array([0, 1] * 50)
     perfect = np.column_stack([1 - y, y]).astype(float)
     noise = np.full_like(perfect, 0.5)
