@@ -84,10 +84,6 @@ class ApiStartup:
                         f"{_STARTUP_ENV}")
         return self
 
-    def ready(self) -> bool:
-        """The API answers (or is known not to): :meth:`wait` would not block."""
-        return self._thread is None or not self._thread.is_alive()
-
     def wait(self) -> None:
         """Block until the API answers; raise :class:`ServerUnavailable` if it never will."""
         if self._thread is not None:
