@@ -39,11 +39,11 @@ def resolve_algo(name: str) -> str | None:
     return _ALGO_ALIASES.get(name.lower())
 
 
-
 def cards_dir() -> Path:
     """The folder of built-in dataset cards (``<name>.yaml``): inside the wheel, or ``datasets/`` in a checkout."""
     installed = Path(__file__).parent / "_datasets"
     return installed if installed.is_dir() else Path(__file__).parent.parent / "datasets"
+
 
 @dataclass(frozen=True)
 class SearchSettings:

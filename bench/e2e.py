@@ -119,7 +119,8 @@ def run_once(dataset: str, budget: float | None, timeout: float, keep: bool,
     result["machine"] = {"cpu_count": os.cpu_count(), "loadavg_1m_before": round(load_before, 2),
                          "loadavg_1m_after": round(os.getloadavg()[0], 2),
                          "prefect_api": os.environ.get("PREFECT_API_URL", "temporary local server"),
-                         "prefect_home": "fresh" if prefect_home is None else "warm"}
+                         "prefect_home": "server's" if "PREFECT_API_URL" in os.environ else
+                         "fresh" if prefect_home is None else "warm"}
     if keep:
         print(f"kept {tmp}", file=sys.stderr)
     else:
@@ -132,9 +133,7 @@ def warm_home() -> Any:
     """A Prefect home whose database the temporary server has already created (as after a user's first run)."""
     home = Path(tempfile.mkdtemp(prefix="automl-e2e-home-"))
     warm = "from flows.server import ApiStartup; a = ApiStartup().begin(); a.wait(); a.stop()"
-    env = {**child_env(home, home / "prefect"), "PREFECT_API_URL": ""}
-    env.pop("PREFECT_API_URL")
-    subprocess.run([sys.executable, "-c", warm], env=env, check=True, cwd=ROOT)
+    subprocess.run([sys.executable, "-c", warm], env=child_env(home, home / "prefect"), check=True, cwd=ROOT)
     try:
         yield home / "prefect"
     finally:
@@ -184,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     budgets = [float(b) for b in args.budgets.split(",") if b] or [None]
     if args.with_server and args.warm:
         parser.error("--with-server and --warm are exclusive")
+    if args.warm:
+        os.environ.pop("PREFECT_API_URL", None)  # the case measured is "no server configured"
     context = prefect_server() if args.with_server else warm_home() if args.warm else contextlib.nullcontext()
     with context as home:
         results = []
