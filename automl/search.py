@@ -46,6 +46,8 @@ SEARCH_HOLDOUT = 0.2
 #: MLP on 30,000 rows takes about a minute; more rows would leave no time for the search itself.
 MAX_SEARCH_TRAIN_ROWS = 30_000
 MAX_SEARCH_VAL_ROWS = 10_000
+#: A refit trains its configuration's best epoch count only if its estimate fits in this share of the time left.
+REFIT_MARGIN = 0.6
 #: The search split's arrays, as worker processes read them (see :func:`load_worker_files`).
 ARRAYS = ("x_train", "y_train", "x_val", "y_val")
 #: Bumped when a space changes meaning: a study searched over another space is not resumed.
@@ -200,13 +202,18 @@ def evaluate_search(state: RunState) -> list[Evaluated]:
         deadline = state.budget.deadline - REPORT_SECONDS
         if cap is not None:
             deadline = min(deadline, time.monotonic() + cap)
+        epochs = _refit_epochs(trial, cost, deadline - time.monotonic())
+        if epochs < trial.best_epoch:
+            state.events.warn("evaluate", f"trial {trial.number} refits with {epochs} of its {trial.best_epoch} "
+                                          f"epochs: {folds} fits estimated at {cost:.0f}s, "
+                                          f"{deadline - time.monotonic():.0f}s left")
         algo = state.family.upper()
         candidate = Candidate(
             f"{algo}_{trial.number}", algo,
-            lambda t=trial: KerasNetwork(t.params, state.schema.task, epochs=t.best_epoch, seed=state.config.seed,
-                                         n_classes=state.n_classes, family=state.family,
-                                         max_rows=MAX_SEARCH_TRAIN_ROWS),
-            {**trial.params, "epochs": trial.best_epoch}, fit_kwargs={"deadline": deadline})
+            lambda t=trial, e=epochs: KerasNetwork(t.params, state.schema.task, epochs=e, seed=state.config.seed,
+                                                   n_classes=state.n_classes, family=state.family,
+                                                   max_rows=MAX_SEARCH_TRAIN_ROWS),
+            {**trial.params, "epochs": epochs}, fit_kwargs={"deadline": deadline})
         with devices.trial_context(0, placement(state)):
             result = evaluate_candidate(state, candidate, "evaluate", deadline)
         if result is None:
@@ -227,6 +234,15 @@ def placement(state: RunState) -> devices.Placement:
         devices.configure(state.placement)
         state.events.add("search", f"devices: {state.placement}")
     return state.placement
+
+
+def _refit_epochs(trial: TrialRecord, cost: float, available: float) -> int:
+    """The epochs a refit trains: the trial's best epoch, or fewer when its estimated ``cost`` would not fit
+    in REFIT_MARGIN of the ``available`` seconds (estimates from trials run beside others are off by up to 2x;
+    a refit cut at the deadline is dropped, a shorter one is ranked as what it is)."""
+    if cost <= REFIT_MARGIN * available:
+        return trial.best_epoch
+    return max(1, int(trial.best_epoch * REFIT_MARGIN * max(available, 0.0) / cost))
 
 
 def _refit_seconds(trial: TrialRecord) -> float:

@@ -114,3 +114,15 @@ def test_trials_end_before_the_share_kept_for_refits():
     assert search_deadline(budget, finish_seconds=10.0, keep_share=0.3) == pytest.approx(budget.deadline - 30)
     # Without a share, the finish reserve still binds.
     assert search_deadline(budget, finish_seconds=10.0, keep_share=0.0) == pytest.approx(budget.deadline - 10)
+
+
+def test_a_refit_that_would_not_fit_trains_fewer_epochs_instead_of_being_dropped():
+    from automl.engines import TrialRecord
+    from automl.search import REFIT_MARGIN, _refit_epochs
+
+    trial = TrialRecord(0, "COMPLETE", 0.8, best_epoch=40, duration_s=20.0)
+    assert _refit_epochs(trial, cost=30.0, available=100.0) == 40  # fits: the trial's own epochs
+    # 5 fits estimated at 100 s with 50 s left: a share of the epochs that fits in REFIT_MARGIN of 50 s.
+    epochs = _refit_epochs(trial, cost=100.0, available=50.0)
+    assert epochs == int(40 * REFIT_MARGIN * 50 / 100) and 1 <= epochs < 20
+    assert _refit_epochs(trial, cost=100.0, available=-3.0) == 1  # at least one epoch
