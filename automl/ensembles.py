@@ -151,6 +151,10 @@ class StackedEnsemble(Model):
         self.check_columns(frame)
         return self.metalearner.predict([b.predict_proba(frame) for b in self.bases])
 
+    def scored_proba(self, frame: Any) -> np.ndarray:
+        self.check_columns(frame)
+        return self.metalearner.predict([b.scored_proba(frame) for b in self.bases])
+
 
 def stack(model_id: str, bases: list[Evaluated], y: np.ndarray, schema: Schema,
           folds: list[tuple[np.ndarray, np.ndarray]], metric: Metric | None = None) -> Evaluated:

@@ -56,8 +56,9 @@ def permutation_importance(model: Any, x: pd.DataFrame, y: np.ndarray,
     one raw column of ``x`` shuffled (so a one-hot group moves together); the importance
     is the drop in ``metric`` against the unshuffled rows (positive: the feature helps),
     averaged over folds and repeats. A model without ``.folds`` (a stacked ensemble) is
-    scored with ``model.predict_proba`` on the held-out rows instead, which is in-sample
-    for its base models: an optimistic baseline, still a fair ranking of features.
+    scored with ``model.scored_proba`` on the held-out rows instead (its bases' fold models,
+    not their refits on all rows), which is in-sample for its base models under CV: an
+    optimistic baseline, still a fair ranking of features.
 
     Each fold scores a seeded, class-stratified sample of its held-out rows, about
     ``max_rows`` over all folds together (every class keeps at least one row).
@@ -142,7 +143,7 @@ def _fold_predictors(model: Any, folds: list[tuple[np.ndarray, np.ndarray]], tas
     """Fold ``i``'s own fold model, or the whole model when it has no fold models."""
     fold_models = getattr(model, "folds", None)
     if fold_models is None:
-        return [model.predict_proba] * len(folds)
+        return [model.scored_proba] * len(folds)
     if len(fold_models) != len(folds):
         raise ValueError(f"model {getattr(model, 'model_id', model)!r} has {len(fold_models)} fold models but "
                          f"got {len(folds)} folds; pass the folds it was cross-validated on")

@@ -2,7 +2,8 @@
 
 Layout: ``model.json`` (card: schema, classes, metrics and the ``evaluation`` that scored
 them, versions) and ``fold_<i>/`` with ``preprocessor.joblib`` and either ``model.joblib``
-(scikit-learn) or ``model.keras`` + ``network.json`` (Keras). Loading needs only ``automl``.
+(scikit-learn) or ``model.keras`` + ``network.json`` (Keras); ``full/``, laid out like a fold, is the
+model refit on all rows, when it was (it then makes the predictions). Loading needs only ``automl``.
 """
 
 from __future__ import annotations
@@ -71,14 +72,11 @@ def save_model(model: Model, path: Path, evaluation: Mapping[str, Any], extra: d
                     raise ValueError(f"base model {base.model_id} of {model.model_id} is not saved under {saved}; "
                                      "save the bases first, with their metrics from the same evaluation")
         for i, fold in enumerate(getattr(model, "folds", ())):
-            folder = tmp / f"fold_{i}"
-            folder.mkdir()
-            joblib.dump(fold.preprocessor, folder / "preprocessor.joblib")
-            if isinstance(fold.estimator, KerasNetwork):
-                fold.estimator.model_.save(folder / "model.keras")
-                atomic_write_text(folder / "network.json", json.dumps(fold.estimator.state(), indent=1))
-            else:
-                joblib.dump(fold.estimator, folder / "model.joblib")
+            _save_fold(fold, tmp / f"fold_{i}")
+        full = getattr(model, "full", None)
+        if full is not None:
+            _save_fold(full, tmp / "full")
+            layout["refit_rows"] = model.params.get("refit_rows")
         card = {
             "format": FORMAT_VERSION, "model_id": model.model_id, "algo": model.algo,
             "task": model.schema.task, "target": model.schema.target, "classes": model.schema.classes,
@@ -86,11 +84,32 @@ def save_model(model: Model, path: Path, evaluation: Mapping[str, Any], extra: d
             "metrics": model.metrics if metrics is None else metrics, "evaluation": card_evaluation,
             "hyperparameters": model.params,
             **layout, "prediction": "metalearner on the base models" if layout["n_folds"] == 0
+            else "the model refit on all rows (full/); the metrics are the fold model's" if full is not None
             else "mean of the fold models",
             "created": datetime.now(UTC).isoformat(timespec="seconds"), "versions": _versions(),
             **(extra or {}),
         }
         atomic_write_text(tmp / "model.json", json.dumps(card, indent=1, default=str))
+
+
+def _save_fold(fold: FoldModel, folder: Path) -> None:
+    folder.mkdir()
+    joblib.dump(fold.preprocessor, folder / "preprocessor.joblib")
+    if isinstance(fold.estimator, KerasNetwork):
+        fold.estimator.model_.save(folder / "model.keras")
+        atomic_write_text(folder / "network.json", json.dumps(fold.estimator.state(), indent=1))
+    else:
+        joblib.dump(fold.estimator, folder / "model.joblib")
+
+
+def _load_fold(folder: Path) -> FoldModel:
+    pre = joblib.load(folder / "preprocessor.joblib")
+    if (folder / "model.keras").exists():
+        import keras
+
+        net = keras.models.load_model(folder / "model.keras", compile=False)
+        return FoldModel(pre, KerasNetwork.from_state(json.loads((folder / "network.json").read_text()), net))
+    return FoldModel(pre, joblib.load(folder / "model.joblib"))
 
 
 def _evaluation(evaluation: Mapping[str, Any]) -> dict[str, Any]:
@@ -114,20 +133,9 @@ def load_model(path: Path | str) -> Model:
         bases = [load_model(path / "bases" / model_id) for model_id in card["base_models"]]
         return StackedEnsemble(card["model_id"], card["algo"], schema, bases,
                                joblib.load(path / "metalearner.joblib"), card["hyperparameters"], card["metrics"])
-    folds = []
-    for i in range(card["n_folds"]):
-        folder = path / f"fold_{i}"
-        pre = joblib.load(folder / "preprocessor.joblib")
-        if (folder / "model.keras").exists():
-            import keras
-
-            net = keras.models.load_model(folder / "model.keras", compile=False)
-            estimator: Any = KerasNetwork.from_state(json.loads((folder / "network.json").read_text()), net)
-        else:
-            estimator = joblib.load(folder / "model.joblib")
-        folds.append(FoldModel(pre, estimator))
-    return BaggedModel(card["model_id"], card["algo"], schema, folds,
-                       card["hyperparameters"], card["metrics"])
+    folds = [_load_fold(path / f"fold_{i}") for i in range(card["n_folds"])]
+    full = _load_fold(path / "full") if (path / "full").is_dir() else None
+    return BaggedModel(card["model_id"], card["algo"], schema, folds, card["hyperparameters"], card["metrics"], full)
 
 
 def link_tree(source: Path, target: Path) -> None:

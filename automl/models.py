@@ -67,6 +67,10 @@ class Model:
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         raise NotImplementedError
 
+    def scored_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        """What the models that were scored predict: ``predict_proba`` unless refit on all rows since."""
+        return self.predict_proba(frame)
+
     def check_columns(self, frame: pd.DataFrame, source: str = "input") -> None:
         if self.schema.task == "image":
             return  # the pixel scaler checks image shapes
@@ -90,7 +94,12 @@ class Model:
 
 @dataclass
 class BaggedModel(Model):
-    """The average of fold models; predicts from raw rows with the training columns."""
+    """The average of fold models; predicts from raw rows with the training columns.
+
+    ``full``, when set, is the same model refit on all training rows after the holdout scored
+    the fold model (see :mod:`automl.refit`): it then makes the predictions, and the metrics
+    stay those of the fold model.
+    """
 
     model_id: str
     algo: str
@@ -98,9 +107,16 @@ class BaggedModel(Model):
     folds: list[FoldModel]
     params: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
+    full: FoldModel | None = None
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         """Averaged class probabilities (n, n_classes), or values (n,) for regression."""
+        if self.full is None:
+            return self.scored_proba(frame)
+        self.check_columns(frame)
+        return predict_raw(self.full.estimator, self.full.preprocessor.transform(frame), self.schema.task)
+
+    def scored_proba(self, frame: pd.DataFrame) -> np.ndarray:
         self.check_columns(frame)
         outs = [predict_raw(f.estimator, f.preprocessor.transform(frame), self.schema.task) for f in self.folds]
         return np.mean(outs, axis=0)
@@ -190,6 +206,12 @@ class _Reference(BaseEstimator):
         """Values for regression, class indices for classification."""
         return self._values(x) if self.task == "regression" else self.predict_proba(x).argmax(axis=1)
 
+    def for_refit(self, row_ratio: float) -> _Reference:
+        """An unfitted copy to refit on ``row_ratio`` times the rows this one was fitted on."""
+        from sklearn.base import clone
+
+        return clone(self)
+
 
 class GradientBoosting(_Reference):
     """LightGBM, early-stopped on its own validation slice of the training rows (stratified when
@@ -208,20 +230,31 @@ class GradientBoosting(_Reference):
         self.n_jobs = n_jobs
 
     def fit(self, x: np.ndarray, y: np.ndarray, deadline: float | None = None) -> GradientBoosting:
+        """Train until early stopping; with ``validation_fraction=0``, exactly ``max_rounds`` rounds on all rows."""
         import lightgbm as lgb
 
-        train, val = _validation_rows(y, self.task, self.validation_fraction, self.max_validation_rows, self.seed)
         objective = {"binary": "binary", "multiclass": "multiclass"}.get(self.task, "regression")
         params = {"objective": objective, "num_class": int(y.max()) + 1 if objective == "multiclass" else 1,
                   "seed": self.seed, "num_threads": self.n_jobs, "verbosity": -1, **(self.params or {})}
-        # ``x`` is a DataFrame from the "trees" preprocessor: its categorical columns are split on natively.
-        data = lgb.Dataset(take_rows(x, train), y[train])
         watch = _Watch(self.patience, deadline)
-        valid = data.create_valid(take_rows(x, val), y[val])
-        self.booster_ = lgb.train(params, data, self.max_rounds, valid_sets=[valid], callbacks=[watch])
+        if self.validation_fraction == 0:
+            data, valid_sets = lgb.Dataset(x, y), []
+        else:
+            train, val = _validation_rows(y, self.task, self.validation_fraction, self.max_validation_rows,
+                                          self.seed)
+            # ``x`` is a DataFrame from the "trees" preprocessor: its categorical columns are split on natively.
+            data = lgb.Dataset(take_rows(x, train), y[train])
+            valid_sets = [data.create_valid(take_rows(x, val), y[val])]
+        self.booster_ = lgb.train(params, data, self.max_rounds, valid_sets=valid_sets, callbacks=[watch])
         self.best_iteration_ = watch.best_iteration + 1
         self.cut_short_ = watch.cut_short
         return self
+
+    def for_refit(self, row_ratio: float) -> GradientBoosting:
+        """The early-stopped round count scaled by the rows (more rows support more rounds), on all rows."""
+        refit = super().for_refit(row_ratio)
+        refit.set_params(max_rounds=max(1, round(self.best_iteration_ * row_ratio)), validation_fraction=0.0)
+        return refit
 
     def _raw(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(self.booster_.predict(x, num_iteration=self.best_iteration_))
@@ -247,7 +280,8 @@ class _Watch:
     def __call__(self, env: Any) -> None:
         from lightgbm.callback import EarlyStopException
 
-        loss = env.evaluation_result_list[0][2]  # the objective's own loss on the validation slice
+        # The objective's own loss on the validation slice; without one (a refit) every round is the best.
+        loss = env.evaluation_result_list[0][2] if env.evaluation_result_list else -env.iteration
         if loss < self.best_loss:
             self.best_loss, self.best_iteration, self.best_score = loss, env.iteration, env.evaluation_result_list
         last = env.iteration + 1 >= env.end_iteration

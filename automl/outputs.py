@@ -25,7 +25,7 @@ from automl.io import atomic_dir, atomic_write_text, remove_leftovers, write_csv
 from automl.metrics import get, score_all
 from automl.state import RunState
 
-__all__ = ["finish", "summary", "best_model", "trials_frame"]
+__all__ = ["finish", "summary", "best_model", "trials_frame", "board_rows"]
 
 
 def finish(state: RunState) -> pd.DataFrame:
@@ -68,9 +68,7 @@ def finish(state: RunState) -> pd.DataFrame:
 def _board(state: RunState) -> tuple[pd.DataFrame, dict[str, np.ndarray], np.ndarray, dict[str, dict]]:
     """The ranked board with intervals, each model's scored predictions, the scored labels, and the
     leaderboard frame's metrics of each model (empty without a leaderboard frame)."""
-    rows = [{"model_id": e.model.model_id, "algo": e.model.algo, "params": e.model.params,
-             "metrics": e.model.metrics, "training_time_ms": e.training_time_ms,
-             "predict_time_per_row_ms": e.predict_time_per_row_ms} for e in state.evaluated]
+    rows = board_rows(state)
     preds = {e.model.model_id: e.oof for e in state.evaluated}
     y_scored, scores = state.y[state.protocol.scored], {}
     if state.leaderboard_frame is not None:  # H2O's leaderboard_frame: every row scored on the user's rows
@@ -81,6 +79,13 @@ def _board(state: RunState) -> tuple[pd.DataFrame, dict[str, np.ndarray], np.nda
     board = lb.build(rows, state.schema.task, state.sort_metric)
     board = lb.add_confidence(board, preds, y_scored, state.schema.task, state.sort_metric, state.config.seed)
     return board, preds, y_scored, scores
+
+
+def board_rows(state: RunState) -> list[dict[str, Any]]:
+    """The rows :func:`automl.leaderboard.build` ranks: one per evaluated model, with the protocol's metrics."""
+    return [{"model_id": e.model.model_id, "algo": e.model.algo, "params": e.model.params,
+             "metrics": e.model.metrics, "training_time_ms": e.training_time_ms,
+             "predict_time_per_row_ms": e.predict_time_per_row_ms} for e in state.evaluated]
 
 
 def _evaluation(state: RunState) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""``automl_flow``: ingest → preprocess → reference models → search → evaluate → ensembles → leaderboard → publish.
+"""``automl_flow``: ingest → preprocess → reference models → search → evaluate → ensembles → refit → leaderboard →
+publish.
 
 Each task wraps one stage function of the library (``automl.state.start``,
 ``automl.reference``, ``automl.search``, ``automl.ensembles``, ``automl.outputs``). Only
@@ -29,7 +30,7 @@ from prefect.artifacts import (
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from automl import outputs, reference
+from automl import outputs, reference, refit
 from automl import search as search_stage
 from automl.budget import Budget
 from automl.config import RunConfig
@@ -154,6 +155,11 @@ def ensembles(state: RunState) -> int:
     return len(build_ensembles(state))
 
 
+@task(name="refit-full", task_run_name="refit-full-{state.config.project}", cache_policy=NO_CACHE)
+def refit_full(state: RunState) -> int:
+    return len(refit.refit_full(state))
+
+
 @task(name="leaderboard", task_run_name="leaderboard-{state.config.project}", cache_policy=NO_CACHE)
 def leaderboard(state: RunState) -> int:
     return len(outputs.finish(state))
@@ -196,6 +202,7 @@ def train(config: RunConfig, ds: Dataset) -> RunState:
         search(state)
         evaluate_search(state)
         ensembles(state)
+        refit_full(state)
         leaderboard(state)
     finally:
         events.unsubscribe(progress)

@@ -130,11 +130,11 @@ def test_scores_a_bounded_stratified_sample_of_each_folds_rows(diabetes: dict[st
 def test_model_without_fold_models_uses_its_own_predictions(diabetes: dict[str, Any]) -> None:
     bag: BaggedModel = diabetes["model"]
 
-    class Ensemble:  # duck-typed like a stacked ensemble: schema and predict_proba, no folds
+    class Ensemble:  # duck-typed like a stacked ensemble: schema and scored_proba, no folds
         schema = bag.schema
 
-        def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
-            return bag.predict_proba(frame)
+        def scored_proba(self, frame: pd.DataFrame) -> np.ndarray:
+            return bag.scored_proba(frame)
 
     imp = _importance(diabetes | {"model": Ensemble()}, "auc", n_repeats=1)
     assert imp["feature"].iloc[0] == "Glucose"

@@ -71,6 +71,16 @@ def test_gradient_boosting_stops_early_on_its_validation_slice(diabetes) -> None
     assert not est.cut_short_
 
 
+def test_a_refit_trains_the_early_stopped_rounds_scaled_by_the_rows_on_every_row(diabetes) -> None:
+    x, y = diabetes
+    est = GradientBoosting("binary", params={"learning_rate": 0.3}, patience=10, n_jobs=1).fit(x[:300], y[:300])
+    refit = est.for_refit(len(y) / 300)
+    assert refit.max_rounds == round(est.best_iteration_ * len(y) / 300) and refit.validation_fraction == 0
+    refit.fit(x, y)
+    assert refit.booster_.current_iteration() == refit.max_rounds and not refit.cut_short_
+    assert refit.for_refit(1.0).fit(x, y, deadline=0.0).cut_short_  # the deadline still binds
+
+
 @pytest.mark.parametrize("make", [lambda: GradientBoosting("binary", n_jobs=1),
                                   lambda: Forest("binary", "DRF", n_jobs=1),
                                   lambda: Forest("binary", "XRT", n_jobs=1)], ids=["GBM", "DRF", "XRT"])

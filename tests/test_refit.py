@@ -1,0 +1,69 @@
+"""The refit stage: under a holdout the leader's members refit on all rows, keep their scores, export both."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from automl import AutoML
+from automl.metrics import score_all
+from automl.refit import refit_full
+from conftest import REPO, run_module
+
+
+@pytest.fixture(scope="module")
+def holdout_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("refit")
+    frame = pd.read_csv(REPO / "datasets" / "titanic.csv")
+    aml = AutoML(max_runtime_secs=30, validation="holdout", output_dir=tmp / "run", verbose=False,
+                 include_algos=["GLM", "GBM", "StackedEnsemble"]).fit(frame, target="Survived")
+    return aml, frame, tmp
+
+
+def test_the_leaders_members_refit_on_all_rows_and_keep_their_holdout_scores(holdout_run):
+    aml, frame, _ = holdout_run
+    state = aml.state_
+    refit = [e for e in aml.evaluated if getattr(e.model, "full", None) is not None]
+    assert refit, "\n".join(r["message"] for r in aml.events.rows)
+    leader = aml.leader
+    members = set(leader.params.get("weights", {leader.model_id: 1.0}))
+    assert {e.model.model_id for e in refit} <= members
+    scored = state.y[state.protocol.scored]
+    for e in refit:
+        assert e.model.params["refit_rows"] == len(frame)
+        # The board's metrics are the holdout model's, from its holdout predictions, not the refit's.
+        assert e.model.metrics == pytest.approx(score_all("binary", scored, e.oof))
+        rows = frame.drop(columns=["Survived"])
+        assert not np.allclose(e.model.predict_proba(rows), e.model.scored_proba(rows))
+        np.testing.assert_allclose(e.model.scored_proba(rows.iloc[state.protocol.scored])[:, 1], e.oof[:, 1],
+                                   rtol=1e-6)
+
+
+def test_a_refit_model_exports_both_models_and_predicts_with_the_refit_in_a_fresh_process(holdout_run):
+    aml, frame, tmp = holdout_run
+    model = next(e.model for e in aml.evaluated if getattr(e.model, "full", None) is not None)
+    folder = tmp / "run" / "models" / model.model_id
+    card = json.loads((folder / "model.json").read_text())
+    assert card["refit_rows"] == len(frame) and (folder / "full").is_dir() and (folder / "fold_0").is_dir()
+    assert card["evaluation"]["protocol"] == "holdout"
+    frame.head(40).to_csv(tmp / "rows.csv", index=False)
+    proc = run_module("automl.predict", folder, tmp / "rows.csv", "--output", tmp / "preds.csv", cwd=tmp)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    np.testing.assert_allclose(pd.read_csv(tmp / "preds.csv")["p_1"], model.predict(frame.head(40))["p_1"],
+                               rtol=1e-6)
+
+
+def test_nothing_is_refit_under_cross_validation_or_without_time(holdout_run):
+    aml, _, _ = holdout_run
+    state = aml.state_
+    cv = replace(state, protocol=replace(state.protocol, name="cv"))
+    assert refit_full(cv) == []
+    for e in state.evaluated:
+        e.model.full = None
+    spent = replace(state, budget=replace(state.budget, seconds=0.0))
+    assert refit_full(spent) == []
+    assert any("no time to refit" in r["message"] for r in spent.events.rows)
