@@ -85,7 +85,7 @@ def _worth_searching(state: RunState, quiet: bool = False) -> bool:
     """The family is wanted and the time left covers more than the refit and the outputs."""
     if state.family.upper() not in state.config.evaluation.algos:
         return False
-    if search_should_stop(state.budget, [], len(state.protocol.folds), FINISH_SECONDS, EVALUATE_SHARE):
+    if search_should_stop(state.budget, [], len(state.protocol.folds), FINISH_SECONDS, _kept_share(state)):
         if not quiet:
             state.events.warn("search", f"skipped: {state.budget.left():.0f}s left, less than the refit and "
                                         "outputs need; raise --max-runtime-secs")
@@ -120,9 +120,16 @@ def search_job(state: RunState, with_spec: bool = False) -> SearchJob:
                 "protocol": protocol.name, "nfolds": protocol.nfolds, "family": state.family,
                 "space": f"{SPACE_VERSION}-{hashlib.sha256(repr(space).encode()).hexdigest()[:12]}"}
     return SearchJob(config, space, warm_starts, state.metric, state.study_name, state.output / "search",
-                     MAX_EPOCHS, StopPolicy(float(folds), FINISH_SECONDS, EVALUATE_SHARE), identity,
+                     MAX_EPOCHS, StopPolicy(float(folds), FINISH_SECONDS, _kept_share(state)), identity,
                      _worker_spec(state) if with_spec and (config.search.n_workers > 1 or config.search.storage)
                      else None)
+
+
+def _kept_share(state: RunState) -> float:
+    """The budget share the search leaves for the refits of its configurations, the refit stage and the outputs."""
+    from automl.refit import refit_share
+
+    return EVALUATE_SHARE + refit_share(state)
 
 
 def _worker_spec(state: RunState) -> dict[str, Any]:
@@ -179,6 +186,7 @@ def _builtin_names() -> set[str]:
 
 def evaluate_search(state: RunState) -> list[Evaluated]:
     """Rank the best configurations on the protocol, as many as the budget allows (at least one)."""
+    from automl.refit import refit_share
     from automl.training import KerasNetwork
 
     complete = [t for t in state.trials if t.state == "COMPLETE" and t.best_epoch > 0]
@@ -193,13 +201,14 @@ def evaluate_search(state: RunState) -> list[Evaluated]:
     done: list[Evaluated] = []
     folds = len(state.protocol.folds)
     cap = state.config.search.max_runtime_secs_per_model
+    kept = refit_share(state) * state.budget.seconds  # for the refit stage after the ensembles
     for trial in unique[:TOP_CONFIGS]:
         cost = folds * _refit_seconds(trial)
-        if done and state.budget.left() < cost + FINISH_SECONDS:
+        if done and state.budget.left() < cost + FINISH_SECONDS + kept:
             state.events.add("evaluate", f"no time to refit trial {trial.number}; stopping here")
             break
-        # Refits may use the finish reserve but for the report's share: export is quick.
-        deadline = state.budget.deadline - REPORT_SECONDS
+        # Refits may use the finish reserve but for the report's share (export is quick), not the refit stage's.
+        deadline = state.budget.deadline - REPORT_SECONDS - kept
         if cap is not None:
             deadline = min(deadline, time.monotonic() + cap)
         epochs = _refit_epochs(trial, cost, deadline - time.monotonic())

@@ -86,7 +86,8 @@ def one_setting(workers: int, seconds: float, threads: int | None = None) -> dic
     ``threads``: TensorFlow threads of the searching process (with 1 worker: the trials' threads).
     """
     from automl.budget import Budget
-    from automl.pipeline import EVALUATE_SHARE, AutoML
+    from automl.pipeline import AutoML
+    from automl.search import EVALUATE_SHARE
 
     with tempfile.TemporaryDirectory(prefix="automl-scale-") as tmp:
         # The search stops when EVALUATE_SHARE of the budget is left (kept for refits).

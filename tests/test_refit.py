@@ -11,7 +11,7 @@ import pytest
 
 from automl import AutoML
 from automl.metrics import score_all
-from automl.refit import refit_full
+from automl.refit import REFIT_SHARE, refit_full, refit_share
 from conftest import REPO, run_module
 
 
@@ -61,7 +61,10 @@ def test_nothing_is_refit_under_cross_validation_or_without_time(holdout_run):
     aml, _, _ = holdout_run
     state = aml.state_
     cv = replace(state, protocol=replace(state.protocol, name="cv"))
-    assert refit_full(cv) == []
+    assert refit_full(cv) == [] and refit_share(cv) == 0.0
+    assert refit_share(state) == REFIT_SHARE  # the search leaves this share to the stage (891 / 712 rows)
+    no_refittable = replace(state, config=state.config.replace(include_algos=["MLP"]))
+    assert refit_share(no_refittable) == 0.0
     for e in state.evaluated:
         e.model.full = None
     spent = replace(state, budget=replace(state.budget, seconds=0.0))
