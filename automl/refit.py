@@ -20,10 +20,12 @@ from typing import Any
 
 from sklearn.base import clone
 
+from automl import leaderboard as lb
 from automl.budget import FINISH_SECONDS
 from automl.config import ENSEMBLE_ALGO
 from automl.evaluation import Evaluated
 from automl.models import BaggedModel, FoldModel
+from automl.outputs import board_rows
 from automl.state import RunState
 
 __all__ = ["refit_full", "refit_share", "REFIT_ALGOS", "REFIT_SHARE", "MIN_EXTRA_ROWS", "REFIT_COST_FACTOR"]
@@ -85,9 +87,6 @@ def refit_full(state: RunState) -> list[str]:
 
 def _members_by_weight(state: RunState) -> list[Evaluated]:
     """The best model's refittable members, most weighted first (the model itself when not an ensemble)."""
-    from automl import leaderboard as lb
-    from automl.outputs import board_rows
-
     by_id = {e.model.model_id: e for e in state.evaluated}
     best = by_id[lb.build(board_rows(state), state.schema.task, state.sort_metric)["model_id"].iloc[0]]
     if best.model.algo == ENSEMBLE_ALGO:

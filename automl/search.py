@@ -30,6 +30,7 @@ from automl.evaluation import Evaluated, evaluate_candidate, holdout_split
 from automl.models import Candidate, take_rows
 from automl.preprocess import make_preprocessor
 from automl.quiet import import_tensorflow
+from automl.refit import refit_share
 from automl.spaces import FAMILIES, MAX_EPOCHS
 from automl.state import RunState
 
@@ -127,8 +128,6 @@ def search_job(state: RunState, with_spec: bool = False) -> SearchJob:
 
 def _kept_share(state: RunState) -> float:
     """The budget share the search leaves for the refits of its configurations, the refit stage and the outputs."""
-    from automl.refit import refit_share
-
     return EVALUATE_SHARE + refit_share(state)
 
 
@@ -186,7 +185,6 @@ def _builtin_names() -> set[str]:
 
 def evaluate_search(state: RunState) -> list[Evaluated]:
     """Rank the best configurations on the protocol, as many as the budget allows (at least one)."""
-    from automl.refit import refit_share
     from automl.training import KerasNetwork
 
     complete = [t for t in state.trials if t.state == "COMPLETE" and t.best_epoch > 0]
@@ -211,11 +209,11 @@ def evaluate_search(state: RunState) -> list[Evaluated]:
         deadline = state.budget.deadline - REPORT_SECONDS - kept
         if cap is not None:
             deadline = min(deadline, time.monotonic() + cap)
-        epochs = _refit_epochs(trial, cost, deadline - time.monotonic())
+        available = deadline - time.monotonic()
+        epochs = _refit_epochs(trial, cost, available)
         if epochs < trial.best_epoch:
             state.events.warn("evaluate", f"trial {trial.number} refits with {epochs} of its {trial.best_epoch} "
-                                          f"epochs: {folds} fits estimated at {cost:.0f}s, "
-                                          f"{deadline - time.monotonic():.0f}s left")
+                                          f"epochs: {folds} fits estimated at {cost:.0f}s, {available:.0f}s left")
         algo = state.family.upper()
         candidate = Candidate(
             f"{algo}_{trial.number}", algo,
