@@ -23,13 +23,15 @@ from automl.devices import DISTRIBUTE  # cheap: devices loads TensorFlow only wh
 from automl.errors import InputError
 
 __all__ = ["RunConfig", "SearchSettings", "EvaluationSettings", "ENGINES", "TUNERS", "VALIDATIONS", "ALGOS",
-           "DISTRIBUTE", "ENSEMBLE_ALGO", "resolve_algo", "cards_dir"]
+           "DISTRIBUTE", "ENSEMBLE_ALGO", "FAN_OUT_DEPLOYMENT", "resolve_algo", "cards_dir"]
 
 ENGINES = ("optuna", "keras-tuner")
 TUNERS = ("hyperband", "bayesian", "random")
 #: ``auto`` picks k-fold CV or a holdout from the data size and the budget (``automl.evaluation.choose_protocol``).
 VALIDATIONS = ("auto", "cv", "holdout")
 ENSEMBLE_ALGO = "StackedEnsemble"
+#: The search-worker deployment of ``prefect.yaml`` (flow ``search-worker``, work pool ``automl-search``).
+FAN_OUT_DEPLOYMENT = "search-worker/automl-search"
 ALGOS = ("GLM", "GBM", "DRF", "XRT", "SVM", "MLP", "CNN", ENSEMBLE_ALGO)
 _ALGO_ALIASES = {a.lower(): a for a in ALGOS} | {"deeplearning": "MLP"}
 
@@ -51,7 +53,8 @@ class SearchSettings:
 
     engine: str = "optuna"
     tuner: str = "hyperband"
-    #: Trial worker processes on one study; None: one per core (optuna), 1 (keras-tuner).
+    #: Trial worker processes on one study; None: one per core (optuna), 1 (keras-tuner); 0 (with ``fan_out``):
+    #: trials run only in the remote workers.
     workers: int | None = None
     storage: str | None = None
     max_models: int | None = None
@@ -59,20 +62,30 @@ class SearchSettings:
     max_runtime_secs_per_model: float | None = None
     tensorboard: str | None = None
     distribute: str | None = None
+    #: Search-worker flow runs submitted to a Prefect work pool (``flows/search_worker.py``), beside ``workers``.
+    fan_out: int = 0
+    #: The deployment those flow runs are made from (``<flow name>/<deployment name>``).
+    fan_out_deployment: str = FAN_OUT_DEPLOYMENT
 
     def __post_init__(self) -> None:
         _one_of("--engine", self.engine, ENGINES)
         _one_of("--tuner", self.tuner, TUNERS)
         if self.distribute is not None:
             _one_of("--distribute", self.distribute, DISTRIBUTE)
-        if self.workers is not None and self.workers < 1:
-            raise InputError(f"--workers must be 1 or more, but got workers={self.workers}")
+        if self.workers is not None and self.workers < (0 if self.fan_out else 1):
+            raise InputError(f"--workers must be 1 or more (0 with --fan-out: no trials on this machine), but got "
+                             f"workers={self.workers}")
         if self.max_models is not None and self.max_models < 0:
             raise InputError(f"--max-models must be 0 or more, but got max_models={self.max_models}")
         _positive("--max-runtime-secs-per-model", self.max_runtime_secs_per_model)
         if self.engine != "optuna" and ((self.workers or 1) > 1 or self.storage):
             raise InputError(f"--workers above 1 and --storage need --engine optuna; {self.engine} runs its trials "
                              "in one process (drop --workers/--storage or use --engine optuna)")
+        if self.fan_out < 0:
+            raise InputError(f"--fan-out must be 0 or more, but got fan_out={self.fan_out}")
+        if self.fan_out and "://" not in (self.storage or ""):
+            raise InputError(f"--fan-out {self.fan_out} needs --storage with a database URL that the pool's workers "
+                             f"reach (postgresql://user@host/db), but got storage={self.storage!r}")
         if self.tensorboard is not None:
             object.__setattr__(self, "tensorboard", os.path.abspath(self.tensorboard))
 
@@ -81,7 +94,7 @@ class SearchSettings:
         """Worker processes to run: the setting, else one per core for Optuna."""
         if self.engine != "optuna":
             return 1
-        return self.workers or os.cpu_count() or 1
+        return self.workers if self.workers is not None else os.cpu_count() or 1
 
 
 @dataclass(frozen=True)

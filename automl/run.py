@@ -16,7 +16,7 @@ import sys
 import time
 from typing import Any
 
-from automl.config import DISTRIBUTE, ENGINES, TUNERS, VALIDATIONS
+from automl.config import DISTRIBUTE, ENGINES, FAN_OUT_DEPLOYMENT, TUNERS, VALIDATIONS
 
 __all__ = ["main", "build_parser"]
 
@@ -61,6 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "of 90 s or more, else none: trials run in the run's process; optuna engine)")
     p.add_argument("--storage", help="share the study through a database, e.g. postgresql://user@host/db; "
                                      "join from other machines with python -m automl.worker")
+    p.add_argument("--fan-out", type=int, default=0, metavar="N",
+                   help="also run the search in N flow runs of the Prefect deployment --fan-out-deployment (its "
+                        "work pool's workers, on any machine); needs --storage URL and a Prefect server "
+                        "(PREFECT_API_URL)")
+    p.add_argument("--fan-out-deployment", default=FAN_OUT_DEPLOYMENT, metavar="FLOW/DEPLOYMENT",
+                   help=f"the search-worker deployment to fan out to (default {FAN_OUT_DEPLOYMENT}, "
+                        "in prefect.yaml)")
     p.add_argument("--distribute", choices=DISTRIBUTE, help="train each network across all GPUs (or TPU)")
     p.add_argument("--tensorboard", metavar="DIR", help="write each search trial's validation curve for "
                                                         "TensorBoard under DIR/trial_<n>")
@@ -102,6 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as exc:  # a bad option or a missing file costs no server start-up
         return _fail(str(exc))
     api = ApiStartup().begin()  # the Prefect API starts while the data is loaded and checked
+    if config.search.fan_out and api.kind.startswith("temporary"):
+        api.stop()
+        return _fail(f"--fan-out {config.search.fan_out} needs a Prefect server that the work pool's workers reach, "
+                     "but none is configured; start one (prefect server start) and set PREFECT_API_URL")
     try:
         _check_data(config)
     except InputError as exc:

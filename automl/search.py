@@ -56,10 +56,12 @@ SPACE_VERSION = 1
 
 
 def start_workers(state: RunState) -> None:
-    """Start the search's worker processes now, if it has any: their start-up (TensorFlow, the data, ~10 s)
-    overlaps the reference models, and they run trials from then on."""
-    engine = get_engine(state.config.search.engine)
-    if engine.SUPPORTS_WORKERS and state.config.search.n_workers > 1 and _worth_searching(state, quiet=True):
+    """Open the study and start the search's worker processes now, if it has any: their start-up (TensorFlow,
+    the data, ~10 s) overlaps the reference models, and they run trials from then on. Remote workers
+    (``state.remote``, started by the orchestrator after this) join the study opened here."""
+    engine, settings = get_engine(state.config.search.engine), state.config.search
+    parallel = settings.n_workers > 1 or settings.fan_out > 0  # remote workers join a study opened here
+    if engine.SUPPORTS_WORKERS and parallel and _worth_searching(state, quiet=True):
         state.workers = engine.start(search_job(state, with_spec=True), state.budget, state.events)
 
 
@@ -78,7 +80,7 @@ def search(state: RunState) -> list[TrialRecord]:
     state.events.add("search", f"{state.config.search.engine} search, {state.budget.left():.0f}s left")
     engine = get_engine(state.config.search.engine)
     with devices.trial_context(0, placement(state)) if here else contextlib.nullcontext():
-        state.trials = engine.search(job, data, state.budget, state.events, state.workers)
+        state.trials = engine.search(job, data, state.budget, state.events, state.workers, state.remote)
     return state.trials
 
 

@@ -64,6 +64,8 @@ class RunState:
     placement: Any = None
     #: The search's worker processes when they were started before the search stage (``search.start_workers``).
     workers: Any = None
+    #: Search workers started elsewhere by the orchestrator (:class:`automl.engines.RemoteWorkers`), if any.
+    remote: Any = None
     #: The folder of the search split and job that local worker processes load (``search._worker_spec``).
     worker_files: Path | None = None
 

@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--index", type=int, default=0,
                    help="this worker's number: it samples with seed + index, so workers propose distinct "
                         "configurations (give each worker of a search its own)")
+    p.add_argument("--label", help="this worker's name on its trials (trials.csv's worker column; default host:pid)")
     p.add_argument("--supervised", action="store_true", help=argparse.SUPPRESS)  # started by a local search
     return p
 
@@ -89,7 +90,8 @@ def _work(args: argparse.Namespace) -> int:
             raise InputError(f"{source}: differs from the data the search started on; give workers the same file")
         job, data, budget = search_job(state), search_data(state), state.budget
     study = open_study(url, folder, name, job, worker=args.index)
-    reason = work(study, job, data, StopRule(budget, job), n_trials=args.trials, orphan_check=args.supervised)
+    reason = work(study, job, data, StopRule(budget, job), n_trials=args.trials, orphan_check=args.supervised,
+                  label=args.label)
     return 0 if reason is not None else RECYCLE_EXIT
 
 

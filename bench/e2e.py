@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from _common import ROOT, child_env, free_port, tree_usage
+from _common import ROOT, child_env, prefect_server, tree_usage
 
 POLL_SECONDS = 0.25
 
@@ -137,33 +137,6 @@ def warm_home() -> Any:
     try:
         yield home / "prefect"
     finally:
-        shutil.rmtree(home, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def prefect_server() -> Any:
-    """A ``prefect server start`` for the runs (PREFECT_API_URL set), stopped afterwards."""
-    import urllib.request
-
-    port = free_port()
-    home = Path(tempfile.mkdtemp(prefix="automl-e2e-server-"))
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                               "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/api"
-    try:
-        for _ in range(600):
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2):
-                    break
-            except OSError:
-                time.sleep(0.5)
-        os.environ["PREFECT_API_URL"] = url
-        yield url
-    finally:
-        os.environ.pop("PREFECT_API_URL", None)
-        server.terminate()
-        server.wait(timeout=30)
         shutil.rmtree(home, ignore_errors=True)
 
 

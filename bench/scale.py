@@ -11,17 +11,26 @@ first trial's start to the last trial's end. A third run, 1 worker with 1 Tensor
 (what each of 2 workers gets on 2 cores), separates the gain of parallel processes from the
 gain of fewer threads per tiny network. Prints one JSON line on stdout.
 
-    python bench/scale.py [--seconds 60] [--workers 1,2] [--no-single-thread]
+With ``--fan-out-storage URL`` (a PostgreSQL database) it also measures the search through
+Prefect, with the real CLI: a ``prefect server start``, the ``automl-search`` deployment and two
+``prefect worker start`` processes on this machine, then ``--workers 2`` (local processes) and
+``--workers 0 --fan-out 2`` (the same two workers as flow runs on the pool) at the same budget.
+``trials_per_min`` there counts the study's finished trials over the search stage (from its first
+event to "search stopped"), worker start-up included: the overhead of going through Prefect.
+
+    python bench/scale.py [--seconds 60] [--workers 1,2] [--no-single-thread] [--fan-out-storage URL]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import importlib.metadata
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -31,7 +40,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import ROOT, log  # noqa: E402,F401  (sets up sys.path first)
+from _common import ROOT, child_env, log, prefect_server  # noqa: E402,F401  (sets up sys.path first)
 
 POLL_SECONDS = 0.25
 
@@ -146,12 +155,70 @@ def _study(folder: Path) -> Any:
     return open_study(None, folder, name)
 
 
+def via_prefect(storage: str, seconds: float) -> list[dict[str, Any]]:
+    """Local ``--workers 2`` against ``--workers 0 --fan-out 2`` through the CLI, on one PostgreSQL study each."""
+    import uuid
+
+    import optuna
+    import pandas as pd
+
+    from automl.search import EVALUATE_SHARE
+
+    results = []
+    with tempfile.TemporaryDirectory(prefix="automl-scale-pool-") as tmp, prefect_server():
+        env = child_env(Path(tmp))
+        prefect = [sys.executable, "-m", "prefect"]
+        subprocess.run([*prefect, "work-pool", "create", "automl-search", "--type", "process", "--overwrite"],
+                       env=env, check=True, capture_output=True)
+        subprocess.run([*prefect, "--no-prompt", "deploy", "--name", "automl-search"], cwd=ROOT,
+                       env={**env, "PWD": str(ROOT)}, check=True, capture_output=True)
+        pool = [subprocess.Popen([*prefect, "worker", "start", "--pool", "automl-search"], cwd=tmp,
+                                 env={**env, "PREFECT_WORKER_QUERY_SECONDS": "2"}, start_new_session=True,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(2)]
+        try:
+            for mode, flags in (("workers 2", ["--workers", "2"]), ("fan-out 2", ["--workers", "0", "--fan-out", "2"])):
+                project = f"scale-{uuid.uuid4().hex[:8]}"
+                out = Path(tmp) / project
+                log(f"search through the CLI, {mode}, ~{seconds:g}s ...")
+                subprocess.run([sys.executable, "-m", "automl.run", "diabetes", "--include-algos", "MLP", "--storage",
+                                storage, "--max-runtime-secs", str(round(seconds / (1 - EVALUATE_SHARE))),
+                                "--project", project, "--output", str(out), *flags], cwd=tmp, env=env, check=True,
+                               capture_output=True)
+                events = pd.read_csv(out / "event_log.csv", parse_dates=["time"])
+                search = events[events["stage"] == "search"]
+                end = search[search["message"].str.startswith("search stopped")]["time"].iloc[0]
+                window = (end - search["time"].iloc[0]).total_seconds()
+                rdb = optuna.storages.RDBStorage(storage)
+                (name,) = [n for n in optuna.study.get_all_study_names(rdb) if n.startswith(f"{project}-")]
+                finished = [t for t in optuna.load_study(study_name=name, storage=rdb).trials if t.state.is_finished()
+                            and "duplicate_of" not in t.user_attrs]
+                optuna.delete_study(study_name=name, storage=rdb)
+                rdb.engine.dispose()
+                span = (max(t.datetime_complete for t in finished) - min(t.datetime_start for t in finished))
+                trials = pd.read_csv(out / "trials.csv")
+                results.append({"mode": mode, "search_s": round(window, 1), "trials": len(finished),
+                                "trials_per_min": round(60 * len(finished) / window, 1),
+                                "steady_trials_per_min": round(60 * len(finished) / span.total_seconds(), 1),
+                                "trials_per_worker": trials["worker"].value_counts().to_dict(),
+                                "remote_states": next((m for m in search["message"]
+                                                       if m.startswith("remote workers: ")), None)})
+                log(json.dumps(results[-1]))
+        finally:
+            for proc in pool:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGINT)
+                proc.wait(timeout=60)
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="search seconds per setting (60)")
     parser.add_argument("--workers", default="1,2", help="worker counts to compare, comma-separated (1,2)")
     parser.add_argument("--no-single-thread", action="store_true",
                         help="skip the extra 1-worker run with 1 TensorFlow thread (the per-worker setting of 2)")
+    parser.add_argument("--fan-out-storage", metavar="URL",
+                        help="also compare --workers 2 with --fan-out 2 through Prefect on this PostgreSQL database")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # measure one setting in this process
     parser.add_argument("--threads", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -183,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
         if single:
             result["speedup_2_vs_1_single_thread"] = round(by_count[2]["trials_per_min"]
                                                            / single[0]["trials_per_min"], 2)
+    if args.fan_out_storage:
+        result["through_prefect"] = via_prefect(args.fan_out_storage, args.seconds)
     peaks = [mb for r in runs if r["workers"] > 1 for mb in r["worker_peak_rss_mb"]]
     result["worker_peak_rss_mb_max"] = max(peaks) if peaks else None
     import tensorflow as tf

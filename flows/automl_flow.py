@@ -39,6 +39,7 @@ from automl.ensembles import build_ensembles
 from automl.errors import InputError
 from automl.events import EventLog
 from automl.state import DEFAULT_RUNTIME_SECS, RUNS_DIR_ENV, RunState, start
+from flows.search_worker import check_fan_out, fan_out
 
 __all__ = ["automl_flow", "artifact_key", "ingest", "train", "publish_leaderboard", "runs_root",
            "source_key", "RunProgress", "RUNS_DIR_ENV"]
@@ -196,8 +197,10 @@ def train(config: RunConfig, ds: Dataset) -> RunState:
     progress = RunProgress(_budget(config), artifact_key("progress", ds.card.name))
     events.subscribe(progress)
     try:
+        deployment = check_fan_out(config)  # before anything starts: a missing deployment costs nothing
         state = preprocess(config, ds, events)
         start_search_workers(state)
+        fan_out(state, deployment)
         reference_models(state)
         search(state)
         evaluate_search(state)

@@ -11,6 +11,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,6 +31,39 @@ os.environ.update({
     "TF_CPP_MIN_LOG_LEVEL": "2",
     "PREFECT_LOGGING_LEVEL": "WARNING",
 })
+
+
+PG_URL = os.environ.get("AUTOML_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(scope="module")
+def pg_url() -> str:
+    """The PostgreSQL URL; a failure in CI, a skip elsewhere, when no server answers."""
+    import psycopg2
+
+    try:
+        psycopg2.connect(PG_URL, connect_timeout=3).close()
+    except psycopg2.OperationalError as exc:
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        message = f"no PostgreSQL server answers at {PG_URL} ({why})"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{message}; CI must run the PostgreSQL tests")
+        pytest.skip(f"{message}; start one or set AUTOML_TEST_POSTGRES")
+    return PG_URL
+
+
+@pytest.fixture
+def project(pg_url: str) -> Iterator[str]:
+    """A unique project name; its studies are deleted from PostgreSQL afterwards."""
+    import optuna
+
+    name = f"test-pg-{uuid.uuid4().hex[:10]}"
+    yield name
+    storage = optuna.storages.RDBStorage(pg_url)
+    for study_name in optuna.study.get_all_study_names(storage):
+        if study_name.startswith(f"{name}-"):
+            optuna.delete_study(study_name=study_name, storage=storage)
+    storage.engine.dispose()
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:

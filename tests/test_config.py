@@ -61,6 +61,17 @@ def test_combinations_that_cannot_work_are_refused():
         SearchSettings(engine="keras-tuner", storage="postgresql://x/y")
     with pytest.raises(InputError, match="needs cross-validation"):
         EvaluationSettings(validation="holdout", nfolds=3)
+    # Fan-out: pool workers on other machines share the study only through a database; --workers 0 means
+    # "no trials here", which only fan-out makes sense of.
+    with pytest.raises(InputError, match="--fan-out 2 needs --storage with a database URL"):
+        SearchSettings(fan_out=2)
+    with pytest.raises(InputError, match="storage='runs/x/search/study.journal'"):
+        SearchSettings(fan_out=1, storage="runs/x/search/study.journal")
+    with pytest.raises(InputError, match="--fan-out must be 0 or more"):
+        SearchSettings(fan_out=-1, storage="postgresql://x/y")
+    with pytest.raises(InputError, match="--engine optuna"):
+        SearchSettings(engine="keras-tuner", fan_out=1, storage="postgresql://x/y")
+    assert SearchSettings(workers=0, fan_out=2, storage="postgresql://x/y").n_workers == 0
 
 
 def test_defaults_resolve_per_engine(tmp_path, monkeypatch):

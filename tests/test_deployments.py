@@ -29,6 +29,7 @@ pytestmark = pytest.mark.usefixtures("prefect_api")  # the API URL is set before
 
 RETRAIN_DEPLOYMENTS = {"diabetes-nightly": "diabetes", "titanic-weekly": "titanic",
                        "diabetes-progression-weekly": "diabetes-progression", "digits-weekly": "digits"}
+SEARCH_DEPLOYMENT = "automl-search"
 TINY = {"max_runtime_secs": 20, "max_models": 2, "verbose": False}  # a run's options (RunConfig names)
 
 
@@ -86,14 +87,21 @@ def test_dockerfile_passes_hadolint_and_builds_a_non_root_worker():
 def test_prefect_yaml_declares_the_schedules_and_their_parameters():
     from prefect.client.schemas.schedules import CronSchedule
 
+    from automl.config import FAN_OUT_DEPLOYMENT
     from automl.data import builtin_cards
     from flows.automl_flow import automl_flow
     from flows.retrain import retrain_flow
+    from flows.search_worker import search_worker_flow
 
     config = yaml.safe_load((REPO / "prefect.yaml").read_text())
     pull = config["pull"][0]["prefect.deployments.steps.set_working_directory"]
     assert pull["directory"] == "{{ $PWD }}"
     deployments = {d["name"]: d for d in config["deployments"]}
+    # The search workers' deployment is the one --fan-out submits to by default, on its own pool.
+    search = deployments.pop(SEARCH_DEPLOYMENT)
+    assert f"{search_worker_flow.name}/{SEARCH_DEPLOYMENT}" == FAN_OUT_DEPLOYMENT
+    assert search["entrypoint"] == "flows/search_worker.py:search_worker_flow" and not search["schedules"]
+    assert search["work_pool"]["name"] == "automl-search"
     assert set(RETRAIN_DEPLOYMENTS) | {"on-demand"} == set(deployments)
     flows = {"flows/retrain.py:retrain_flow": retrain_flow, "flows/automl_flow.py:automl_flow": automl_flow}
     for name, deployment in deployments.items():
@@ -141,12 +149,15 @@ def test_deploy_schedule_and_retrain_through_a_worker(prefect_api, tmp_path):
 
     config = {d["name"]: d for d in yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"]}
     spec_before = (REPO / "prefect.yaml").read_bytes()
-    _prefect("work-pool", "create", "automl-pool", "--type", "process", "--overwrite", cwd=tmp_path)
+    for pool in ("automl-pool", "automl-search"):
+        _prefect("work-pool", "create", pool, "--type", "process", "--overwrite", cwd=tmp_path)
     # As the README says: from the root of the checkout (a shell there sets PWD).
     _prefect("--no-prompt", "deploy", "--all", cwd=REPO, PWD=str(REPO))
     assert (REPO / "prefect.yaml").read_bytes() == spec_before, "deploy must not rewrite prefect.yaml"
 
     with prefect_server(prefect_api), get_client(sync_client=True) as client:
+        search = client.read_deployment_by_name(f"search-worker/{config.pop(SEARCH_DEPLOYMENT)['name']}")
+        assert search.work_pool_name == "automl-search" and not search.schedules
         deployments = {name: client.read_deployment_by_name(f"{'automl' if name == 'on-demand' else 'retrain'}/{name}")
                        for name in config}
         for name, deployment in deployments.items():

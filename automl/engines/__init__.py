@@ -25,8 +25,8 @@ if TYPE_CHECKING:  # the CLI reads ENGINES for --help: keep this import free of 
     from automl.metrics import Metric
     from automl.spaces import Param
 
-__all__ = ["SearchData", "SearchJob", "StopPolicy", "TrialRecord", "Engine", "train_trial", "progress_line",
-           "check_identity", "ENGINES", "MAX_CONSECUTIVE_FAILURES", "get_engine"]
+__all__ = ["SearchData", "SearchJob", "StopPolicy", "TrialRecord", "Engine", "RemoteWorkers", "train_trial",
+           "progress_line", "check_identity", "ENGINES", "MAX_CONSECUTIVE_FAILURES", "get_engine"]
 
 #: Stop when this many trials in a row fail: the space or the data is broken, not the luck.
 MAX_CONSECUTIVE_FAILURES = 10
@@ -62,17 +62,44 @@ class SearchJob:
     spec: dict[str, Any] | None = None
 
 
+class RemoteWorkers(Protocol):
+    """Search workers that run elsewhere on the job's study, started by the orchestrator (Prefect flow runs
+    on a work pool, ``flows/search_worker.py``); the engine waits for them and stops them with the search.
+    A worker's name is the label on its trials."""
+
+    def active(self) -> set[str]:
+        """The workers still queued, starting or running."""
+        ...
+
+    def pending(self) -> set[str]:
+        """The workers nothing has started yet (queued)."""
+        ...
+
+    def cancel(self, names: set[str]) -> None:
+        """Stop these workers; returns once they ended (one that does not answer is marked crashed)."""
+        ...
+
+    def crashed(self, names: set[str], why: str) -> None:
+        """Mark these workers crashed now (their trials stopped sending heartbeats: the machine is gone)."""
+        ...
+
+    def states(self) -> dict[str, str]:
+        """Each worker's state, e.g. ``{"pima-search-1": "Completed"}``."""
+        ...
+
+
 class Engine(Protocol):
     """What the search stage asks of an engine module.
 
-    Engines with ``SUPPORTS_WORKERS`` also have ``start(job, budget, events)``, which starts
-    worker processes before the search stage; its result goes to ``search`` as ``started``.
+    Engines with ``SUPPORTS_WORKERS`` also have ``start(job, budget, events)``, which opens the
+    study and starts worker processes before the search stage; its result goes to ``search`` as
+    ``started``. They also wait for and stop ``remote`` workers (others get none).
     """
 
     SUPPORTS_WORKERS: bool
 
     def search(self, job: SearchJob, data: SearchData | None, budget: Budget, events: EventLog,
-               started: Any = None) -> list[TrialRecord]: ...
+               started: Any = None, remote: RemoteWorkers | None = None) -> list[TrialRecord]: ...
 
     def param_importances(self, job: SearchJob) -> dict[str, float] | None: ...
 
@@ -122,6 +149,8 @@ class TrialRecord:
     duration_s: float
     params: dict[str, Any] = field(default_factory=dict)
     error: str = ""
+    #: Who ran it: a remote worker's name (a Prefect flow run), else ``host:pid``; empty where unknown.
+    worker: str = ""
 
 
 def train_trial(params: dict[str, Any], data: SearchData, metric: Metric, seed: int,

@@ -109,8 +109,8 @@ def param_importances(job: SearchJob) -> None:
     return None
 
 
-def search(job: SearchJob, data: SearchData, budget: Budget, events: EventLog, started: None = None
-           ) -> list[TrialRecord]:
+def search(job: SearchJob, data: SearchData, budget: Budget, events: EventLog, started: None = None,
+           remote: None = None) -> list[TrialRecord]:
     """Run trials until the budget, ``max_models`` or the failure limit says stop.
 
     The tuner is ``hyperband`` (each trial trains at most the epochs its bracket gives

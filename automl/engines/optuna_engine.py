@@ -30,6 +30,7 @@ from typing import Any
 from automl.budget import Budget, search_deadline, search_should_stop
 from automl.engines import (
     MAX_CONSECUTIVE_FAILURES,
+    RemoteWorkers,
     SearchData,
     SearchJob,
     TrialRecord,
@@ -53,6 +54,8 @@ TRIALS_PER_PROCESS = 25
 #: RDB heartbeats: a trial without one for GRACE seconds is failed and retried.
 HEARTBEAT_SECONDS = 5
 GRACE_SECONDS = 20
+#: Seconds past the trials' deadline that remote workers get to record their last trial and end.
+REMOTE_GRACE_SECONDS = 15
 _INTERRUPTED = "interrupted"
 #: Set on a trial that a parallel worker started after others had claimed the last of ``max_trials``.
 _SURPLUS = "surplus"
@@ -61,6 +64,8 @@ _DUPLICATE = "duplicate_of"
 #: Stop when the sampler repeats itself this often in a row (a small space, fully explored).
 MAX_REPEATS = 25
 _IDENTITY = "identity"
+#: A remote worker's name on its trials (its Prefect flow run), beside the ``worker`` (host:pid) attribute.
+_LABEL = "worker_label"
 
 
 def open_study(storage_url: str | None, storage_dir: Path, study_name: str, job: SearchJob | None = None,
@@ -187,7 +192,8 @@ def _duplicate_of(trial: Any, params: dict[str, Any]) -> int | None:
     return None
 
 
-def _objective(job: SearchJob, data: SearchData, deadline: float, orphan_check: bool) -> Callable[[Any], float]:
+def _objective(job: SearchJob, data: SearchData, deadline: float, orphan_check: bool,
+               label: str | None) -> Callable[[Any], float]:
     import optuna
     from optuna.trial import TrialState
 
@@ -198,6 +204,7 @@ def _objective(job: SearchJob, data: SearchData, deadline: float, orphan_check: 
 
     def objective(trial: optuna.Trial) -> float:
         trial.set_user_attr("worker", owner)
+        trial.set_user_attr(_LABEL, label or "")  # a retried trial carries its first worker's attributes
         params = suggest(job.space, trial)
         same = _duplicate_of(trial, params)
         if same is not None:  # constant-liar TPE makes this rare; a repeat would only cost time
@@ -234,10 +241,12 @@ def _objective(job: SearchJob, data: SearchData, deadline: float, orphan_check: 
 
 
 def work(study: Any, job: SearchJob, data: SearchData, stop: StopRule, *, n_trials: int | None = None,
-         on_trial: Callable[[Any, Any], None] | None = None, orphan_check: bool = False) -> str | None:
+         on_trial: Callable[[Any, Any], None] | None = None, orphan_check: bool = False,
+         label: str | None = None) -> str | None:
     """Run trials in this process until ``stop`` says so or ``n_trials`` ran; return the stop reason.
 
     ``orphan_check``: exit if the parent process dies (for workers a supervisor started).
+    ``label``: this worker's name on its trials (a remote worker's flow run).
     """
     reason: str | None = stop.reason(study.trials)
 
@@ -250,7 +259,7 @@ def work(study: Any, job: SearchJob, data: SearchData, stop: StopRule, *, n_tria
             study.stop()
 
     if reason is None:
-        objective = _objective(job, data, stop.trial_deadline(), orphan_check)
+        objective = _objective(job, data, stop.trial_deadline(), orphan_check, label)
         study.optimize(objective, n_trials=n_trials,
                        timeout=stop.budget.left(), catch=(FailedTrialError,), callbacks=[after_trial],
                        gc_after_trial=False)
@@ -259,41 +268,100 @@ def work(study: Any, job: SearchJob, data: SearchData, stop: StopRule, *, n_tria
     return reason
 
 
-def start(job: SearchJob, budget: Budget, events: EventLog) -> _Pool | None:
-    """Open the study and start the worker processes now, before the search stage (None with one worker).
+def start(job: SearchJob, budget: Budget, events: EventLog) -> _Pool:
+    """Open the study and start the worker processes now, before the search stage (none with one worker:
+    trials then run in this process).
 
     Their start-up (TensorFlow's import, the data) then overlaps whatever the run does
-    next; they run trials at once. :func:`search` supervises them.
+    next; they run trials at once. :func:`search` supervises them. Remote workers join
+    the study once it is open.
     """
     study = _open(job, events)
-    if job.config.search.n_workers <= 1:
-        return None
-    if job.spec is None:
-        raise ValueError("search with workers > 1 needs the spec that worker processes rebuild the data from")
     pool = _Pool(study, job, events)
-    pool.start_all(StopRule(budget, job))
+    if pool.size > 1:
+        if job.spec is None:
+            raise ValueError("search with workers > 1 needs the spec that worker processes rebuild the data from")
+        pool.start_all(StopRule(budget, job))
     return pool
 
 
-def search(job: SearchJob, data: SearchData | None, budget: Budget, events: EventLog, started: _Pool | None = None
-           ) -> list[TrialRecord]:
+def search(job: SearchJob, data: SearchData | None, budget: Budget, events: EventLog, started: _Pool | None = None,
+           remote: RemoteWorkers | None = None) -> list[TrialRecord]:
     """Run trials until the budget, ``max_models`` or the failure limit says stop.
 
     With more than one worker, ``job.spec`` lets worker processes build their search split
     (``data`` is then not needed: None); ``started`` is what :func:`start` returned, if it ran.
+    ``remote`` workers are waited for (their last trials count) and then cancelled.
     """
     stop = StopRule(budget, job)
-    if job.config.search.n_workers <= 1:
-        study = _open(job, events)
-        progress = _Progress(study, job, budget, events, datetime.now())
+    pool = started or start(job, budget, events)
+    study = pool.study
+    progress = _Progress(study, job, budget, events, pool.created)
+    if pool.size == 1:
         reason = work(study, job, data, stop, on_trial=lambda s, t: progress.show())
-    else:
-        pool = started or start(job, budget, events)
-        study = pool.study
-        reason = pool.supervise(stop, _Progress(study, job, budget, events, pool.created))
+    elif pool.size > 1:
+        reason = pool.supervise(stop, progress)
+    else:  # no trials here (--workers 0): the remote workers run them all
+        reason = None
+    if remote is not None:
+        _end_remote(remote, study, stop, progress, events)
+        reason = stop.reason(study.trials) or reason
     (events.warn if reason and "failed" in reason else events.add)("search", f"search stopped: "
                                                                             f"{reason or 'time budget'}")
-    return [_record(t) for t in _listed(study.trials)]
+    listed = _listed(study.trials)
+    if remote is not None or pool.size > 1:
+        counts: dict[str, int] = {}
+        for t in listed:
+            counts[_worker_name(t)] = counts.get(_worker_name(t), 0) + 1
+        events.add("search", "trials per worker: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    retries = {t.system_attrs["failed_trial"]: t.number for t in study.trials if "failed_trial" in t.system_attrs}
+    return [_record(t, retries.get(t.number)) for t in listed]
+
+
+def _end_remote(remote: RemoteWorkers, study: Any, stop: StopRule, progress: _Progress, events: EventLog) -> None:
+    """Wait until the search is done (the remote workers decide by the same rule), then for their last trials
+    (cut at the trials' deadline), then cancel what still runs.
+
+    Queued workers are cancelled first (they would only start after the search); one whose trial lost its
+    heartbeat is marked crashed at once (its machine is gone: nothing would answer a cancellation).
+    """
+    while remote.active() and stop.reason(study.trials) is None and not stop.all_claimed(study.trials):
+        time.sleep(1.0)
+        progress.show()
+    remote.cancel(remote.pending())
+    until = max(stop.trial_deadline(), time.monotonic()) + REMOTE_GRACE_SECONDS
+    while remote.active() and time.monotonic() < until:
+        dead = remote.active() & _lost(study)
+        if dead:
+            remote.crashed(dead, "its trial stopped sending heartbeats (the worker or its machine died)")
+        time.sleep(1.0)
+        progress.show()
+    if remote.active():
+        events.warn("search", f"{len(remote.active())} remote worker(s) still running {REMOTE_GRACE_SECONDS}s after "
+                              "the trials' deadline; cancelling them")
+        remote.cancel(remote.active())
+    progress.show()
+    states = remote.states()
+    (events.add if all(s in ("Completed", "Cancelled") for s in states.values()) else events.warn)(
+        "search", "remote workers: " + ", ".join(f"{name} {state}" for name, state in sorted(states.items())))
+
+
+def _lost(study: Any) -> set[str]:
+    """Labels of workers whose last trial was failed for a missing heartbeat (checked now, RDB storage only)."""
+    import optuna
+
+    optuna.storages.fail_stale_trials(study)
+    trials = study.get_trials(deepcopy=False)
+    retried = _retried_numbers(trials)
+    last: dict[str, Any] = {}
+    for t in trials:
+        if t.user_attrs.get(_LABEL):
+            last[t.user_attrs[_LABEL]] = t
+    return {label for label, t in last.items() if t.state.name == "FAIL" and t.number in retried}
+
+
+def _worker_name(trial: Any) -> str:
+    return str(trial.user_attrs.get(_LABEL) or trial.user_attrs.get("worker", ""))
 
 
 def _open(job: SearchJob, events: EventLog) -> Any:
@@ -344,11 +412,10 @@ class _Pool:
     def __init__(self, study: Any, job: SearchJob, events: EventLog) -> None:
         settings = job.config.search
         self.study, self.events, self.size, self.created = study, events, settings.n_workers, datetime.now()
-        threads = max(1, (os.cpu_count() or 1) // self.size)
+        threads = max(1, (os.cpu_count() or 1) // max(self.size, 1))
         self.command = [sys.executable, "-m", "automl.worker", "--study", job.study_name, "--threads", str(threads),
                         "--storage", settings.storage or str(job.storage_dir / "study.journal"), "--supervised"]
         self.logs = job.storage_dir / "workers"
-        self.logs.mkdir(parents=True, exist_ok=True)
         self.procs: dict[int, subprocess.Popen] = {}
         self.started: dict[int, datetime] = {}  # pid -> when it was started, until its first trial shows
         self.startup = 0.0  # seconds from starting a worker to its first trial (TensorFlow import, data)
@@ -356,6 +423,7 @@ class _Pool:
 
     def start(self, slot: int, trials: int = TRIALS_PER_PROCESS) -> None:
         # Worker output (TensorFlow's start-up chatter, tracebacks) goes to a log file, not the user's terminal.
+        self.logs.mkdir(parents=True, exist_ok=True)
         with open(self.logs / f"worker-{slot}.log", "ab") as log:
             self.procs[slot] = subprocess.Popen([*self.command, "--trials", str(trials), "--index", str(slot)],
                                                 stdout=log, stderr=subprocess.STDOUT)
@@ -497,8 +565,11 @@ def _best_value(study: Any) -> float | None:
         return None
 
 
-def _record(trial: Any) -> TrialRecord:
+def _record(trial: Any, retried_as: int | None = None) -> TrialRecord:
     duration = trial.duration.total_seconds() if trial.duration else float("nan")
+    error = trial.user_attrs.get("error", "")
+    if not error and retried_as is not None:  # failed by Optuna's heartbeat check, which records no reason
+        error = f"interrupted: its worker stopped sending heartbeats; retried as trial {retried_as}"
     return TrialRecord(trial.number, trial.state.name, float("nan") if trial.value is None else trial.value,
                        int(trial.user_attrs.get("best_epoch", 0)), round(duration, 3), dict(trial.params),
-                       trial.user_attrs.get("error", ""))
+                       error, _worker_name(trial))

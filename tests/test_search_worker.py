@@ -1,0 +1,145 @@
+"""Fan-out of the search to a Prefect work pool, for real: the session's ``prefect server start``, the
+``automl-search`` deployment of prefect.yaml, two ``prefect worker start`` processes, the local
+PostgreSQL study, and the CLI in a subprocess. One pool worker's machine "dies" (SIGKILL of the pool
+worker and of its flow run's processes) in the middle of a trial.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+
+from conftest import REPO, _prefect_command, prefect_server, run_module, subprocess_env, wait_for
+
+pytestmark = pytest.mark.usefixtures("prefect_api")  # the API URL is set before anything imports Prefect
+
+BUDGET = 150  # the search ends ~95 s in: a trial of the killed worker goes stale after 20 s and is retried
+POOL = "automl-search"
+
+
+def _prefect(*args: str, cwd: Path, **env: str) -> None:
+    proc = subprocess.run([*_prefect_command(), *args], cwd=cwd, env=subprocess_env(**env), capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, f"prefect {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+
+
+def _labelled(storage: optuna.storages.BaseStorage, project: str, label: str) -> list[optuna.trial.FrozenTrial]:
+    names = [n for n in optuna.study.get_all_study_names(storage) if n.startswith(f"{project}-")]
+    if not names:
+        return []
+    trials = optuna.load_study(study_name=names[0], storage=storage).get_trials(deepcopy=False)
+    return [t for t in trials if t.user_attrs.get("worker_label") == label]
+
+
+def test_fan_out_to_two_pool_workers_survives_one_dying(prefect_api, pg_url, project, tmp_path):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
+    _prefect("work-pool", "create", POOL, "--type", "process", "--overwrite", cwd=tmp_path)
+    _prefect("--no-prompt", "deploy", "--name", "automl-search", cwd=REPO, PWD=str(REPO))
+    workers = []
+    for i in (1, 2):
+        with (tmp_path / f"pool-worker-{i}.log").open("w") as log:
+            workers.append(subprocess.Popen(
+                [*_prefect_command(), "worker", "start", "--pool", POOL, "--name", f"{project}-{i}"], cwd=tmp_path,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                env=subprocess_env(PREFECT_WORKER_QUERY_SECONDS="2")))
+    out, log_path = tmp_path / "run", tmp_path / "run.log"
+    storage = optuna.storages.RDBStorage(pg_url)
+    try:
+        with log_path.open("w") as log:
+            run = subprocess.Popen(
+                [sys.executable, "-m", "automl.run", "diabetes", "--fan-out", "2", "--storage", pg_url,
+                 "--workers", "1", "--max-runtime-secs", str(BUDGET), "--project", project, "--output", str(out)],
+                cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, env=subprocess_env(CI="true"))
+        # The second pool worker's flow run (seed + 2) has finished a trial and is in another one: its machine dies.
+        victim = f"{project}-search-2"
+
+        def busy() -> optuna.trial.FrozenTrial | None:
+            mine = _labelled(storage, project, victim)
+            # Training (it has reported a validation score): every parameter is drawn.
+            running = [t for t in mine if t.state.name == "RUNNING" and t.intermediate_values]
+            return running[0] if running and any(t.state.name == "COMPLETE" for t in mine) else None
+
+        trial = wait_for("a pool worker's second trial", busy, timeout=BUDGET, alive=lambda: run.poll() is None,
+                         log=log_path)
+        worker_pid = int(trial.user_attrs["worker"].rpartition(":")[2])
+        flow_run_pid = _parent(worker_pid)
+        pool_worker = next(w for w in workers if w.pid in (_parent(flow_run_pid), _parent(_parent(flow_run_pid))))
+        os.killpg(os.getpgid(worker_pid), signal.SIGKILL)  # the flow run's process and its automl.worker child
+        os.killpg(pool_worker.pid, signal.SIGKILL)
+        assert run.wait(timeout=BUDGET * 2) == 0, log_path.read_text()[-4000:]
+    finally:
+        for w in workers:
+            _stop(w)
+    summary = json.loads((out / "run.json").read_text())
+    assert summary["elapsed_secs"] <= 1.1 * BUDGET
+
+    # Trials of both pool workers are on the run's trials.csv, no configuration twice.
+    trials = pd.read_csv(out / "trials.csv").fillna({"error": ""})
+    assert {f"{project}-search-1", victim} <= set(trials["worker"]), trials["worker"].value_counts()
+    interrupted = trials["error"].str.startswith("interrupted")
+    assert trials.loc[~interrupted, "params"].is_unique
+    # The killed trial was failed by its missing heartbeat and queued again; it is not a result.
+    study = optuna.load_study(study_name=_labelled_study(storage, project), storage=storage)
+    assert study.trials[trial.number].state.name == "FAIL"
+    retried = [t for t in study.trials if t.system_attrs.get("failed_trial") == trial.number]
+    assert retried and retried[0].params == trial.params
+    row = trials.set_index("number").loc[trial.number]
+    assert row["state"] == "FAIL" and row["error"].endswith(f"retried as trial {retried[0].number}")
+    events = pd.read_csv(out / "event_log.csv")
+    assert events["message"].str.startswith("trials per worker: ").any()
+
+    # No worker flow run is left Running: the live one ended by itself, the dead one was marked Crashed.
+    with prefect_server(prefect_api), get_client(sync_client=True) as client:
+        runs = {r.name: r for r in client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            name=FlowRunFilterName(any_=[f"{project}-search-1", victim])))}
+    assert set(runs) == {f"{project}-search-1", victim}
+    assert runs[f"{project}-search-1"].state.name in ("Completed", "Cancelled"), runs[f"{project}-search-1"].state
+    assert runs[victim].state.name == "Crashed", runs[victim].state
+    storage.engine.dispose()
+
+
+def _labelled_study(storage: optuna.storages.BaseStorage, project: str) -> str:
+    return next(n for n in optuna.study.get_all_study_names(storage) if n.startswith(f"{project}-"))
+
+
+def _parent(pid: int) -> int:
+    """The parent process id (Linux: the fourth field of /proc/<pid>/stat, after the command in parentheses)."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """SIGINT (a Prefect worker ignores its first SIGTERM), then SIGKILL, to the worker's process group."""
+    for sig in (signal.SIGINT, signal.SIGKILL):
+        if process.poll() is not None:
+            return
+        try:
+            os.killpg(process.pid, sig)
+            process.wait(20)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            continue
+
+
+def test_fan_out_errors_are_one_line(pg_url, tmp_path):
+    # A study the pool's machines cannot share, and a deployment that is not on the server.
+    proc = run_module("automl.run", "diabetes", "--fan-out", "2", cwd=tmp_path)
+    assert proc.returncode == 2 and "--fan-out 2 needs --storage with a database URL" in proc.stderr
+    proc = run_module("automl.run", "diabetes", "--fan-out", "1", "--storage", pg_url, "--fan-out-deployment",
+                      "search-worker/nowhere", "--max-runtime-secs", "20", "--output", str(tmp_path / "o"),
+                      cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "no deployment 'search-worker/nowhere'" in proc.stderr and "Traceback" not in proc.stderr
+    # Without a configured server, the run would get a temporary one that no pool worker can reach.
+    proc = run_module("automl.run", "diabetes", "--fan-out", "1", "--storage", pg_url, cwd=tmp_path,
+                      PREFECT_API_URL="")
+    assert proc.returncode == 2 and "needs a Prefect server that the work pool's workers reach" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
