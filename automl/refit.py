@@ -9,7 +9,8 @@ and replaces the model's predictions; its leaderboard metrics stay those of the 
 which the exported folder keeps beside the refit (``fold_0/`` and ``full/``).
 
 Refits start with the leader's most weighted member and only while their estimate (the model's
-own training time, scaled by the rows) fits before the outputs' reserve; one cut short by the
+own training time, scaled by the rows and by what the family's first refit measured) fits before
+the outputs' reserve; one cut short by the
 deadline is discarded. Networks and forests are not refit: they train on bounded row samples anyway.
 """
 
@@ -38,8 +39,9 @@ MIN_EXTRA_ROWS = 0.1
 #: Share of the budget the search and the networks' refits leave for this stage when it applies (45 s of a
 #: 300 s run: on the 200k table one LightGBM refit on 160k rows takes 17-28 s on 2 busy cores).
 REFIT_SHARE = 0.15
-#: A refit's seconds ≈ this × the model's training seconds × the row ratio (no early-stopping slice to
-#: score, but more rounds on more rows: refit/fit 1.42-1.53 for the three GBMs at 160k/128k rows).
+#: A family's first refit's seconds ≈ this × the model's training seconds × the row ratio (no early-stopping
+#: slice to score, but more rounds on more rows: refit/fit 1.42-1.53 for the three GBMs at 160k/128k rows);
+#: later refits of the family use the factor the first one measured.
 REFIT_COST_FACTOR = 1.25
 
 
@@ -64,8 +66,12 @@ def refit_full(state: RunState) -> list[str]:
         return []
     deadline = state.budget.deadline - FINISH_SECONDS
     done: list[str] = []
+    # Refit seconds over (row ratio x training seconds), per family: the first guess, then what this run measured
+    # (models trained beside busy search workers; the refits run alone, 0.55-0.8 on the 200k table).
+    factors: dict[str, float] = {}
     for member in _members_by_weight(state):
-        estimate = REFIT_COST_FACTOR * ratio * member.training_time_ms / 1000
+        fit_seconds = ratio * member.training_time_ms / 1000
+        estimate = factors.get(member.model.algo, REFIT_COST_FACTOR) * fit_seconds
         left = deadline - time.monotonic()
         if estimate > left:
             state.events.add("refit", f"no time to refit {member.model.model_id} on all {len(state.y)} rows "
@@ -77,11 +83,13 @@ def refit_full(state: RunState) -> list[str]:
             state.events.warn("refit", f"refit of {member.model.model_id} cut short by the deadline; "
                                        "it keeps its holdout model")
             continue
+        seconds = time.perf_counter() - started
+        factors[member.model.algo] = seconds / max(fit_seconds, 1e-3)
         member.model.full = full
         member.model.params = {**member.model.params, "refit_rows": len(state.y)}
         done.append(member.model.model_id)
         state.events.add("refit", f"{member.model.model_id} refit on all {len(state.y)} rows "
-                                  f"({time.perf_counter() - started:.1f}s), {state.budget.left():.0f}s left")
+                                  f"({seconds:.1f}s, estimated {estimate:.1f}s), {state.budget.left():.0f}s left")
     return done
 
 
