@@ -94,29 +94,31 @@ def one_setting(workers: int, seconds: float, threads: int | None = None) -> dic
 
     ``threads``: TensorFlow threads of the searching process (with 1 worker: the trials' threads).
     """
-    from automl.budget import Budget
-    from automl.pipeline import AutoML
+    from automl import search as search_stage
+    from automl.config import RunConfig
     from automl.search import EVALUATE_SHARE
+    from automl.state import start
+
+    if threads:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    import keras  # noqa: F401  - the search pays this import itself; keep it out of the measurement
 
     with tempfile.TemporaryDirectory(prefix="automl-scale-") as tmp:
-        # The search stops when EVALUATE_SHARE of the budget is left (kept for refits).
-        aml = AutoML(max_runtime_secs=seconds / (1 - EVALUATE_SHARE), workers=workers, include_algos=["MLP"],
-                     project="scale", output_dir=tmp, seed=1, verbose=False)
-        aml.ingest("diabetes")
-        aml.prepare()
-        if threads:
-            import tensorflow as tf
-
-            tf.config.threading.set_intra_op_parallelism_threads(threads)
-            tf.config.threading.set_inter_op_parallelism_threads(threads)
-        import keras  # noqa: F401  - the search pays this import itself; keep it out of the measurement
-
-        aml.budget = Budget(aml.max_runtime_secs)  # the clock starts with the search (workers read it too)
+        # The search stops when EVALUATE_SHARE of the budget is left (kept for refits); the clock (which worker
+        # processes read from the config) starts with the search.
+        config = RunConfig.from_options(dataset="diabetes", max_runtime_secs=seconds / (1 - EVALUATE_SHARE),
+                                        workers=workers, include_algos=["MLP"], project="scale", output_dir=tmp,
+                                        seed=1, verbose=False, started_at=time.time())
+        state = start(config)
         memory = WorkerMemory()
         memory.start()
-        start = time.monotonic()
-        records = aml.search()
-        wall = time.monotonic() - start
+        begin = time.monotonic()
+        search_stage.start_workers(state)
+        records = search_stage.search(state)
+        wall = time.monotonic() - begin
         peaks = memory.stop()
         finished = [t for t in _study(Path(tmp) / "search").trials if t.state.is_finished()]
     span = (max(t.datetime_complete for t in finished) - min(t.datetime_start for t in finished)).total_seconds()
@@ -184,10 +186,10 @@ def via_prefect(storage: str, seconds: float) -> list[dict[str, Any]]:
                                 storage, "--max-runtime-secs", str(round(seconds / (1 - EVALUATE_SHARE))),
                                 "--project", project, "--output", str(out), *flags], cwd=tmp, env=env, check=True,
                                capture_output=True)
-                events = pd.read_csv(out / "event_log.csv", parse_dates=["time"])
+                events = pd.read_csv(out / "event_log.csv", parse_dates=["timestamp"])
                 search = events[events["stage"] == "search"]
-                end = search[search["message"].str.startswith("search stopped")]["time"].iloc[0]
-                window = (end - search["time"].iloc[0]).total_seconds()
+                end = search[search["message"].str.startswith("search stopped")]["timestamp"].iloc[0]
+                window = (end - search["timestamp"].iloc[0]).total_seconds()
                 rdb = optuna.storages.RDBStorage(storage)
                 (name,) = [n for n in optuna.study.get_all_study_names(rdb) if n.startswith(f"{project}-")]
                 finished = [t for t in optuna.load_study(study_name=name, storage=rdb).trials if t.state.is_finished()
