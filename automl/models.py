@@ -22,7 +22,7 @@ from automl.errors import InputError
 from automl.preprocess import Schema
 
 __all__ = ["Model", "Candidate", "Cost", "FoldModel", "BaggedModel", "GradientBoosting", "LinearModel", "Forest",
-           "reference_candidates"]
+           "skewed_positive", "LOG_TARGET_SKEW", "reference_candidates"]
 
 
 @dataclass
@@ -149,6 +149,8 @@ class Cost:
         return self.intercept + self.per_cell * rows * n_features
 
 
+#: A regression target ≥ 0 with at least this skewness also gets a GBM on ``log1p`` of it (GBM_4).
+LOG_TARGET_SKEW = 1.0
 #: Rows above which the logistic GLM trades tolerance for time (see :class:`LinearModel`).
 GLM_LARGE_ROWS = 50_000
 #: Rows each forest tree is grown on, at most (H2O's ``sample_rate``; AutoGluon subsamples too).
@@ -215,12 +217,17 @@ class _Reference(BaseEstimator):
 
 class GradientBoosting(_Reference):
     """LightGBM, early-stopped on its own validation slice of the training rows (stratified when
-    classifying), stopped at the deadline with the best round so far."""
+    classifying), stopped at the deadline with the best round so far.
+
+    ``log_target`` (regression on a target ≥ 0): trains on ``log1p(y)`` and predicts ``expm1`` of that,
+    for skewed positive targets such as prices, where errors grow with the value.
+    """
 
     def __init__(self, task: str = "binary", params: dict[str, Any] | None = None, max_rounds: int = 10_000,
                  patience: int = 50, validation_fraction: float = 0.1, max_validation_rows: int = 20_000,
-                 seed: int = 0, n_jobs: int = 2):
+                 seed: int = 0, n_jobs: int = 2, log_target: bool = False):
         self.task = task
+        self.log_target = log_target
         self.params = params
         self.max_rounds = max_rounds
         self.patience = patience
@@ -233,6 +240,11 @@ class GradientBoosting(_Reference):
         """Train until early stopping; with ``validation_fraction=0``, exactly ``max_rounds`` rounds on all rows."""
         import lightgbm as lgb
 
+        if self.log_target:
+            if self.task != "regression" or float(np.min(y)) < 0:
+                raise ValueError(f"log_target needs a regression target >= 0, but got task={self.task!r}, "
+                                 f"min {float(np.min(y))}")
+            y = np.log1p(y)
         objective = {"binary": "binary", "multiclass": "multiclass"}.get(self.task, "regression")
         params = {"objective": objective, "num_class": int(y.max()) + 1 if objective == "multiclass" else 1,
                   "seed": self.seed, "num_threads": self.n_jobs, "verbosity": -1, **(self.params or {})}
@@ -264,7 +276,7 @@ class GradientBoosting(_Reference):
         return np.column_stack([1 - p, p]) if p.ndim == 1 else p
 
     def _values(self, x: np.ndarray) -> np.ndarray:
-        return self._raw(x)
+        return np.expm1(self._raw(x)) if self.log_target else self._raw(x)
 
 
 class _Watch:
@@ -440,14 +452,16 @@ class Forest(_Reference):
 
 
 def reference_candidates(task: str, seed: int, n_rows: int | None = None, n_features: int | None = None,
-                         n_jobs: int = 2) -> list[Candidate]:
+                         n_jobs: int = 2, skewed_positive: bool = False) -> list[Candidate]:
     """LightGBM (GBM_1..3), GLM, random forest (DRF), extremely randomized trees (XRT).
 
     Gradient boosting, the strongest family, comes first; the cheap GLM and the forests come
     between the boosted models because they differ most from them (what stacking gains from)
     and a tight budget then still ranks several families. ``n_rows`` (training rows, when known)
     bounds the forests' tree count on large tables; ``n_features`` is accepted for the callers'
-    symmetry with :meth:`Candidate.estimate_seconds`.
+    symmetry with :meth:`Candidate.estimate_seconds`. ``skewed_positive`` (a regression target ≥ 0
+    skewed to the right, see :func:`skewed_positive`) adds GBM_4, GBM_1's configuration on the log of the
+    target: the board then compares both scales on the protocol, like any other pair of models.
     """
     if task == "image":
         return _image_reference_candidates(seed)
@@ -460,8 +474,21 @@ def reference_candidates(task: str, seed: int, n_rows: int | None = None, n_feat
                               "max_rows": FOREST_MAX_ROWS}
     drf, xrt = (Candidate(f"{algo}_1", algo, partial(Forest, kind=algo, n_jobs=n_jobs, **forest, **common),
                           dict(forest), cost=COSTS[algo]) for algo in ("DRF", "XRT"))
+    if task == "regression" and skewed_positive:
+        params = dict(GBM_PORTFOLIO[0])
+        gbm.append(Candidate("GBM_4", "GBM", partial(GradientBoosting, params=params, n_jobs=n_jobs, log_target=True,
+                                                     **common), {**params, "log_target": True},
+                             cost=COSTS["GBM"], features="trees"))
     return [gbm[0], Candidate("GLM_1", "GLM", partial(LinearModel, **glm, **common), dict(glm), cost=COSTS["GLM"]),
-            gbm[1], drf, gbm[2], xrt]
+            *gbm[3:], gbm[1], drf, gbm[2], xrt]
+
+
+def skewed_positive(y: np.ndarray) -> bool:
+    """A target ≥ 0 whose skewness is at least :data:`LOG_TARGET_SKEW` (prices, counts, durations)."""
+    from scipy.stats import skew
+
+    y = np.asarray(y, dtype="float64")
+    return len(y) > 2 and float(y.min()) >= 0 and float(skew(y)) >= LOG_TARGET_SKEW
 
 
 def _image_reference_candidates(seed: int) -> list[Candidate]:

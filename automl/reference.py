@@ -13,7 +13,7 @@ import os
 
 from automl.budget import FINISH_SECONDS
 from automl.evaluation import Evaluated, evaluate_candidate
-from automl.models import reference_candidates
+from automl.models import reference_candidates, skewed_positive
 from automl.state import RunState
 
 __all__ = ["fit_reference_models", "REFERENCE_SHARE", "FIRST_MODEL_SECONDS"]
@@ -32,8 +32,9 @@ def fit_reference_models(state: RunState) -> list[Evaluated]:
     share_end = budget.deadline - (1 - REFERENCE_SHARE) * budget.seconds
     cap = state.config.search.max_runtime_secs_per_model
     correction, done = 1.0, []
+    skewed = state.schema.task == "regression" and skewed_positive(state.y)
     for candidate in reference_candidates(state.schema.task, state.config.seed, n_rows=train_rows,
-                                          n_features=n_features, n_jobs=_free_cores()):
+                                          n_features=n_features, n_jobs=_free_cores(), skewed_positive=skewed):
         if candidate.algo not in state.config.evaluation.algos:
             continue
         left = share_end - budget.clock()
