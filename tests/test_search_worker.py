@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -31,15 +32,20 @@ def _prefect(*args: str, cwd: Path, **env: str) -> None:
     assert proc.returncode == 0, f"prefect {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
 
 
+def _study_name(storage: optuna.storages.BaseStorage, project: str) -> str | None:
+    """The project's study (``<project>-<fingerprint>``), if it exists yet."""
+    return next((n for n in optuna.study.get_all_study_names(storage) if n.rpartition("-")[0] == project), None)
+
+
 def _labelled(storage: optuna.storages.BaseStorage, project: str, label: str) -> list[optuna.trial.FrozenTrial]:
-    names = [n for n in optuna.study.get_all_study_names(storage) if n.startswith(f"{project}-")]
-    if not names:
+    name = _study_name(storage, project)
+    if name is None:
         return []
-    trials = optuna.load_study(study_name=names[0], storage=storage).get_trials(deepcopy=False)
+    trials = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
     return [t for t in trials if t.user_attrs.get("worker_label") == label]
 
 
-def test_fan_out_to_two_pool_workers_survives_one_dying(prefect_api, pg_url, project, tmp_path):
+def test_fan_out_to_two_pool_workers_and_one_of_them_dying(prefect_api, pg_url, project, tmp_path):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
 
@@ -54,7 +60,25 @@ def test_fan_out_to_two_pool_workers_survives_one_dying(prefect_api, pg_url, pro
                 env=subprocess_env(PREFECT_WORKER_QUERY_SECONDS="2")))
     out, log_path = tmp_path / "run", tmp_path / "run.log"
     storage = optuna.storages.RDBStorage(pg_url)
+    pooled = f"{project}-pool"
     try:
+        # First every trial in the pool (--workers 0): both flow runs end by themselves, none left Running.
+        proc = run_module("automl.run", "diabetes", "--fan-out", "2", "--workers", "0", "--storage", pg_url,
+                          "--include-algos", "MLP,GLM", "--max-runtime-secs", "60", "--project", pooled,
+                          "--output", tmp_path / "pooled", cwd=tmp_path, CI="true")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert json.loads((tmp_path / "pooled" / "run.json").read_text())["elapsed_secs"] <= 1.1 * 60
+        pooled_trials = pd.read_csv(tmp_path / "pooled" / "trials.csv")
+        assert set(pooled_trials["worker"]) == {f"{pooled}-search-0", f"{pooled}-search-1"}
+        assert pooled_trials["params"].is_unique
+        assert set(pd.read_csv(tmp_path / "pooled" / "leaderboard.csv")["algo"]) >= {"MLP", "GLM"}
+        with prefect_server(prefect_api), get_client(sync_client=True) as client:
+            states = {r.name: r.state.name for r in client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                name=FlowRunFilterName(any_=[f"{pooled}-search-0", f"{pooled}-search-1"])))}
+        assert set(states) == {f"{pooled}-search-0", f"{pooled}-search-1"}
+        assert set(states.values()) <= {"Completed", "Cancelled"}, states
+
+        # Then the pool beside the run's own process, and one pool worker's machine dies mid-trial.
         with log_path.open("w") as log:
             run = subprocess.Popen(
                 [sys.executable, "-m", "automl.run", "diabetes", "--fan-out", "2", "--storage", pg_url,
@@ -89,7 +113,7 @@ def test_fan_out_to_two_pool_workers_survives_one_dying(prefect_api, pg_url, pro
     interrupted = trials["error"].str.startswith("interrupted")
     assert trials.loc[~interrupted, "params"].is_unique
     # The killed trial was failed by its missing heartbeat and queued again; it is not a result.
-    study = optuna.load_study(study_name=_labelled_study(storage, project), storage=storage)
+    study = optuna.load_study(study_name=_study_name(storage, project), storage=storage)
     assert study.trials[trial.number].state.name == "FAIL"
     retried = [t for t in study.trials if t.system_attrs.get("failed_trial") == trial.number]
     assert retried and retried[0].params == trial.params
@@ -106,10 +130,6 @@ def test_fan_out_to_two_pool_workers_survives_one_dying(prefect_api, pg_url, pro
     assert runs[f"{project}-search-1"].state.name in ("Completed", "Cancelled"), runs[f"{project}-search-1"].state
     assert runs[victim].state.name == "Crashed", runs[victim].state
     storage.engine.dispose()
-
-
-def _labelled_study(storage: optuna.storages.BaseStorage, project: str) -> str:
-    return next(n for n in optuna.study.get_all_study_names(storage) if n.startswith(f"{project}-"))
 
 
 def _parent(pid: int) -> int:
@@ -143,3 +163,56 @@ def test_fan_out_errors_are_one_line(pg_url, tmp_path):
                       PREFECT_API_URL="")
     assert proc.returncode == 2 and "needs a Prefect server that the work pool's workers reach" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+class _Pool:
+    """Remote workers as the engine sees them, without Prefect: names and states, and what was done to them."""
+
+    def __init__(self, states: dict[str, str]) -> None:
+        self.state, self.calls = dict(states), []
+
+    def active(self) -> set[str]:
+        return {n for n, s in self.state.items() if s in ("Scheduled", "Running")}
+
+    def pending(self) -> set[str]:
+        return {n for n, s in self.state.items() if s == "Scheduled"}
+
+    def cancel(self, names: set[str]) -> None:
+        self.calls.append(("cancel", set(names)))
+        self.state.update(dict.fromkeys(names, "Cancelled"))
+
+    def crashed(self, names: set[str], why: str) -> None:
+        self.calls.append(("crashed", set(names)))
+        self.state.update(dict.fromkeys(names, "Crashed"))
+
+    def states(self) -> dict[str, str]:
+        return dict(self.state)
+
+
+def test_the_search_end_cancels_queued_workers_crashes_dead_ones_and_waits_for_the_rest(monkeypatch):
+    from types import SimpleNamespace
+
+    from automl.engines import optuna_engine
+    from automl.events import EventLog
+
+    study = optuna.create_study()
+    # "dead" lost its trial's heartbeat: Optuna failed it and queued a retry (which names it in retry_history).
+    failed = study.ask()
+    study._storage.set_trial_user_attr(failed._trial_id, "worker_label", "dead")
+    study.tell(failed, state=optuna.trial.TrialState.FAIL)
+    study.enqueue_trial({}, user_attrs={"worker_label": ""})
+    retry = study.ask()
+    study._storage.set_trial_system_attr(retry._trial_id, "retry_history", [failed.number])
+    study.tell(retry, 0.5)
+    ended = time.monotonic() - 1  # the trials' deadline has passed: the search is over
+    stop = SimpleNamespace(reason=lambda trials: "time budget", all_claimed=lambda trials: False,
+                           trial_deadline=lambda: ended)
+    pool = _Pool({"queued": "Scheduled", "dead": "Running", "late": "Running", "done": "Completed"})
+    monkeypatch.setattr(optuna_engine, "REMOTE_GRACE_SECONDS", 2.0)
+    events = EventLog(False)
+    optuna_engine._end_remote(pool, study, stop, SimpleNamespace(show=lambda: None), events)
+    # Queued ones at once, the dead one as soon as it is seen, the late one after the grace period.
+    assert pool.calls == [("cancel", {"queued"}), ("crashed", {"dead"}), ("cancel", {"late"})]
+    assert not pool.active()
+    messages = [r["message"] for r in events.rows]
+    assert "remote workers: dead Crashed, done Completed, late Cancelled, queued Cancelled" in messages
