@@ -117,24 +117,35 @@ def holdout_split(y: np.ndarray, task: str, fraction: float, seed: int) -> tuple
     return np.sort(train), np.sort(val)
 
 
+def _sample_rows(rows: np.ndarray, y: np.ndarray, task: str, size: int) -> np.ndarray:
+    """``size`` of ``rows``, seeded, stratified when classifying, in row order."""
+    stratify = None if task == "regression" else y[rows]
+    return np.sort(train_test_split(rows, train_size=size, random_state=0, stratify=stratify)[0])
+
+
 def cross_validate(candidate: Candidate, x: pd.DataFrame | np.ndarray, y: np.ndarray, schema: Schema,
                    folds: Sequence[tuple[np.ndarray, np.ndarray]], scored: np.ndarray | None = None,
                    deadline: float | None = None) -> Evaluated:
     """Fit ``candidate`` on each fold's training rows; predict its held-out rows.
 
     ``scored`` (default: every row) are the rows that get a prediction, in order; the
-    metrics are computed on them. A fold that would start after ``deadline`` (a
+    metrics are computed on them. A fold with more training rows than ``candidate.max_rows`` trains
+    on a sample of that many. A fold that would start after ``deadline`` (a
     ``time.monotonic()`` value) raises :class:`CutShortError`.
     """
     scored = np.arange(len(y)) if scored is None else scored
     n_out = len(schema.classes) if schema.task != "regression" else 0
     oof = np.zeros((len(scored), n_out)) if n_out else np.zeros(len(scored))
     fold_models, train_s, predict_s = [], 0.0, 0.0
+    params = candidate.params
     for train, test in folds:
         if deadline is not None and time.monotonic() >= deadline:
             raise CutShortError(f"{candidate.model_id}: the deadline came after {len(fold_models)} of {len(folds)} "
                                 "folds")
         start = time.perf_counter()
+        if candidate.max_rows is not None and len(train) > candidate.max_rows:
+            train = _sample_rows(train, y, schema.task, candidate.max_rows)
+            params = {**candidate.params, "max_rows": candidate.max_rows}  # on the board: it saw a sample
         pre = make_preprocessor(schema, candidate.features).fit(take_rows(x, train))
         est = candidate.make().fit(pre.transform(take_rows(x, train)), y[train], **candidate.fit_kwargs)
         mid = time.perf_counter()
@@ -142,7 +153,7 @@ def cross_validate(candidate: Candidate, x: pd.DataFrame | np.ndarray, y: np.nda
         predict_s += time.perf_counter() - mid
         train_s += mid - start
         fold_models.append(FoldModel(pre, est))
-    model = BaggedModel(candidate.model_id, candidate.algo, schema, fold_models, candidate.params,
+    model = BaggedModel(candidate.model_id, candidate.algo, schema, fold_models, params,
                         score_all(schema.task, y[scored], oof))
     return Evaluated(model, oof, 1000 * train_s, 1000 * predict_s / len(scored))
 

@@ -22,7 +22,7 @@ from automl.errors import InputError
 from automl.preprocess import Schema
 
 __all__ = ["Model", "Candidate", "Cost", "FoldModel", "BaggedModel", "GradientBoosting", "LinearModel", "Forest",
-           "skewed_positive", "LOG_TARGET_SKEW", "reference_candidates"]
+           "skewed_positive", "LOG_TARGET_SKEW", "DENSE_MAX_ROWS", "reference_candidates"]
 
 
 @dataclass
@@ -39,6 +39,8 @@ class Candidate:
     cost: Cost | None = None
     #: The preprocessor's kind (see :func:`automl.preprocess.make_preprocessor`).
     features: str = "dense"
+    #: Training rows per fit, at most: a larger fold trains on a seeded (stratified) sample of this many.
+    max_rows: int | None = None
 
     def estimate_seconds(self, n_rows: int, n_features: int) -> float:
         """Seconds one fit on an ``n_rows`` × ``n_features`` matrix should take here; 0.0 when unknown."""
@@ -153,6 +155,10 @@ class Cost:
 LOG_TARGET_SKEW = 1.0
 #: Rows above which the logistic GLM trades tolerance for time (see :class:`LinearModel`).
 GLM_LARGE_ROWS = 50_000
+#: Rows the GLM and the forests train on, at most (a sample of the fold's rows): their dense one-hot matrix is
+#: the largest copy of the table (10M × 280 float32 ≈ 11 GB), and beyond this many rows they gain next to
+#: nothing (the GLM's coefficients are settled; a forest's trees see FOREST_MAX_ROWS rows each anyway).
+DENSE_MAX_ROWS = 500_000
 #: Rows each forest tree is grown on, at most (H2O's ``sample_rate``; AutoGluon subsamples too).
 FOREST_MAX_ROWS = 20_000
 #: Trees per forest on tables up to :data:`FOREST_MAX_ROWS` rows, and beyond (H2O's default is 50).
@@ -183,7 +189,7 @@ GBM_PORTFOLIO: tuple[dict[str, Any], ...] = (
 #: 4.9 s at 8k × 160). Forests are costed at their small-table tree count, an upper bound.
 COSTS: dict[str, Cost] = {
     "GBM": Cost(1.0, 1e-6),
-    "GLM": Cost(0.2, 1e-7),
+    "GLM": Cost(0.2, 1e-7, DENSE_MAX_ROWS),
     "DRF": Cost(0.5, 3e-6, FOREST_MAX_ROWS),
     "XRT": Cost(0.5, 3e-6, FOREST_MAX_ROWS),
 }
@@ -473,14 +479,15 @@ def reference_candidates(task: str, seed: int, n_rows: int | None = None, n_feat
     forest: dict[str, Any] = {"n_estimators": FOREST_TREES[0] if small else FOREST_TREES[1], "min_samples_leaf": 5,
                               "max_rows": FOREST_MAX_ROWS}
     drf, xrt = (Candidate(f"{algo}_1", algo, partial(Forest, kind=algo, n_jobs=n_jobs, **forest, **common),
-                          dict(forest), cost=COSTS[algo]) for algo in ("DRF", "XRT"))
+                          dict(forest), cost=COSTS[algo], max_rows=DENSE_MAX_ROWS) for algo in ("DRF", "XRT"))
     if task == "regression" and skewed_positive:
         params = dict(GBM_PORTFOLIO[0])
         gbm.append(Candidate("GBM_4", "GBM", partial(GradientBoosting, params=params, n_jobs=n_jobs, log_target=True,
                                                      **common), {**params, "log_target": True},
                              cost=COSTS["GBM"], features="trees"))
-    return [gbm[0], Candidate("GLM_1", "GLM", partial(LinearModel, **glm, **common), dict(glm), cost=COSTS["GLM"]),
-            *gbm[3:], gbm[1], drf, gbm[2], xrt]
+    linear = Candidate("GLM_1", "GLM", partial(LinearModel, **glm, **common), dict(glm), cost=COSTS["GLM"],
+                       max_rows=DENSE_MAX_ROWS)
+    return [gbm[0], linear, *gbm[3:], gbm[1], drf, gbm[2], xrt]
 
 
 def skewed_positive(y: np.ndarray) -> bool:

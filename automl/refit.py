@@ -103,7 +103,9 @@ def _members_by_weight(state: RunState) -> list[Evaluated]:
         members = [by_id[i] for _, i in reversed(order)]
     else:
         members = [best]
-    return [m for m in members if m.model.algo in REFIT_ALGOS and m.model.full is None]
+    # A model that trained on a row sample (``max_rows``, see automl.evaluation.cross_validate) would not use more.
+    return [m for m in members if m.model.algo in REFIT_ALGOS and m.model.full is None
+            and "max_rows" not in m.model.params]
 
 
 def _refit(model: BaggedModel, state: RunState, ratio: float, deadline: float) -> FoldModel | None:

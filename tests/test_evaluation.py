@@ -96,3 +96,28 @@ def test_more_folds_than_rows_is_an_input_error():
     frame = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0], "y": [1.5, 2.5, 2.0, 4.0]})
     with pytest.raises(InputError, match="fewer than --nfolds 5"):
         start(RunConfig.from_options(target="y", nfolds=5, verbose=False), frame)
+
+
+def test_a_capped_candidate_trains_on_a_stratified_sample_and_is_still_scored_on_every_row():
+    from sklearn.linear_model import LogisticRegression
+
+    class Counting(LogisticRegression):
+        seen: list[np.ndarray] = []
+
+        def fit(self, x, y):
+            Counting.seen.append(np.asarray(y))
+            return super().fit(x, y)
+
+    x, y, schema = _diabetes()
+    protocol = make_protocol(y, "binary", "cv", 3, seed=0)
+    capped = Candidate("GLM_1", "GLM", lambda: Counting(max_iter=500), {"C": 1.0}, max_rows=200)
+    result = cross_validate(capped, x, y, schema, protocol.folds)
+    assert [len(s) for s in Counting.seen] == [200, 200, 200]  # folds of 512 training rows each
+    for seen in Counting.seen:  # stratified: the class shares of the data
+        assert abs(seen.mean() - y.mean()) < 0.01
+    assert result.oof.shape == (len(y), 2) and result.model.params == {"C": 1.0, "max_rows": 200}
+    # Under the cap nothing changes, and the params say nothing of it.
+    Counting.seen.clear()
+    uncapped = cross_validate(Candidate("GLM_1", "GLM", lambda: Counting(max_iter=500), {"C": 1.0}, max_rows=600),
+                              x, y, schema, protocol.folds)
+    assert [len(s) for s in Counting.seen] == [512, 512, 512] and uncapped.model.params == {"C": 1.0}

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from automl import AutoML
+from automl.budget import Budget
 from automl.metrics import score_all
 from automl.refit import REFIT_SHARE, refit_full, refit_share
 from conftest import REPO, run_module
@@ -70,3 +71,10 @@ def test_nothing_is_refit_under_cross_validation_or_without_time(holdout_run):
     spent = replace(state, budget=replace(state.budget, seconds=0.0))
     assert refit_full(spent) == []
     assert any("no time to refit" in r["message"] for r in spent.events.rows)
+    # Models that trained on a row sample (their max_rows) would not use the extra rows: none is refit.
+    saved = {e.model.model_id: e.model.params for e in state.evaluated}
+    for e in state.evaluated:
+        e.model.params = {**e.model.params, "max_rows": 100}
+    assert refit_full(replace(state, budget=Budget(600.0))) == []
+    for e in state.evaluated:
+        e.model.params = saved[e.model.model_id]
