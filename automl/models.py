@@ -466,8 +466,8 @@ def reference_candidates(task: str, seed: int, n_rows: int | None = None, n_feat
     and a tight budget then still ranks several families. ``n_rows`` (training rows, when known)
     bounds the forests' tree count on large tables; ``n_features`` is accepted for the callers'
     symmetry with :meth:`Candidate.estimate_seconds`. ``skewed_positive`` (a regression target ≥ 0
-    skewed to the right, see :func:`skewed_positive`) adds GBM_4, GBM_1's configuration on the log of the
-    target: the board then compares both scales on the protocol, like any other pair of models.
+    skewed to the right, see :func:`skewed_positive`) adds GBM_4 at the end, GBM_1's configuration on the
+    log of the target: the board then compares both scales on the protocol, like any other pair of models.
     """
     if task == "image":
         return _image_reference_candidates(seed)
@@ -487,7 +487,9 @@ def reference_candidates(task: str, seed: int, n_rows: int | None = None, n_feat
                              cost=COSTS["GBM"], features="trees"))
     linear = Candidate("GLM_1", "GLM", partial(LinearModel, **glm, **common), dict(glm), cost=COSTS["GLM"],
                        max_rows=DENSE_MAX_ROWS)
-    return [gbm[0], linear, *gbm[3:], gbm[1], drf, gbm[2], xrt]
+    # GBM_4 comes last: on diamonds its early stopping ran 3x GBM_1's rounds (18.5 s against 6.1 s) and, placed
+    # third, left no time for GBM_2, DRF, GBM_3 and XRT, a worse board (the log scale is the less likely win).
+    return [gbm[0], linear, gbm[1], drf, gbm[2], xrt, *gbm[3:]]
 
 
 def skewed_positive(y: np.ndarray) -> bool:

@@ -149,8 +149,8 @@ def test_candidates_put_gradient_boosting_first() -> None:
     assert [c.model_id for c in candidates] == ["GBM_1", "GLM_1", "GBM_2", "DRF_1", "GBM_3", "XRT_1"]
     assert [c.model_id for c in reference_candidates("image", 0)] == ["GLM_1", "SVM_1"]
     skewed = reference_candidates("regression", 0, skewed_positive=True)
-    assert [c.model_id for c in skewed] == ["GBM_1", "GLM_1", "GBM_4", "GBM_2", "DRF_1", "GBM_3", "XRT_1"]
-    assert skewed[2].params == {**skewed[0].params, "log_target": True}
+    assert [c.model_id for c in skewed] == ["GBM_1", "GLM_1", "GBM_2", "DRF_1", "GBM_3", "XRT_1", "GBM_4"]
+    assert skewed[-1].params == {**skewed[0].params, "log_target": True}
 
 
 def test_a_log_target_gbm_trains_on_the_log_and_predicts_on_the_original_scale() -> None:
