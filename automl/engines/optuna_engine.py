@@ -349,8 +349,11 @@ def _end_remote(remote: RemoteWorkers, study: Any, stop: StopRule, progress: _Pr
 def _lost(study: Any) -> set[str]:
     """Labels of workers whose last trial was failed for a missing heartbeat (checked now, RDB storage only)."""
     import optuna
+    from optuna.exceptions import ExperimentalWarning
 
-    optuna.storages.fail_stale_trials(study)
+    with warnings.catch_warnings():  # "experimental" since Optuna 2.9, as the heartbeats themselves
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
     trials = study.get_trials(deepcopy=False)
     retried = _retried_numbers(trials)
     last: dict[str, Any] = {}
