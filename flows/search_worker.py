@@ -24,11 +24,8 @@ from automl.config import RunConfig
 from automl.errors import InputError
 from automl.state import RunState
 
-__all__ = ["search_worker_flow", "check_fan_out", "fan_out", "FlowRunWorkers", "TRIALS_PER_PROCESS",
-           "CANCEL_SECONDS"]
+__all__ = ["search_worker_flow", "check_fan_out", "fan_out", "FlowRunWorkers", "CANCEL_SECONDS"]
 
-#: Trials per ``automl.worker`` process before the flow run replaces it (a process grows 5-9 MB per trial).
-TRIALS_PER_PROCESS = 25
 #: Seconds a cancelled flow run gets to end; one whose worker does not answer (its machine is gone) is marked Crashed.
 CANCEL_SECONDS = 20.0
 
@@ -39,12 +36,12 @@ def search_worker_flow(study: str, storage: str, index: int = 1, threads: int | 
 
     ``index`` makes this worker's sampler distinct (seed + index); ``threads`` caps TensorFlow's
     threads. Trials run in ``python -m automl.worker`` child processes, each replaced after
-    :data:`TRIALS_PER_PROCESS` trials; the trials carry this flow run's name. Returns the number
-    of worker processes that ran.
+    ``TRIALS_PER_PROCESS`` trials (as the run's local workers are); the trials carry this flow run's
+    name. Returns the number of worker processes that ran.
     """
     from prefect.runtime import flow_run
 
-    from automl.engines.optuna_engine import RECYCLE_EXIT
+    from automl.engines.optuna_engine import RECYCLE_EXIT, TRIALS_PER_PROCESS
 
     logger = get_run_logger()
     command = [sys.executable, "-m", "automl.worker", "--study", study, "--storage", storage, "--index", str(index),

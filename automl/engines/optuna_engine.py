@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 import warnings
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
@@ -310,9 +311,7 @@ def search(job: SearchJob, data: SearchData | None, budget: Budget, events: Even
                                                                             f"{reason or 'time budget'}")
     listed = _listed(study.trials)
     if remote is not None or pool.size > 1:
-        counts: dict[str, int] = {}
-        for t in listed:
-            counts[_worker_name(t)] = counts.get(_worker_name(t), 0) + 1
+        counts = Counter(_worker_name(t) for t in listed)
         events.add("search", "trials per worker: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     retries = {t.system_attrs["failed_trial"]: t.number for t in study.trials if "failed_trial" in t.system_attrs}
     return [_record(t, retries.get(t.number)) for t in listed]
@@ -330,16 +329,16 @@ def _end_remote(remote: RemoteWorkers, study: Any, stop: StopRule, progress: _Pr
         progress.show()
     remote.cancel(remote.pending())
     until = max(stop.trial_deadline(), time.monotonic()) + REMOTE_GRACE_SECONDS
-    while remote.active() and time.monotonic() < until:
-        dead = remote.active() & _lost(study)
+    while (active := remote.active()) and time.monotonic() < until:
+        dead = active & _lost(study)
         if dead:
             remote.crashed(dead, "its trial stopped sending heartbeats (the worker or its machine died)")
         time.sleep(1.0)
         progress.show()
-    if remote.active():
-        events.warn("search", f"{len(remote.active())} remote worker(s) still running {REMOTE_GRACE_SECONDS}s after "
+    if active := remote.active():
+        events.warn("search", f"{len(active)} remote worker(s) still running {REMOTE_GRACE_SECONDS}s after "
                               "the trials' deadline; cancelling them")
-        remote.cancel(remote.active())
+        remote.cancel(active)
     progress.show()
     states = remote.states()
     (events.add if all(s in ("Completed", "Cancelled") for s in states.values()) else events.warn)(
