@@ -22,7 +22,7 @@ import numpy as np
 
 from automl.errors import FailedTrialError
 
-__all__ = ["KerasNetwork", "EPOCH_CHUNK"]
+__all__ = ["KerasNetwork", "EPOCH_CHUNK", "mlp_initial_kernels"]
 
 #: Epochs between validations: the granularity of early stopping and pruning.
 EPOCH_CHUNK = 5
@@ -86,7 +86,13 @@ class KerasNetwork:
         units, activation = {"binary": (1, "sigmoid"), "multiclass": (self.n_classes, "softmax"),
                              "regression": (1, None)}[self._head]
         outputs = keras.layers.Dense(units, activation=activation, dtype="float32")(h)
-        return keras.Model(inputs, outputs)
+        model = keras.Model(inputs, outputs)
+        if self.family == "mlp":  # the initial weights a population member of this seed also starts from
+            dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+            for layer, kernel in zip(dense, mlp_initial_kernels(self.params, input_shape[0], units, self.seed),
+                                     strict=True):
+                layer.kernel.assign(kernel)
+        return model
 
     def _optimizer(self) -> Any:
         import keras
@@ -225,6 +231,19 @@ class KerasNetwork:
         est.model_, est.best_epoch_ = keras_model, state["best_epoch"]
         est.y_mean_, est.y_std_ = state["y_mean"], state["y_std"]
         return est
+
+
+def mlp_initial_kernels(params: dict[str, Any], n_features: int, n_outputs: int, seed: int) -> list[np.ndarray]:
+    """Glorot-uniform kernels (Keras' default for Dense) of an MLP's hidden layers and output layer, from ``seed``.
+
+    Drawn with numpy rather than Keras' seed generator, so that :mod:`automl.population` can
+    start a member from exactly the weights this module's network starts from.
+    """
+    rng = np.random.default_rng(seed)
+    units = int(params["units"])
+    shapes = [(n_features, units)] + [(units, units)] * (int(params["n_layers"]) - 1) + [(units, n_outputs)]
+    return [rng.uniform(-1.0, 1.0, shape).astype("float32") * np.float32(math.sqrt(6.0 / sum(shape)))
+            for shape in shapes]
 
 
 def _mlp_body(keras: Any, h: Any, p: dict[str, Any]) -> Any:

@@ -1,0 +1,377 @@
+"""Population training: many MLP configurations trained at once, as one compiled graph.
+
+A search trial of a small network spends almost all its time in per-step overhead, not
+arithmetic (issue 13): stacking P configurations along a leading population axis shares
+that overhead among P trials. Members share a batch size (the engine groups them so);
+everything else is per member:
+
+- widths are padded to the population's widest layer, the padding masked to zero (its
+  weights get no gradient and stay zero);
+- depth is masked: a member with fewer layers passes its activations through the rest;
+- activation, batch norm, dropout rate and L2 are chosen per member with ``tf.where``;
+- Adam, AdamW, RMSprop and SGD (Keras' update rules and defaults) run side by side, each
+  member's learning rate a tensor entry;
+- every member has its own initial weights and its own epoch shuffles, those of
+  :class:`automl.training.KerasNetwork` with the same seed: without dropout, a member
+  trains as the one-at-a-time trainer would (dropout masks come from another stream).
+
+Every :data:`automl.training.EPOCH_CHUNK` epochs all members are scored on the validation
+rows; a member whose score stalled, whose pruner said stop or whose loss diverged is
+frozen (its updates masked) while the others go on. Only each member's best validation
+predictions are kept, not its weights: a search trial's result is its score, and the
+refit trains the chosen configuration again.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from automl import training
+
+__all__ = ["PopulationMLP", "MemberResult", "ACTIVATIONS", "OPTIMIZERS", "VALIDATION_ROWS"]
+
+ACTIVATIONS = ("relu", "elu", "selu", "swish", "tanh")
+OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
+#: Validation rows scored per call: bounds the (P, rows, width) activations on large tables.
+VALIDATION_ROWS = 8192
+#: XLA for the step: measured no faster on this CPU at P ≤ 32 (a call costs ~3 ms more), 18 % faster at P = 128.
+JIT = False
+# Keras' defaults, so that a member trains like the one-at-a-time trainer.
+_BETA_1, _BETA_2, _EPSILON, _WEIGHT_DECAY, _RHO, _MOMENTUM = 0.9, 0.999, 1e-7, 0.004, 0.9, 0.9
+_BN_EPSILON, _BN_MOMENTUM = 1e-3, 0.99
+
+
+@dataclass
+class MemberResult:
+    """One member's outcome: best monitored score, its epoch and validation predictions, or why it ended."""
+
+    score: float = -math.inf
+    best_epoch: int = 0
+    proba: np.ndarray | None = None
+    #: Non-empty when the member failed (its loss diverged): the trial is recorded as failed.
+    error: str = ""
+    #: True when ``report`` asked to stop it (the pruner).
+    pruned: bool = False
+    #: Epochs it trained before it stopped.
+    epochs: int = 0
+
+
+class PopulationMLP:
+    """P MLP configurations (``members``, params of :data:`automl.spaces.MLP_SPACE`) sharing a batch size.
+
+    ``seeds[i]`` is member i's seed; ``task`` and ``n_classes`` as in
+    :class:`~automl.training.KerasNetwork`; each member trains at most ``epochs`` epochs.
+    """
+
+    def __init__(self, members: Sequence[dict[str, Any]], seeds: Sequence[int], task: str, n_classes: int = 2,
+                 epochs: int = 100) -> None:
+        sizes = {int(p["batch_size"]) for p in members}
+        if len(sizes) != 1:
+            raise ValueError(f"a population shares one batch size; got {sorted(sizes)}")
+        if len(members) != len(seeds) or not members:
+            raise ValueError("one seed per member, and at least one member")
+        self.members, self.seeds, self.task = list(members), list(seeds), task
+        self.n_classes, self.epochs = n_classes, epochs
+        self.batch_size = sizes.pop()
+        self.n_outputs = n_classes if task == "multiclass" else 1
+        self.y_mean_, self.y_std_ = 0.0, 1.0
+
+    @property
+    def size(self) -> int:
+        return len(self.members)
+
+    def fit(self, x: np.ndarray, y: np.ndarray, x_val: np.ndarray, monitor: Callable[[np.ndarray], float],
+            report: Callable[[int, float, int], bool] | None = None,
+            deadline: float | None = None) -> list[MemberResult]:
+        """Train every member; ``monitor(proba_val)`` scores one member's validation predictions (higher is better).
+
+        ``report(i, score, epoch)`` is called for member i after each validation; when it
+        returns True the member stops (pruned). Training ends for all at ``deadline``
+        (a ``time.monotonic()`` value), at most a call of ``CHUNK_SECONDS`` later.
+        """
+        tf = training._tf()
+        x, y = np.asarray(x, dtype="float32"), np.asarray(y)
+        if self.task == "regression":
+            self.y_mean_, self.y_std_ = float(np.mean(y)), float(np.std(y) or 1.0)
+        net = _Graph(tf, self, x.shape[1])
+        train, per_epoch = net.trainer(x, self._targets(y))
+        pacer = training._Pacer(train, per_epoch, deadline)
+        results = [MemberResult() for _ in self.members]
+        stale = [0] * self.size
+        total, rhythm, done = self.epochs * per_epoch, training.EPOCH_CHUNK * per_epoch, 0
+        while done < total and net.any_active():
+            done = pacer.train_until(done, min(total, (done // rhythm + 1) * rhythm))
+            epoch = -(-done // per_epoch)
+            losses, outputs = net.last_losses(), net.predict(np.asarray(x_val, dtype="float32"))
+            for i, result in enumerate(results):
+                if not net.is_active(i):
+                    continue
+                result.epochs = epoch
+                proba = self._proba(outputs[i])
+                if not math.isfinite(float(losses[i])) or proba is None:
+                    result.error = (f"training loss became {float(losses[i])} at epoch {epoch}; the learning rate "
+                                    "is probably too high")
+                    net.freeze(i)
+                    continue
+                score = monitor(proba)
+                if score > result.score:
+                    result.score, result.best_epoch, result.proba, stale[i] = score, epoch, proba, 0
+                else:
+                    stale[i] += 1
+                if report is not None and report(i, score, epoch):
+                    result.pruned = True
+                    net.freeze(i)
+                elif stale[i] >= training.PATIENCE_CHUNKS:
+                    net.freeze(i)
+            if done < total and pacer.past_deadline():
+                break
+        return results
+
+    def _targets(self, y: np.ndarray) -> np.ndarray:
+        if self.task == "regression":
+            return ((y - self.y_mean_) / self.y_std_).astype("float32").reshape(-1, 1)
+        if self.task == "binary":
+            return y.astype("float32").reshape(-1, 1)
+        return y.astype("int32")
+
+    def _proba(self, logits: np.ndarray) -> np.ndarray | None:
+        """What ``KerasNetwork.predict_proba`` returns, from one member's raw outputs; None if not finite."""
+        out = logits.astype("float64")
+        if not np.all(np.isfinite(out)):
+            return None
+        if self.task == "binary":
+            p = 1.0 / (1.0 + np.exp(-out[:, 0]))
+            return np.column_stack([1.0 - p, p])
+        if self.task == "multiclass":
+            e = np.exp(out - out.max(axis=1, keepdims=True))
+            return e / e.sum(axis=1, keepdims=True)
+        return out[:, 0] * self.y_std_ + self.y_mean_
+
+
+class _Graph:
+    """The population's variables and compiled calls: a training range of steps, and a forward pass."""
+
+    def __init__(self, tf: Any, pop: PopulationMLP, n_features: int) -> None:
+        self.tf, self.pop = tf, pop
+        members, size = pop.members, pop.size
+        self.depth = max(int(p["n_layers"]) for p in members)
+        self.width = max(int(p["units"]) for p in members)
+        self.use_bn = any(p.get("batch_norm") for p in members)
+        self.use_dropout = any(p.get("dropout") for p in members)
+        self.activations = sorted({p["activation"] for p in members}, key=ACTIVATIONS.index)
+        f32 = tf.float32
+        column = lambda values: tf.constant(np.asarray(values, dtype="float32"))  # noqa: E731
+        self.units_mask = column([[1.0 if u < int(p["units"]) else 0.0 for u in range(self.width)] for p in members])
+        self.layer_on = tf.constant([[layer < int(p["n_layers"]) for layer in range(self.depth)] for p in members])
+        self.bn_on = tf.constant([bool(p.get("batch_norm")) for p in members])
+        self.activation = tf.constant([self.activations.index(p["activation"]) for p in members])
+        self.dropout = column([float(p.get("dropout") or 0.0) for p in members])
+        self.l2 = column([float(p["l2"]) if p.get("l2") else 0.0 for p in members])
+        self.lr = column([float(p["learning_rate"]) for p in members])
+        self.optimizer = tf.constant([OPTIMIZERS.index(p["optimizer"]) for p in members])
+        self.active = tf.Variable(tf.ones([size], tf.bool), trainable=False)
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False)  # Keras' optimizer.iterations
+        kernels, biases, gammas, betas = self._initial(n_features)
+        self.kernels = [tf.Variable(k) for k in kernels]  # hidden layers, then the output layer
+        self.biases = [tf.Variable(b) for b in biases]
+        self.gammas = [tf.Variable(g) for g in gammas]
+        self.betas = [tf.Variable(b) for b in betas]
+        self.moving_mean = [tf.Variable(tf.zeros_like(g), trainable=False) for g in gammas]
+        self.moving_var = [tf.Variable(tf.ones_like(g), trainable=False) for g in gammas]
+        self.weights = self.kernels + self.biases + (self.gammas + self.betas if self.use_bn else [])
+        self.slots_m = [tf.Variable(tf.zeros_like(w)) for w in self.weights]
+        self.slots_v = [tf.Variable(tf.zeros_like(w)) for w in self.weights]
+        self.losses = tf.Variable(tf.zeros([size], f32), trainable=False)
+        self._predict = None
+
+    def _initial(self, n_features: int) -> tuple[list[np.ndarray], ...]:
+        """Each member's initial weights (those KerasNetwork starts from), placed in the padded tensors."""
+        pop, size, width = self.pop, self.pop.size, self.width
+        shapes = [(n_features, width)] + [(width, width)] * (self.depth - 1) + [(width, pop.n_outputs)]
+        kernels = [np.zeros((size, *s), "float32") for s in shapes]
+        biases = [np.zeros((size, s[1]), "float32") for s in shapes]
+        gammas = [np.ones((size, width), "float32") for _ in range(self.depth)]
+        betas = [np.zeros((size, width), "float32") for _ in range(self.depth)]
+        for i, (params, seed) in enumerate(zip(pop.members, pop.seeds, strict=True)):
+            layers = training.mlp_initial_kernels(params, n_features, pop.n_outputs, seed)
+            for j, kernel in enumerate(layers[:-1]):
+                kernels[j][i, :kernel.shape[0], :kernel.shape[1]] = kernel
+            kernels[-1][i, :layers[-1].shape[0]] = layers[-1]
+        return kernels, biases, gammas, betas
+
+    # -- the network ------------------------------------------------------------------
+    def _member(self, values: Any, like: Any) -> Any:
+        """A per-member vector shaped to broadcast against ``like`` (population axis first)."""
+        return self.tf.reshape(values, [-1] + [1] * (len(like.shape) - 1))
+
+    def _activate(self, z: Any) -> Any:
+        tf = self.tf
+        funcs = {"relu": tf.nn.relu, "elu": tf.nn.elu, "selu": tf.nn.selu, "swish": tf.nn.silu, "tanh": tf.nn.tanh}
+        out = funcs[self.activations[0]](z)
+        for k, name in enumerate(self.activations[1:], start=1):
+            out = tf.where(self._member(self.activation == k, z), funcs[name](z), out)
+        return out
+
+    def forward(self, x: Any, training_: bool, shared_input: bool = False) -> Any:
+        """Raw outputs (logits, or standardized values) of every member: (P, rows, outputs).
+
+        ``x`` is (P, rows, features), or (rows, features) for every member with ``shared_input``.
+        """
+        tf, h = self.tf, x
+        for layer in range(self.depth):
+            first = layer == 0 and shared_input
+            z = tf.einsum("bi,piu->pbu" if first else "pbi,piu->pbu", h, self.kernels[layer])
+            z += self.biases[layer][:, None, :]
+            if self.use_bn:
+                z = tf.where(self._member(self.bn_on, z), self._normalize(z, layer, training_), z)
+            a = self._activate(z)
+            if training_ and self.use_dropout:
+                rate = self._member(self.dropout, a)
+                seed = tf.stack([tf.cast(self.step, tf.int32), layer])
+                keep = tf.random.stateless_uniform(tf.shape(a), seed=seed) >= rate
+                a = tf.where(keep, a / (1.0 - rate), 0.0)
+            a *= self.units_mask[:, None, :]
+            h = a if layer == 0 else tf.where(self._member(self.layer_on[:, layer], a), a, h)
+        return tf.einsum("pbi,pio->pbo", h, self.kernels[-1]) + self.biases[-1][:, None, :]
+
+    def _normalize(self, z: Any, layer: int, training_: bool) -> Any:
+        tf = self.tf
+        if training_:
+            mean, var = tf.nn.moments(z, axes=[1])
+            on = self._member(tf.logical_and(self.bn_on, self.active), mean)
+            self.moving_mean[layer].assign(tf.where(on, self.moving_mean[layer] * _BN_MOMENTUM
+                                                    + mean * (1.0 - _BN_MOMENTUM), self.moving_mean[layer]))
+            self.moving_var[layer].assign(tf.where(on, self.moving_var[layer] * _BN_MOMENTUM
+                                                   + var * (1.0 - _BN_MOMENTUM), self.moving_var[layer]))
+        else:
+            mean, var = self.moving_mean[layer], self.moving_var[layer]
+        return tf.nn.batch_normalization(z, mean[:, None, :], var[:, None, :], self.betas[layer][:, None, :],
+                                         self.gammas[layer][:, None, :], _BN_EPSILON)
+
+    def _member_losses(self, y: Any, out: Any) -> Any:
+        """Each member's training loss on its batch, L2 penalty included: (P,)."""
+        tf, task = self.tf, self.pop.task
+        if task == "binary":
+            per_row = tf.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=out)[..., 0]
+        elif task == "multiclass":
+            per_row = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=out)
+        else:
+            per_row = tf.square(out - y)[..., 0]
+        loss = tf.reduce_mean(per_row, axis=1)
+        penalty = tf.add_n([tf.reduce_sum(tf.square(k), axis=[1, 2]) for k in self.kernels[:-1]])
+        return loss + self.l2 * penalty
+
+    # -- the optimizers ---------------------------------------------------------------
+    def _coefficients(self) -> dict[str, Any]:
+        """Per-member coefficients of one update rule that is Adam, AdamW, RMSprop or SGD+Nesterov by its values.
+
+        ``m = c1·m + c2·g``, ``v = c3·v + c4·g²``, ``w = w·(1 − decay) − rate·(c5·m + c6·g) / (√(v + e1) + e2)``.
+        One rule with per-member values costs a third of running the three rules and
+        choosing. SGD's momentum is kept unscaled by the learning rate (Keras keeps it
+        scaled: the same steps, in another order of float operations). A frozen member
+        gets rate 0 and decay 0: its weights no longer change.
+        """
+        tf = self.tf
+        t = tf.cast(self.step, tf.float32)
+        kind = self.optimizer
+        adam, adamw, rms = kind == 0, kind == 1, kind == 2
+        adam_like = tf.logical_or(adam, adamw)
+        pick = lambda a, r, s: tf.where(adam_like, a, tf.where(rms, r, s))  # noqa: E731
+        one, zero = tf.ones_like(self.lr), tf.zeros_like(self.lr)
+        on = tf.cast(self.active, tf.float32)
+        alpha = tf.sqrt(1.0 - tf.pow(_BETA_2, t)) / (1.0 - tf.pow(_BETA_1, t))
+        return {"c1": pick(_BETA_1 * one, zero, _MOMENTUM * one), "c2": pick((1.0 - _BETA_1) * one, zero, one),
+                "c3": pick(_BETA_2 * one, _RHO * one, zero),
+                "c4": pick((1.0 - _BETA_2) * one, (1.0 - _RHO) * one, zero),
+                "c5": pick(one, zero, _MOMENTUM * one), "c6": pick(zero, one, one),
+                "e1": pick(zero, _EPSILON * one, one), "e2": pick(_EPSILON * one, zero, zero),
+                "rate": on * self.lr * tf.where(adam_like, alpha, 1.0),
+                "decay": on * tf.where(adamw, _WEIGHT_DECAY * self.lr, 0.0)}
+
+    def _apply(self, grads: list[Any]) -> None:
+        """One step of each member's optimizer (Keras' rules and defaults)."""
+        tf = self.tf
+        self.step.assign_add(1)
+        coefficients = self._coefficients()
+        shaped: dict[int, dict[str, Any]] = {}
+        for w, g, m, v in zip(self.weights, grads, self.slots_m, self.slots_v, strict=True):
+            c = shaped.setdefault(len(w.shape), {k: self._member(value, w) for k, value in coefficients.items()})
+            m.assign(c["c1"] * m + c["c2"] * g)
+            v.assign(c["c3"] * v + c["c4"] * tf.square(g))
+            step = (c["c5"] * m + c["c6"] * g) / (tf.sqrt(v + c["e1"]) + c["e2"])
+            w.assign(w * (1.0 - c["decay"]) - c["rate"] * step)
+
+    # -- calls ----------------------------------------------------------------------
+    def trainer(self, x: np.ndarray, y: np.ndarray) -> tuple[Callable[[int, int], float], int]:
+        """``train(first, count)`` running steps ``first`` to ``first + count`` for every member; steps per epoch.
+
+        Member i's epoch e takes its batches in the stateless shuffle seeded ``(seed_i, e)``,
+        as :func:`automl.training._compiled_steps` does for a single network.
+        """
+        tf = self.tf
+        n = int(x.shape[0])
+        batch_size = min(self.pop.batch_size, n)
+        steps = -(-n // batch_size)
+        xs, ys = tf.constant(x), tf.constant(y)
+        seeds = tf.constant(self.pop.seeds, tf.int32)
+        order = tf.Variable(tf.zeros([self.pop.size, n], tf.int32), trainable=False)
+
+        def shuffle(epoch: Any) -> Any:
+            return tf.map_fn(lambda s: tf.random.experimental.stateless_shuffle(tf.range(n), seed=tf.stack([s, epoch])),
+                             seeds)
+
+        def step_on(xb: Any, yb: Any) -> None:
+            with tf.GradientTape() as tape:
+                losses = self._member_losses(yb, self.forward(xb, True))
+                # Members are independent: the sum's gradient for a member's weights is its own loss's.
+                total = tf.reduce_sum(tf.where(self.active, losses, 0.0))
+            self._apply(tape.gradient(total, self.weights, unconnected_gradients=tf.UnconnectedGradients.ZERO))
+            self.losses.assign(tf.where(self.active, losses, self.losses))
+
+        one_step = tf.function(step_on, jit_compile=JIT)
+
+        def run(first: Any, count: Any) -> Any:
+            for step in tf.range(first, first + count):
+                epoch, s = step // steps, step % steps
+                if s == 0:
+                    order.assign(shuffle(epoch))
+                idx = order[:, s * batch_size: tf.minimum((s + 1) * batch_size, n)]
+                one_step(tf.gather(xs, idx), tf.gather(ys, idx))
+            return tf.constant(0.0)
+
+        spec = tf.TensorSpec([], tf.int32)
+        graph = tf.function(run).get_concrete_function(spec, spec)
+
+        def train(first: int, count: int) -> float:
+            graph(tf.constant(first, tf.int32), tf.constant(count, tf.int32))
+            return 0.0  # losses are checked per member after each chunk (fit)
+
+        return train, steps
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Every member's raw outputs on ``x``: (P, rows, outputs), in row chunks of :data:`VALIDATION_ROWS`."""
+        tf = self.tf
+        if self._predict is None:
+            spec = tf.TensorSpec([None, x.shape[1]], tf.float32)
+            forward = tf.function(lambda rows: self.forward(rows, False, shared_input=True))
+            self._predict = forward.get_concrete_function(spec)
+        parts = [self._predict(tf.constant(x[i:i + VALIDATION_ROWS])).numpy()
+                 for i in range(0, len(x), VALIDATION_ROWS)]
+        return np.concatenate(parts, axis=1)
+
+    def last_losses(self) -> np.ndarray:
+        return self.losses.numpy()
+
+    def any_active(self) -> bool:
+        return bool(self.active.numpy().any())
+
+    def is_active(self, i: int) -> bool:
+        return bool(self.active[i].numpy())
+
+    def freeze(self, i: int) -> None:
+        self.active[i].assign(False)

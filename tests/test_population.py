@@ -1,0 +1,76 @@
+"""The population trainer: a member trains as the one-at-a-time trainer does; members stop alone."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from automl.data import load
+from automl.evaluation import holdout_split
+from automl.population import PopulationMLP
+from automl.preprocess import encode_target, infer_schema, make_preprocessor
+from automl.training import KerasNetwork
+
+BASE = {"n_layers": 2, "units": 64, "activation": "relu", "dropout": 0.0, "batch_norm": False, "l2": 1e-4,
+        "learning_rate": 1e-3, "optimizer": "adam", "batch_size": 32}
+#: Without dropout (its masks come from another random stream): every optimizer, activation, depth, width, BN.
+CONFIGS = [
+    BASE,
+    {**BASE, "n_layers": 1, "units": 32, "activation": "elu", "batch_norm": True, "l2": 1e-3,
+     "learning_rate": 3e-3, "optimizer": "adamw"},
+    {**BASE, "n_layers": 3, "units": 16, "activation": "tanh", "l2": 1e-5, "learning_rate": 1e-2,
+     "optimizer": "rmsprop"},
+    {**BASE, "units": 128, "activation": "swish", "batch_norm": True, "l2": 1e-6, "learning_rate": 3e-3,
+     "optimizer": "sgd"},
+    {**BASE, "n_layers": 1, "units": 256, "activation": "selu", "l2": 1e-2, "learning_rate": 1e-4},
+]
+
+
+@pytest.fixture(scope="module")
+def pima() -> tuple[np.ndarray, ...]:
+    ds = load("diabetes")
+    schema = infer_schema(ds)
+    x, y = ds.frame.drop(columns=[ds.target]), encode_target(schema, ds.frame[ds.target])
+    train, val = holdout_split(y, schema.task, 0.2, seed=1)
+    pre = make_preprocessor(schema).fit(x.iloc[train])
+    return pre.transform(x.iloc[train]), y[train], pre.transform(x.iloc[val]), y[val]
+
+
+def _auc(y_val: np.ndarray):
+    return lambda proba: float(roc_auc_score(y_val, proba[:, 1]))
+
+
+def test_a_member_trains_as_the_single_trainer_does(pima):
+    x, y, x_val, y_val = pima
+    seeds = [3, 7, 11, 13, 17]
+    members = PopulationMLP(CONFIGS, seeds, "binary", epochs=20).fit(x, y, x_val, _auc(y_val))
+    for params, seed, member in zip(CONFIGS, seeds, members, strict=True):
+        net = KerasNetwork(params, "binary", epochs=20, seed=seed).fit(x, y, x_val, monitor=_auc(y_val))
+        # Float tolerance: batched matmuls and the fused update rule round in another order (measured ≤ 1e-4).
+        np.testing.assert_allclose(member.proba, net.predict_proba(x_val), atol=1e-3)
+        assert member.best_epoch == net.best_epoch_
+        assert member.score == pytest.approx(max(score for _, score in net.history_), abs=2e-3)
+
+
+def test_pruned_and_diverged_members_stop_while_the_others_train_on(pima):
+    x, y, x_val, y_val = pima
+    diverging = {**BASE, "optimizer": "sgd", "learning_rate": 1e6}
+    configs = [BASE, {**BASE, "units": 32}, diverging]
+    seen: dict[int, list[int]] = {0: [], 1: [], 2: []}
+
+    def report(i: int, score: float, epoch: int) -> bool:
+        seen[i].append(epoch)
+        return i == 0  # prune member 0 at its first validation
+
+    members = PopulationMLP(configs, [0, 1, 2], "binary", epochs=30).fit(x, y, x_val, _auc(y_val), report)
+    assert members[0].pruned and seen[0] == [5] and members[0].epochs == 5
+    assert not members[1].pruned and not members[1].error and members[1].epochs > 5
+    assert seen[1][:3] == [5, 10, 15] and members[1].proba is not None
+    assert members[2].error.startswith("training loss became") and not members[2].pruned
+    assert not seen[2] or len(seen[2]) < len(seen[1])
+
+
+def test_members_must_share_a_batch_size():
+    with pytest.raises(ValueError, match="one batch size"):
+        PopulationMLP([BASE, {**BASE, "batch_size": 64}], [0, 1], "binary")
