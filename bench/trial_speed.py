@@ -11,6 +11,7 @@ past its deadline the fit returns. Prints one JSON line per case on stdout; prog
 goes to stderr.
 
     python bench/trial_speed.py [--trials 5] [--quick]
+    python bench/trial_speed.py --population 1,8,32,128 [--data diabetes,churn]
 """
 
 from __future__ import annotations
@@ -36,13 +37,17 @@ EPOCH_CHUNKS = (1, 5)
 DEADLINE_IMAGES = 5000
 DEADLINE_SECONDS = 10.0
 
-def load_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The diabetes rows preprocessed as the search sees them: 80/20 stratified holdout."""
+#: ``--data`` names: the built-in Pima table, and the shared churn table (5,000 rows, target ``churn``).
+DATASETS = {"diabetes": ("diabetes", None), "churn": (str(ROOT.parent / "shared" / "datasets" / "churn.csv"), "churn")}
+
+
+def load_split(name: str = "diabetes") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A table's rows preprocessed as the search sees them: 80/20 stratified holdout."""
     from automl.data import load
     from automl.evaluation import holdout_split
     from automl.preprocess import encode_target, infer_schema, make_preprocessor
 
-    ds = load("diabetes")
+    ds = load(*DATASETS[name])
     schema = infer_schema(ds)
     x, y = ds.frame.drop(columns=[ds.target]), encode_target(schema, ds.frame[ds.target])
     train, val = holdout_split(y, schema.task, 0.2, seed=1)
@@ -98,6 +103,33 @@ def measure(params: dict[str, Any], chunk: int, data: tuple[np.ndarray, ...], tr
             "best_epoch_median": statistics.median(r["best_epoch"] for r in timed)}
 
 
+def population_speed(size: int, batch: int, data: tuple[np.ndarray, ...]) -> dict[str, Any]:
+    """``size`` copies of the warm-start MLP (seeds 0..size-1) trained as one population, 100 epochs each.
+
+    Timed from building to the last validation (trace included), so trials/min is what a search
+    round would get; early stopping is off, validation every ``EPOCH_CHUNK`` (5) epochs.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    from automl import training
+    from automl.population import PopulationMLP
+    from automl.spaces import MLP_WARM_STARTS
+
+    training.EPOCH_CHUNK, training.PATIENCE_CHUNKS = 5, 10**9
+    x, y, x_val, y_val = data
+    members = [{**MLP_WARM_STARTS[0], "batch_size": batch}] * size
+    start = time.perf_counter()
+    results = PopulationMLP(members, list(range(size)), "binary", epochs=EPOCHS).fit(
+        x, y, x_val, monitor=lambda proba: float(roc_auc_score(y_val, proba[:, 1])))
+    seconds = time.perf_counter() - start
+    if any(r.epochs != EPOCHS for r in results):
+        raise RuntimeError("a member stopped before 100 epochs")
+    log(f"population {size:>3} batch {batch:>3}: {seconds:.2f}s, {60 * size / seconds:.0f} trials/min")
+    return {"population": size, "batch_size": batch, "seconds": round(seconds, 2),
+            "trials_per_min": round(60 * size / seconds, 1),
+            "best_val_auc_median": round(float(np.median([r.score for r in results])), 4)}
+
+
 def deadline_overrun() -> dict[str, Any]:
     """Seconds past its deadline that a CNN fit returns, when one epoch costs more than the time left."""
     import keras
@@ -138,7 +170,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=5, help="timed trials per setting, after one warm-up (5)")
     parser.add_argument("--quick", action="store_true", help="2 timed trials per setting")
+    parser.add_argument("--population", help="population sizes to time instead, e.g. 1,8,32,128")
+    parser.add_argument("--data", default="diabetes,churn", help="tables for --population (diabetes,churn)")
     args = parser.parse_args(argv)
+    if args.population:
+        sizes = [int(v) for v in args.population.split(",")]
+        for name in args.data.split(","):
+            data = load_split(name)
+            rows = [population_speed(size, batch, data) for batch in BATCH_SIZES for size in sizes]
+            print(json.dumps({"bench": "trial_speed", "case": "population", "dataset": name,
+                              "date": dt.datetime.now().isoformat(timespec="seconds"), "epochs": EPOCHS,
+                              "rows_train": len(data[0]), "features": data[0].shape[1], "results": rows,
+                              "loadavg_1m": round(os.getloadavg()[0], 2)}))
+        return 0
     trials = 2 if args.quick else args.trials
     if trials < 1:
         parser.error("--trials must be at least 1")
