@@ -132,12 +132,8 @@ class PopulationMLP:
                 break
         return results
 
-    def _targets(self, y: np.ndarray) -> np.ndarray:
-        if self.task == "regression":
-            return ((y - self.y_mean_) / self.y_std_).astype("float32").reshape(-1, 1)
-        if self.task == "binary":
-            return y.astype("float32").reshape(-1, 1)
-        return y.astype("int32")
+    # The single trainer's target encoding (standardized values, (n, 1) floats or class indices).
+    _targets = training.KerasNetwork._targets
 
     def _proba(self, logits: np.ndarray) -> np.ndarray | None:
         """What ``KerasNetwork.predict_proba`` returns, from one member's raw outputs; None if not finite."""
