@@ -95,7 +95,7 @@ class PopulationMLP:
         (a ``time.monotonic()`` value), at most a call of ``CHUNK_SECONDS`` later.
         """
         tf = training._tf()
-        x, y = np.asarray(x, dtype="float32"), np.asarray(y)
+        x, y, x_val = np.asarray(x, dtype="float32"), np.asarray(y), np.asarray(x_val, dtype="float32")
         if self.task == "regression":
             self.y_mean_, self.y_std_ = float(np.mean(y)), float(np.std(y) or 1.0)
         net = _Graph(tf, self, x.shape[1])
@@ -107,9 +107,9 @@ class PopulationMLP:
         while done < total and net.any_active():
             done = pacer.train_until(done, min(total, (done // rhythm + 1) * rhythm))
             epoch = -(-done // per_epoch)
-            losses, outputs = net.last_losses(), net.predict(np.asarray(x_val, dtype="float32"))
+            losses, outputs, active = net.last_losses(), net.predict(x_val), net.active.numpy()
             for i, result in enumerate(results):
-                if not net.is_active(i):
+                if not active[i]:
                     continue
                 result.epochs = epoch
                 proba = self._proba(outputs[i])
@@ -365,9 +365,6 @@ class _Graph:
 
     def any_active(self) -> bool:
         return bool(self.active.numpy().any())
-
-    def is_active(self, i: int) -> bool:
-        return bool(self.active[i].numpy())
 
     def freeze(self, i: int) -> None:
         self.active[i].assign(False)
