@@ -66,6 +66,9 @@ class SearchSettings:
     fan_out: int = 0
     #: The deployment those flow runs are made from (``<flow name>/<deployment name>``).
     fan_out_deployment: str = FAN_OUT_DEPLOYMENT
+    #: MLP trials trained at once as one population (optuna engine); None: chosen each round from the rows and
+    #: the time left; 1: one at a time.
+    population: int | None = None
 
     def __post_init__(self) -> None:
         _one_of("--engine", self.engine, ENGINES)
@@ -81,6 +84,11 @@ class SearchSettings:
         if self.engine != "optuna" and ((self.workers or 1) > 1 or self.storage):
             raise InputError(f"--workers above 1 and --storage need --engine optuna; {self.engine} runs its trials "
                              "in one process (drop --workers/--storage or use --engine optuna)")
+        if self.population is not None and self.population < 1:
+            raise InputError(f"--population must be 1 or more, but got population={self.population}")
+        if self.engine != "optuna" and (self.population or 1) > 1:
+            raise InputError(f"--population above 1 needs --engine optuna; {self.engine} trains one trial at a time "
+                             "(drop --population or use --engine optuna)")
         if self.fan_out < 0:
             raise InputError(f"--fan-out must be 0 or more, but got fan_out={self.fan_out}")
         if self.fan_out and "://" not in (self.storage or ""):

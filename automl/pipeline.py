@@ -36,7 +36,8 @@ class AutoML:
                  include_algos: list[str] | None = None, exclude_algos: list[str] | None = None,
                  leaderboard_frame: str | Path | pd.DataFrame | None = None, project: str | None = None,
                  output_dir: str | Path | None = None, verbose: bool | None = None, started_at: float | None = None,
-                 distribute: str | None = None, tensorboard: str | Path | None = None) -> None:
+                 distribute: str | None = None, tensorboard: str | Path | None = None,
+                 population: int | None = None) -> None:
         for name, value in locals().items():
             if name != "self":
                 setattr(self, name, value)

@@ -33,7 +33,8 @@ import numpy as np
 
 from automl import training
 
-__all__ = ["PopulationMLP", "MemberResult", "ACTIVATIONS", "OPTIMIZERS", "VALIDATION_ROWS"]
+__all__ = ["PopulationMLP", "MemberResult", "ACTIVATIONS", "OPTIMIZERS", "VALIDATION_ROWS", "choose_size",
+           "MAX_SIZE", "MIN_SIZE", "MEMBER_ROW_EPOCH_SECONDS"]
 
 ACTIVATIONS = ("relu", "elu", "selu", "swish", "tanh")
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
@@ -44,6 +45,28 @@ JIT = False
 # Keras' defaults, so that a member trains like the one-at-a-time trainer.
 _BETA_1, _BETA_2, _EPSILON, _WEIGHT_DECAY, _RHO, _MOMENTUM = 0.9, 0.999, 1e-7, 0.004, 0.9, 0.9
 _BN_EPSILON, _BN_MOMENTUM = 1e-3, 0.99
+#: Most members per population: past ~32 a step costs linearly in P on a CPU (bench/trial_speed.py), and a
+#: larger round only delays what TPE learns from it.
+MAX_SIZE = 32
+#: Below this a population is no faster per trial than the one-at-a-time trainer (0.44 vs 0.48 s per 100-epoch
+#: trial at P = 8 on Pima, bench/trial_speed.py): smaller rounds take today's path.
+MIN_SIZE = 8
+#: Seconds per member, training row and epoch: about what a mixed population (padded to its widest member) costs
+#: on 2 CPU cores (the 2x64 warm start costs 5.4e-6 at P = 32, batch 32; bench/trial_speed.py).
+MEMBER_ROW_EPOCH_SECONDS = 1e-5
+#: A round may take this share of the search time left: TPE learns between rounds, and a deadline cuts few short.
+_ROUND_SHARE = 1 / 3
+#: Epochs a member trains on average: early stopping and pruning end most before the maximum.
+_EXPECTED_EPOCHS = 50
+
+
+def choose_size(rows: int, seconds: float, cost: float = MEMBER_ROW_EPOCH_SECONDS, limit: int = MAX_SIZE) -> int:
+    """Members per round: as many as train in a third of a search of ``seconds`` on ``rows`` training rows at
+    ``cost`` seconds per member, row and epoch, at most ``limit``; 1 (one at a time) when fewer than
+    :data:`MIN_SIZE` fit."""
+    fits = int(seconds * _ROUND_SHARE / max(rows * _EXPECTED_EPOCHS * cost, 1e-9))
+    size = min(limit, MAX_SIZE, fits)
+    return size if size >= MIN_SIZE else 1
 
 
 @dataclass

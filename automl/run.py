@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None,
                    help="trial worker processes on one study (default: the number of cores for budgets "
                         "of 90 s or more, else none: trials run in the run's process; optuna engine)")
+    p.add_argument("--population", type=int, default=None, metavar="P",
+                   help="MLP trials trained at once in one compiled graph (optuna engine; default: chosen from the "
+                        "rows and the time left, 8-32 on small tables; 1: one at a time)")
     p.add_argument("--storage", help="share the study through a database, e.g. postgresql://user@host/db; "
                                      "join from other machines with python -m automl.worker")
     p.add_argument("--fan-out", type=int, default=0, metavar="N",

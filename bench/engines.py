@@ -1,13 +1,16 @@
-"""Engines compared at an equal budget, and CNN trial speed on digits: one JSON line.
+"""Search engines compared at an equal budget, and CNN trial speed on digits: one JSON line.
 
-For each engine (Optuna TPE + Hyperband pruning; Keras Tuner hyperband, bayesian,
-random) the search stage runs alone on diabetes for ``--seconds`` in one process, and
-we record the best validation AUC reached after each finished trial (best score
-against elapsed time). Then CNN trials on digits: median seconds per trial of the
-warm-start CNN at 20 and 100 epochs.
+Each search runs alone in this process for ``--seconds`` on a table's search split (80/20
+stratified holdout, as ``bench/trial_speed.py`` makes it): Optuna TPE + Hyperband with
+populations (the default: members per round chosen from the rows and the budget),
+Optuna one trial at a time (``--population 1``), and Keras Tuner's hyperband, bayesian and
+random tuners. For each we record the best validation AUC against the seconds since the
+search started (from the engines' own progress lines, so trials trained together count
+when they are told). Then CNN trials on digits: median seconds per trial of the warm-start
+CNN at 20 and 100 epochs.
 
-    python bench/engines.py                  # ~5 minutes
-    python bench/engines.py --seconds 30 --quick
+    python bench/engines.py                                 # diabetes and churn, ~12 minutes
+    python bench/engines.py --seconds 30 --quick --data diabetes
 """
 
 from __future__ import annotations
@@ -15,46 +18,59 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from _common import log  # noqa: F401  (sets up sys.path first)
+from trial_speed import load_split
+
+#: (label, options of RunConfig) for each search compared.
+SEARCHES = {"optuna-population": {"engine": "optuna"}, "optuna-one-at-a-time": {"engine": "optuna", "population": 1},
+            "keras-tuner/hyperband": {"engine": "keras-tuner", "tuner": "hyperband"},
+            "keras-tuner/bayesian": {"engine": "keras-tuner", "tuner": "bayesian"},
+            "keras-tuner/random": {"engine": "keras-tuner", "tuner": "random"}}
+QUICK = ("optuna-population", "optuna-one-at-a-time")
 
 
-def _engine_run(engine: str, tuner: str, seconds: float, folder: str) -> dict:
-    from automl import AutoML
+def _engine_run(label: str, name: str, split: tuple, seconds: float, folder: str) -> dict[str, Any]:
     from automl.budget import Budget
-    from automl.engines import get_engine
+    from automl.config import RunConfig
+    from automl.engines import SearchData, SearchJob, StopPolicy, get_engine
     from automl.events import EventLog
+    from automl.metrics import get
     from automl.spaces import MAX_EPOCHS, MLP_SPACE, MLP_WARM_STARTS
 
-    aml = AutoML(workers=1, verbose=False)
-    aml.ingest("diabetes")
-    aml.prepare()
-    data = aml.search_data()
-    import keras  # noqa: F401  - import cost outside the timed search
-
-    options = {"tuner": tuner} if engine == "keras-tuner" else {}
-    start = time.monotonic()
+    options = SEARCHES[label]
+    config = RunConfig.from_options(workers=1, seed=1, **options)
     # The search alone gets the whole budget: nothing is kept back for refits or export.
-    trials = get_engine(engine).search(
-        MLP_SPACE, data, aml.metric, Budget(seconds), max_trials=None, seed=1,
-        storage_dir=Path(folder) / f"{engine}-{tuner}", study_name="bench", warm_starts=MLP_WARM_STARTS,
-        refit_trials=0, finish_seconds=0.0, keep_share=0.0, events=EventLog(verbose=False), max_epochs=MAX_EPOCHS,
-        **options)
+    job = SearchJob(config, MLP_SPACE, MLP_WARM_STARTS, get("auc", "binary"), "bench", Path(folder) / label,
+                    MAX_EPOCHS, StopPolicy(0.0, 0.0, 0.0), {"bench": label})
+    data = SearchData(*split, task="binary", n_classes=2)
+    events, curve = EventLog(verbose=False), []
+    start = time.monotonic()
+
+    def on_event(row: dict[str, str]) -> None:
+        found = re.search(r", best ([0-9.]+)", row["message"])
+        if found and (not curve or float(found.group(1)) > curve[-1][1]):
+            curve.append([round(time.monotonic() - start, 1), float(found.group(1))])
+
+    events.subscribe(on_event)
+    trials = get_engine(options["engine"]).search(job, data, Budget(seconds), events)
     elapsed = time.monotonic() - start
-    done = sorted((t for t in trials if t.state == "COMPLETE"), key=lambda t: t.number)
-    best, curve, clock = float("-inf"), [], 0.0
-    for t in sorted(trials, key=lambda t: t.number):
-        clock += t.duration_s if t.duration_s == t.duration_s else 0.0  # NaN-safe
-        if t.state == "COMPLETE" and t.value > best:
-            best = t.value
-            curve.append([round(clock, 1), round(best, 4)])
-    return {"engine": engine if engine == "optuna" else f"keras-tuner/{tuner}", "search_s": round(elapsed, 1),
-            "trials": len(trials), "complete": len(done), "best_val_auc": round(best, 4),
-            "best_over_time": curve}
+    complete = [t for t in trials if t.state == "COMPLETE"]
+    return {"search": label, "dataset": name, "search_s": round(elapsed, 1), "trials": len(trials),
+            "complete": len(complete), "best_val_auc": round(max((t.value for t in complete), default=float("nan")), 4),
+            "best_at_30s": _best_at(curve, 30.0), "best_at_60s": _best_at(curve, 60.0),
+            "best_over_time": [[t, round(v, 4)] for t, v in curve]}
+
+
+def _best_at(curve: list[list[float]], second: float) -> float | None:
+    reached = [value for at, value in curve if at <= second]
+    return round(reached[-1], 4) if reached else None
 
 
 def _cnn_speed(epochs: int, trials: int) -> dict:
@@ -86,24 +102,26 @@ def _cnn_speed(epochs: int, trials: int) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seconds", type=float, default=60.0, help="search budget per engine")
-    p.add_argument("--quick", action="store_true", help="Optuna and Keras Tuner hyperband only; 1 CNN trial")
+    p.add_argument("--seconds", type=float, default=60.0, help="search budget per search")
+    p.add_argument("--data", default="diabetes,churn", help="tables, comma-separated (diabetes, churn)")
+    p.add_argument("--quick", action="store_true", help="Optuna with and without populations only; 1 CNN trial")
     args = p.parse_args()
-    runs = [("optuna", "hyperband"), ("keras-tuner", "hyperband")]
-    if not args.quick:
-        runs += [("keras-tuner", "bayesian"), ("keras-tuner", "random")]
+    import keras  # noqa: F401  - import cost outside the timed searches
+
+    labels = QUICK if args.quick else tuple(SEARCHES)
+    runs = []
     with tempfile.TemporaryDirectory(prefix="automl-engines-") as folder:
-        engines = []
-        for engine, tuner in runs:
-            log(f"{engine} {tuner} ...")
-            engines.append(_engine_run(engine, tuner, args.seconds, folder))
-            log(str(engines[-1]))
+        for name in args.data.split(","):
+            split = load_split(name)
+            for label in labels:
+                log(f"{name}: {label} ...")
+                runs.append(_engine_run(label, name, split, args.seconds, f"{folder}/{name}"))
+                log(json.dumps({k: v for k, v in runs[-1].items() if k != "best_over_time"}))
     n = 1 if args.quick else 3
     cnn = [_cnn_speed(epochs, n) for epochs in (20, 100)]
     log(str(cnn))
-    print(json.dumps({"bench": "engines", "dataset": "diabetes", "seconds_per_engine": args.seconds,
-                      "engines": engines, "cnn_digits": cnn, "cpus": os.cpu_count(),
-                      "loadavg_1m": os.getloadavg()[0]}))
+    print(json.dumps({"bench": "engines", "seconds_per_search": args.seconds, "searches": runs, "cnn_digits": cnn,
+                      "cpus": os.cpu_count(), "loadavg_1m": os.getloadavg()[0]}))
 
 
 if __name__ == "__main__":

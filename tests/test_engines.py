@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -125,13 +127,70 @@ def test_resume_leaves_a_live_runs_trial_alone(tmp_path):
         live.kill()
 
 
-def test_a_run_of_failures_stops_with_a_warning_and_keeps_whole_errors(tmp_path):
+@pytest.mark.parametrize("population", [1, None])
+def test_a_run_of_failures_stops_with_a_warning_and_keeps_whole_errors(tmp_path, population):
     from automl.engines import MAX_CONSECUTIVE_FAILURES
+    from automl.population import MAX_SIZE
 
     broken = tuple(Choice("activation", ("no-such-activation",)) if p.name == "activation" else p for p in SPACE)
     events = EventLog(verbose=False)
-    records = search(_job(tmp_path, None, space=broken), _search_data(), Budget(300), events)
-    assert len(records) == MAX_CONSECUTIVE_FAILURES and {r.state for r in records} == {"FAIL"}
+    job = _job(tmp_path, None, space=broken)
+    job = replace(job, config=job.config.replace(population=population))
+    records = search(job, _search_data(), Budget(300), events)
+    # One at a time it stops at the limit; a population round (all asked at once) ends first.
+    assert len(records) == (MAX_CONSECUTIVE_FAILURES if population == 1 else MAX_SIZE)
+    assert {r.state for r in records} == {"FAIL"}
     stop = [e for e in events.rows if "search stopped" in e["message"]]
     assert stop and stop[0]["level"] == "WARNING" and "in a row failed" in stop[0]["message"]
     assert all(r.error.startswith("ValueError") and "no-such-activation" in r.error for r in records)
+
+
+def _population_job(tmp_path, max_trials: int | None, population: int | None, name: str = "p") -> SearchJob:
+    config = RunConfig.from_options(max_models=max_trials, seed=3, workers=1, population=population)
+    return SearchJob(config, SPACE, (), get("auc", "binary"), name, Path(tmp_path), 10, StopPolicy(0, 0, 0.0),
+                     IDENTITY)
+
+
+def test_a_population_round_tells_each_member_as_its_own_trial(tmp_path):
+    from automl.engines import train_trial
+
+    data = _search_data()
+    records = search(_population_job(tmp_path, 8, 8), data, Budget(120), EventLog(verbose=False))
+    assert len(records) == 8
+    study = open_study(None, Path(tmp_path), "p")
+    assert all(t.user_attrs.get("population") for t in study.trials if "no-such" not in t.params["activation"])
+    failed = [r for r in records if r.state == "FAIL"]
+    assert failed and all(r.error.startswith("ValueError") and "no-such-activation" in r.error for r in failed)
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert complete, "the valid members trained although others in their round failed"
+    for trial in complete:
+        assert sorted(trial.intermediate_values) == [5, 10]  # the pruner saw every member's validations
+    # A member's result is what the one-at-a-time trainer gives for the same trial (no dropout in SPACE).
+    first = complete[0]
+    alone, epoch = train_trial(first.params, data, get("auc", "binary"), 3 + first.number, None, None, 10)
+    assert first.value == pytest.approx(alone, abs=2e-3) and first.user_attrs["best_epoch"] == epoch
+    # Each member's cost is its share of the round, not the round's wall time.
+    assert sum(r.duration_s for r in records if r.state == "COMPLETE") <= max(
+        t.duration.total_seconds() for t in complete) + 0.5
+
+
+def test_population_rounds_stop_at_max_models_and_resume(tmp_path):
+    job = _population_job(tmp_path, 10, 8)
+    assert len(search(job, _search_data(), Budget(120), EventLog(verbose=False))) == 10  # a round of 8, then 2
+    again = search(_population_job(tmp_path, 12, None), _search_data(), Budget(120), EventLog(verbose=False))
+    assert len(again) == 12 and len({json.dumps(r.params, sort_keys=True) for r in again}) == 12
+
+
+def test_the_population_size_follows_the_rows_and_the_budget():
+    from automl.engines.optuna_engine import StopRule, population_size
+    from automl.population import MAX_SIZE
+
+    data = _search_data()
+    job = _population_job("/tmp", None, None)
+    assert population_size(job, data, StopRule(Budget(120), job)) == MAX_SIZE  # Pima: a round of 32 fits
+    assert population_size(job, data, StopRule(Budget(4), job)) == 1  # a tiny budget: one at a time
+    big = SearchData(np.zeros((30_000, 8), "float32"), np.zeros(30_000), data.x_val, data.y_val, "binary", 2)
+    assert population_size(job, big, StopRule(Budget(300), job)) == 1  # 30k rows: a round would not fit
+    assert population_size(_population_job("/tmp", None, 5), big, StopRule(Budget(300), job)) == 5  # --population
+    assert population_size(job, replace(data, family="cnn"), StopRule(Budget(120), job)) == 1
+    assert population_size(job, replace(data, log_dir="/tmp/tb"), StopRule(Budget(120), job)) == 1

@@ -26,7 +26,8 @@ if TYPE_CHECKING:  # the CLI reads ENGINES for --help: keep this import free of 
     from automl.spaces import Param
 
 __all__ = ["SearchData", "SearchJob", "StopPolicy", "TrialRecord", "Engine", "RemoteWorkers", "train_trial",
-           "progress_line", "check_identity", "ENGINES", "MAX_CONSECUTIVE_FAILURES", "get_engine"]
+           "MemberOutcome", "train_population", "progress_line", "check_identity", "ENGINES",
+           "MAX_CONSECUTIVE_FAILURES", "get_engine"]
 
 #: Stop when this many trials in a row fail: the space or the data is broken, not the luck.
 MAX_CONSECUTIVE_FAILURES = 10
@@ -190,6 +191,66 @@ def train_trial(params: dict[str, Any], data: SearchData, metric: Metric, seed: 
     if not math.isfinite(value):
         raise ValueError(f"validation {metric.name} is {value}")
     return value, net.best_epoch_
+
+
+@dataclass
+class MemberOutcome:
+    """One trial trained as a member of a population (see :func:`train_population`)."""
+
+    #: The validation metric at its best epoch; None when it failed or was pruned.
+    value: float | None
+    best_epoch: int
+    #: Why it failed; empty otherwise.
+    error: str = ""
+    pruned: bool = False
+    #: Its share of the population's training time (by epochs trained): what it would have cost alone, about.
+    seconds: float = 0.0
+    epochs: int = 0
+
+
+def train_population(members: list[dict[str, Any]], data: SearchData, metric: Metric, seeds: list[int],
+                     report: Callable[[int, float, int], bool] | None, deadline: float | None,
+                     max_epochs: int) -> list[MemberOutcome]:
+    """Train MLP configurations sharing a batch size as one population (:class:`automl.population.PopulationMLP`).
+
+    Member i trains as :func:`train_trial` would train it with ``seeds[i]``.
+    ``report(i, value, epoch)`` gets member i's validation metric after each chunk of
+    epochs and returns True to stop it (pruned).
+    """
+    import time
+
+    from automl.population import ACTIVATIONS, OPTIMIZERS, PopulationMLP
+
+    outcomes = [MemberOutcome(None, 0, _unsupported(p, ACTIVATIONS, OPTIMIZERS)) for p in members]
+    kept = [i for i, outcome in enumerate(outcomes) if not outcome.error]
+    if not kept:
+        return outcomes
+    sign = metric.sign()
+    pop = PopulationMLP([members[i] for i in kept], [seeds[i] for i in kept], data.task, data.n_classes, max_epochs)
+    start = time.monotonic()
+    results = pop.fit(data.x_train, data.y_train, data.x_val, monitor=lambda p: sign * metric.fn(data.y_val, p),
+                      report=None if report is None else lambda k, score, epoch: report(kept[k], sign * score, epoch),
+                      deadline=deadline)
+    share = (time.monotonic() - start) / max(sum(r.epochs for r in results), 1)
+    for i, r in zip(kept, results, strict=True):
+        outcome = outcomes[i] = MemberOutcome(None, r.best_epoch, "", r.pruned, round(share * r.epochs, 3), r.epochs)
+        if r.error:
+            outcome.error = f"FailedTrialError: {r.error}"  # as the one-at-a-time trainer reports it
+        elif not r.pruned:
+            value = metric.fn(data.y_val, r.proba) if r.proba is not None else float("nan")
+            if math.isfinite(value):
+                outcome.value = value
+            else:
+                outcome.error = f"ValueError: validation {metric.name} is {value}"
+    return outcomes
+
+
+def _unsupported(params: dict[str, Any], activations: tuple[str, ...], optimizers: tuple[str, ...]) -> str:
+    """Why a population cannot train ``params`` (as the trial's error), or an empty string."""
+    for name, known in (("activation", activations), ("optimizer", optimizers)):
+        if params[name] not in known:
+            return f"ValueError: unknown {name} {params[name]!r}; use one of {', '.join(known)}"
+    return ""
 
 
 def get_engine(name: str) -> Engine:

@@ -14,11 +14,13 @@ supervises them, restarts recycled ones and reports progress.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from collections import Counter
@@ -31,12 +33,14 @@ from typing import Any
 from automl.budget import Budget, search_deadline, search_should_stop
 from automl.engines import (
     MAX_CONSECUTIVE_FAILURES,
+    MemberOutcome,
     RemoteWorkers,
     SearchData,
     SearchJob,
     TrialRecord,
     check_identity,
     progress_line,
+    train_population,
     train_trial,
 )
 from automl.errors import FailedTrialError, InputError
@@ -67,6 +71,11 @@ MAX_REPEATS = 25
 _IDENTITY = "identity"
 #: A remote worker's name on its trials (its Prefect flow run), beside the ``worker`` (host:pid) attribute.
 _LABEL = "worker_label"
+#: What the members of a population round share: one batch size (one graph steps them all), and one width,
+#: since every member costs what the population's widest does (a 256-wide member makes 16-wide ones cost 256²).
+ROUND_SHARES = ("batch_size", "units")
+#: A population member's share of its round's training time (the round's wall time is every member's duration).
+_SECONDS = "train_seconds"
 
 
 def open_study(storage_url: str | None, storage_dir: Path, study_name: str, job: SearchJob | None = None,
@@ -143,7 +152,7 @@ class StopRule:
         if len(tail) == MAX_CONSECUTIVE_FAILURES and set(tail) == {"FAIL"}:
             return f"{MAX_CONSECUTIVE_FAILURES} trials in a row failed; see the error column of trials.csv"
         # Only completed trials say how long a refit takes; pruned ones stop early.
-        durations = [t.duration.total_seconds() for t in finished if t.state.name == "COMPLETE" and t.duration]
+        durations = [_seconds(t) for t in finished if t.state.name == "COMPLETE" and t.duration]
         budget = self.budget if not ahead else replace(self.budget, clock=lambda: self.budget.clock() + ahead)
         if search_should_stop(budget, durations, self.policy.refit_trials, self.policy.finish_seconds,
                               self.policy.keep_share):
@@ -193,36 +202,59 @@ def _duplicate_of(trial: Any, params: dict[str, Any]) -> int | None:
     return None
 
 
-def _objective(job: SearchJob, data: SearchData, deadline: float, orphan_check: bool,
-               label: str | None) -> Callable[[Any], float]:
-    import optuna
-    from optuna.trial import TrialState
+class _Claims:
+    """What every trial of this process does before it trains: carry its worker's name, and not train when it
+    repeats another trial or would exceed ``--max-models``."""
 
-    owner = f"{socket.gethostname()}:{os.getpid()}"
-    parent = os.getppid()
-    claiming = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-    max_trials, seed = job.config.search.max_models, job.config.seed
+    def __init__(self, job: SearchJob, orphan_check: bool, label: str | None) -> None:
+        self.owner, self.label = f"{socket.gethostname()}:{os.getpid()}", label or ""
+        self.parent, self.orphan_check = os.getppid(), orphan_check
+        self.max_trials = job.config.search.max_models
 
-    def objective(trial: optuna.Trial) -> float:
-        trial.set_user_attr("worker", owner)
-        trial.set_user_attr(_LABEL, label or "")  # a retried trial carries its first worker's attributes
-        params = suggest(job.space, trial)
+    def tag(self, trial: Any) -> None:
+        trial.set_user_attr("worker", self.owner)
+        trial.set_user_attr(_LABEL, self.label)  # a retried trial carries its first worker's attributes
+
+    def skip(self, trial: Any, params: dict[str, Any]) -> str | None:
+        """Why ``trial`` must not train (``_DUPLICATE`` or ``_SURPLUS``, tagged on it), or None to train it."""
+        from optuna.trial import TrialState
+
         same = _duplicate_of(trial, params)
         if same is not None:  # constant-liar TPE makes this rare; a repeat would only cost time
             trial.set_user_attr(_DUPLICATE, same)
-            raise optuna.TrialPruned()
-        if max_trials is not None:
+            return _DUPLICATE
+        if self.max_trials is not None:
             # Parallel workers must not overshoot --max-models: the first max_trials trials by number run.
+            claiming = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
             earlier = [t for t in _counted(trial.study.get_trials(deepcopy=False, states=claiming))
                        if t.number < trial.number]
-            if len(earlier) >= max_trials:
+            if len(earlier) >= self.max_trials:
                 trial.set_user_attr(_SURPLUS, True)
+                return _SURPLUS
+        return None
+
+    def guard(self) -> None:
+        """Exit if the supervisor died (kill -9): do not run orphaned."""
+        if self.orphan_check and os.getppid() != self.parent:
+            raise SystemExit(1)
+
+
+def _objective(job: SearchJob, data: SearchData, deadline: float, claims: _Claims) -> Callable[[Any], float]:
+    import optuna
+
+    seed = job.config.seed
+
+    def objective(trial: optuna.Trial) -> float:
+        claims.tag(trial)
+        params = suggest(job.space, trial)
+        why = claims.skip(trial, params)
+        if why is not None:
+            if why == _SURPLUS:
                 trial.study.stop()
-                raise optuna.TrialPruned()
+            raise optuna.TrialPruned()
 
         def report(value: float, epoch: int) -> None:
-            if orphan_check and os.getppid() != parent:  # the supervisor died (kill -9): do not run orphaned
-                raise SystemExit(1)
+            claims.guard()
             trial.report(value, epoch)
             if trial.should_prune():
                 raise optuna.TrialPruned()
@@ -241,14 +273,32 @@ def _objective(job: SearchJob, data: SearchData, deadline: float, orphan_check: 
     return objective
 
 
+def population_size(job: SearchJob, data: SearchData | None, stop: StopRule) -> int:
+    """Members per round: ``--population``, else chosen once from the training rows and the search's span in the
+    budget (not the clock: a seeded run chooses alike every time); 1 where populations do not apply (CNNs,
+    TensorBoard logs, a table too large for a round to fit in the span)."""
+    from automl.population import MAX_SIZE, choose_size
+
+    if data is None or data.family != "mlp" or data.log_dir is not None:
+        return 1
+    if job.config.search.population is not None:
+        return job.config.search.population
+    return choose_size(len(data.x_train), stop.trial_deadline() - stop.budget.started,
+                       limit=stop.max_trials or MAX_SIZE)
+
+
 def work(study: Any, job: SearchJob, data: SearchData, stop: StopRule, *, n_trials: int | None = None,
          on_trial: Callable[[Any, Any], None] | None = None, orphan_check: bool = False,
          label: str | None = None) -> str | None:
     """Run trials in this process until ``stop`` says so or ``n_trials`` ran; return the stop reason.
 
+    Trials train one at a time or in populations (:func:`population_size`); ``n_trials``
+    counts trainings (a population is one: it builds one graph).
     ``orphan_check``: exit if the parent process dies (for workers a supervisor started).
     ``label``: this worker's name on its trials (a remote worker's flow run).
     """
+    from automl.population import MIN_SIZE
+
     reason: str | None = stop.reason(study.trials)
 
     def after_trial(study: Any, trial: Any) -> None:
@@ -257,16 +307,131 @@ def work(study: Any, job: SearchJob, data: SearchData, stop: StopRule, *, n_tria
             on_trial(study, trial)
         reason = stop.reason(study.trials)
         if reason is not None:
-            study.stop()
+            with contextlib.suppress(RuntimeError):  # outside optimize (a population round) there is nothing to stop
+                study.stop()
 
-    if reason is None:
-        objective = _objective(job, data, stop.trial_deadline(), orphan_check, label)
-        study.optimize(objective, n_trials=n_trials,
-                       timeout=stop.budget.left(), catch=(FailedTrialError,), callbacks=[after_trial],
-                       gc_after_trial=False)
-        if reason is None and stop.all_claimed(study.trials):
-            reason = "the last trials run in other workers"
+    claims = _Claims(job, orphan_check, label)
+    objective = _objective(job, data, stop.trial_deadline(), claims)
+    size = population_size(job, data, stop)
+    if reason is None and size == 1:
+        study.optimize(objective, n_trials=n_trials, timeout=stop.budget.left(), catch=(FailedTrialError,),
+                       callbacks=[after_trial], gc_after_trial=False)
+    rounds = 0
+    while reason is None and size > 1 and stop.budget.left() > 0 and (n_trials is None or rounds < n_trials):
+        left = size if stop.max_trials is None else max(1, stop.max_trials - len(_claimed(study.trials)))
+        if left < min(size, MIN_SIZE) and job.config.search.population is None:
+            # The last few of --max-models: one at a time is faster per trial than a small population.
+            study.optimize(objective, n_trials=1, catch=(FailedTrialError,), callbacks=[after_trial],
+                           gc_after_trial=False)
+        else:
+            _population_round(study, job, data, min(size, left), stop, claims, after_trial)
+        rounds += 1
+    if reason is None and stop.all_claimed(study.trials):
+        reason = "the last trials run in other workers"
     return reason
+
+
+def _population_round(study: Any, job: SearchJob, data: SearchData, size: int, stop: StopRule, claims: _Claims,
+                      after_trial: Callable[[Any, Any], None]) -> None:
+    """Ask ``size`` trials, train them as populations (one per batch size) and tell each result."""
+    from optuna.trial import TrialState
+
+    _fail_stale(study)
+    asked = _ask_batch(study, job, size, stop, claims, after_trial)
+    groups: dict[tuple[Any, ...], list[tuple[Any, dict[str, Any]]]] = {}
+    for trial, params in asked:  # a worker's batch may pick up other queued trials (warm starts, retries)
+        groups.setdefault(tuple(params[name] for name in ROUND_SHARES), []).append((trial, params))
+    for members in groups.values():
+        trials = [t for t, _ in members]
+
+        def report(i: int, value: float, epoch: int, trials: list[Any] = trials) -> bool:
+            claims.guard()
+            trials[i].report(value, epoch)
+            return trials[i].should_prune()
+
+        with _Heartbeats(study, trials):
+            try:
+                outcomes = train_population([p for _, p in members], data, job.metric,
+                                            [job.config.seed + t.number for t in trials], report,
+                                            stop.trial_deadline(), job.max_epochs)
+            except Exception as exc:  # the population as a whole failed (e.g. out of memory): each member did
+                outcomes = [MemberOutcome(None, 0, f"{type(exc).__name__}: {exc}")] * len(trials)
+        for trial, outcome in zip(trials, outcomes, strict=True):
+            trial.set_user_attr("population", len(trials))
+            # The refit's estimate and trials.csv read this, not the round's wall time that every member shares.
+            trial.set_user_attr(_SECONDS, outcome.seconds)
+            if outcome.error:
+                trial.set_user_attr("error", outcome.error)
+                frozen = study.tell(trial, state=TrialState.FAIL)
+            elif outcome.pruned:
+                frozen = study.tell(trial, state=TrialState.PRUNED)
+            else:
+                trial.set_user_attr("best_epoch", outcome.best_epoch)
+                frozen = study.tell(trial, outcome.value)
+            after_trial(study, frozen)
+
+
+def _ask_batch(study: Any, job: SearchJob, size: int, stop: StopRule, claims: _Claims,
+               after_trial: Callable[[Any, Any], None]) -> list[tuple[Any, dict[str, Any]]]:
+    """Ask ``size`` trials that share the first one's :data:`ROUND_SHARES` (queued as fixed parameters, TPE
+    samples the rest; the constant liar keeps the batch diverse). Duplicates are told pruned; a surplus trial,
+    or a stop reason (e.g. a spent space), ends the batch."""
+    from optuna.trial import TrialState
+
+    asked: list[tuple[Any, dict[str, Any]]] = []
+    for _ in range(size):
+        if asked and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            study.enqueue_trial({name: asked[0][1][name] for name in ROUND_SHARES})
+        trial = study.ask()
+        claims.tag(trial)
+        params = suggest(job.space, trial)
+        why = claims.skip(trial, params)
+        if why is None:
+            asked.append((trial, params))
+            continue
+        after_trial(study, study.tell(trial, state=TrialState.PRUNED))
+        if why == _SURPLUS or stop.reason(study.trials) is not None:
+            break
+    return asked
+
+
+class _Heartbeats:
+    """Heartbeats for the trials of a population while it trains (RDB storage; Optuna's own thread covers one
+    trial of ``optimize``): a worker that dies stops them, and its trials are retried."""
+
+    def __init__(self, study: Any, trials: list[Any]) -> None:
+        storage = study._storage
+        interval = storage.get_heartbeat_interval() if hasattr(storage, "get_heartbeat_interval") else None
+        self.storage, self.interval, self.ids = storage, interval, [t._trial_id for t in trials]
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._beat, daemon=True)
+
+    def _beat(self) -> None:
+        while True:
+            for trial_id in self.ids:
+                self.storage.record_heartbeat(trial_id)
+            if self.done.wait(self.interval):
+                return
+
+    def __enter__(self) -> _Heartbeats:
+        if self.interval:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        if self.thread.is_alive():
+            self.thread.join()
+
+
+def _fail_stale(study: Any) -> None:
+    """Fail (and queue again) trials whose heartbeats stopped: what ``optimize`` does before each trial."""
+    import optuna
+    from optuna.exceptions import ExperimentalWarning
+
+    with warnings.catch_warnings():  # "experimental" since Optuna 2.9, as the heartbeats themselves
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
 
 
 def start(job: SearchJob, budget: Budget, events: EventLog) -> _Pool:
@@ -347,12 +512,7 @@ def _end_remote(remote: RemoteWorkers, study: Any, stop: StopRule, progress: _Pr
 
 def _lost(study: Any) -> set[str]:
     """Labels of workers whose last trial was failed for a missing heartbeat (checked now, RDB storage only)."""
-    import optuna
-    from optuna.exceptions import ExperimentalWarning
-
-    with warnings.catch_warnings():  # "experimental" since Optuna 2.9, as the heartbeats themselves
-        warnings.simplefilter("ignore", ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
+    _fail_stale(study)
     trials = study.get_trials(deepcopy=False)
     retried = _retried_numbers(trials)
     last: dict[str, Any] = {}
@@ -567,8 +727,15 @@ def _best_value(study: Any) -> float | None:
         return None
 
 
+def _seconds(trial: Any) -> float:
+    """What a finished trial cost: its own training time (a population member's share), else its duration."""
+    if _SECONDS in trial.user_attrs:
+        return float(trial.user_attrs[_SECONDS])
+    return trial.duration.total_seconds() if trial.duration else float("nan")
+
+
 def _record(trial: Any, retried_as: int | None = None) -> TrialRecord:
-    duration = trial.duration.total_seconds() if trial.duration else float("nan")
+    duration = _seconds(trial)
     error = trial.user_attrs.get("error", "")
     if not error and retried_as is not None:  # failed by Optuna's heartbeat check, which records no reason
         error = f"interrupted: its worker stopped sending heartbeats; retried as trial {retried_as}"
