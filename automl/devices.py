@@ -116,7 +116,8 @@ def plan(devices: Sequence[tuple], n_trials_parallel: int | None = None, distrib
 
     - a TPU: one model across all its cores (TPUStrategy), whatever ``distribute`` says;
     - GPUs with ``distribute="mirrored"``: one model across all of them (MirroredStrategy);
-    - GPUs otherwise: the default strategy on the first one;
+    - GPUs otherwise: the default strategy, worker ``i`` on GPU ``i`` (in turn when the workers
+      outnumber them; one worker: the first GPU);
     - no accelerator: the default strategy on the CPU, ``n_trials_parallel`` workers
       sharing it; ``distribute="mirrored"`` mirrors over the (logical) CPUs.
 
@@ -138,7 +139,10 @@ def plan(devices: Sequence[tuple], n_trials_parallel: int | None = None, distrib
     if gpus:
         if distribute == "mirrored":
             return _on_gpus("mirrored", (tuple(g.name for g in gpus),), gpus)
-        return _on_gpus("default", ((gpus[0].name,),), gpus[:1])
+        # Parallel trial workers: one GPU each (each trains its populations there), in turn when they outnumber
+        # the GPUs; a single worker trains on the first.
+        used = gpus[:n_trials_parallel or 1]
+        return _on_gpus("default", tuple((used[i % len(used)].name,) for i in range(n_trials_parallel or 1)), used)
     cpus = tuple(d.name for d in by_kind["CPU"]) or ("/device:CPU:0",)  # TensorFlow always has a CPU
     if distribute == "mirrored":
         return Placement("mirrored", (cpus,))

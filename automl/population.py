@@ -34,7 +34,7 @@ import numpy as np
 from automl import training
 
 __all__ = ["PopulationMLP", "MemberResult", "ACTIVATIONS", "OPTIMIZERS", "VALIDATION_ROWS", "choose_size",
-           "MAX_SIZE", "MIN_SIZE", "MEMBER_ROW_EPOCH_SECONDS"]
+           "round_seconds", "MAX_SIZE", "MAX_SIZE_GPU", "MIN_SIZE", "FLOPS_PER_THREAD", "FLOPS_PER_GPU"]
 
 ACTIVATIONS = ("relu", "elu", "selu", "swish", "tanh")
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
@@ -45,28 +45,47 @@ JIT = False
 # Keras' defaults, so that a member trains like the one-at-a-time trainer.
 _BETA_1, _BETA_2, _EPSILON, _WEIGHT_DECAY, _RHO, _MOMENTUM = 0.9, 0.999, 1e-7, 0.004, 0.9, 0.9
 _BN_EPSILON, _BN_MOMENTUM = 1e-3, 0.99
-#: Most members per population: past ~32 a step costs linearly in P on a CPU (bench/trial_speed.py), and a
-#: larger round only delays what TPE learns from it.
-MAX_SIZE = 32
+#: Most members per round on a CPU: past ~32 a step costs linearly in P (bench/trial_speed.py), and a larger
+#: round only delays what TPE learns from it. On a GPU, where a step of 256 small networks costs what one does:
+MAX_SIZE, MAX_SIZE_GPU = 32, 256
 #: Below this a population is no faster per trial than the one-at-a-time trainer (0.44 vs 0.48 s per 100-epoch
-#: trial at P = 8 on Pima, bench/trial_speed.py): smaller rounds take today's path.
+#: trial at P = 8 on Pima, bench/trial_speed.py): such a round trains its first trial alone.
 MIN_SIZE = 8
-#: Seconds per member, training row and epoch: about what a mixed population (padded to its widest member) costs
-#: on 2 CPU cores (the 2x64 warm start costs 5.4e-6 at P = 32, batch 32; bench/trial_speed.py).
-MEMBER_ROW_EPOCH_SECONDS = 1e-5
-#: A round may take this share of the search time left: TPE learns between rounds, and a deadline cuts few short.
+#: The cost model of a round (measured with bench/trial_speed.py on 2 cores: 5.5 ms a step at P = 32 for the
+#: 2x64 warm start at batch 32, 0.77 ms at P = 1): a fixed cost per step, and the members' matmuls at the
+#: rate TensorFlow's batched matmuls reach per CPU thread (or on a GPU, conservatively).
+STEP_SECONDS = 7e-4
+FLOPS_PER_THREAD, FLOPS_PER_GPU = 3e9, 2e12
+#: A round may take this share of the trials' time left: TPE learns between rounds, and a deadline cuts few short.
 _ROUND_SHARE = 1 / 3
 #: Epochs a member trains on average: early stopping and pruning end most before the maximum.
 _EXPECTED_EPOCHS = 50
+#: The deepest network of the MLP space: a round's members differ in depth, and it costs the deepest.
+_MAX_DEPTH = 3
 
 
-def choose_size(rows: int, seconds: float, cost: float = MEMBER_ROW_EPOCH_SECONDS, limit: int = MAX_SIZE) -> int:
-    """Members per round: as many as train in a third of a search of ``seconds`` on ``rows`` training rows at
-    ``cost`` seconds per member, row and epoch, at most ``limit``; 1 (one at a time) when fewer than
-    :data:`MIN_SIZE` fit."""
-    fits = int(seconds * _ROUND_SHARE / max(rows * _EXPECTED_EPOCHS * cost, 1e-9))
-    size = min(limit, MAX_SIZE, fits)
+def round_seconds(size: int, params: dict[str, Any], rows: int, n_features: int, flops: float) -> float:
+    """Estimated seconds for a round of ``size`` members with ``params``' batch size and width."""
+    steps, member_flops = _step_costs(params, rows, n_features)
+    return steps * (STEP_SECONDS + size * member_flops / flops)
+
+
+def choose_size(params: dict[str, Any], rows: int, n_features: int, seconds_left: float, flops: float,
+                limit: int | None = None) -> int:
+    """Members in a round with ``params``' batch size and width: as many as :func:`round_seconds` fits in a
+    third of ``seconds_left``, at most ``limit`` (and :data:`MAX_SIZE`, or :data:`MAX_SIZE_GPU` when ``flops``
+    is a GPU's); 1 (train alone) when fewer than :data:`MIN_SIZE` fit."""
+    steps, member_flops = _step_costs(params, rows, n_features)
+    fits = int((seconds_left * _ROUND_SHARE / steps - STEP_SECONDS) * flops / member_flops)
+    size = min(fits, limit or fits, MAX_SIZE_GPU if flops >= FLOPS_PER_GPU else MAX_SIZE)
     return size if size >= MIN_SIZE else 1
+
+
+def _step_costs(params: dict[str, Any], rows: int, n_features: int) -> tuple[int, float]:
+    """A member's steps in a round, and its floating-point operations per step (forward and backward)."""
+    batch, width = min(int(params["batch_size"]), rows), int(params["units"])
+    return (_EXPECTED_EPOCHS * -(-rows // batch),
+            6.0 * batch * (n_features * width + (_MAX_DEPTH - 1) * width * width + width))
 
 
 @dataclass
@@ -82,6 +101,8 @@ class MemberResult:
     pruned: bool = False
     #: Epochs it trained before it stopped.
     epochs: int = 0
+    #: The deadline ended its training (it was still learning).
+    cut: bool = False
 
 
 class PopulationMLP:
@@ -152,6 +173,8 @@ class PopulationMLP:
                 elif stale[i] >= training.PATIENCE_CHUNKS:
                     net.freeze(i)
             if done < total and pacer.past_deadline():
+                for i in np.flatnonzero(net.active.numpy()):
+                    results[i].cut = True
                 break
         return results
 

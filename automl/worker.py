@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
 def _work(args: argparse.Namespace) -> int:
     import joblib
 
+    from automl import devices
     from automl.budget import Budget
     from automl.config import RunConfig
     from automl.engines.optuna_engine import RECYCLE_EXIT, StopRule, open_study, work
@@ -90,8 +91,13 @@ def _work(args: argparse.Namespace) -> int:
             raise InputError(f"{source}: differs from the data the search started on; give workers the same file")
         job, data, budget = search_job(state), search_data(state), state.budget
     study = open_study(url, folder, name, job, worker=args.index)
-    reason = work(study, job, data, StopRule(budget, job), n_trials=args.trials, orphan_check=args.supervised,
-                  label=args.label)
+    # Each worker trains on its own device of the plan (on a machine with several GPUs: one GPU each).
+    placement = devices.plan(devices.detect(), config.search.n_workers, config.search.distribute)
+    devices.configure(placement)
+    print(f"worker {args.index}: {placement}", flush=True)
+    with devices.trial_context(args.index, placement):
+        reason = work(study, job, data, StopRule(budget, job), n_trials=args.trials, orphan_check=args.supervised,
+                      label=args.label)
     return 0 if reason is not None else RECYCLE_EXIT
 
 

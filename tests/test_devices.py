@@ -38,11 +38,17 @@ def test_one_gpu_gets_memory_growth_and_mixed_precision_only_if_capable():
     assert not plan([CPU, ("GPU", "/device:GPU:0")]).mixed_precision  # capability unknown: stay safe
 
 
-def test_four_gpus_train_on_the_first_or_one_mirrored_model():
-    for n_trials_parallel in (None, 1, 2):
+def test_four_gpus_train_one_worker_each_or_one_mirrored_model():
+    for n_trials_parallel in (None, 1):
         p = plan([CPU, *_gpus(4)], n_trials_parallel)
         assert p == Placement("default", (("/device:GPU:0",),), mixed_precision=True, memory_growth=True)
         assert [trial_device(i, p) for i in range(3)] == ["/device:GPU:0"] * 3
+    # Parallel workers: each trains its populations on its own GPU; more workers than GPUs share them in turn.
+    p = plan([CPU, *_gpus(4)], 2)
+    assert [trial_device(i, p) for i in range(2)] == ["/device:GPU:0", "/device:GPU:1"]
+    assert p.devices == ("/device:GPU:0", "/device:GPU:1") and p.memory_growth
+    p = plan([CPU, *_gpus(4)], 6)
+    assert [trial_device(i, p) for i in range(6)] == [f"/device:GPU:{i % 4}" for i in range(6)]
     # Only the GPU that trains decides on mixed precision.
     assert plan([CPU, *_gpus(1), ("GPU", "/device:GPU:1", (6, 0))]).mixed_precision
 

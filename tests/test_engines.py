@@ -181,16 +181,21 @@ def test_population_rounds_stop_at_max_models_and_resume(tmp_path):
     assert len(again) == 12 and len({json.dumps(r.params, sort_keys=True) for r in again}) == 12
 
 
-def test_the_population_size_follows_the_rows_and_the_budget():
-    from automl.engines.optuna_engine import StopRule, population_size
-    from automl.population import MAX_SIZE
+def test_a_rounds_size_follows_its_configuration_the_rows_and_the_time_left():
+    from automl.engines.optuna_engine import population_size
+    from automl.population import FLOPS_PER_GPU, FLOPS_PER_THREAD, MAX_SIZE, MAX_SIZE_GPU, choose_size
 
+    cpu, small, wide = 2 * FLOPS_PER_THREAD, {"batch_size": 32, "units": 64}, {"batch_size": 16, "units": 256}
+    assert choose_size(small, 614, 8, 60, cpu) == MAX_SIZE  # Pima, a minute left: a full round
+    assert choose_size(small, 614, 8, 60, cpu, limit=10) == 10  # --max-models leaves 10
+    assert choose_size(small, 614, 8, 3, cpu) == 1  # seconds left: the trial trains alone
+    assert choose_size(wide, 614, 8, 60, cpu) == 1  # a round of 256-wide networks would not fit
+    assert choose_size(small, 30_000, 8, 60, cpu) == 1  # nor one on 30,000 rows
+    # Less time, or one thread instead of two: a smaller round.
+    assert 1 < choose_size(small, 614, 8, 20, FLOPS_PER_THREAD) < choose_size(small, 614, 8, 20, cpu) < MAX_SIZE
+    assert choose_size(small, 614, 8, 60, FLOPS_PER_GPU) == MAX_SIZE_GPU
     data = _search_data()
-    job = _population_job("/tmp", None, None)
-    assert population_size(job, data, StopRule(Budget(120), job)) == MAX_SIZE  # Pima: a round of 32 fits
-    assert population_size(job, data, StopRule(Budget(4), job)) == 1  # a tiny budget: one at a time
-    big = SearchData(np.zeros((30_000, 8), "float32"), np.zeros(30_000), data.x_val, data.y_val, "binary", 2)
-    assert population_size(job, big, StopRule(Budget(300), job)) == 1  # 30k rows: a round would not fit
-    assert population_size(_population_job("/tmp", None, 5), big, StopRule(Budget(300), job)) == 5  # --population
-    assert population_size(job, replace(data, family="cnn"), StopRule(Budget(120), job)) == 1
-    assert population_size(job, replace(data, log_dir="/tmp/tb"), StopRule(Budget(120), job)) == 1
+    assert population_size(_population_job("/tmp", None, None), data) is None  # chosen each round
+    assert population_size(_population_job("/tmp", None, 5), data) == 5  # --population
+    assert population_size(_population_job("/tmp", None, None), replace(data, family="cnn")) == 1
+    assert population_size(_population_job("/tmp", None, 8), replace(data, log_dir="/tmp/tb")) == 1

@@ -104,9 +104,10 @@ def test_a_killed_workers_trial_is_retried_through_heartbeats(pg_url: str, proje
                                     verbose=False)
     assert search.search(start(config, "diabetes")) == []
     study = _only_study(pg_url, project)
-    # Give the unsupervised workers more trials than they will run: the test stops them.
+    # Give the unsupervised workers more trials than they will run: the test stops them. Rounds of 4 members
+    # (this project's own heartbeats, one thread for a round's trials) keep a round, and so a retry, short.
     spec = study.user_attrs["spec"]
-    more = RunConfig.from_json(spec["config"]).replace(max_models=1000)
+    more = RunConfig.from_json(spec["config"]).replace(max_models=1000, population=4)
     study.set_user_attr("spec", {**spec, "config": more.to_json()})
 
     logs: list[Any] = []

@@ -74,6 +74,10 @@ _LABEL = "worker_label"
 #: What the members of a population round share: one batch size (one graph steps them all), and one width,
 #: since every member costs what the population's widest does (a 256-wide member makes 16-wide ones cost 256²).
 ROUND_SHARES = ("batch_size", "units")
+#: A round is not started, nor a trial asked for it, closer than this to the trials' deadline.
+MIN_ROUND_SECONDS = 3.0
+#: Set on a population member that the deadline stopped before it was trained enough to rank (told pruned).
+_CUT = "cut_by_deadline"
 #: A population member's share of its round's training time (the round's wall time is every member's duration).
 _SECONDS = "train_seconds"
 
@@ -189,15 +193,19 @@ def _interrupted(trial: Any, retried: set[int]) -> bool:
     return trial.state.name == "FAIL" and (bool(trial.user_attrs.get(_INTERRUPTED)) or trial.number in retried)
 
 
-def _duplicate_of(trial: Any, params: dict[str, Any]) -> int | None:
-    """The number of an earlier trial (running or finished, not interrupted) with exactly these parameters."""
+def _claiming(study: Any) -> list[Any]:
+    """The study's trials that claim a configuration or a place in ``max_trials``: running or finished."""
     from optuna.trial import TrialState
 
-    trials = trial.study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.COMPLETE,
-                                                            TrialState.PRUNED, TrialState.FAIL))
+    return study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED,
+                                                    TrialState.FAIL))
+
+
+def _duplicate_of(number: int, params: dict[str, Any], trials: list[Any]) -> int | None:
+    """The number of an earlier trial (running or finished, not interrupted) with exactly these parameters."""
     retried = _retried_numbers(trials)
     for other in _counted(trials):
-        if other.number < trial.number and other.params == params and not _interrupted(other, retried):
+        if other.number < number and other.params == params and not _interrupted(other, retried):
             return other.number
     return None
 
@@ -215,22 +223,21 @@ class _Claims:
         trial.set_user_attr("worker", self.owner)
         trial.set_user_attr(_LABEL, self.label)  # a retried trial carries its first worker's attributes
 
-    def skip(self, trial: Any, params: dict[str, Any]) -> str | None:
-        """Why ``trial`` must not train (``_DUPLICATE`` or ``_SURPLUS``, tagged on it), or None to train it."""
-        from optuna.trial import TrialState
+    def skip(self, trial: Any, params: dict[str, Any], known: list[Any] | None = None) -> str | None:
+        """Why ``trial`` must not train (``_DUPLICATE`` or ``_SURPLUS``, tagged on it), or None to train it.
 
-        same = _duplicate_of(trial, params)
+        ``known``: the study's claiming trials, when the caller keeps them (a round asks many trials at once).
+        """
+        known = _claiming(trial.study) if known is None else known
+        same = _duplicate_of(trial.number, params, known)
         if same is not None:  # constant-liar TPE makes this rare; a repeat would only cost time
             trial.set_user_attr(_DUPLICATE, same)
             return _DUPLICATE
-        if self.max_trials is not None:
-            # Parallel workers must not overshoot --max-models: the first max_trials trials by number run.
-            claiming = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-            earlier = [t for t in _counted(trial.study.get_trials(deepcopy=False, states=claiming))
-                       if t.number < trial.number]
-            if len(earlier) >= self.max_trials:
-                trial.set_user_attr(_SURPLUS, True)
-                return _SURPLUS
+        # Parallel workers must not overshoot --max-models: the first max_trials trials by number run.
+        if self.max_trials is not None and len([t for t in _counted(known) if t.number < trial.number]) \
+                >= self.max_trials:
+            trial.set_user_attr(_SURPLUS, True)
+            return _SURPLUS
         return None
 
     def guard(self) -> None:
@@ -242,8 +249,6 @@ class _Claims:
 def _objective(job: SearchJob, data: SearchData, deadline: float, claims: _Claims) -> Callable[[Any], float]:
     import optuna
 
-    seed = job.config.seed
-
     def objective(trial: optuna.Trial) -> float:
         claims.tag(trial)
         params = suggest(job.space, trial)
@@ -252,39 +257,40 @@ def _objective(job: SearchJob, data: SearchData, deadline: float, claims: _Claim
             if why == _SURPLUS:
                 trial.study.stop()
             raise optuna.TrialPruned()
-
-        def report(value: float, epoch: int) -> None:
-            claims.guard()
-            trial.report(value, epoch)
-            if trial.should_prune():
-                raise optuna.TrialPruned()
-
-        try:
-            value, best_epoch = train_trial(params, data, job.metric, seed + trial.number, report, deadline,
-                                            job.max_epochs, name=f"trial_{trial.number}")
-        except optuna.TrialPruned:
-            raise
-        except Exception as exc:  # any failure of one trial is recorded; the search goes on
-            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
-            raise FailedTrialError(str(exc)) from exc
-        trial.set_user_attr("best_epoch", best_epoch)
-        return value
+        return _train_alone(trial, params, job, data, deadline, claims)
 
     return objective
 
 
-def population_size(job: SearchJob, data: SearchData | None, stop: StopRule) -> int:
-    """Members per round: ``--population``, else chosen once from the training rows and the search's span in the
-    budget (not the clock: a seeded run chooses alike every time); 1 where populations do not apply (CNNs,
-    TensorBoard logs, a table too large for a round to fit in the span)."""
-    from automl.population import MAX_SIZE, choose_size
+def _train_alone(trial: Any, params: dict[str, Any], job: SearchJob, data: SearchData, deadline: float,
+                 claims: _Claims) -> float:
+    """Train one trial with the one-at-a-time trainer; raises ``TrialPruned`` or :class:`FailedTrialError`."""
+    import optuna
 
+    def report(value: float, epoch: int) -> None:
+        claims.guard()
+        trial.report(value, epoch)
+        if trial.should_prune():
+            raise optuna.TrialPruned()
+
+    try:
+        value, best_epoch = train_trial(params, data, job.metric, job.config.seed + trial.number, report, deadline,
+                                        job.max_epochs, name=f"trial_{trial.number}")
+    except optuna.TrialPruned:
+        raise
+    except Exception as exc:  # any failure of one trial is recorded; the search goes on
+        trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
+        raise FailedTrialError(str(exc)) from exc
+    trial.set_user_attr("best_epoch", best_epoch)
+    return value
+
+
+def population_size(job: SearchJob, data: SearchData | None) -> int | None:
+    """Members per round: ``--population``; 1 where populations do not apply (CNNs, TensorBoard logs: one log
+    per trial); None: each round chooses (:func:`automl.population.choose_size`)."""
     if data is None or data.family != "mlp" or data.log_dir is not None:
         return 1
-    if job.config.search.population is not None:
-        return job.config.search.population
-    return choose_size(len(data.x_train), stop.trial_deadline() - stop.budget.started,
-                       limit=stop.max_trials or MAX_SIZE)
+    return job.config.search.population
 
 
 def work(study: Any, job: SearchJob, data: SearchData, stop: StopRule, *, n_trials: int | None = None,
@@ -292,13 +298,11 @@ def work(study: Any, job: SearchJob, data: SearchData, stop: StopRule, *, n_tria
          label: str | None = None) -> str | None:
     """Run trials in this process until ``stop`` says so or ``n_trials`` ran; return the stop reason.
 
-    Trials train one at a time or in populations (:func:`population_size`); ``n_trials``
-    counts trainings (a population is one: it builds one graph).
+    Trials train one at a time or in rounds (:func:`population_size`); ``n_trials`` counts
+    trainings (a population is one: it builds one graph).
     ``orphan_check``: exit if the parent process dies (for workers a supervisor started).
     ``label``: this worker's name on its trials (a remote worker's flow run).
     """
-    from automl.population import MIN_SIZE
-
     reason: str | None = stop.reason(study.trials)
 
     def after_trial(study: Any, trial: Any) -> None:
@@ -311,86 +315,147 @@ def work(study: Any, job: SearchJob, data: SearchData, stop: StopRule, *, n_tria
                 study.stop()
 
     claims = _Claims(job, orphan_check, label)
-    objective = _objective(job, data, stop.trial_deadline(), claims)
-    size = population_size(job, data, stop)
+    size = population_size(job, data)
     if reason is None and size == 1:
-        study.optimize(objective, n_trials=n_trials, timeout=stop.budget.left(), catch=(FailedTrialError,),
-                       callbacks=[after_trial], gc_after_trial=False)
+        study.optimize(_objective(job, data, stop.trial_deadline(), claims), n_trials=n_trials,
+                       timeout=stop.budget.left(), catch=(FailedTrialError,), callbacks=[after_trial],
+                       gc_after_trial=False)
     rounds = 0
-    while reason is None and size > 1 and stop.budget.left() > 0 and (n_trials is None or rounds < n_trials):
-        left = size if stop.max_trials is None else max(1, stop.max_trials - len(_claimed(study.trials)))
-        if left < min(size, MIN_SIZE) and job.config.search.population is None:
-            # The last few of --max-models: one at a time is faster per trial than a small population.
-            study.optimize(objective, n_trials=1, catch=(FailedTrialError,), callbacks=[after_trial],
-                           gc_after_trial=False)
-        else:
-            _population_round(study, job, data, min(size, left), stop, claims, after_trial)
+    while reason is None and size != 1 and (n_trials is None or rounds < n_trials):
+        if time.monotonic() >= stop.trial_deadline() - MIN_ROUND_SECONDS:
+            reason = "time budget"  # too late for a round: what is left is the refits' and the outputs'
+            break
+        _round(study, job, data, size, stop, claims)
+        after_trial(study, None)  # once per round: the stop rule and progress read the whole study
         rounds += 1
     if reason is None and stop.all_claimed(study.trials):
         reason = "the last trials run in other workers"
     return reason
 
 
-def _population_round(study: Any, job: SearchJob, data: SearchData, size: int, stop: StopRule, claims: _Claims,
-                      after_trial: Callable[[Any, Any], None]) -> None:
-    """Ask ``size`` trials, train them as populations (one per batch size) and tell each result."""
+def _round(study: Any, job: SearchJob, data: SearchData, size: int | None, stop: StopRule, claims: _Claims) -> None:
+    """One round: ask a trial; choose how many more share its batch size and width (``size``, else from the
+    time left, :func:`automl.population.choose_size`); train them as one population and tell each result.
+    When fewer than :data:`automl.population.MIN_SIZE` would fit, the trial trains alone."""
+    import optuna
     from optuna.trial import TrialState
 
+    from automl.population import choose_size
+
     _fail_stale(study)
-    asked = _ask_batch(study, job, size, stop, claims, after_trial)
+    known = _claiming(study)
+    first = _ask(study, job, claims, known)
+    if first is None:
+        return
+    deadline = stop.trial_deadline()
+    left = None if stop.max_trials is None else stop.max_trials - len(_counted([t for t in known
+                                                                               if t.number < first[0].number]))
+    if size is None:
+        size = choose_size(first[1], len(data.x_train), data.x_train.shape[1], deadline - time.monotonic(),
+                           _flops(), limit=left)
+    if size == 1:
+        with _Heartbeats(study, [first[0]]):
+            try:
+                study.tell(first[0], _train_alone(first[0], first[1], job, data, deadline, claims))
+            except FailedTrialError:
+                study.tell(first[0], state=TrialState.FAIL)
+            except optuna.TrialPruned:
+                study.tell(first[0], state=TrialState.PRUNED)
+        return
+    asked = [first] + _ask_batch(study, job, min(size, left or size) - 1, first[1], stop, claims, known)
     groups: dict[tuple[Any, ...], list[tuple[Any, dict[str, Any]]]] = {}
     for trial, params in asked:  # a worker's batch may pick up other queued trials (warm starts, retries)
         groups.setdefault(tuple(params[name] for name in ROUND_SHARES), []).append((trial, params))
     for members in groups.values():
-        trials = [t for t, _ in members]
-
-        def report(i: int, value: float, epoch: int, trials: list[Any] = trials) -> bool:
-            claims.guard()
-            trials[i].report(value, epoch)
-            return trials[i].should_prune()
-
-        with _Heartbeats(study, trials):
-            try:
-                outcomes = train_population([p for _, p in members], data, job.metric,
-                                            [job.config.seed + t.number for t in trials], report,
-                                            stop.trial_deadline(), job.max_epochs)
-            except Exception as exc:  # the population as a whole failed (e.g. out of memory): each member did
-                outcomes = [MemberOutcome(None, 0, f"{type(exc).__name__}: {exc}")] * len(trials)
-        for trial, outcome in zip(trials, outcomes, strict=True):
-            trial.set_user_attr("population", len(trials))
-            # The refit's estimate and trials.csv read this, not the round's wall time that every member shares.
-            trial.set_user_attr(_SECONDS, outcome.seconds)
-            if outcome.error:
-                trial.set_user_attr("error", outcome.error)
-                frozen = study.tell(trial, state=TrialState.FAIL)
-            elif outcome.pruned:
-                frozen = study.tell(trial, state=TrialState.PRUNED)
-            else:
-                trial.set_user_attr("best_epoch", outcome.best_epoch)
-                frozen = study.tell(trial, outcome.value)
-            after_trial(study, frozen)
+        _train_members(study, job, data, members, deadline, claims)
 
 
-def _ask_batch(study: Any, job: SearchJob, size: int, stop: StopRule, claims: _Claims,
-               after_trial: Callable[[Any, Any], None]) -> list[tuple[Any, dict[str, Any]]]:
-    """Ask ``size`` trials that share the first one's :data:`ROUND_SHARES` (queued as fixed parameters, TPE
-    samples the rest; the constant liar keeps the batch diverse). Duplicates are told pruned; a surplus trial,
-    or a stop reason (e.g. a spent space), ends the batch."""
+def _flops() -> float:
+    """Floating-point operations per second this process's populations get (for choosing a round's size)."""
+    import tensorflow as tf
+
+    from automl.population import FLOPS_PER_GPU, FLOPS_PER_THREAD
+
+    if tf.config.list_logical_devices("GPU"):
+        return FLOPS_PER_GPU
+    return FLOPS_PER_THREAD * (tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count() or 1)
+
+
+def _train_members(study: Any, job: SearchJob, data: SearchData, members: list[tuple[Any, dict[str, Any]]],
+                   deadline: float, claims: _Claims) -> None:
+    """Train trials that share a batch size and width as one population; tell each its own result."""
     from optuna.trial import TrialState
 
+    trials = [t for t, _ in members]
+
+    def report(i: int, value: float, epoch: int) -> bool:
+        claims.guard()
+        trials[i].report(value, epoch)
+        return trials[i].should_prune()
+
+    with _Heartbeats(study, trials):
+        try:
+            outcomes = train_population([p for _, p in members], data, job.metric,
+                                        [job.config.seed + t.number for t in trials], report, deadline,
+                                        job.max_epochs)
+        except Exception as exc:  # the population as a whole failed (e.g. out of memory): each member did
+            outcomes = [MemberOutcome(None, 0, f"{type(exc).__name__}: {exc}")] * len(trials)
+    for trial, outcome in zip(trials, outcomes, strict=True):
+        trial.set_user_attr("population", len(trials))
+        # The refit's estimate and trials.csv read this, not the round's wall time that every member shares.
+        trial.set_user_attr(_SECONDS, outcome.seconds)
+        if outcome.error:
+            trial.set_user_attr("error", outcome.error)
+            study.tell(trial, state=TrialState.FAIL)
+        elif outcome.pruned:
+            if outcome.cut:
+                trial.set_user_attr(_CUT, True)
+            study.tell(trial, state=TrialState.PRUNED)
+        else:
+            trial.set_user_attr("best_epoch", outcome.best_epoch)
+            study.tell(trial, outcome.value)
+
+
+def _ask(study: Any, job: SearchJob, claims: _Claims, known: list[Any]) -> tuple[Any, dict[str, Any]] | None:
+    """Ask one trial and draw its parameters; None (told pruned) when it repeats another or is surplus.
+
+    ``known`` (the study's claiming trials, read once per round) gets the new trial: other workers' trials
+    asked meanwhile are not seen (a rare repeat costs one member), and each read of a database study costs
+    ~30 ms per hundred trials.
+    """
+    from types import SimpleNamespace
+
+    from optuna.trial import TrialState
+
+    trial = study.ask()
+    claims.tag(trial)
+    params = suggest(job.space, trial)
+    if claims.skip(trial, params, known) is not None:
+        study.tell(trial, state=TrialState.PRUNED)
+        return None
+    known.append(SimpleNamespace(number=trial.number, params=params, state=TrialState.RUNNING, user_attrs={},
+                                 system_attrs={}))
+    return trial, params
+
+
+def _ask_batch(study: Any, job: SearchJob, size: int, shared: dict[str, Any], stop: StopRule, claims: _Claims,
+               known: list[Any]) -> list[tuple[Any, dict[str, Any]]]:
+    """Ask ``size`` trials with ``shared``'s :data:`ROUND_SHARES` (queued as fixed parameters, TPE samples the
+    rest; the constant liar keeps the batch diverse). A skipped trial (a repeat or surplus, told pruned) ends
+    the batch when the search should stop, as does the trials' deadline."""
+    from optuna.trial import TrialState
+
+    queued = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))  # warm starts, retries
     asked: list[tuple[Any, dict[str, Any]]] = []
-    for _ in range(size):
-        if asked and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-            study.enqueue_trial({name: asked[0][1][name] for name in ROUND_SHARES})
-        trial = study.ask()
-        claims.tag(trial)
-        params = suggest(job.space, trial)
-        why = claims.skip(trial, params)
-        if why is None:
-            asked.append((trial, params))
-            continue
-        after_trial(study, study.tell(trial, state=TrialState.PRUNED))
-        if why == _SURPLUS or stop.reason(study.trials) is not None:
+    for k in range(size):
+        if time.monotonic() >= stop.trial_deadline() - MIN_ROUND_SECONDS:
+            break
+        if k >= queued:
+            study.enqueue_trial({name: shared[name] for name in ROUND_SHARES})
+        member = _ask(study, job, claims, known)
+        if member is not None:
+            asked.append(member)
+        elif stop.reason(study.trials) is not None or stop.all_claimed(study.trials):
             break
     return asked
 
