@@ -60,8 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="trial worker processes on one study (default: the number of cores for budgets "
                         "of 90 s or more, else none: trials run in the run's process; optuna engine)")
     p.add_argument("--population", type=int, default=None, metavar="P",
-                   help="MLP trials trained at once in one compiled graph (optuna engine; default: chosen from the "
-                        "rows and the time left, 8-32 on small tables; 1: one at a time)")
+                   help="MLP trials trained at once in one compiled graph (optuna engine; default: chosen per round "
+                        "from the width, batch size, rows and time left, up to 32 on a CPU; 1: one at a time)")
     p.add_argument("--storage", help="share the study through a database, e.g. postgresql://user@host/db; "
                                      "join from other machines with python -m automl.worker")
     p.add_argument("--fan-out", type=int, default=0, metavar="N",

@@ -92,7 +92,7 @@ def _work(args: argparse.Namespace) -> int:
         job, data, budget = search_job(state), search_data(state), state.budget
     study = open_study(url, folder, name, job, worker=args.index)
     # Each worker trains on its own device of the plan (on a machine with several GPUs: one GPU each).
-    placement = devices.plan(devices.detect(), config.search.n_workers, config.search.distribute)
+    placement = devices.plan(devices.detect(), max(config.search.n_workers, 1), config.search.distribute)
     devices.configure(placement)
     print(f"worker {args.index}: {placement}", flush=True)
     with devices.trial_context(args.index, placement):

@@ -337,14 +337,21 @@ def _round(study: Any, job: SearchJob, data: SearchData, size: int | None, stop:
     """One round: ask a trial; choose how many more share its batch size and width (``size``, else from the
     time left, :func:`automl.population.choose_size`); train them as one population and tell each result.
     When fewer than :data:`automl.population.MIN_SIZE` would fit, the trial trains alone."""
+    _fail_stale(study)
+    # One heartbeat thread for every trial of the round, from its ask to its tell (RDB storage).
+    with _Heartbeats(study) as beats:
+        _round_of(study, job, data, size, stop, claims, beats)
+
+
+def _round_of(study: Any, job: SearchJob, data: SearchData, size: int | None, stop: StopRule, claims: _Claims,
+              beats: _Heartbeats) -> None:
     import optuna
     from optuna.trial import TrialState
 
     from automl.population import choose_size
 
-    _fail_stale(study)
     known = _claiming(study)
-    first = _ask(study, job, claims, known)
+    first = _ask(study, job, claims, known, beats)
     if first is None:
         return
     deadline = stop.trial_deadline()
@@ -354,15 +361,14 @@ def _round(study: Any, job: SearchJob, data: SearchData, size: int | None, stop:
         size = choose_size(first[1], len(data.x_train), data.x_train.shape[1], deadline - time.monotonic(),
                            _flops(), limit=left)
     if size == 1:
-        with _Heartbeats(study, [first[0]]):
-            try:
-                study.tell(first[0], _train_alone(first[0], first[1], job, data, deadline, claims))
-            except FailedTrialError:
-                study.tell(first[0], state=TrialState.FAIL)
-            except optuna.TrialPruned:
-                study.tell(first[0], state=TrialState.PRUNED)
+        try:
+            study.tell(first[0], _train_alone(first[0], first[1], job, data, deadline, claims))
+        except FailedTrialError:
+            study.tell(first[0], state=TrialState.FAIL)
+        except optuna.TrialPruned:
+            study.tell(first[0], state=TrialState.PRUNED)
         return
-    asked = [first] + _ask_batch(study, job, min(size, left or size) - 1, first[1], stop, claims, known)
+    asked = [first] + _ask_batch(study, job, min(size, left or size) - 1, first[1], stop, claims, known, beats)
     groups: dict[tuple[Any, ...], list[tuple[Any, dict[str, Any]]]] = {}
     for trial, params in asked:  # a worker's batch may pick up other queued trials (warm starts, retries)
         groups.setdefault(tuple(params[name] for name in ROUND_SHARES), []).append((trial, params))
@@ -384,7 +390,8 @@ def _flops() -> float:
 def _train_members(study: Any, job: SearchJob, data: SearchData, members: list[tuple[Any, dict[str, Any]]],
                    deadline: float, claims: _Claims) -> None:
     """Train trials that share a batch size and width as one population; tell each its own result."""
-    from optuna.trial import TrialState
+
+    from optuna.exceptions import UpdateFinishedTrialError
 
     trials = [t for t, _ in members]
 
@@ -393,30 +400,36 @@ def _train_members(study: Any, job: SearchJob, data: SearchData, members: list[t
         trials[i].report(value, epoch)
         return trials[i].should_prune()
 
-    with _Heartbeats(study, trials):
-        try:
-            outcomes = train_population([p for _, p in members], data, job.metric,
-                                        [job.config.seed + t.number for t in trials], report, deadline,
-                                        job.max_epochs)
-        except Exception as exc:  # the population as a whole failed (e.g. out of memory): each member did
-            outcomes = [MemberOutcome(None, 0, f"{type(exc).__name__}: {exc}")] * len(trials)
+    try:
+        outcomes = train_population([p for _, p in members], data, job.metric,
+                                    [job.config.seed + t.number for t in trials], report, deadline, job.max_epochs)
+    except Exception as exc:  # the population as a whole failed (e.g. out of memory): each member did
+        outcomes = [MemberOutcome(None, 0, f"{type(exc).__name__}: {exc}")] * len(trials)
     for trial, outcome in zip(trials, outcomes, strict=True):
-        trial.set_user_attr("population", len(trials))
-        # The refit's estimate and trials.csv read this, not the round's wall time that every member shares.
-        trial.set_user_attr(_SECONDS, outcome.seconds)
-        if outcome.error:
-            trial.set_user_attr("error", outcome.error)
-            study.tell(trial, state=TrialState.FAIL)
-        elif outcome.pruned:
-            if outcome.cut:
-                trial.set_user_attr(_CUT, True)
-            study.tell(trial, state=TrialState.PRUNED)
-        else:
-            trial.set_user_attr("best_epoch", outcome.best_epoch)
-            study.tell(trial, outcome.value)
+        with contextlib.suppress(UpdateFinishedTrialError):  # failed meanwhile (lost heartbeats) and retried
+            _tell_member(study, trial, outcome, len(trials))
 
 
-def _ask(study: Any, job: SearchJob, claims: _Claims, known: list[Any]) -> tuple[Any, dict[str, Any]] | None:
+def _tell_member(study: Any, trial: Any, outcome: MemberOutcome, size: int) -> None:
+    from optuna.trial import TrialState
+
+    trial.set_user_attr("population", size)
+    # The refit's estimate and trials.csv read this, not the round's wall time that every member shares.
+    trial.set_user_attr(_SECONDS, outcome.seconds)
+    if outcome.error:
+        trial.set_user_attr("error", outcome.error)
+        study.tell(trial, state=TrialState.FAIL)
+    elif outcome.pruned:
+        if outcome.cut:
+            trial.set_user_attr(_CUT, True)
+        study.tell(trial, state=TrialState.PRUNED)
+    else:
+        trial.set_user_attr("best_epoch", outcome.best_epoch)
+        study.tell(trial, outcome.value)
+
+
+def _ask(study: Any, job: SearchJob, claims: _Claims, known: list[Any],
+         beats: _Heartbeats) -> tuple[Any, dict[str, Any]] | None:
     """Ask one trial and draw its parameters; None (told pruned) when it repeats another or is surplus.
 
     ``known`` (the study's claiming trials, read once per round) gets the new trial: other workers' trials
@@ -427,19 +440,23 @@ def _ask(study: Any, job: SearchJob, claims: _Claims, known: list[Any]) -> tuple
 
     from optuna.trial import TrialState
 
-    trial = study.ask()
+    with warnings.catch_warnings():  # "heartbeats are meant for optimize": this round keeps them itself
+        warnings.simplefilter("ignore", UserWarning)
+        trial = study.ask()
+    beats.add(trial)  # at once: a worker killed while it asks leaves trials that are retried
     claims.tag(trial)
     params = suggest(job.space, trial)
+    # In the snapshot before the checks: a retry's retry_history makes the trial it retries no duplicate.
+    known.append(SimpleNamespace(number=trial.number, params=params, state=TrialState.RUNNING, user_attrs={},
+                                 system_attrs=study._storage.get_trial_system_attrs(trial._trial_id)))
     if claims.skip(trial, params, known) is not None:
         study.tell(trial, state=TrialState.PRUNED)
         return None
-    known.append(SimpleNamespace(number=trial.number, params=params, state=TrialState.RUNNING, user_attrs={},
-                                 system_attrs={}))
     return trial, params
 
 
 def _ask_batch(study: Any, job: SearchJob, size: int, shared: dict[str, Any], stop: StopRule, claims: _Claims,
-               known: list[Any]) -> list[tuple[Any, dict[str, Any]]]:
+               known: list[Any], beats: _Heartbeats) -> list[tuple[Any, dict[str, Any]]]:
     """Ask ``size`` trials with ``shared``'s :data:`ROUND_SHARES` (queued as fixed parameters, TPE samples the
     rest; the constant liar keeps the batch diverse). A skipped trial (a repeat or surplus, told pruned) ends
     the batch when the search should stop, as does the trials' deadline."""
@@ -452,7 +469,7 @@ def _ask_batch(study: Any, job: SearchJob, size: int, shared: dict[str, Any], st
             break
         if k >= queued:
             study.enqueue_trial({name: shared[name] for name in ROUND_SHARES})
-        member = _ask(study, job, claims, known)
+        member = _ask(study, job, claims, known, beats)
         if member is not None:
             asked.append(member)
         elif stop.reason(study.trials) is not None or stop.all_claimed(study.trials):
@@ -461,22 +478,26 @@ def _ask_batch(study: Any, job: SearchJob, size: int, shared: dict[str, Any], st
 
 
 class _Heartbeats:
-    """Heartbeats for the trials of a population while it trains (RDB storage; Optuna's own thread covers one
-    trial of ``optimize``): a worker that dies stops them, and its trials are retried."""
+    """Heartbeats for the trials of a round, from their ask to their tell (RDB storage; Optuna's own thread
+    covers one trial of ``optimize``): a worker that dies stops them, and its trials are retried."""
 
-    def __init__(self, study: Any, trials: list[Any]) -> None:
+    def __init__(self, study: Any) -> None:
         storage = study._storage
         interval = storage.get_heartbeat_interval() if hasattr(storage, "get_heartbeat_interval") else None
-        self.storage, self.interval, self.ids = storage, interval, [t._trial_id for t in trials]
+        self.storage, self.interval, self.ids = storage, interval, []
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._beat, daemon=True)
 
+    def add(self, trial: Any) -> None:
+        """Beat for ``trial`` from now on (its first heartbeat at once)."""
+        if self.interval:
+            self.storage.record_heartbeat(trial._trial_id)
+            self.ids.append(trial._trial_id)
+
     def _beat(self) -> None:
-        while True:
-            for trial_id in self.ids:
+        while not self.done.wait(self.interval):
+            for trial_id in list(self.ids):  # the round adds trials while this thread runs
                 self.storage.record_heartbeat(trial_id)
-            if self.done.wait(self.interval):
-                return
 
     def __enter__(self) -> _Heartbeats:
         if self.interval:
