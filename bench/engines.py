@@ -105,6 +105,7 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=60.0, help="search budget per search")
     p.add_argument("--data", default="diabetes,churn", help="tables, comma-separated (diabetes, churn)")
     p.add_argument("--quick", action="store_true", help="Optuna with and without populations only; 1 CNN trial")
+    p.add_argument("--no-cnn", action="store_true", help="skip the CNN trial timing on digits")
     args = p.parse_args()
     import keras  # noqa: F401  - import cost outside the timed searches
 
@@ -118,7 +119,7 @@ def main() -> None:
                 runs.append(_engine_run(label, name, split, args.seconds, f"{folder}/{name}"))
                 log(json.dumps({k: v for k, v in runs[-1].items() if k != "best_over_time"}))
     n = 1 if args.quick else 3
-    cnn = [_cnn_speed(epochs, n) for epochs in (20, 100)]
+    cnn = [] if args.no_cnn else [_cnn_speed(epochs, n) for epochs in (20, 100)]
     log(str(cnn))
     print(json.dumps({"bench": "engines", "seconds_per_search": args.seconds, "searches": runs, "cnn_digits": cnn,
                       "cpus": os.cpu_count(), "loadavg_1m": os.getloadavg()[0]}))

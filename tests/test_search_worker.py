@@ -82,16 +82,22 @@ def test_fan_out_to_two_pool_workers_and_one_of_them_dying(prefect_api, pg_url, 
         with log_path.open("w") as log:
             run = subprocess.Popen(
                 [sys.executable, "-m", "automl.run", "diabetes", "--fan-out", "2", "--storage", pg_url,
-                 "--workers", "1", "--max-runtime-secs", str(BUDGET), "--project", project, "--output", str(out)],
+                 "--workers", "1", "--max-runtime-secs", str(BUDGET), "--project", project, "--output", str(out),
+                 # One trial at a time: a population's pruned members stay RUNNING until its round is told, and
+                 # which of them the kill hits is not yet pinned down (issue 13 note).
+                 "--population", "1"],
                 cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, env=subprocess_env(CI="true"))
         # The second pool worker's flow run (seed + 2) has finished a trial and is in another one: its machine dies.
         victim = f"{project}-search-2"
 
         def busy() -> optuna.trial.FrozenTrial | None:
             mine = _labelled(storage, project, victim)
-            # Training (it has reported a validation score): every parameter is drawn.
-            running = [t for t in mine if t.state.name == "RUNNING" and t.intermediate_values]
-            return running[0] if running and any(t.state.name == "COMPLETE" for t in mine) else None
+            done = [t.datetime_complete for t in mine if t.state.name == "COMPLETE"]
+            # Training (it has reported a validation score): every parameter is drawn. Started after its last
+            # complete trial: not a member of a population round that is being told right now.
+            running = [t for t in mine if t.state.name == "RUNNING" and t.intermediate_values and done
+                       and t.datetime_start > max(done)]
+            return running[0] if running else None
 
         trial = wait_for("a pool worker's second trial", busy, timeout=BUDGET, alive=lambda: run.poll() is None,
                          log=log_path)
