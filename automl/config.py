@@ -66,9 +66,10 @@ class SearchSettings:
     fan_out: int = 0
     #: The deployment those flow runs are made from (``<flow name>/<deployment name>``).
     fan_out_deployment: str = FAN_OUT_DEPLOYMENT
-    #: MLP trials trained at once as one population (optuna engine); None: chosen each round from the rows and
-    #: the time left; 1: one at a time.
-    population: int | None = None
+    #: MLP trials trained at once as one population (optuna engine); None ("auto"): chosen each round from the
+    #: width, batch size, rows and time left. 1 by default: at 60 s populations did not yet find better networks
+    #: than one at a time (bench/engines.py, issue 13 note).
+    population: int | None = 1
 
     def __post_init__(self) -> None:
         _one_of("--engine", self.engine, ENGINES)

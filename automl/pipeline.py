@@ -37,7 +37,7 @@ class AutoML:
                  leaderboard_frame: str | Path | pd.DataFrame | None = None, project: str | None = None,
                  output_dir: str | Path | None = None, verbose: bool | None = None, started_at: float | None = None,
                  distribute: str | None = None, tensorboard: str | Path | None = None,
-                 population: int | None = None) -> None:
+                 population: int | None = 1) -> None:
         for name, value in locals().items():
             if name != "self":
                 setattr(self, name, value)

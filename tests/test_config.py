@@ -91,3 +91,12 @@ def test_frozen():
     with pytest.raises(AttributeError):
         config.seed = 3  # type: ignore[misc]
     assert config.replace(seed=3).seed == 3 and config.seed == 1
+
+
+def test_population_is_one_at_a_time_by_default_and_auto_on_request():
+    parse = build_parser().parse_args
+    assert RunConfig.from_options(**options(parse(["diabetes"]))).search.population == 1
+    assert RunConfig.from_options(**options(parse(["diabetes", "--population", "auto"]))).search.population is None
+    assert RunConfig.from_options(**options(parse(["diabetes", "--population", "16"]))).search.population == 16
+    with pytest.raises(InputError, match="--population must be 1 or more"):
+        RunConfig.from_options(population=0)
