@@ -34,7 +34,7 @@ import numpy as np
 from automl import training
 
 __all__ = ["PopulationMLP", "MemberResult", "ACTIVATIONS", "OPTIMIZERS", "VALIDATION_ROWS", "choose_size",
-           "round_seconds", "MAX_SIZE", "MAX_SIZE_GPU", "MIN_SIZE", "FLOPS_PER_THREAD", "FLOPS_PER_GPU"]
+           "MAX_SIZE", "MAX_SIZE_GPU", "MIN_SIZE", "FLOPS_PER_THREAD", "FLOPS_PER_GPU"]
 
 ACTIVATIONS = ("relu", "elu", "selu", "swish", "tanh")
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
@@ -64,17 +64,12 @@ _EXPECTED_EPOCHS = 50
 _MAX_DEPTH = 3
 
 
-def round_seconds(size: int, params: dict[str, Any], rows: int, n_features: int, flops: float) -> float:
-    """Estimated seconds for a round of ``size`` members with ``params``' batch size and width."""
-    steps, member_flops = _step_costs(params, rows, n_features)
-    return steps * (STEP_SECONDS + size * member_flops / flops)
-
-
 def choose_size(params: dict[str, Any], rows: int, n_features: int, seconds_left: float, flops: float,
                 limit: int | None = None) -> int:
-    """Members in a round with ``params``' batch size and width: as many as :func:`round_seconds` fits in a
-    third of ``seconds_left``, at most ``limit`` (and :data:`MAX_SIZE`, or :data:`MAX_SIZE_GPU` when ``flops``
-    is a GPU's); 1 (train alone) when fewer than :data:`MIN_SIZE` fit."""
+    """Members in a round with ``params``' batch size and width: as many as fit in a third of ``seconds_left``
+    by the cost model (per step: ``STEP_SECONDS`` plus the members' matmuls at ``flops``), at most ``limit``
+    (and :data:`MAX_SIZE`, or :data:`MAX_SIZE_GPU` when ``flops`` is a GPU's); 1 (train alone) when fewer
+    than :data:`MIN_SIZE` fit."""
     steps, member_flops = _step_costs(params, rows, n_features)
     fits = int((seconds_left * _ROUND_SHARE / steps - STEP_SECONDS) * flops / member_flops)
     size = min(fits, limit or fits, MAX_SIZE_GPU if flops >= FLOPS_PER_GPU else MAX_SIZE)

@@ -29,7 +29,8 @@ from _common import log  # noqa: F401  (sets up sys.path first)
 from trial_speed import load_split
 
 #: (label, options of RunConfig) for each search compared.
-SEARCHES = {"optuna-population": {"engine": "optuna"}, "optuna-one-at-a-time": {"engine": "optuna", "population": 1},
+SEARCHES = {"optuna-population": {"engine": "optuna", "population": None},  # --population auto
+            "optuna-one-at-a-time": {"engine": "optuna", "population": 1},
             "keras-tuner/hyperband": {"engine": "keras-tuner", "tuner": "hyperband"},
             "keras-tuner/bayesian": {"engine": "keras-tuner", "tuner": "bayesian"},
             "keras-tuner/random": {"engine": "keras-tuner", "tuner": "random"}}

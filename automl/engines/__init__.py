@@ -27,11 +27,12 @@ if TYPE_CHECKING:  # the CLI reads ENGINES for --help: keep this import free of 
 
 __all__ = ["SearchData", "SearchJob", "StopPolicy", "TrialRecord", "Engine", "RemoteWorkers", "train_trial",
            "MemberOutcome", "train_population", "progress_line", "check_identity", "ENGINES",
-           "MAX_CONSECUTIVE_FAILURES", "get_engine"]
+           "MAX_CONSECUTIVE_FAILURES", "HYPERBAND_MIN_EPOCHS", "get_engine"]
 
-#: A population member that the deadline stops before this many epochs is told pruned, not complete: a round
-#: started late would otherwise rank a whole population of barely trained networks (Hyperband's first rung).
-RANK_MIN_EPOCHS = 10
+#: Hyperband's shortest trial (both engines' ``min_resource``). A population member that the deadline stops
+#: before this many epochs is told pruned, not complete: a round started late would otherwise rank a whole
+#: population of barely trained networks.
+HYPERBAND_MIN_EPOCHS = 10
 #: Stop when this many trials in a row fail: the space or the data is broken, not the luck.
 MAX_CONSECUTIVE_FAILURES = 10
 
@@ -208,8 +209,7 @@ class MemberOutcome:
     pruned: bool = False
     #: Its share of the population's training time (by epochs trained): what it would have cost alone, about.
     seconds: float = 0.0
-    epochs: int = 0
-    #: The deadline stopped it before :data:`RANK_MIN_EPOCHS` epochs: too little training to rank (told pruned).
+    #: The deadline stopped it before :data:`HYPERBAND_MIN_EPOCHS` epochs: too little training to rank (told pruned).
     cut: bool = False
 
 
@@ -238,9 +238,9 @@ def train_population(members: list[dict[str, Any]], data: SearchData, metric: Me
                       deadline=deadline)
     share = (time.monotonic() - start) / max(sum(r.epochs for r in results), 1)
     for i, r in zip(kept, results, strict=True):
-        cut = r.cut and r.epochs < RANK_MIN_EPOCHS
+        cut = r.cut and r.epochs < HYPERBAND_MIN_EPOCHS
         outcome = outcomes[i] = MemberOutcome(None, r.best_epoch, "", r.pruned or cut, round(share * r.epochs, 3),
-                                              r.epochs, cut)
+                                              cut)
         if r.error:
             outcome.error = f"FailedTrialError: {r.error}"  # as the one-at-a-time trainer reports it
         elif not outcome.pruned:

@@ -27,6 +27,7 @@ from typing import Any
 
 from automl.budget import Budget, search_deadline, search_should_stop
 from automl.engines import (
+    HYPERBAND_MIN_EPOCHS,
     MAX_CONSECUTIVE_FAILURES,
     SearchData,
     SearchJob,
@@ -43,9 +44,8 @@ __all__ = ["search", "render", "param_importances", "SUPPORTS_WORKERS"]
 
 #: Keras Tuner runs its trials in this process (its own multi-worker mode needs a chief/worker setup).
 SUPPORTS_WORKERS = False
-#: Hyperband's shortest trial, as the Optuna engine's pruner ``min_resource``. Keras Tuner
-#: fixes it at 1 epoch: with 100 epochs its first bracket would train 98 two-epoch models.
-HYPERBAND_MIN_EPOCHS = 10
+#: Hyperband's shortest trial is :data:`automl.engines.HYPERBAND_MIN_EPOCHS`: Keras Tuner would fix it at
+#: 1 epoch, and with 100 epochs its first bracket would train 98 two-epoch models.
 HYPERBAND_FACTOR = 3
 
 

@@ -32,6 +32,7 @@ from typing import Any
 
 from automl.budget import Budget, search_deadline, search_should_stop
 from automl.engines import (
+    HYPERBAND_MIN_EPOCHS,
     MAX_CONSECUTIVE_FAILURES,
     MemberOutcome,
     RemoteWorkers,
@@ -98,7 +99,8 @@ def open_study(storage_url: str | None, storage_dir: Path, study_name: str, job:
     seed = (job.config.seed if job is not None else 0) + worker
     max_epochs = job.max_epochs if job is not None else 100
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=8, constant_liar=True)
-    pruner = optuna.pruners.HyperbandPruner(min_resource=10, max_resource=max_epochs, reduction_factor=3)
+    pruner = optuna.pruners.HyperbandPruner(min_resource=HYPERBAND_MIN_EPOCHS, max_resource=max_epochs,
+                                            reduction_factor=3)
     if job is None:
         return optuna.load_study(study_name=study_name, storage=storage, sampler=sampler, pruner=pruner)
     study = optuna.create_study(storage=storage, study_name=study_name, load_if_exists=True, sampler=sampler,
@@ -390,7 +392,6 @@ def _flops() -> float:
 def _train_members(study: Any, job: SearchJob, data: SearchData, members: list[tuple[Any, dict[str, Any]]],
                    deadline: float, claims: _Claims) -> None:
     """Train trials that share a batch size and width as one population; tell each its own result."""
-
     from optuna.exceptions import UpdateFinishedTrialError
 
     trials = [t for t, _ in members]
@@ -472,7 +473,7 @@ def _ask_batch(study: Any, job: SearchJob, size: int, shared: dict[str, Any], st
         member = _ask(study, job, claims, known, beats)
         if member is not None:
             asked.append(member)
-        elif stop.reason(study.trials) is not None or stop.all_claimed(study.trials):
+        elif stop.reason(trials := study.trials) is not None or stop.all_claimed(trials):
             break
     return asked
 
