@@ -137,6 +137,10 @@ def main(argv: list[str] | None = None) -> int:
         # A first run's server migrates its database for 10-60 s: TensorFlow's ~6 s import fits inside. On a
         # warm machine the server answers in ~4 s and the first models (GBM) need no TensorFlow: it waits.
         import_tensorflow(args.verbose)
+    # What Prefect imports at a flow run's first call (~0.35 s): here it overlaps the temporary server's start-up.
+    import fastapi.encoders  # noqa: F401  (Prefect serializes flow parameters with it)
+    import prefect.flow_engine  # noqa: F401
+    import prefect.task_engine  # noqa: F401
     try:
         api.wait()
     except ServerUnavailable as exc:

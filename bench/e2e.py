@@ -15,7 +15,10 @@ line per budget on stdout; the run's own output goes to stderr.
 Each run gets a fresh Prefect home (a new user's first run: the temporary server migrates its
 database) unless ``--warm``: one home for all runs, migrated before the first (a user's later runs).
 
-    python bench/e2e.py [--budgets 30,60,120] [--dataset diabetes] [--repeat 1] [--with-server | --warm] [--keep]
+``--idle`` waits before each run until the previous run's processes are gone (CPUs under 10 % busy for 3 s).
+
+    python bench/e2e.py [--budgets 30,60,120] [--dataset diabetes] [--repeat 1] [--with-server | --warm] [--idle]
+                        [--keep]
 """
 
 from __future__ import annotations
@@ -92,9 +95,34 @@ def summarize(out: Path) -> dict[str, Any]:
     }
 
 
+def _cpu_times() -> tuple[float, float]:
+    """(busy, total) jiffies of all CPUs since boot, from /proc/stat."""
+    fields = [float(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def wait_idle(limit: float = 90.0, busy_pct: float = 10.0) -> float:
+    """Wait (at most ``limit`` s) until the machine's CPUs were under ``busy_pct`` % busy for 3 s in a row.
+
+    The load average lags by a minute; what a measurement of start-up needs is that the previous run's
+    processes are gone. Returns the busy share of the last 3 s, in %.
+    """
+    deadline, share = time.time() + limit, 100.0
+    while time.time() < deadline:
+        b0, t0 = _cpu_times()
+        time.sleep(3.0)
+        b1, t1 = _cpu_times()
+        share = 100.0 * (b1 - b0) / max(t1 - t0, 1.0)
+        if share < busy_pct:
+            break
+    return round(share, 1)
+
+
 def run_once(dataset: str, budget: float | None, timeout: float, keep: bool,
-             prefect_home: Path | None = None) -> dict[str, Any]:
+             prefect_home: Path | None = None, idle: bool = False) -> dict[str, Any]:
     """One CLI run on ``dataset`` at ``budget`` (None: the run's default); its JSON result."""
+    busy_before = wait_idle() if idle else None
     tmp = Path(tempfile.mkdtemp(prefix="automl-e2e-"))
     out = tmp / "out"
     cmd = [sys.executable, "-m", "automl.run", dataset, "--output", str(out)]
@@ -118,6 +146,7 @@ def run_once(dataset: str, budget: float | None, timeout: float, keep: bool,
     result["within_budget_10pct"] = budget is not None and wall <= 1.1 * budget
     result["machine"] = {"cpu_count": os.cpu_count(), "loadavg_1m_before": round(load_before, 2),
                          "loadavg_1m_after": round(os.getloadavg()[0], 2),
+                         "cpu_busy_pct_before": busy_before,
                          "prefect_api": os.environ.get("PREFECT_API_URL", "temporary local server"),
                          "prefect_home": "server's" if "PREFECT_API_URL" in os.environ else
                          "fresh" if prefect_home is None else "warm"}
@@ -151,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", default="diabetes", help="a built-in dataset or a file (diabetes)")
     parser.add_argument("--repeat", type=int, default=1, help="runs per budget (1)")
     parser.add_argument("--timeout", type=float, default=900.0, help="kill a run after this many seconds (900)")
+    parser.add_argument("--idle", action="store_true", help="before each run, wait (up to 90 s) until the CPUs "
+                                                            "were under 10 %% busy for 3 s")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folders and print their paths")
     args = parser.parse_args(argv)
     budgets = [float(b) for b in args.budgets.split(",") if b] or [None]
@@ -163,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
         results = []
         for budget in budgets:
             for _ in range(args.repeat):
-                results.append(run_once(args.dataset, budget, args.timeout, args.keep, home if args.warm else None))
+                results.append(run_once(args.dataset, budget, args.timeout, args.keep, home if args.warm else None,
+                                        args.idle))
                 print(json.dumps(results[-1]), flush=True)
     return 0 if all(r["returncode"] == 0 and "error" not in r for r in results) else 1
 
