@@ -89,6 +89,30 @@ def tree_usage(root: int) -> tuple[int, float]:
     return sum(rss for rss, _ in tree), sum(cpu for _, cpu in tree)
 
 
+def _cpu_times() -> tuple[float, float]:
+    """(busy, total) jiffies of all CPUs since boot, from /proc/stat."""
+    fields = [float(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def wait_idle(limit: float = 90.0, busy_pct: float = 10.0) -> float:
+    """Wait (at most ``limit`` s) until the machine's CPUs were under ``busy_pct`` % busy for 3 s in a row.
+
+    The load average lags by a minute; what a measurement of start-up needs is that the previous run's
+    processes are gone. Returns the busy share of the last 3 s, in %.
+    """
+    deadline, share = time.time() + limit, 100.0
+    while time.time() < deadline:
+        b0, t0 = _cpu_times()
+        time.sleep(3.0)
+        b1, t1 = _cpu_times()
+        share = 100.0 * (b1 - b0) / max(t1 - t0, 1.0)
+        if share < busy_pct:
+            break
+    return round(share, 1)
+
+
 def _label(pid: int) -> str:
     """A short name for a process of the tree: the module it runs (``automl.worker``) or its program."""
     try:
