@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 
-from automl.budget import FINISH_SECONDS
 from automl.evaluation import Evaluated, evaluate_candidate
 from automl.models import reference_candidates, skewed_positive
 from automl.state import RunState
@@ -43,9 +42,11 @@ def fit_reference_models(state: RunState) -> list[Evaluated]:
             state.events.warn("reference", f"skipped {candidate.model_id}: estimated {estimate:.0f}s, "
                                            f"{max(left, 0):.0f}s left of the reference models' share")
             continue
-        # The first model may use the whole budget but the finish reserve, and at least FIRST_MODEL_SECONDS: a
-        # run that starts late (a busy machine, a slow Prefect start-up) still ends with a board, a little late.
-        deadline = share_end if done else max(budget.deadline - FINISH_SECONDS, budget.clock() + FIRST_MODEL_SECONDS)
+        # Every model stops by the end of the share, the first too: boosting on 8M rows would otherwise take the
+        # whole budget (it stops early, keeping its best round). The first one gets at least
+        # FIRST_MODEL_SECONDS even past the share: a run that starts late (a busy machine, a slow Prefect
+        # start-up) still ends with a board, a little late.
+        deadline = share_end if done else max(share_end, budget.clock() + FIRST_MODEL_SECONDS)
         if cap is not None:
             deadline = min(deadline, budget.clock() + cap)
         if state.schema.task != "image":  # the image references are plain scikit-learn pipelines

@@ -126,3 +126,27 @@ def test_a_refit_that_would_not_fit_trains_fewer_epochs_instead_of_being_dropped
     epochs = _refit_epochs(trial, cost=100.0, available=50.0)
     assert epochs == int(40 * REFIT_MARGIN * 50 / 100) and 1 <= epochs < 20
     assert _refit_epochs(trial, cost=100.0, available=-3.0) == 1  # at least one epoch
+
+
+@pytest.mark.parametrize("spent", [0.0, 900.0])
+def test_no_reference_model_trains_past_the_reference_share(monkeypatch, spent):
+    """The first reference model stops at the end of the stage's share too (boosting 8M rows once took 24 of a
+    run's 30 minutes), unless the run starts so late that only its least time is left: then it gets that."""
+    from automl import reference
+    from automl.config import RunConfig
+    from automl.state import start
+
+    state = start(RunConfig.from_options(dataset="diabetes", max_runtime_secs=1000, verbose=False))
+    clock = FakeClock(1e6)  # stands still: deadlines are compared exactly
+    state.budget = Budget(1000, clock=clock, started=clock.now - spent)
+    given: list[float] = []
+    # Every candidate fails (None): each is then a "first" model, the case with the longest deadline.
+    monkeypatch.setattr(reference, "evaluate_candidate", lambda state, cand, stage, deadline: given.append(deadline))
+    reference.fit_reference_models(state)
+    share_end = state.budget.deadline - (1 - reference.REFERENCE_SHARE) * 1000
+    assert len(given) >= 2
+    if spent == 0:
+        assert max(given) == pytest.approx(share_end)
+    else:  # the share ended long ago: the least time, not the rest of the budget
+        assert given == [clock.now + reference.FIRST_MODEL_SECONDS] * len(given)
+        assert max(given) < state.budget.deadline
