@@ -150,3 +150,20 @@ def test_no_reference_model_trains_past_the_reference_share(monkeypatch, spent):
     else:  # the share ended long ago: the least time, not the rest of the budget
         assert given == [clock.now + reference.FIRST_MODEL_SECONDS] * len(given)
         assert max(given) < state.budget.deadline
+
+
+def test_the_search_keeps_less_for_refits_under_a_holdout():
+    """Under CV the best configuration refits k times, under a holdout each refits once: less is kept."""
+    from automl import search
+    from automl.config import RunConfig
+    from automl.state import start
+
+    kept = {}
+    for validation in ("cv", "holdout"):
+        state = start(RunConfig.from_options(dataset="diabetes", max_runtime_secs=120, validation=validation,
+                                             verbose=False))
+        job = search.search_job(state)
+        kept[validation] = (job.stop.keep_share, job.stop.refit_trials)
+    assert kept["cv"] == (search.EVALUATE_SHARE, 5.0)
+X
+    assert kept["holdout"][0] < kept["cv"][0] and kept["holdout"][1] == search.TOP_CONFIGS

@@ -121,3 +121,33 @@ def test_a_capped_candidate_trains_on_a_stratified_sample_and_is_still_scored_on
     uncapped = cross_validate(Candidate("GLM_1", "GLM", lambda: Counting(max_iter=500), {"C": 1.0}, max_rows=600),
                               x, y, schema, protocol.folds)
     assert [len(s) for s in Counting.seen] == [512, 512, 512] and uncapped.model.params == {"C": 1.0}
+
+
+def test_a_network_refit_preprocesses_only_the_rows_it_trains_on(monkeypatch):
+    """Networks train on a row sample: the sample is drawn before one-hot encoding, not after (encoding a
+    fold's 8M training rows first took 18 GB, and the OOM killer ended the run)."""
+    from automl import evaluation, search
+    from automl.config import RunConfig
+    from automl.engines import TrialRecord
+    from automl.spaces import MLP_WARM_STARTS
+    from automl.state import start
+
+    state = start(RunConfig.from_options(dataset="diabetes", max_runtime_secs=60, validation="holdout",
+                                         verbose=False))
+    monkeypatch.setattr(search, "MAX_SEARCH_TRAIN_ROWS", 100)
+    fitted_rows: list[int] = []
+    real = evaluation.make_preprocessor
+
+    def recording(*args, **kwargs):
+        pre = real(*args, **kwargs)
+        fit = pre.fit
+        pre.fit = lambda x, y=None: (fitted_rows.append(len(x)), fit(x, y))[1]
+        return pre
+
+    monkeypatch.setattr(evaluation, "make_preprocessor", recording)
+    state.trials = [TrialRecord(0, "COMPLETE", 0.8, best_epoch=2, duration_s=1.0, params=dict(MLP_WARM_STARTS[0]))]
+    done = search.evaluate_search(state)
+    assert [e.model.model_id for e in done] == ["MLP_0"]
+    assert fitted_rows == [100] and done[0].model.params["max_rows"] == 100
+    # Still scored on every holdout row.
+    assert len(done[0].oof) == len(state.protocol.scored)
