@@ -165,5 +165,5 @@ def test_the_search_keeps_less_for_refits_under_a_holdout():
         job = search.search_job(state)
         kept[validation] = (job.stop.keep_share, job.stop.refit_trials)
     assert kept["cv"] == (search.EVALUATE_SHARE, 5.0)
-X
+    # Even with the refit stage's share (automl.refit) on top; the three best configurations' single refits.
     assert kept["holdout"][0] < kept["cv"][0] and kept["holdout"][1] == search.TOP_CONFIGS
