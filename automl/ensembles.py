@@ -76,13 +76,19 @@ class Metalearner:
         bounds = [(0.0, None)] * m + [(None, None)]
         result = minimize(self._loss, start, args=(z, y), method="L-BFGS-B", bounds=bounds)
         self.weights_, self.intercept_ = result.x[:-1], float(result.x[-1])
+        if self.task == "multiclass":  # a blend of probabilities: only the weights' shares matter
+            total = self.weights_.sum()
+            self.weights_ = self.weights_ / total if total > 0 else np.full(m, 1.0 / m)
         return self
 
     def _loss(self, theta: np.ndarray, z: np.ndarray, y: np.ndarray) -> float:
         w, b = theta[:-1], theta[-1]
         p = self._combine(z, w, b)
         p_true = p[:, 1] * y + p[:, 0] * (1 - y) if self.task == "binary" else p[np.arange(len(y)), y]
-        return float(-np.mean(np.log(np.clip(p_true, _EPS, 1.0))) + self.alpha * np.sum(w**2))
+        # A multiclass blend is normalised: the penalty is on the shares too, or it would shrink every weight
+        # towards 0 (to ~1e-6) without changing the blend.
+        shares = w if self.task == "binary" else w / max(float(w.sum()), _EPS)
+        return float(-np.mean(np.log(np.clip(p_true, _EPS, 1.0))) + self.alpha * np.sum(shares**2))
 
     def _combine(self, z: np.ndarray, w: np.ndarray, b: float) -> np.ndarray:
         if self.task == "binary":

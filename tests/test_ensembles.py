@@ -40,6 +40,21 @@ def test_metalearner_weights_are_non_negative_and_ignore_a_bad_base():
     assert meta.weights_[0] > 0.5 and meta.weights_[1] == pytest.approx(0.0, abs=1e-6)
 
 
+def test_multiclass_metalearner_weights_are_shares_that_favour_the_better_bases():
+    # Its L2 term once shrank every weight to ~1e-6 (the blend is normalised, so nothing stopped it).
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 600)
+
+    def member(noise: float) -> np.ndarray:
+        logits = 3 * np.eye(3)[y] + rng.normal(scale=noise, size=(600, 3))
+        e = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    meta = Metalearner("multiclass").fit([member(1.0), member(1.2), member(6.0)], y)
+    assert meta.weights_.sum() == pytest.approx(1.0) and (meta.weights_ >= 0).all()
+    assert meta.weights_[0] > meta.weights_[1] > 0.1 and meta.weights_[2] < 0.05
+
+
 @pytest.mark.parametrize(("metric", "task"), [("auc", "binary"), ("logloss", "binary"), ("rmse", "regression")])
 def test_greedy_selection_never_scores_below_its_best_member_and_can_beat_it(metric, task):
     rng = np.random.default_rng(3)
