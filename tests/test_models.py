@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import joblib
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.datasets import load_iris
 from sklearn.linear_model import Ridge
@@ -191,3 +192,20 @@ def test_cost_estimates_grow_with_cells_and_stop_growing_for_subsampled_forests(
     drf = by_algo["DRF"]
     assert drf.estimate_seconds(10 * models.FOREST_MAX_ROWS, 100) == drf.estimate_seconds(models.FOREST_MAX_ROWS, 100)
     assert reference_candidates("image", 0)[0].estimate_seconds(1_000, 64) == 0.0
+
+
+def test_a_noise_category_with_many_levels_does_not_leak_into_out_of_fold_scores() -> None:
+    """Categories are split on natively by LightGBM, fitted inside each fold: a pure-noise column of 500 levels
+    (what target encoding fitted on all rows would turn into a perfect feature) scores ≈ 0.5 out of fold."""
+    from automl.evaluation import cross_validate, make_folds
+
+    rng = np.random.default_rng(0)
+    n = 3000
+    frame = pd.DataFrame({"noise": [f"id{i}" for i in rng.integers(0, 500, n)], "y": rng.integers(0, 2, n)})
+    ds = data.from_frame(frame, "noise", "y")
+    schema = infer_schema(ds)
+    assert schema.categorical == ["noise"]
+    y = encode_target(schema, frame["y"])
+    gbm = next(c for c in reference_candidates("binary", 0) if c.algo == "GBM")
+    result = cross_validate(gbm, frame.drop(columns=["y"]), y, schema, make_folds(y, "binary", 5, seed=0))
+    assert abs(result.model.metrics["auc"] - 0.5) < 0.04, result.model.metrics["auc"]
