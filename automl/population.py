@@ -40,8 +40,10 @@ ACTIVATIONS = ("relu", "elu", "selu", "swish", "tanh")
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
 #: Validation rows scored per call: bounds the (P, rows, width) activations on large tables.
 VALIDATION_ROWS = 8192
-#: XLA for the step: measured no faster on this CPU at P ≤ 32 (a call costs ~3 ms more), 18 % faster at P = 128.
-JIT = False
+#: Populations of at least this many members compile their step with XLA: on this CPU it was no faster at
+#: P ≤ 32 (a call costs ~3 ms more) and 18 % faster at P = 128; on a GPU, where populations reach 256, it fuses
+#: the members' small kernels.
+JIT_MIN_SIZE = 64
 # Keras' defaults, so that a member trains like the one-at-a-time trainer.
 _BETA_1, _BETA_2, _EPSILON, _WEIGHT_DECAY, _RHO, _MOMENTUM = 0.9, 0.999, 1e-7, 0.004, 0.9, 0.9
 _BN_EPSILON, _BN_MOMENTUM = 1e-3, 0.99
@@ -370,7 +372,7 @@ class _Graph:
             self._apply(tape.gradient(total, self.weights, unconnected_gradients=tf.UnconnectedGradients.ZERO))
             self.losses.assign(tf.where(self.active, losses, self.losses))
 
-        one_step = tf.function(step_on, jit_compile=JIT)
+        one_step = tf.function(step_on, jit_compile=self.pop.size >= JIT_MIN_SIZE)
 
         def run(first: Any, count: Any) -> Any:
             for step in tf.range(first, first + count):
