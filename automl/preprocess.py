@@ -26,7 +26,8 @@ from automl.data import Dataset, distinct_counts
 from automl.errors import InputError
 from automl.images import PixelScaler
 
-__all__ = ["Schema", "infer_schema", "encode_target", "make_preprocessor", "CleanFrame", "DatetimeParts"]
+__all__ = ["Schema", "infer_schema", "encode_target", "make_preprocessor", "dense_width", "CleanFrame",
+           "DatetimeParts"]
 
 #: Text columns with more distinct values than this (and mostly unique) are free text or ids.
 _MAX_CATEGORIES = 50
@@ -283,6 +284,18 @@ class TreeColumns(BaseEstimator, TransformerMixin):
         for col in self.categorical:
             out[col] = pd.Categorical(x[col], categories=self.categories_[col])
         return pd.DataFrame(out, index=x.index)
+
+
+def dense_width(x: pd.DataFrame, schema: Schema) -> int:
+    """About how many columns the dense preprocessor makes of ``x`` (missing indicators aside): one per numeric
+    column and date part, one per category up to :data:`MAX_ONEHOT` a column. Levels are read from categorical
+    dtypes (what ingest makes of text), counted otherwise."""
+    def levels(col: str) -> int:
+        values = x[col]
+        return len(values.cat.categories) if isinstance(values.dtype, pd.CategoricalDtype) else values.nunique()
+
+    return (len(schema.numeric) + (len(_DATE_PARTS) + 1) * len(schema.datetime)
+            + sum(min(levels(c), MAX_ONEHOT) for c in schema.categorical))
 
 
 def make_preprocessor(schema: Schema, kind: str = "dense") -> Pipeline | PixelScaler:

@@ -2,8 +2,9 @@
 
 Each candidate is cross-validated on the run's protocol under a deadline. A candidate
 starts only while the stage's share of the budget lasts, and only if its estimated cost
-(its own estimate from rows × features, corrected by how the models before it did
-against theirs) fits in what is left of that share; otherwise it is skipped with a
+(from rows × the columns it trains on, corrected by how its family's first model did
+against its estimate) fits in what is left of that share, less the time the later
+row-bounded candidates (GLM, forests) are estimated to need; otherwise it is skipped with a
 warning in the event log.
 """
 
@@ -13,14 +14,18 @@ import os
 
 from automl.evaluation import Evaluated, evaluate_candidate
 from automl.models import reference_candidates, skewed_positive
+from automl.preprocess import dense_width
 from automl.state import RunState
 
-__all__ = ["fit_reference_models", "REFERENCE_SHARE", "FIRST_MODEL_SECONDS"]
+__all__ = ["fit_reference_models", "REFERENCE_SHARE", "FIRST_MODEL_SECONDS", "RESERVE_MARGIN"]
 
 #: Reference models start only while less than this share of the budget is spent.
 REFERENCE_SHARE = 0.4
 #: The first model's least training time, even past the budget: a run must not end without a board.
 FIRST_MODEL_SECONDS = 20.0
+#: Time kept for the later row-bounded candidates, as a multiple of their estimates (which, made before any of
+#: them ran, may be off by as much as the machine's load).
+RESERVE_MARGIN = 2.0
 
 
 def fit_reference_models(state: RunState) -> list[Evaluated]:
@@ -30,14 +35,28 @@ def fit_reference_models(state: RunState) -> list[Evaluated]:
     n_features = len(state.schema.features)
     share_end = budget.deadline - (1 - REFERENCE_SHARE) * budget.seconds
     cap = state.config.search.max_runtime_secs_per_model
-    correction, done = 1.0, []
+    # Estimates are costed on the matrix each candidate sees: LightGBM splits the raw columns, the GLM and the
+    # forests the one-hot encoding (280 columns of the synthetic table's 35). Each family's estimates are then
+    # corrected by how its first model did against its estimate (a boosted model cut short by its deadline
+    # says nothing of the GLM's cost).
+    widths = {"trees": n_features, "dense": dense_width(state.x, state.schema) if state.schema.task != "image"
+              else n_features}
     skewed = state.schema.task == "regression" and skewed_positive(state.y)
-    for candidate in reference_candidates(state.schema.task, state.config.seed, n_rows=train_rows,
-                                          n_features=n_features, n_jobs=_free_cores(), skewed_positive=skewed):
-        if candidate.algo not in state.config.evaluation.algos:
-            continue
-        left = share_end - budget.clock()
-        estimate = len(protocol.folds) * candidate.estimate_seconds(train_rows, n_features) * correction
+    candidates = [c for c in reference_candidates(state.schema.task, state.config.seed, n_rows=train_rows,
+                                                  n_features=n_features, n_jobs=_free_cores(), skewed_positive=skewed)
+                  if c.algo in state.config.evaluation.algos]
+    raw = [len(protocol.folds) * c.estimate_seconds(train_rows, widths.get(c.features, n_features))
+           for c in candidates]
+    corrections: dict[str, float] = {}
+    done: list[Evaluated] = []
+    for i, candidate in enumerate(candidates):
+        estimate = raw[i] * corrections.get(candidate.algo, 1.0)
+        # Later candidates whose cost stops growing with the rows (the GLM and the forests train on row samples)
+        # keep their estimated time: on 8M rows GBM_1 took the whole share and they were skipped for 6 s each.
+        bounded = sum(r * corrections.get(c.algo, 1.0) for c, r in zip(candidates[i + 1:], raw[i + 1:], strict=True)
+                      if c.max_rows is not None)
+        end = share_end - RESERVE_MARGIN * bounded
+        left = end - budget.clock()
         if done and (left <= 0 or estimate > left):
             state.events.warn("reference", f"skipped {candidate.model_id}: estimated {estimate:.0f}s, "
                                            f"{max(left, 0):.0f}s left of the reference models' share")
@@ -46,7 +65,7 @@ def fit_reference_models(state: RunState) -> list[Evaluated]:
         # whole budget (it stops early, keeping its best round). The first one gets at least
         # FIRST_MODEL_SECONDS even past the share: a run that starts late (a busy machine, a slow Prefect
         # start-up) still ends with a board, a little late.
-        deadline = share_end if done else max(share_end, budget.clock() + FIRST_MODEL_SECONDS)
+        deadline = end if done else max(end, budget.clock() + FIRST_MODEL_SECONDS)
         if cap is not None:
             deadline = min(deadline, budget.clock() + cap)
         if state.schema.task != "image":  # the image references are plain scikit-learn pipelines
@@ -54,7 +73,8 @@ def fit_reference_models(state: RunState) -> list[Evaluated]:
         result = evaluate_candidate(state, candidate, "reference", deadline)
         if result is not None:
             done.append(result)
-            correction = max(0.25, min(4.0, (result.training_time_ms / 1000) / max(estimate / correction, 1e-3)))
+            corrections.setdefault(candidate.algo,
+                                   max(0.25, min(4.0, (result.training_time_ms / 1000) / max(raw[i], 1e-3))))
     return done
 
 

@@ -167,3 +167,30 @@ def test_the_search_keeps_less_for_refits_under_a_holdout():
     assert kept["cv"] == (search.EVALUATE_SHARE, 5.0)
     # Even with the refit stage's share (automl.refit) on top; the three best configurations' single refits.
     assert kept["holdout"][0] < kept["cv"][0] and kept["holdout"][1] == search.TOP_CONFIGS
+
+
+def test_boosting_that_would_take_the_whole_share_leaves_the_row_bounded_models_their_time(monkeypatch):
+    """On 8M rows GBM_1 trained until the share's end and the GLM and forests (seconds each, on row samples) were
+    skipped. Here every GBM trains until its deadline, the others as long as their estimate."""
+    from types import SimpleNamespace
+
+    from automl import reference
+    from automl.config import RunConfig
+    from automl.state import start
+
+    state = start(RunConfig.from_options(dataset="diabetes", max_runtime_secs=1000, verbose=False))
+    clock = FakeClock(1e6)
+    state.budget = Budget(1000, clock=clock, started=clock.now)
+    trained: dict[str, float] = {}
+
+    def train(state, candidate, stage, deadline):
+        seconds = deadline - clock.now if candidate.algo == "GBM" else 1.0
+        clock.advance(seconds)
+        trained[candidate.model_id] = seconds
+        return SimpleNamespace(training_time_ms=1000 * seconds)
+
+    monkeypatch.setattr(reference, "evaluate_candidate", train)
+    reference.fit_reference_models(state)
+    assert {"GBM_1", "GLM_1", "DRF_1", "XRT_1"} <= set(trained)  # the GBMs after the first one do not fit
+    assert not {"GBM_2", "GBM_3"} & set(trained)
+    assert clock.now <= state.budget.deadline - (1 - reference.REFERENCE_SHARE) * 1000  # all within the share
