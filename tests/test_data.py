@@ -361,6 +361,30 @@ def test_mixed_types_are_read_compactly(tmp_path):
     assert frame["y"].dtype == np.int64 and frame["y"].tolist() == [3, 1, 2, 1]
 
 
+@pytest.mark.parametrize("late", ["none", "decimals", "text"])
+def test_a_csv_read_in_blocks_equals_the_csv_read_at_once(tmp_path, monkeypatch, late):
+    """A large CSV is parsed and converted block by block; a later block that does not fit the types inferred
+    from the first (decimals after integers, text after numbers) falls back to reading the whole file."""
+    from automl import data as data_mod
+
+    rng = np.random.default_rng(0)
+    n = 3000
+    frame = pd.DataFrame({"count": rng.integers(0, 9, n).astype(object), "price": rng.normal(size=n).round(3),
+                          "city": rng.choice(["Paris", "Lyon", None], n), "y": rng.integers(0, 2, n)})
+    if late != "none":
+        frame.loc[n - 1, "count"] = 2.5 if late == "decimals" else "many"
+    path = tmp_path / "blocks.csv"
+    frame.to_csv(path, index=False)
+    whole = data_mod.read_table(path, "y")
+    monkeypatch.setattr(data_mod, "STREAM_CSV_BYTES", 0)
+    monkeypatch.setattr(data_mod, "CSV_BLOCK_BYTES", 4096)  # ~20 blocks
+    blocks = data_mod.read_table(path, "y")
+    pd.testing.assert_frame_equal(blocks, whole)
+    assert blocks["price"].dtype == np.float32 and isinstance(blocks["city"].dtype, pd.CategoricalDtype)
+    assert blocks["count"].dtype == (np.float32 if late != "text" else "category")
+    assert blocks["y"].dtype == np.int64 and blocks["y"].tolist() == frame["y"].tolist()
+
+
 def test_targets_keep_their_exact_values(tmp_path):
     values = [0.1, 1 / 3, 123456789.123, 2.0] * 5
     frame = pd.DataFrame({"x": range(20), "real": values, "label": ["yes", "no"] * 10})
