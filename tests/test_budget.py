@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from automl import budget as budget_mod
@@ -194,3 +196,35 @@ def test_boosting_that_would_take_the_whole_share_leaves_the_row_bounded_models_
     assert {"GBM_1", "GLM_1", "DRF_1", "XRT_1"} <= set(trained)  # the GBMs after the first one do not fit
     assert not {"GBM_2", "GBM_3"} & set(trained)
     assert clock.now <= state.budget.deadline - (1 - reference.REFERENCE_SHARE) * 1000  # all within the share
+
+
+def test_on_the_200k_table_every_reference_model_fits_in_the_share(monkeypatch):
+    """The reserve for the GLM and forests must not starve the later GBMs on a mid-size table: the seconds each
+    model took on the 200k synthetic table at 300 s (2026-12-04) all fit in the share, as they did before it."""
+    from types import SimpleNamespace
+
+    from automl import reference
+    from automl.config import RunConfig
+    from automl.state import start
+
+    rng = np.random.default_rng(0)
+    n = 160_000
+    frame = pd.DataFrame(rng.normal(size=(n, 30)).astype("float32"), columns=[f"x{i}" for i in range(30)])
+    for j in range(5):
+        frame[f"c{j}"] = pd.Categorical.from_codes(rng.integers(0, 50, n), [f"lvl{k}" for k in range(50)])
+    frame["y"] = rng.integers(0, 2, n)
+    state = start(RunConfig.from_options(target="y", max_runtime_secs=300, verbose=False), frame)
+    assert state.protocol.name == "holdout"
+    clock = FakeClock(1e6)
+    state.budget = Budget(300, clock=clock, started=clock.now - 3)  # start-up
+    took = {"GBM": 20.0, "GLM": 6.8, "DRF": 16.4, "XRT": 9.1}
+    trained: list[str] = []
+
+    def train(state, candidate, stage, deadline):
+        clock.advance(min(took[candidate.algo], deadline - clock.now))
+        trained.append(candidate.model_id)
+        return SimpleNamespace(training_time_ms=1000 * took[candidate.algo])
+
+    monkeypatch.setattr(reference, "evaluate_candidate", train)
+    reference.fit_reference_models(state)
+    assert trained == ["GBM_1", "GLM_1", "GBM_2", "DRF_1", "GBM_3", "XRT_1"]
