@@ -34,9 +34,9 @@ _NUMERIC_SHARE = 0.95
 MAX_CLASSES = 1000
 #: How much of a CSV the separator is sniffed from.
 _SNIFF_BYTES = 1024
-#: ``pandas.api.types.infer_dtype`` kinds of an object column that hold numbers (or nothing).
 #: CSV files of this size or more are parsed and converted in blocks of CSV_BLOCK_BYTES (see :func:`_read_csv`).
 STREAM_CSV_BYTES, CSV_BLOCK_BYTES = 256 << 20, 32 << 20
+#: ``pandas.api.types.infer_dtype`` kinds of an object column that hold numbers (or nothing).
 _NUMBER_KINDS = ("boolean", "integer", "floating", "mixed-integer-float", "decimal", "empty")
 
 
@@ -310,6 +310,7 @@ def _read_csv(path: Path, target: str | None) -> dict[str, pd.Series]:
 
 
 def _check_utf8(schema: Any, path: Path) -> None:
+    """InputError when pyarrow read a column as binary: text that is not UTF-8."""
     import pyarrow as pa
 
     if any(pa.types.is_binary(t) for t in schema.types):  # pyarrow's type for text that is not UTF-8
