@@ -238,11 +238,12 @@ def _columns(parts: Any, target: str | None, path: Path) -> dict[str, pd.Series]
     columns = {}
     for spec in schema:
         chunks = kept[spec.name]
-        if as_text(spec) or not chunks:  # (no chunks: a header without rows)
-            whole = pa.chunked_array(chunks, type=spec.type)
-            columns[spec.name] = (whole.to_pandas() if spec.name == target else
-                                   whole.dictionary_encode().to_pandas() if as_text(spec) else
-                                   _compact_column(whole.to_pandas(date_as_object=False)))
+        if spec.name == target:
+            columns[spec.name] = pa.chunked_array(chunks, type=spec.type).to_pandas()
+        elif as_text(spec):
+            columns[spec.name] = pa.chunked_array(chunks, type=spec.type).dictionary_encode().to_pandas()
+        elif not chunks:  # a CSV header without rows
+            columns[spec.name] = _compact_column(pa.array([], type=spec.type).to_pandas(date_as_object=False))
         else:
             columns[spec.name] = pd.concat(chunks, ignore_index=True) if len(chunks) > 1 else chunks[0]
     return columns

@@ -229,11 +229,10 @@ def evaluate_search(state: RunState) -> list[Evaluated]:
         candidate = Candidate(
             f"{algo}_{trial.number}", algo,
             lambda t=trial, e=epochs: KerasNetwork(t.params, state.schema.task, epochs=e, seed=state.config.seed,
-                                                   n_classes=state.n_classes, family=state.family,
-                                                   max_rows=MAX_SEARCH_TRAIN_ROWS),
+                                                   n_classes=state.n_classes, family=state.family),
             {**trial.params, "epochs": epochs}, fit_kwargs={"deadline": deadline},
-            # Sampled before preprocessing: one-hot encoding all of a fold's rows first took 1.7 GB at 800k
-            # rows, and 18 GB at 8M (the run was killed by the OOM killer).
+            # A sample as large as the search's, drawn before preprocessing: one-hot encoding all of a fold's
+            # rows first took 1.7 GB at 800k rows, and 18 GB at 8M (the run was killed by the OOM killer).
             max_rows=MAX_SEARCH_TRAIN_ROWS)
         with devices.trial_context(0, placement(state)):
             result = evaluate_candidate(state, candidate, "evaluate", deadline)

@@ -46,9 +46,8 @@ class KerasNetwork:
     from the family's space in :mod:`automl.spaces`. With validation data, training
     stops early and keeps the best epoch (``best_epoch_``); without, it trains
     ``epochs`` epochs. Regression targets are standardized for training and mapped
-    back on predict. With ``max_rows``, a larger training set is cut to a seeded
-    (stratified, for classes) sample of that many rows: on large tables a refit then costs
-    what its search trial cost, on rows like those it was chosen on.
+    back on predict. On large tables the caller samples the rows it trains on before
+    preprocessing (``Candidate.max_rows``, see :func:`automl.evaluation.cross_validate`).
     """
 
     params: dict[str, Any]
@@ -57,7 +56,6 @@ class KerasNetwork:
     seed: int = 0
     n_classes: int = 2
     family: str = "mlp"
-    max_rows: int | None = None
     model_: Any = field(default=None, repr=False)
     best_epoch_: int = 0
     history_: list[tuple[int, float]] = field(default_factory=list, repr=False)
@@ -145,7 +143,7 @@ class KerasNetwork:
         if the loss diverges.
         """
         tf = _tf()
-        x, y = self._sample(np.asarray(x, dtype="float32"), np.asarray(y))
+        x, y = np.asarray(x, dtype="float32"), np.asarray(y)
         if self.task == "regression":
             self.y_mean_, self.y_std_ = float(np.mean(y)), float(np.std(y) or 1.0)
         self.model_ = model = self._build(tuple(x.shape[1:]))
@@ -207,17 +205,6 @@ class KerasNetwork:
         return out if self.task == "regression" else out.argmax(axis=1)
 
     # -- persistence (used by automl.export) ----------------------------------------
-    def _sample(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """At most ``max_rows`` training rows (all of them when there are fewer)."""
-        if self.max_rows is None or len(y) <= self.max_rows:
-            return x, y
-        from sklearn.model_selection import train_test_split
-
-        keep, _ = train_test_split(np.arange(len(y)), train_size=self.max_rows, random_state=self.seed,
-                                   stratify=None if self.task == "regression" else y)
-        keep = np.sort(keep)
-        return x[keep], y[keep]
-
     def state(self) -> dict[str, Any]:
         """JSON-serialisable state besides the Keras weights file."""
         return {"params": self.params, "task": self.task, "epochs": self.epochs, "seed": self.seed,
