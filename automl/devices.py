@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-__all__ = ["Device", "Placement", "STRATEGIES", "DISTRIBUTE", "detect", "plan", "configure", "strategy",
+__all__ = ["free_cores", "Device", "Placement", "STRATEGIES", "DISTRIBUTE", "detect", "plan", "configure", "strategy",
            "trial_device", "trial_context"]
 
 STRATEGIES = ("default", "mirrored", "tpu")
@@ -207,7 +207,18 @@ def trial_context(i: int, placement: Placement) -> Iterator[None]:
             yield
 
 
+def free_cores() -> int:
+    """Cores for scikit-learn/LightGBM: those not busy with other work (load average), at least one."""
+    cores = os.cpu_count() or 1
+    try:
+        others = max(0.0, os.getloadavg()[0] - 1)  # this process is one of the busy ones
+    except OSError:
+        others = 0.0
+    return max(1, cores - int(others))
+
+
 if __name__ == "__main__":
     from automl.device_bench import main
 
     sys.exit(main())
+

@@ -17,7 +17,7 @@ import pandas as pd
 
 from automl.io import write_csv
 
-__all__ = ["EventLog", "Listener"]
+__all__ = ["EventLog", "Listener", "StageEvents"]
 
 #: Called with each event row: ``{"timestamp", "level", "stage", "message"}``.
 Listener = Callable[[dict[str, str]], None]
@@ -41,7 +41,8 @@ class EventLog:
         row = {"timestamp": stamp, "level": level, "stage": stage, "message": message}
         self.rows.append(row)
         if self.verbose:
-            self._print(f"[{stage}] {message}", progress=stage == "search" and message.startswith("trial "))
+            self._print(f"[{stage}] {message}", progress=stage in ("search", "boosting")
+                        and message.startswith("trial "))
         else:  # printed or logged, not both: an application's logging (Prefect's, say) would repeat the line
             _logger.log(getattr(logging, level, logging.INFO), "[%s] %s", stage, message)
         for listener in list(self.listeners):
@@ -75,3 +76,18 @@ class EventLog:
 
     def write(self, path: Path) -> None:
         write_csv(pd.DataFrame(self.rows, columns=["timestamp", "level", "stage", "message"]), path)
+
+
+@dataclass
+class StageEvents:
+    """An event log that files the search stage's events under ``stage``: the engines write "search", and the
+    GBM search's trials read as "boosting" beside the network search's."""
+
+    log: EventLog
+    stage: str
+
+    def add(self, stage: str, message: str, level: str = "INFO") -> None:
+        self.log.add(self.stage if stage == "search" else stage, message, level)
+
+    def warn(self, stage: str, message: str) -> None:
+        self.add(stage, message, "WARNING")

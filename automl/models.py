@@ -8,6 +8,7 @@ exactly what is exported, and no extra full-data refit eats the time budget.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -242,8 +243,12 @@ class GradientBoosting(_Reference):
         self.seed = seed
         self.n_jobs = n_jobs
 
-    def fit(self, x: np.ndarray, y: np.ndarray, deadline: float | None = None) -> GradientBoosting:
-        """Train until early stopping; with ``validation_fraction=0``, exactly ``max_rounds`` rounds on all rows."""
+    def fit(self, x: np.ndarray, y: np.ndarray, deadline: float | None = None,
+            validation: tuple[Any, np.ndarray] | None = None) -> GradientBoosting:
+        """Train until early stopping; with ``validation_fraction=0``, exactly ``max_rounds`` rounds on all rows.
+
+        ``validation`` (rows, target): early-stop on these instead of a slice of ``x`` (a search trial's rows).
+        """
         import lightgbm as lgb
 
         if self.log_target:
@@ -255,7 +260,11 @@ class GradientBoosting(_Reference):
         params = {"objective": objective, "num_class": int(y.max()) + 1 if objective == "multiclass" else 1,
                   "seed": self.seed, "num_threads": self.n_jobs, "verbosity": -1, **(self.params or {})}
         watch = _Watch(self.patience, deadline)
-        if self.validation_fraction == 0:
+        if validation is not None:
+            data = lgb.Dataset(x, y)
+            val_y = np.log1p(validation[1]) if self.log_target else validation[1]
+            valid_sets = [data.create_valid(validation[0], val_y)]
+        elif self.validation_fraction == 0:
             data, valid_sets = lgb.Dataset(x, y), []
         else:
             train, val = _validation_rows(y, self.task, self.validation_fraction, self.max_validation_rows,
@@ -283,6 +292,36 @@ class GradientBoosting(_Reference):
 
     def _values(self, x: np.ndarray) -> np.ndarray:
         return np.expm1(self._raw(x)) if self.log_target else self._raw(x)
+
+
+#: A boosted search trial's resource in the engines' unit: rounds per "epoch" (Hyperband's budget, the refit's
+#: count), so ``MAX_EPOCHS`` allows 2,000 rounds.
+ROUNDS_PER_EPOCH = 20
+
+
+def boosting_params(point: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    """LightGBM's parameters and the early-stopping patience for a point of ``spaces.GBM_SPACE``."""
+    params = dict(point)
+    patience = int(params.pop("patience", 50))
+    if params.get("bagging_fraction", 1.0) < 1.0:
+        params["bagging_freq"] = 1  # LightGBM ignores bagging_fraction without it
+    return params, patience
+
+
+def train_boosted(point: dict[str, Any], data: Any, metric: Any, seed: int, deadline: float | None,
+                  max_epochs: int) -> tuple[float, int]:
+    """One GBM search trial (``data``: an ``engines.SearchData`` of the "trees" preprocessor): early-stopped on
+    the search's validation rows; return (validation metric, best epoch = best round / ROUNDS_PER_EPOCH)."""
+    from automl.devices import free_cores
+
+    params, patience = boosting_params(point)
+    model = GradientBoosting(data.task, params=params, max_rounds=max_epochs * ROUNDS_PER_EPOCH, patience=patience,
+                             seed=seed, n_jobs=free_cores())
+    model.fit(data.x_train, data.y_train, deadline=deadline, validation=(data.x_val, data.y_val))
+    value = metric.fn(data.y_val, predict_raw(model, data.x_val, data.task))
+    if not math.isfinite(value):
+        raise ValueError(f"validation {metric.name} is {value}")
+    return value, math.ceil(model.best_iteration_ / ROUNDS_PER_EPOCH)
 
 
 class _Watch:

@@ -111,7 +111,7 @@ def summary(state: RunState) -> dict[str, Any]:
 
 def trials_frame(state: RunState) -> pd.DataFrame:
     """``trials.csv``: one row per finished search trial; parameters as one JSON column."""
-    cols = ["number", "state", "value", "best_epoch", "duration_s", "params", "error", "worker"]
+    cols = ["family", "number", "state", "value", "best_epoch", "duration_s", "params", "error", "worker"]
     rows = [{**asdict(t), "params": json.dumps(t.params, sort_keys=True)} for t in state.trials]
     return pd.DataFrame(rows, columns=cols).rename(columns={"value": f"validation_{state.sort_metric}"})
 

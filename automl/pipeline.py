@@ -110,12 +110,14 @@ class AutoML:
 
 
 def run_stages(state: Any) -> pd.DataFrame:
-    """Search workers (started first: their start-up overlaps the rest), reference models, search, refits
-    of the best configurations, ensembles, refits on all rows under a holdout, outputs; return the board."""
-    from automl import ensembles, outputs, reference, refit, search
+    """Search workers (started first: their start-up overlaps the rest), reference models, the GBM search,
+    the network search, refits of its best configurations, ensembles, refits on all rows under a holdout,
+    outputs; return the board."""
+    from automl import boosting, ensembles, outputs, reference, refit, search
 
     search.start_workers(state)
     reference.fit_reference_models(state)
+    boosting.search_boosting(state)
     search.search(state)
     search.evaluate_search(state)
     ensembles.build_ensembles(state)

@@ -10,8 +10,7 @@ warning in the event log.
 
 from __future__ import annotations
 
-import os
-
+from automl.devices import free_cores
 from automl.evaluation import Evaluated, evaluate_candidate
 from automl.models import reference_candidates, skewed_positive
 from automl.preprocess import dense_width
@@ -43,7 +42,7 @@ def fit_reference_models(state: RunState) -> list[Evaluated]:
               else n_features}
     skewed = state.schema.task == "regression" and skewed_positive(state.y)
     candidates = [c for c in reference_candidates(state.schema.task, state.config.seed, n_rows=train_rows,
-                                                  n_features=n_features, n_jobs=_free_cores(), skewed_positive=skewed)
+                                                  n_features=n_features, n_jobs=free_cores(), skewed_positive=skewed)
                   if c.algo in state.config.evaluation.algos]
     raw = [len(protocol.folds) * c.estimate_seconds(train_rows, widths.get(c.features, n_features))
            for c in candidates]
@@ -77,12 +76,3 @@ def fit_reference_models(state: RunState) -> list[Evaluated]:
                                    max(0.25, min(4.0, (result.training_time_ms / 1000) / max(raw[i], 1e-3))))
     return done
 
-
-def _free_cores() -> int:
-    """Cores for scikit-learn/LightGBM: those not busy with other work (load average), at least one."""
-    cores = os.cpu_count() or 1
-    try:
-        others = max(0.0, os.getloadavg()[0] - 1)  # this process is one of the busy ones
-    except OSError:
-        others = 0.0
-    return max(1, cores - int(others))

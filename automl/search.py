@@ -35,7 +35,7 @@ from automl.spaces import FAMILIES, MAX_EPOCHS
 from automl.state import RunState
 
 __all__ = ["start_workers", "search", "search_data", "search_job", "load_worker_files", "evaluate_search", "placement",
-           "TOP_CONFIGS"]
+           "best_configurations", "TOP_CONFIGS"]
 
 #: How many of the best search configurations get a leaderboard row.
 TOP_CONFIGS = 3
@@ -83,7 +83,8 @@ def search(state: RunState) -> list[TrialRecord]:
     state.events.add("search", f"{state.config.search.engine} search, {state.budget.left():.0f}s left")
     engine = get_engine(state.config.search.engine)
     with devices.trial_context(0, placement(state)) if here else contextlib.nullcontext():
-        state.trials = engine.search(job, data, state.budget, state.events, state.workers, state.remote)
+        trials = engine.search(job, data, state.budget, state.events, state.workers, state.remote)
+    state.trials += [replace(t, family=state.family) for t in trials]
     return state.trials
 
 
@@ -99,35 +100,46 @@ def _worth_searching(state: RunState, quiet: bool = False) -> bool:
     return True
 
 
-def search_data(state: RunState) -> SearchData:
-    """The search split, preprocessed by a preprocessor fitted on its training rows."""
+def search_data(state: RunState, family: str | None = None) -> SearchData:
+    """The search split of ``family`` (default: the run's network family), preprocessed by a preprocessor fitted
+    on its training rows: dense float32 for networks, raw columns with native categoricals for "gbm"."""
+    family = family or state.family
     rows = state.protocol.folds[0][0] if state.protocol.name == "holdout" else np.arange(len(state.y))
     task, seed = state.schema.task, state.config.seed
     fraction = min(SEARCH_HOLDOUT, MAX_SEARCH_VAL_ROWS / len(rows))
     train, val = (rows[i] for i in holdout_split(state.y[rows], task, fraction, seed))
     if len(train) > MAX_SEARCH_TRAIN_ROWS:
         train = train[np.sort(holdout_split(state.y[train], task, 1 - MAX_SEARCH_TRAIN_ROWS / len(train), seed)[0])]
-    pre = make_preprocessor(state.schema).fit(take_rows(state.x, train))
-    return SearchData(pre.transform(take_rows(state.x, train)).astype("float32", copy=False), state.y[train],
-                      pre.transform(take_rows(state.x, val)).astype("float32", copy=False), state.y[val],
-                      task, state.n_classes, state.family, state.config.search.tensorboard)
+    pre = make_preprocessor(state.schema, "trees" if family == "gbm" else "dense").fit(take_rows(state.x, train))
+    x_train, x_val = (pre.transform(take_rows(state.x, rows)) for rows in (train, val))
+    if family != "gbm":
+        x_train, x_val = x_train.astype("float32", copy=False), x_val.astype("float32", copy=False)
+    return SearchData(x_train, state.y[train], x_val, state.y[val], task, state.n_classes, family,
+                      state.config.search.tensorboard if family != "gbm" else None)
 
 
-def search_job(state: RunState, with_spec: bool = False) -> SearchJob:
+def search_job(state: RunState, with_spec: bool = False, family: str | None = None,
+               stop: StopPolicy | None = None) -> SearchJob:
     """What the engine searches; identical in the run and in every worker process (built from the state).
 
-    ``with_spec``: add what worker processes need, when the run has any.
+    ``with_spec``: add what worker processes need, when the run has any. ``family`` (default: the run's network
+    family) other than the network family is searched in this process alone, in a study of its own
+    (``<study>-<family>``), until ``stop`` says.
     """
-    space, warm_starts = FAMILIES[state.family]
+    family = family or state.family
+    space, warm_starts = FAMILIES[family]
     config, protocol = state.config, state.protocol
     identity = {"task": state.schema.task, "sort_metric": state.sort_metric,
                 "direction": "maximize" if state.metric.higher_is_better else "minimize", "seed": config.seed,
-                "protocol": protocol.name, "nfolds": protocol.nfolds, "family": state.family,
+                "protocol": protocol.name, "nfolds": protocol.nfolds, "family": family,
                 "space": f"{SPACE_VERSION}-{hashlib.sha256(repr(space).encode()).hexdigest()[:12]}"}
-    return SearchJob(config, space, warm_starts, state.metric, state.study_name, state.output / "search",
-                     MAX_EPOCHS, StopPolicy(_refit_fits(state), FINISH_SECONDS, _kept_share(state)), identity,
-                     _worker_spec(state) if with_spec and (config.search.n_workers > 1 or config.search.storage)
-                     else None)
+    study_name = state.study_name
+    if family != state.family:
+        config, study_name = config.replace(workers=1, fan_out=0, population=1), f"{study_name}-{family}"
+    spec = (_worker_spec(state) if with_spec and family == state.family
+            and (config.search.n_workers > 1 or config.search.storage) else None)
+    return SearchJob(config, space, warm_starts, state.metric, study_name, state.output / "search", MAX_EPOCHS,
+                     stop or StopPolicy(_refit_fits(state), FINISH_SECONDS, _kept_share(state)), identity, spec)
 
 
 def _kept_share(state: RunState) -> float:
@@ -198,15 +210,7 @@ def evaluate_search(state: RunState) -> list[Evaluated]:
     """Rank the best configurations on the protocol, as many as the budget allows (at least one)."""
     from automl.training import KerasNetwork
 
-    complete = [t for t in state.trials if t.state == "COMPLETE" and t.best_epoch > 0]
-    complete.sort(key=lambda t: (-state.metric.sign() * t.value, t.number))
-    # Hyperband may run one configuration several times (more epochs each): keep its best run.
-    unique, seen = [], set()
-    for t in complete:
-        key = json.dumps(t.params, sort_keys=True)
-        if key not in seen:
-            seen.add(key)
-            unique.append(t)
+    unique = best_configurations(state, state.family)
     done: list[Evaluated] = []
     folds = len(state.protocol.folds)
     cap = state.config.search.max_runtime_secs_per_model
@@ -245,6 +249,20 @@ def evaluate_search(state: RunState) -> list[Evaluated]:
             break
         done.append(result)
     return done
+
+
+def best_configurations(state: RunState, family: str) -> list[TrialRecord]:
+    """The family's completed trials, best first, each configuration once (Hyperband may run one configuration
+    several times, more epochs each: its best run is kept)."""
+    complete = [t for t in state.trials if t.family == family and t.state == "COMPLETE" and t.best_epoch > 0]
+    complete.sort(key=lambda t: (-state.metric.sign() * t.value, t.number))
+    unique, seen = [], set()
+    for t in complete:
+        key = json.dumps(t.params, sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            unique.append(t)
+    return unique
 
 
 def placement(state: RunState) -> devices.Placement:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["Int", "Float", "Choice", "Param", "MLP_SPACE", "MLP_WARM_STARTS", "CNN_SPACE", "CNN_WARM_STARTS",
-           "FAMILIES", "MAX_EPOCHS", "suggest"]
+           "GBM_SPACE", "GBM_WARM_STARTS", "FAMILIES", "MAX_EPOCHS", "suggest"]
 
 
 @dataclass(frozen=True)
@@ -94,10 +94,32 @@ CNN_WARM_STARTS: tuple[dict[str, Any], ...] = (
      "optimizer": "adam", "batch_size": 32},
 )
 
-#: Model families by name: (space, warm starts). Tabular tasks use "mlp", images "cnn".
+#: LightGBM's gradient boosting (``automl.models.train_boosted``): what FLAML's and H2O's GBM grids search.
+#: ``patience`` is the early-stopping rounds on the search's validation rows; a trial's "epochs" are rounds in
+#: steps of ``automl.models.ROUNDS_PER_EPOCH`` (Hyperband's resource, for both engines).
+GBM_SPACE: tuple[Param, ...] = (
+    Float("learning_rate", 0.01, 0.3, log=True),
+    Int("num_leaves", 4, 256, log=True),
+    Int("min_child_samples", 2, 200, log=True),
+    Float("feature_fraction", 0.3, 1.0),
+    Float("bagging_fraction", 0.5, 1.0),
+    Float("lambda_l1", 1e-8, 10.0, log=True),
+    Float("lambda_l2", 1e-8, 10.0, log=True),
+    Choice("extra_trees", (False, True)),
+    Choice("patience", (20, 50, 100)),
+)
+
+#: Unlike the reference models' portfolio (``automl.models.GBM_PORTFOLIO``): fast, small trees, a strong L2.
+GBM_WARM_STARTS: tuple[dict[str, Any], ...] = (
+    {"learning_rate": 0.1, "num_leaves": 15, "min_child_samples": 10, "feature_fraction": 0.7,
+     "bagging_fraction": 0.8, "lambda_l1": 1e-8, "lambda_l2": 1.0, "extra_trees": False, "patience": 50},
+)
+
+#: Model families by name: (space, warm starts). Tabular tasks search "mlp" and "gbm", images "cnn".
 FAMILIES: dict[str, tuple[tuple[Param, ...], tuple[dict[str, Any], ...]]] = {
     "mlp": (MLP_SPACE, MLP_WARM_STARTS),
     "cnn": (CNN_SPACE, CNN_WARM_STARTS),
+    "gbm": (GBM_SPACE, GBM_WARM_STARTS),
 }
 
 

@@ -30,7 +30,7 @@ from prefect.artifacts import (
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from automl import outputs, reference, refit
+from automl import boosting, outputs, reference, refit
 from automl import search as search_stage
 from automl.budget import Budget
 from automl.config import RunConfig
@@ -141,6 +141,11 @@ def reference_models(state: RunState) -> int:
     return len(reference.fit_reference_models(state))
 
 
+@task(name="boosting-search", task_run_name="boosting-search-{state.config.project}", cache_policy=NO_CACHE)
+def boosting_search(state: RunState) -> int:
+    return len(boosting.search_boosting(state))
+
+
 @task(name="search", task_run_name="search-{state.config.project}", cache_policy=NO_CACHE)
 def search(state: RunState) -> int:
     return len(search_stage.search(state))
@@ -202,6 +207,7 @@ def train(config: RunConfig, ds: Dataset) -> RunState:
         start_search_workers(state)
         fan_out(state, deployment)
         reference_models(state)
+        boosting_search(state)
         search(state)
         evaluate_search(state)
         ensembles(state)

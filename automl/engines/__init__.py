@@ -156,16 +156,23 @@ class TrialRecord:
     error: str = ""
     #: Who ran it: a remote worker's name (a Prefect flow run), else ``host:pid``; empty where unknown.
     worker: str = ""
+    #: The family searched (``spaces.FAMILIES``): "mlp", "cnn" or "gbm"; empty until the search stage sets it.
+    family: str = ""
 
 
 def train_trial(params: dict[str, Any], data: SearchData, metric: Metric, seed: int,
                 report: Callable[[float, int], None] | None, deadline: float | None,
                 max_epochs: int, name: str = "trial") -> tuple[float, int]:
-    """Train one network on the search split; return (validation metric, best epoch).
+    """Train one configuration on the search split; return (validation metric, best epoch).
 
+    A "gbm" configuration is boosted (:func:`automl.models.train_boosted`, no reports); a network's
     ``report(value, epoch)`` gets the validation metric after each chunk of epochs;
     with ``data.log_dir`` the same values go to TensorBoard under ``<log_dir>/<name>``.
     """
+    if data.family == "gbm":
+        from automl.models import train_boosted
+
+        return train_boosted(params, data, metric, seed, deadline, max_epochs)
     import keras
 
     from automl.training import KerasNetwork
