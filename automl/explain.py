@@ -62,8 +62,9 @@ def permutation_importance(model: Any, x: pd.DataFrame, y: np.ndarray,
 
     Each fold scores a seeded, class-stratified sample of its held-out rows, about
     ``max_rows`` over all folds together (every class keeps at least one row).
-    ``deadline`` (a ``time.monotonic()`` value) is checked before each (repeat, fold):
-    past it, the result uses what was computed, with NaN for a feature never scored.
+    ``deadline`` (a ``time.monotonic()`` value) is checked before each (repeat, fold), which starts only if
+    the last one's time fits, and between batches of features within one: past it, the result uses what was
+    computed, with NaN for a feature never scored.
     Returns columns ``feature, importance, importance_std``, most important first;
     ``attrs["evaluations"]`` counts the (repeat, fold) passes and ``attrs["complete"]``
     says whether all of them ran.
@@ -83,18 +84,24 @@ def permutation_importance(model: Any, x: pd.DataFrame, y: np.ndarray,
     drops: dict[str, list[float]] = {f: [] for f in features}
     baselines: dict[int, float] = {}
     passes = list(product(range(n_repeats), range(len(folds))))
-    evaluations = 0
+    evaluations, last_pass = 0, 0.0
     for repeat, i in passes:
-        if deadline is not None and monotonic() >= deadline:
+        # A pass is not started unless one as long as the last fits: on 200k rows a pass through an ensemble
+        # with a 1,100-round GBM took 16 s, and three passes started before the deadline ended 20 s after it.
+        if deadline is not None and monotonic() + last_pass >= deadline:
             break
+        started = monotonic()
         test = scored[i]
         rows, y_test = x.iloc[test][features], y[test]
         if i not in baselines:
             baselines[i] = metric.fn(y_test, predictors[i](rows))
         order = row_permutation(seed, repeat, i, len(test))
-        for feature, score in _shuffled_scores(rows, y_test, order, predictors[i], metric):
+        done = 0
+        for feature, score in _shuffled_scores(rows, y_test, order, predictors[i], metric, deadline):
             drops[feature].append(metric.sign() * (baselines[i] - score))
-        evaluations += 1
+            done += 1
+        evaluations += done == len(features)  # a pass the deadline cut short does not count as one
+        last_pass = monotonic() - started
     frame = pd.DataFrame({
         "feature": features,
         "importance": [float(np.mean(drops[f])) if drops[f] else np.nan for f in features],
@@ -107,9 +114,11 @@ def permutation_importance(model: Any, x: pd.DataFrame, y: np.ndarray,
 
 
 def _shuffled_scores(rows: pd.DataFrame, y: np.ndarray, order: np.ndarray, predict: Any,
-                     metric: Metric) -> Iterator[tuple[str, float]]:
-    """``(feature, metric)`` with each column of ``rows`` shuffled by ``order`` in turn."""
-    for batch in _batches(list(rows.columns), rows.size):
+                     metric: Metric, deadline: float | None = None) -> Iterator[tuple[str, float]]:
+    """``(feature, metric)`` with each column of ``rows`` shuffled by ``order`` in turn, until ``deadline``."""
+    for k, batch in enumerate(_batches(list(rows.columns), rows.size)):
+        if k and deadline is not None and monotonic() >= deadline:
+            return
         # One call per batch of shuffled copies: per-call overhead dwarfs the rows' cost.
         copies = []
         for feature in batch:

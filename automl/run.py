@@ -38,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-runtime-secs", type=float, default=None,
                    help="wall-time budget for the whole run, start-up included (default 120; 200 for images)")
     p.add_argument("--max-models", type=int, default=None,
-                   help="at most this many search trials (the reference models always train)")
+                   help="at most this many search trials of each searched family, networks and gradient boosting "
+                        "(the reference models always train)")
     p.add_argument("--max-runtime-secs-per-model", type=float, default=None,
                    help="no single model (search trial, refit, reference model) trains longer than this")
     p.add_argument("--engine", choices=ENGINES, default="optuna", help="search engine (default optuna)")

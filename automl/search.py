@@ -74,11 +74,13 @@ def search(state: RunState) -> list[TrialRecord]:
         return []
     job = search_job(state, with_spec=True)
     # Trials in worker processes build their own search split and place themselves; only trials run here
-    # need the split and this process's devices. TensorFlow's ~4-8 s import is paid now in any case: the refits
-    # need it, and after the search it would sit on the budget's critical path.
+    # need the split, this process's devices and TensorFlow. With workers, this process imports TensorFlow for
+    # the refits only once they have exited: its ~460 MB of shared libraries and ~300 MB of its own would
+    # otherwise sit beside theirs for the whole search (4.3 GB at 200k rows, where the issue allows 4 GB).
     here = state.config.search.n_workers == 1
     data = search_data(state) if here else None
-    import_tensorflow(state.config.verbose is True)
+    if here:
+        import_tensorflow(state.config.verbose is True)
 
     state.events.add("search", f"{state.config.search.engine} search, {state.budget.left():.0f}s left")
     engine = get_engine(state.config.search.engine)
@@ -211,6 +213,8 @@ def evaluate_search(state: RunState) -> list[Evaluated]:
     from automl.training import KerasNetwork
 
     unique = best_configurations(state, state.family)
+    if unique:
+        import_tensorflow(state.config.verbose is True)
     done: list[Evaluated] = []
     folds = len(state.protocol.folds)
     cap = state.config.search.max_runtime_secs_per_model

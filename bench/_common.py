@@ -83,6 +83,20 @@ def _tree(root: int) -> dict[int, tuple[int, float]]:
     return tree
 
 
+def tree_pss(root: int) -> int:
+    """Proportional set size, in bytes, of ``root`` and its descendants (``/proc/<pid>/smaps_rollup``): memory the
+    tree holds, each shared page counted once in all. Summed RSS counts a shared page once per process, and
+    every TensorFlow process maps some 460 MB of the same shared libraries."""
+    total = 0
+    for pid in _tree(root):
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as fh:
+                total += next(int(line.split()[1]) for line in fh if line.startswith("Pss:")) * 1024
+        except (OSError, StopIteration):
+            continue  # the process ended while we looked
+    return total
+
+
 def tree_usage(root: int) -> tuple[int, float]:
     """Resident bytes and CPU seconds of ``root`` and all its descendants, from ``/proc/<pid>/stat``."""
     tree = _tree(root).values()
@@ -154,6 +168,8 @@ class Finished:
     timed_out: bool
     #: Resident MB by process kind at the peak (see :func:`tree_breakdown`).
     peak_by_process: dict[str, float] = field(default_factory=dict)
+    #: The tree's largest sampled proportional set size (see :func:`tree_pss`), in MB.
+    peak_pss_mb: float = 0.0
 
 
 def run_sampled(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float) -> Finished:
@@ -165,11 +181,12 @@ def run_sampled(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float) 
     with open(cwd / "stdout.log", "wb") as out, open(cwd / "stderr.log", "wb") as err:
         start = time.monotonic()
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=err)
-        peak, cpu, timed_out, at_peak = 0, 0.0, False, {}
+        peak, peak_pss, cpu, timed_out, at_peak = 0, 0, 0.0, False, {}
         while proc.poll() is None:
             rss, seconds = tree_usage(proc.pid)
             if rss > peak:
                 peak, at_peak = rss, tree_breakdown(proc.pid)
+            peak_pss = max(peak_pss, tree_pss(proc.pid))
             cpu = max(cpu, seconds)
             timed_out = time.monotonic() - start > timeout
             if timed_out:
@@ -180,7 +197,8 @@ def run_sampled(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float) 
         wall = time.monotonic() - start
     lines = (cwd / "stderr.log").read_text(errors="replace").strip().splitlines()
     return Finished(code, round(wall, 1), round(peak / 2**20, 1), round(cpu, 1),
-                    (cwd / "stdout.log").read_text(errors="replace"), lines[-1] if lines else "", timed_out, at_peak)
+                    (cwd / "stdout.log").read_text(errors="replace"), lines[-1] if lines else "", timed_out, at_peak,
+                    round(peak_pss / 2**20, 1))
 
 
 def free_port() -> int:

@@ -54,6 +54,8 @@ BURNERS = 4
 KILL_ARGS = ("--include-algos", "GLM,MLP", "--nfolds", "3")
 DISK_SIZES_KB = (64, 512, 2048)
 #: Files every finished run writes (relative to its output folder).
+#: The families a run on a table searches, each in a study of its own.
+SEARCHED = ("mlp", "gbm")
 REQUIRED = ("leaderboard.csv", "trials.csv", "event_log.csv", "run.json", "report.html", "leader/model.json")
 LOCAL_API = "http://127.0.0.1:4200/api/health"
 
@@ -136,8 +138,9 @@ def _board_problems(out: Path) -> list[str]:
     return problems
 
 
-def study_trials(out: Path) -> list[Any]:
-    """The trials of the run's study (``search/study.journal``); none before the search created it."""
+def study_trials(out: Path, family: str = "mlp") -> list[Any]:
+    """The trials of the run's study of ``family`` (``search/study.journal``: the network search's study, or
+    ``<study>-gbm`` for the GBM search); none before the search created it."""
     import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
@@ -147,24 +150,25 @@ def study_trials(out: Path) -> list[Any]:
         return []
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = JournalStorage(JournalFileBackend(str(path)))
-    return [t for name in optuna.study.get_all_study_names(storage)
+    return [t for name in optuna.study.get_all_study_names(storage) if (family == "gbm") == name.endswith("-gbm")
             for t in optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)]
 
 
-def complete_numbers(out: Path) -> set[int]:
-    """Numbers of the study's COMPLETE trials."""
-    return {t.number for t in study_trials(out) if t.state.name == "COMPLETE"}
+def complete_numbers(out: Path) -> set[tuple[str, int]]:
+    """(family, number) of the COMPLETE trials of the run's studies."""
+    return {(family, t.number) for family in SEARCHED for t in study_trials(out, family) if t.state.name == "COMPLETE"}
 
 
-def lost_trials(before: set[int], out: Path) -> list[int]:
+def lost_trials(before: set[tuple[str, int]], out: Path) -> list[tuple[str, int]]:
     """Trials of ``before`` (COMPLETE earlier) that are not COMPLETE both in the study and in ``trials.csv`` now."""
     import pandas as pd
 
     now = complete_numbers(out)
-    listed: set[int] = set()
+    listed: set[tuple[str, int]] = set()
     if (out / "trials.csv").exists():
         rows = pd.read_csv(out / "trials.csv")
-        listed = set(rows.loc[rows["state"] == "COMPLETE", "number"].astype(int))
+        complete = rows[rows["state"] == "COMPLETE"]
+        listed = set(zip(complete["family"], complete["number"].astype(int), strict=True))
     return sorted(n for n in before if n not in now or n not in listed)
 
 
@@ -366,6 +370,7 @@ def _retry_problems(out: Path, victim: Any) -> list[str]:
     import pandas as pd
 
     rows = pd.read_csv(out / "trials.csv").fillna({"error": ""})
+    rows = rows[rows["family"] == "mlp"]
     mine = rows[rows["number"] == victim.number]
     problems = []
     if mine.empty or mine["state"].iloc[0] != "FAIL" or not mine["error"].iloc[0].startswith("interrupted"):
@@ -391,7 +396,7 @@ def worker_kill(runs: int, budget: float, timeout: float, attempts: int = 5) -> 
                 break
             os.kill(target[1], signal.SIGKILL)
             snapshot = {t.number: t for t in study_trials(run.out)}
-            before = {n for n, t in snapshot.items() if t.state.name == "COMPLETE"}
+            before = {("mlp", n) for n, t in snapshot.items() if t.state.name == "COMPLETE"}
             state = snapshot[target[0].number]
             if state.state.name == "RUNNING" or state.user_attrs.get("interrupted"):
                 victim = target[0]

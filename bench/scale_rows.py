@@ -29,7 +29,9 @@ CLI's output, its Prefect home, ``stdout.log``, ``stderr.log``, ``preds.csv``) i
 Output: one JSON line per case on stdout (progress goes to stderr). ``rows``/``test_rows``: the split's
 sizes; ``wall_s``: the CLI process from start to exit, against ``budget_s`` (``wall_over_budget`` > 1 is
 an overrun; ``run_elapsed_s`` is the run's own clock); ``peak_rss_mb``: the process tree's largest sampled
-total (``peak_by_process``: that total by process kind); ``cpu_s``: its CPU seconds; ``board_rows``/
+total of resident memory (``peak_by_process``: that total by process kind; it counts the ~460 MB of shared
+libraries every TensorFlow process maps once per process), ``peak_pss_mb`` its largest proportional set size
+(each shared page once: what the tree holds); ``cpu_s``: its CPU seconds; ``board_rows``/
 ``families``: the leaderboard; ``protocol``/``nfolds``/``rows_scored``: how its rows were scored;
 ``leader_metric``/``leader_score``: the leader's board score;
 ``test_auc``: the leader on the test rows, from ``preds.csv``. A failed run still prints its line, with
@@ -179,7 +181,8 @@ def common_fields(case: Case, sizes: dict[str, int], done: Finished) -> dict[str
     """The fields every case's line has: sizes, budget, wall, memory, exit code, the error if it failed."""
     result: dict[str, Any] = {"case": case.name, **sizes, "budget_s": case.budget_s, "wall_s": done.wall_s,
                               "wall_over_budget": round(done.wall_s / case.budget_s, 2),
-                              "peak_rss_mb": done.peak_rss_mb, "peak_by_process": done.peak_by_process,
+                              "peak_rss_mb": done.peak_rss_mb, "peak_pss_mb": done.peak_pss_mb,
+                              "peak_by_process": done.peak_by_process,
                               "cpu_s": done.cpu_s, "exit_code": done.exit_code,
                               "loadavg_1m": round(os.getloadavg()[0], 2)}
     if done.exit_code != 0:

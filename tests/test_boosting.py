@@ -1,0 +1,86 @@
+"""The boosting search: GBM configurations searched by either engine over one space, ranked as GBM_grid rows."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from automl.boosting import TOP_CONFIGS, search_boosting
+from automl.config import RunConfig
+from automl.export import save_model
+from automl.models import train_boosted
+from automl.search import search_data
+from automl.spaces import GBM_SPACE, GBM_WARM_STARTS, MAX_EPOCHS, Choice
+from automl.state import start
+from conftest import REPO, subprocess_env
+
+
+def _state(tmp_path, **options):
+    return start(RunConfig.from_options(dataset="diabetes", output_dir=str(tmp_path), verbose=False, workers=1,
+                                        **options))
+
+
+def test_a_boosted_trial_early_stops_on_the_search_rows(tmp_path):
+    state = _state(tmp_path, max_runtime_secs=60)
+    data = search_data(state, "gbm")
+    # Raw columns for LightGBM, not the networks' scaled matrix.
+    assert list(data.x_train.columns) == state.schema.features
+    slow = {**GBM_WARM_STARTS[0], "learning_rate": 0.01, "patience": 100}
+    value, epoch = train_boosted(slow, data, state.metric, 0, None, MAX_EPOCHS)
+    assert 0.75 < value <= 1.0, "a boosted model on Pima ranks far better than chance"
+    assert 1 <= epoch < MAX_EPOCHS, "early stopping ended it before its 2,000 rounds"
+    # A deadline already past stops it after one round, with what it has.
+    cut_value, cut_epoch = train_boosted(slow, data, state.metric, 0, time.monotonic(), MAX_EPOCHS)
+    assert cut_epoch == 1 and 0.5 < cut_value <= 1.0
+
+
+@pytest.mark.parametrize("engine", ["optuna", "keras-tuner"])
+def test_both_engines_search_the_family_and_rank_its_best(tmp_path, engine):
+    state = _state(tmp_path, max_runtime_secs=40, engine=engine, max_models=6)
+    ranked = search_boosting(state)
+    trials = [t for t in state.trials if t.family == "gbm"]
+    assert 1 <= len(trials) <= 6, [t.number for t in trials]
+    for t in trials:
+        assert list(t.params) == [p.name for p in GBM_SPACE]
+        for p in GBM_SPACE:
+            value = t.params[p.name]
+            assert value in p.choices if isinstance(p, Choice) else p.low <= value <= p.high, (p, value)
+    complete = sorted((t for t in trials if t.state == "COMPLETE"), key=lambda t: -t.value)
+    assert complete, [t.error for t in trials]
+    # The best configurations, best first, each ranked on the protocol under its own name.
+    assert 1 <= len(ranked) <= TOP_CONFIGS
+    assert ranked[0].model.model_id == f"GBM_grid_{complete[0].number}"
+    assert ranked[0].model.params == complete[0].params
+    assert all(e.model.algo == "GBM" and len(e.model.folds) == len(state.protocol.folds) for e in ranked)
+    assert all(e in state.evaluated for e in ranked)
+
+
+def test_a_ranked_configuration_predicts_the_same_in_a_fresh_process(tmp_path):
+    state = _state(tmp_path, max_runtime_secs=30, max_models=3)
+    best = search_boosting(state)[0].model
+    save_model(best, tmp_path / best.model_id, state.protocol.describe())
+    rows = state.dataset.frame.drop(columns=[state.dataset.target]).head(50)
+    rows.to_csv(tmp_path / "rows.csv", index=False)
+    code = ("import sys, numpy as np, pandas as pd; from automl.export import load_model; "
+            "m = load_model(sys.argv[1]); np.save(sys.argv[3], m.predict_proba(pd.read_csv(sys.argv[2])))")
+    done = subprocess.run([sys.executable, "-c", code, tmp_path / best.model_id, tmp_path / "rows.csv",
+                           tmp_path / "fresh.npy"], cwd=REPO, env=subprocess_env(), capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    np.testing.assert_allclose(np.load(tmp_path / "fresh.npy"), best.predict_proba(rows), rtol=1e-6)
+    card = json.loads((tmp_path / best.model_id / "model.json").read_text())
+    assert card["algo"] == "GBM"
+
+
+def test_excluded_or_late_the_family_is_not_searched(tmp_path):
+    excluded = _state(tmp_path / "a", max_runtime_secs=60, exclude_algos=["GBM"])
+    assert search_boosting(excluded) == [] and not excluded.trials
+    late = _state(tmp_path / "b", max_runtime_secs=60)
+    late.budget.started -= 0.6 * 60  # past the trials' share
+    assert search_boosting(late) == [] and not late.trials
+    assert any(r["stage"] == "boosting" and "no GBM search" in r["message"] for r in late.events.rows)
