@@ -123,11 +123,23 @@ def test_a_refit_that_would_not_fit_trains_fewer_epochs_instead_of_being_dropped
     from automl.search import REFIT_MARGIN, _refit_epochs
 
     trial = TrialRecord(0, "COMPLETE", 0.8, best_epoch=40, duration_s=20.0)
-    assert _refit_epochs(trial, cost=30.0, available=100.0) == 40  # fits: the trial's own epochs
+    assert _refit_epochs(trial, epoch_seconds=30 / 40, available=100.0) == 40  # fits: the trial's own epochs
     # 5 fits estimated at 100 s with 50 s left: a share of the epochs that fits in REFIT_MARGIN of 50 s.
-    epochs = _refit_epochs(trial, cost=100.0, available=50.0)
+    epochs = _refit_epochs(trial, epoch_seconds=100 / 40, available=50.0)
     assert epochs == int(40 * REFIT_MARGIN * 50 / 100) and 1 <= epochs < 20
-    assert _refit_epochs(trial, cost=100.0, available=-3.0) == 1  # at least one epoch
+    assert _refit_epochs(trial, epoch_seconds=100 / 40, available=-3.0) == 1  # at least one epoch
+
+
+def test_a_refit_on_more_rows_trains_the_trials_samples_and_more_epochs_while_its_share_pays():
+    from automl.engines import TrialRecord
+    from automl.search import REFIT_MARGIN, _refit_epochs
+
+    trial = TrialRecord(0, "COMPLETE", 0.8, best_epoch=40, duration_s=20.0)
+    # 4x the rows: 10 epochs see the trial's samples. One epoch costs 2 s.
+    assert _refit_epochs(trial, epoch_seconds=2.0, available=10.0, scale=4.0) == int(REFIT_MARGIN * 10 / 2)
+    assert _refit_epochs(trial, epoch_seconds=2.0, available=40.0, scale=4.0, configs=3) == 10  # its share: 8 s
+    assert _refit_epochs(trial, epoch_seconds=2.0, available=200.0, scale=4.0, configs=3) == 20  # 40 s: 20 epochs
+    assert _refit_epochs(trial, epoch_seconds=2.0, available=1000.0, scale=4.0) == 40  # never past the best epoch
 
 
 @pytest.mark.parametrize("spent", [0.0, 900.0])

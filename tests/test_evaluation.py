@@ -134,7 +134,7 @@ def test_a_network_refit_preprocesses_only_the_rows_it_trains_on(monkeypatch):
 
     state = start(RunConfig.from_options(dataset="diabetes", max_runtime_secs=60, validation="holdout",
                                          verbose=False))
-    monkeypatch.setattr(search, "MAX_SEARCH_TRAIN_ROWS", 100)
+    monkeypatch.setattr(search, "MAX_REFIT_ROWS", 100)
     fitted_rows: list[int] = []
     real = evaluation.make_preprocessor
 
@@ -145,7 +145,8 @@ def test_a_network_refit_preprocesses_only_the_rows_it_trains_on(monkeypatch):
         return pre
 
     monkeypatch.setattr(evaluation, "make_preprocessor", recording)
-    state.trials = [TrialRecord(0, "COMPLETE", 0.8, best_epoch=2, duration_s=1.0, params=dict(MLP_WARM_STARTS[0]))]
+    state.trials = [TrialRecord(0, "COMPLETE", 0.8, best_epoch=2, duration_s=1.0, params=dict(MLP_WARM_STARTS[0]),
+                                family="mlp")]
     done = search.evaluate_search(state)
     assert [e.model.model_id for e in done] == ["MLP_0"]
     assert fitted_rows == [100] and done[0].model.params["max_rows"] == 100
