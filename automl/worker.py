@@ -107,8 +107,9 @@ def _newest_study(url: str | None, folder: Path, project: str) -> str:
     from automl.engines.optuna_engine import open_storage
     from automl.errors import InputError
 
+    # Only searches that workers can join carry a spec: the run's GBM search (``<study>-gbm``) has none.
     summaries = [s for s in optuna.get_all_study_summaries(open_storage(url, folder), include_best_trial=False)
-                 if s.study_name.startswith(f"{project}-")]
+                 if s.study_name.startswith(f"{project}-") and "spec" in s.user_attrs]
     if not summaries:
         raise InputError(f"no search of project {project!r} in that storage; start one with "
                          f"python -m automl.run ... --project {project} --storage URL")

@@ -222,3 +222,19 @@ def test_worker_start_up_is_read_from_its_first_trial_not_from_when_the_supervis
     pool._note_startup([trial])
     assert pool.startup == pytest.approx(9.0)
     assert pool.started == {}
+
+
+def test_a_worker_joining_by_project_skips_the_runs_gbm_search(tmp_path: Path) -> None:
+    """``python -m automl.worker --project P`` joins the newest study it can work on: the run's GBM search
+    (``<study>-gbm``, opened after the network search and run by the run alone) carries no spec."""
+    from automl.engines.optuna_engine import open_storage
+    from automl.worker import _newest_study
+
+    storage = open_storage(None, tmp_path)
+    networks = optuna.create_study(study_name="proj-abc", storage=storage)
+    networks.set_user_attr("spec", {"config": "{}"})
+    networks.enqueue_trial({"x": 1.0})
+    networks.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    boosting = optuna.create_study(study_name="proj-abc-gbm", storage=storage)
+    boosting.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    assert _newest_study(None, tmp_path, "proj") == "proj-abc"

@@ -585,6 +585,11 @@ def _end_remote(remote: RemoteWorkers, study: Any, stop: StopRule, progress: _Pr
         dead = active & _lost(study)
         if dead:
             remote.crashed(dead, "its trial stopped sending heartbeats (the worker or its machine died)")
+        elif not any(t.state.name == "RUNNING" for t in study.get_trials(deepcopy=False)):
+            # Every trial is told (a dead worker's stays RUNNING until its heartbeat is missed): what still runs
+            # is a flow run winding down, which took up to 9 s more, time the refits need.
+            remote.cancel(active)
+            break
         time.sleep(1.0)
         progress.show()
     if active := remote.active():
