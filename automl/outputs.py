@@ -156,7 +156,7 @@ def _explain(state: RunState, board: pd.DataFrame, preds: dict[str, np.ndarray],
                                             deadline=state.budget.deadline - REPORT_SECONDS)
         write_csv(importance, out / "feature_importance.csv")
     params = None
-    if state.trials:
+    if any(t.family == state.family for t in state.trials):  # the network search's study (GBM's aside)
         params = get_engine(state.config.search.engine).param_importances(search_job(state))
     info = summary(state)
     write_report(out / "report.html", title=f"AutoML report: {state.config.project}", task=state.schema.task,

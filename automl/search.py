@@ -76,12 +76,13 @@ def search(state: RunState) -> list[TrialRecord]:
         return []
     job = search_job(state, with_spec=True)
     # Trials in worker processes build their own search split and place themselves; only trials run here
-    # need the split, this process's devices and TensorFlow. With workers, this process imports TensorFlow for
-    # the refits only once they have exited: its ~460 MB of shared libraries and ~300 MB of its own would
-    # otherwise sit beside theirs for the whole search (4.3 GB at 200k rows, where the issue allows 4 GB).
+    # need the split and this process's devices. With local workers, this process imports TensorFlow for the
+    # refits only once they have exited: its ~460 MB of shared libraries and ~300 MB of its own would otherwise
+    # sit beside theirs for the whole search (4.3 GB at 200k rows, where the issue allows 4 GB). Otherwise the
+    # import (3-8 s) is paid now, off the refits' time.
     here = state.config.search.n_workers == 1
     data = search_data(state) if here else None
-    if here:
+    if state.config.search.n_workers <= 1:
         import_tensorflow(state.config.verbose is True)
 
     state.events.add("search", f"{state.config.search.engine} search, {state.budget.left():.0f}s left")

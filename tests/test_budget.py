@@ -166,10 +166,12 @@ def test_no_reference_model_trains_past_the_reference_share(monkeypatch, spent):
         assert max(given) < state.budget.deadline
 
 
-def test_the_search_keeps_less_for_refits_under_a_holdout():
-    """Under CV the best configuration refits k times, under a holdout each refits once: less is kept."""
+def test_the_search_keeps_its_refits_share_and_the_refit_stages():
+    """Under CV the best configuration refits k times; under a holdout each refits once, on more rows than its
+    trial (automl.search.MAX_REFIT_ROWS), and the refit stage's share comes on top."""
     from automl import search
     from automl.config import RunConfig
+    from automl.refit import refit_share
     from automl.state import start
 
     kept = {}
@@ -177,10 +179,11 @@ def test_the_search_keeps_less_for_refits_under_a_holdout():
         state = start(RunConfig.from_options(dataset="diabetes", max_runtime_secs=120, validation=validation,
                                              verbose=False))
         job = search.search_job(state)
-        kept[validation] = (job.stop.keep_share, job.stop.refit_trials)
-    assert kept["cv"] == (search.EVALUATE_SHARE, 5.0)
-    # Even with the refit stage's share (automl.refit) on top; the three best configurations' single refits.
-    assert kept["holdout"][0] < kept["cv"][0] and kept["holdout"][1] == search.TOP_CONFIGS
+        kept[validation] = (job.stop.keep_share, job.stop.refit_trials, refit_share(state))
+    assert kept["cv"] == (search.EVALUATE_SHARE, 5.0, 0.0)
+    assert kept["holdout"][2] > 0  # the holdout's rows are worth refitting on
+    assert kept["holdout"][:2] == (pytest.approx(search.HOLDOUT_EVALUATE_SHARE + kept["holdout"][2]),
+                                   search.TOP_CONFIGS)
 
 
 def test_boosting_that_would_take_the_whole_share_leaves_the_row_bounded_models_their_time(monkeypatch):

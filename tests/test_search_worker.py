@@ -71,7 +71,8 @@ def test_fan_out_to_two_pool_workers_and_one_of_them_dying(prefect_api, pg_url, 
         pooled_trials = pd.read_csv(tmp_path / "pooled" / "trials.csv")
         assert set(pooled_trials["worker"]) == {f"{pooled}-search-0", f"{pooled}-search-1"}
         assert pooled_trials["params"].is_unique
-        assert set(pd.read_csv(tmp_path / "pooled" / "leaderboard.csv")["algo"]) >= {"MLP", "GLM"}
+        assert set(pd.read_csv(tmp_path / "pooled" / "leaderboard.csv")["algo"]) >= {"MLP", "GLM"}, \
+            (tmp_path / "pooled" / "event_log.csv").read_text()[-3000:]
         with prefect_server(prefect_api), get_client(sync_client=True) as client:
             states = {r.name: r.state.name for r in client.read_flow_runs(flow_run_filter=FlowRunFilter(
                 name=FlowRunFilterName(any_=[f"{pooled}-search-0", f"{pooled}-search-1"])))}
@@ -113,8 +114,10 @@ def test_fan_out_to_two_pool_workers_and_one_of_them_dying(prefect_api, pg_url, 
     summary = json.loads((out / "run.json").read_text())
     assert summary["elapsed_secs"] <= 1.1 * BUDGET
 
-    # Trials of both pool workers are on the run's trials.csv, no configuration twice.
+    # Trials of both pool workers are on the run's trials.csv, no configuration twice (the GBM search's trials,
+    # run by the run's process in a study of their own, aside).
     trials = pd.read_csv(out / "trials.csv").fillna({"error": ""})
+    trials = trials[trials["family"] == "mlp"]
     assert {f"{project}-search-1", victim} <= set(trials["worker"]), trials["worker"].value_counts()
     interrupted = trials["error"].str.startswith("interrupted")
     assert trials.loc[~interrupted, "params"].is_unique
@@ -183,7 +186,7 @@ class _Pool:
     def pending(self) -> set[str]:
         return {n for n, s in self.state.items() if s == "Scheduled"}
 
-    def cancel(self, names: set[str]) -> None:
+    def cancel(self, names: set[str], wait: bool = True) -> None:
         self.calls.append(("cancel", set(names)))
         self.state.update(dict.fromkeys(names, "Cancelled"))
 

@@ -581,24 +581,27 @@ def _end_remote(remote: RemoteWorkers, study: Any, stop: StopRule, progress: _Pr
         progress.show()
     remote.cancel(remote.pending())
     until = max(stop.trial_deadline(), time.monotonic()) + REMOTE_GRACE_SECONDS
+    winding_down = False
     while (active := remote.active()) and time.monotonic() < until:
         dead = active & _lost(study)
         if dead:
             remote.crashed(dead, "its trial stopped sending heartbeats (the worker or its machine died)")
         elif not any(t.state.name == "RUNNING" for t in study.get_trials(deepcopy=False)):
             # Every trial is told (a dead worker's stays RUNNING until its heartbeat is missed): what still runs
-            # is a flow run winding down, which took up to 9 s more, time the refits need.
-            remote.cancel(active)
+            # is a flow run winding down, which took up to 9 s more, and its cancellation 8 s: time the refits
+            # need. Its pool worker ends it while the run goes on.
+            remote.cancel(active, wait=False)
+            winding_down = True
             break
         time.sleep(1.0)
         progress.show()
-    if active := remote.active():
+    if not winding_down and (active := remote.active()):
         events.warn("search", f"{len(active)} remote worker(s) still running {REMOTE_GRACE_SECONDS}s after "
                               "the trials' deadline; cancelling them")
         remote.cancel(active)
     progress.show()
     states = remote.states()
-    (events.add if all(s in ("Completed", "Cancelled") for s in states.values()) else events.warn)(
+    (events.add if all(s in ("Completed", "Cancelled", "Cancelling") for s in states.values()) else events.warn)(
         "search", "remote workers: " + ", ".join(f"{name} {state}" for name, state in sorted(states.items())))
 
 
