@@ -5,7 +5,8 @@ It follows the reference models in the run's process, while the network search's
 networks beside it. Trials train on the search split (bounded in rows, see :func:`automl.search.search_data`),
 raw columns and native categoricals, early-stopped on its validation rows, until :data:`TRIALS_END` of the
 budget; the best :data:`TOP_CONFIGS` configurations are then cross-validated like the reference GBMs (early
-stopping on a slice of each fold's training rows) while their estimates fit before :data:`EVALUATE_END`.
+stopping on a slice of each fold's training rows) while their estimates fit before :data:`EVALUATE_END`. Both
+ends move earlier where the refit stage's share and the outputs would not fit after them.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from automl.engines import StopPolicy, get_engine
 from automl.evaluation import Evaluated, evaluate_candidate
 from automl.events import StageEvents
 from automl.models import COSTS, Candidate, GradientBoosting, boosting_params
+from automl.refit import refit_share
 from automl.search import best_configurations, search_data, search_job
 from automl.state import RunState
 
@@ -38,24 +40,35 @@ def search_boosting(state: RunState) -> list[Evaluated]:
     budget = state.budget
     if state.schema.task == "image" or "GBM" not in state.config.evaluation.algos:
         return []
-    policy = StopPolicy(refit_trials=0.0, finish_seconds=FINISH_SECONDS, keep_share=1 - TRIALS_END)
+    trials_end, evaluate_end = _ends(state)
+    policy = StopPolicy(refit_trials=0.0, finish_seconds=FINISH_SECONDS,
+                        keep_share=(budget.deadline - trials_end) / budget.seconds)
     if search_should_stop(budget, [], policy.refit_trials, policy.finish_seconds, policy.keep_share):
         state.events.add("boosting", f"no GBM search: {budget.elapsed():.0f}s of {budget.seconds:.0f}s spent, "
-                                     f"past its end at {TRIALS_END:.0%} of the budget")
+                                     f"past its trials' end at {trials_end - budget.started:.0f}s")
         return []
     job = search_job(state, family=FAMILY, stop=policy)
     data = search_data(state, FAMILY)
     state.events.add("boosting", f"{state.config.search.engine} search of GBM configurations on "
-                                 f"{len(data.y_train)} rows until {TRIALS_END:.0%} of the budget")
+                                 f"{len(data.y_train)} rows until {trials_end - budget.started:.0f}s")
     trials = get_engine(state.config.search.engine).search(job, data, budget, StageEvents(state.events, "boosting"))
     state.trials += [replace(t, family=FAMILY) for t in trials]
-    return _evaluate(state, len(data.y_train))
+    return _evaluate(state, len(data.y_train), evaluate_end)
 
 
-def _evaluate(state: RunState, search_rows: int) -> list[Evaluated]:
-    """Cross-validate the best configurations while each one's estimate fits before EVALUATE_END."""
+def _ends(state: RunState) -> tuple[float, float]:
+    """When the trials end and when the best configurations' evaluations must end (clock readings): at TRIALS_END
+    and EVALUATE_END of the budget, earlier where the refit stage's share and the outputs would not fit after
+    them (a 30 s run keeps 10 s for its outputs)."""
+    budget = state.budget
+    evaluate_end = min(budget.started + EVALUATE_END * budget.seconds,
+                       budget.deadline - refit_share(state) * budget.seconds - FINISH_SECONDS)
+    return evaluate_end - (EVALUATE_END - TRIALS_END) * budget.seconds, evaluate_end
+
+
+def _evaluate(state: RunState, search_rows: int, end: float) -> list[Evaluated]:
+    """Cross-validate the best configurations while each one's estimate fits before ``end``."""
     budget, done = state.budget, []
-    end = budget.started + EVALUATE_END * budget.seconds
     cap = state.config.search.max_runtime_secs_per_model
     fold_rows = len(state.protocol.folds[0][0])
     for trial in best_configurations(state, FAMILY)[:TOP_CONFIGS]:
