@@ -132,11 +132,13 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(exc))
     from flows.automl_flow import automl_flow  # Prefect's ~3 s import overlaps the server's start-up
 
-    if api.slow_start and {"MLP", "CNN"} & config.evaluation.algos:
+    if api.slow_start and {"MLP", "CNN"} & config.evaluation.algos and config.search.n_workers <= 1:
         from automl.quiet import import_tensorflow
 
         # A first run's server migrates its database for 10-60 s: TensorFlow's ~6 s import fits inside. On a
         # warm machine the server answers in ~4 s and the first models (GBM) need no TensorFlow: it waits.
+        # With local worker processes, networks train in those: this process imports it after them (see
+        # automl.search.search), its memory never beside theirs.
         import_tensorflow(args.verbose)
     # What Prefect imports at a flow run's first call (~0.35 s): here it overlaps the temporary server's start-up.
     import fastapi.encoders  # noqa: F401  (Prefect serializes flow parameters with it)

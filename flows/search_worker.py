@@ -135,7 +135,7 @@ class FlowRunWorkers:
             for name in names:
                 client.set_flow_run_state(self.runs[name], Crashed(message=why), force=True)
 
-    def cancel(self, names: set[str], wait: bool = True) -> None:
+    def cancel(self, names: set[str]) -> None:
         from prefect.client.orchestration import get_client
         from prefect.states import Cancelled, Cancelling
 
@@ -149,8 +149,6 @@ class FlowRunWorkers:
                 else:  # the pool's worker stops the flow run's processes and marks it Cancelled
                     client.set_flow_run_state(self.runs[name], Cancelling(message="the search ended"))
                     asked.add(name)
-        if not wait:
-            return
         deadline = time.monotonic() + CANCEL_SECONDS
         while asked and time.monotonic() < deadline:
             time.sleep(1.0)

@@ -186,7 +186,7 @@ class _Pool:
     def pending(self) -> set[str]:
         return {n for n, s in self.state.items() if s == "Scheduled"}
 
-    def cancel(self, names: set[str], wait: bool = True) -> None:
+    def cancel(self, names: set[str]) -> None:
         self.calls.append(("cancel", set(names)))
         self.state.update(dict.fromkeys(names, "Cancelled"))
 
@@ -213,6 +213,8 @@ def test_the_search_end_cancels_queued_workers_crashes_dead_ones_and_waits_for_t
     retry = study.ask()
     study._storage.set_trial_system_attr(retry._trial_id, "retry_history", [failed.number])
     study.tell(retry, 0.5)
+    # "late" is still in a trial past the trials' deadline.
+    study._storage.set_trial_user_attr(study.ask()._trial_id, "worker_label", "late")
     ended = time.monotonic() - 1  # the trials' deadline has passed: the search is over
     stop = SimpleNamespace(reason=lambda trials: "time budget", all_claimed=lambda trials: False,
                            trial_deadline=lambda: ended)
@@ -225,3 +227,23 @@ def test_the_search_end_cancels_queued_workers_crashes_dead_ones_and_waits_for_t
     assert not pool.active()
     messages = [r["message"] for r in events.rows]
     assert "remote workers: dead Crashed, done Completed, late Cancelled, queued Cancelled" in messages
+
+
+def test_workers_with_every_trial_told_are_left_to_end_by_themselves():
+    """Once no trial runs, a flow run still Running is ending by itself (up to 9 s more, 8 s for a cancellation):
+    the search's end does not wait for it, nor cancel it."""
+    from types import SimpleNamespace
+
+    from automl.engines import optuna_engine
+    from automl.events import EventLog
+
+    study = optuna.create_study()
+    study.tell(study.ask(), 0.5)
+    stop = SimpleNamespace(reason=lambda trials: "time budget", all_claimed=lambda trials: False,
+                           trial_deadline=lambda: time.monotonic() + 60)
+    pool = _Pool({"ending": "Running", "done": "Completed"})
+    events = EventLog(False)
+    optuna_engine._end_remote(pool, study, stop, SimpleNamespace(show=lambda: None), events)
+    # Only the queued ones (none) were cancelled: waiting until the grace period would have cancelled "ending".
+    assert pool.calls == [("cancel", set())]
+    assert events.rows[-1]["level"] == "INFO" and "end by themselves" in events.rows[-1]["message"]

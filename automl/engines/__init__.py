@@ -80,9 +80,8 @@ class RemoteWorkers(Protocol):
         """The workers nothing has started yet (queued)."""
         ...
 
-    def cancel(self, names: set[str], wait: bool = True) -> None:
-        """Stop these workers; with ``wait``, return once they ended (one that does not answer is marked
-        crashed)."""
+    def cancel(self, names: set[str]) -> None:
+        """Stop these workers; returns once they ended (one that does not answer is marked crashed)."""
         ...
 
     def crashed(self, names: set[str], why: str) -> None:

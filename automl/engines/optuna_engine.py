@@ -588,9 +588,8 @@ def _end_remote(remote: RemoteWorkers, study: Any, stop: StopRule, progress: _Pr
             remote.crashed(dead, "its trial stopped sending heartbeats (the worker or its machine died)")
         elif not any(t.state.name == "RUNNING" for t in study.get_trials(deepcopy=False)):
             # Every trial is told (a dead worker's stays RUNNING until its heartbeat is missed): what still runs
-            # is a flow run winding down, which took up to 9 s more, and its cancellation 8 s: time the refits
-            # need. Its pool worker ends it while the run goes on.
-            remote.cancel(active, wait=False)
+            # is a flow run ending by itself (the stop rule has spoken), which took up to 9 s more, and a
+            # cancellation 8 s: time the refits need. It is not waited for.
             winding_down = True
             break
         time.sleep(1.0)
@@ -601,8 +600,10 @@ def _end_remote(remote: RemoteWorkers, study: Any, stop: StopRule, progress: _Pr
         remote.cancel(active)
     progress.show()
     states = remote.states()
-    (events.add if all(s in ("Completed", "Cancelled", "Cancelling") for s in states.values()) else events.warn)(
-        "search", "remote workers: " + ", ".join(f"{name} {state}" for name, state in sorted(states.items())))
+    fine = ("Completed", "Cancelled", "Running") if winding_down else ("Completed", "Cancelled")
+    (events.add if all(s in fine for s in states.values()) else events.warn)(
+        "search", "remote workers: " + ", ".join(f"{name} {state}" for name, state in sorted(states.items()))
+        + (" (the running ones end by themselves: every trial is told)" if "Running" in states.values() else ""))
 
 
 def _lost(study: Any) -> set[str]:
