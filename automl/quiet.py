@@ -25,6 +25,11 @@ def import_tensorflow(verbose: bool = False) -> None:
     try:
         os.dup2(devnull, 2)
         import keras  # noqa: F401
+        import tensorflow as tf
+
+        # CUDA's probe prints "failed call to cuInit" on a machine without a GPU at the first device listing
+        # (automl.devices.detect, after the search when local workers ran it): made here, while silenced.
+        tf.config.list_physical_devices("GPU")
     finally:
         os.dup2(saved, 2)
         os.close(saved)
