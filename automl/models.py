@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
 
+from automl.devices import free_cores
 from automl.errors import InputError
 from automl.preprocess import Schema
 
@@ -260,18 +261,15 @@ class GradientBoosting(_Reference):
         params = {"objective": objective, "num_class": int(y.max()) + 1 if objective == "multiclass" else 1,
                   "seed": self.seed, "num_threads": self.n_jobs, "verbosity": -1, **(self.params or {})}
         watch = _Watch(self.patience, deadline)
-        if validation is not None:
-            data = lgb.Dataset(x, y)
-            val_y = np.log1p(validation[1]) if self.log_target else validation[1]
-            valid_sets = [data.create_valid(validation[0], val_y)]
-        elif self.validation_fraction == 0:
-            data, valid_sets = lgb.Dataset(x, y), []
-        else:
+        if validation is not None and self.log_target:
+            validation = (validation[0], np.log1p(validation[1]))
+        elif validation is None and self.validation_fraction > 0:
             train, val = _validation_rows(y, self.task, self.validation_fraction, self.max_validation_rows,
                                           self.seed)
             # ``x`` is a DataFrame from the "trees" preprocessor: its categorical columns are split on natively.
-            data = lgb.Dataset(take_rows(x, train), y[train])
-            valid_sets = [data.create_valid(take_rows(x, val), y[val])]
+            x, y, validation = take_rows(x, train), y[train], (take_rows(x, val), y[val])
+        data = lgb.Dataset(x, y)
+        valid_sets = [] if validation is None else [data.create_valid(*validation)]
         self.booster_ = lgb.train(params, data, self.max_rounds, valid_sets=valid_sets, callbacks=[watch])
         self.best_iteration_ = watch.best_iteration + 1
         self.cut_short_ = watch.cut_short
@@ -312,16 +310,12 @@ def train_boosted(point: dict[str, Any], data: Any, metric: Any, seed: int, dead
                   max_epochs: int) -> tuple[float, int]:
     """One GBM search trial (``data``: an ``engines.SearchData`` of the "trees" preprocessor): early-stopped on
     the search's validation rows; return (validation metric, best epoch = best round / ROUNDS_PER_EPOCH)."""
-    from automl.devices import free_cores
-
     params, patience = boosting_params(point)
     model = GradientBoosting(data.task, params=params, max_rounds=max_epochs * ROUNDS_PER_EPOCH, patience=patience,
                              seed=seed, n_jobs=free_cores())
     model.fit(data.x_train, data.y_train, deadline=deadline, validation=(data.x_val, data.y_val))
-    value = metric.fn(data.y_val, predict_raw(model, data.x_val, data.task))
-    if not math.isfinite(value):
-        raise ValueError(f"validation {metric.name} is {value}")
-    return value, math.ceil(model.best_iteration_ / ROUNDS_PER_EPOCH)
+    return (metric.fn(data.y_val, predict_raw(model, data.x_val, data.task)),
+            math.ceil(model.best_iteration_ / ROUNDS_PER_EPOCH))
 
 
 class _Watch:

@@ -172,7 +172,17 @@ def train_trial(params: dict[str, Any], data: SearchData, metric: Metric, seed: 
     if data.family == "gbm":
         from automl.models import train_boosted
 
-        return train_boosted(params, data, metric, seed, deadline, max_epochs)
+        value, best_epoch = train_boosted(params, data, metric, seed, deadline, max_epochs)
+    else:
+        value, best_epoch = _train_network(params, data, metric, seed, report, deadline, max_epochs, name)
+    if not math.isfinite(value):
+        raise ValueError(f"validation {metric.name} is {value}")
+    return value, best_epoch
+
+
+def _train_network(params: dict[str, Any], data: SearchData, metric: Metric, seed: int,
+                   report: Callable[[float, int], None] | None, deadline: float | None,
+                   max_epochs: int, name: str) -> tuple[float, int]:
     import keras
 
     from automl.training import KerasNetwork
@@ -199,8 +209,6 @@ def train_trial(params: dict[str, Any], data: SearchData, metric: Metric, seed: 
             writer.close()
         # free_memory=False skips a gc.collect() that costs up to 0.6 s a trial (TOOLCHAIN.md).
         keras.backend.clear_session(free_memory=False)
-    if not math.isfinite(value):
-        raise ValueError(f"validation {metric.name} is {value}")
     return value, net.best_epoch_
 
 
