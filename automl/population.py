@@ -10,7 +10,7 @@ everything else is per member:
 - depth is masked: a member with fewer layers passes its activations through the rest;
 - activation, batch norm, dropout rate and L2 are chosen per member with ``tf.where``;
 - Adam, AdamW, RMSprop and SGD (Keras' update rules and defaults) run side by side, each
-  member's learning rate a tensor entry;
+  member's learning rate a tensor entry, constant or cosine-annealed; label smoothing per member;
 - every member has its own initial weights and its own epoch shuffles, those of
   :class:`automl.training.KerasNetwork` with the same seed: without dropout, a member
   trains as the one-at-a-time trainer would (dropout masks come from another stream).
@@ -202,6 +202,7 @@ class _Graph:
         self.width = max(int(p["units"]) for p in members)
         self.use_bn = any(p.get("batch_norm") for p in members)
         self.use_dropout = any(p.get("dropout") for p in members)
+        self.use_smoothing = any(training.label_smoothing(p, pop.task) for p in members)
         self.activations = sorted({p["activation"] for p in members}, key=ACTIVATIONS.index)
         f32 = tf.float32
         column = lambda values: tf.constant(np.asarray(values, dtype="float32"))  # noqa: E731
@@ -212,6 +213,9 @@ class _Graph:
         self.dropout = column([float(p.get("dropout") or 0.0) for p in members])
         self.l2 = column([float(p["l2"]) if p.get("l2") else 0.0 for p in members])
         self.lr = column([float(p["learning_rate"]) for p in members])
+        self.cosine = tf.constant([p.get("lr_schedule") == "cosine" for p in members])
+        self.smoothing = column([training.label_smoothing(p, pop.task) for p in members])
+        self.schedule_steps = 1.0  # training.SCHEDULE_EPOCHS epochs in steps, set by trainer()
         self.optimizer = tf.constant([OPTIMIZERS.index(p["optimizer"]) for p in members])
         self.active = tf.Variable(tf.ones([size], tf.bool), trainable=False)
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False)  # Keras' optimizer.iterations
@@ -295,8 +299,13 @@ class _Graph:
     def _member_losses(self, y: Any, out: Any) -> Any:
         """Each member's training loss on its batch, L2 penalty included: (P,)."""
         tf, task = self.tf, self.pop.task
+        smoothing = self.smoothing[:, None, None]  # Keras' label smoothing, per member
         if task == "binary":
-            per_row = tf.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=out)[..., 0]
+            labels = y * (1.0 - smoothing) + 0.5 * smoothing
+            per_row = tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=out)[..., 0]
+        elif task == "multiclass" and self.use_smoothing:
+            labels = tf.one_hot(y, self.pop.n_outputs) * (1.0 - smoothing) + smoothing / self.pop.n_outputs
+            per_row = tf.nn.softmax_cross_entropy_with_logits(labels=labels, logits=out)
         elif task == "multiclass":
             per_row = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=out)
         else:
@@ -311,9 +320,9 @@ class _Graph:
 
         ``m = c1·m + c2·g``, ``v = c3·v + c4·g²``, ``w = w·(1 − decay) − rate·(c5·m + c6·g) / (√(v + e1) + e2)``.
         One rule with per-member values costs a third of running the three rules and
-        choosing. SGD's momentum is kept unscaled by the learning rate (Keras keeps it
-        scaled: the same steps, in another order of float operations). A frozen member
-        gets rate 0 and decay 0: its weights no longer change.
+        choosing. SGD's momentum holds gradients scaled by the learning rate of their step,
+        as Keras keeps it (under a schedule the rates differ from step to step), so its
+        rate is 1. A frozen member gets rate 0 and decay 0: its weights no longer change.
         """
         tf = self.tf
         t = tf.cast(self.step, tf.float32)
@@ -324,13 +333,16 @@ class _Graph:
         one, zero = tf.ones_like(self.lr), tf.zeros_like(self.lr)
         on = tf.cast(self.active, tf.float32)
         alpha = tf.sqrt(1.0 - tf.pow(_BETA_2, t)) / (1.0 - tf.pow(_BETA_1, t))
-        return {"c1": pick(_BETA_1 * one, zero, _MOMENTUM * one), "c2": pick((1.0 - _BETA_1) * one, zero, one),
+        # Keras' CosineDecay at the step before this one's increment (the optimizer's ``iterations``).
+        annealed = 0.5 * (1.0 + tf.cos(math.pi * tf.minimum((t - 1.0) / self.schedule_steps, 1.0)))
+        lr = self.lr * tf.where(self.cosine, annealed, 1.0)
+        return {"c1": pick(_BETA_1 * one, zero, _MOMENTUM * one), "c2": pick((1.0 - _BETA_1) * one, zero, lr),
                 "c3": pick(_BETA_2 * one, _RHO * one, zero),
                 "c4": pick((1.0 - _BETA_2) * one, (1.0 - _RHO) * one, zero),
-                "c5": pick(one, zero, _MOMENTUM * one), "c6": pick(zero, one, one),
+                "c5": pick(one, zero, _MOMENTUM * one), "c6": pick(zero, one, lr),
                 "e1": pick(zero, _EPSILON * one, one), "e2": pick(_EPSILON * one, zero, zero),
-                "rate": on * self.lr * tf.where(adam_like, alpha, 1.0),
-                "decay": on * tf.where(adamw, _WEIGHT_DECAY * self.lr, 0.0)}
+                "rate": on * pick(lr * alpha, lr, one),
+                "decay": on * tf.where(adamw, _WEIGHT_DECAY * lr, 0.0)}
 
     def _apply(self, grads: list[Any]) -> None:
         """One step of each member's optimizer (Keras' rules and defaults)."""
@@ -356,6 +368,7 @@ class _Graph:
         n = int(x.shape[0])
         batch_size = min(self.pop.batch_size, n)
         steps = -(-n // batch_size)
+        self.schedule_steps = float(training.SCHEDULE_EPOCHS * steps)
         xs, ys = tf.constant(x), tf.constant(y)
         seeds = tf.constant(self.pop.seeds, tf.int32)
         order = tf.Variable(tf.zeros([self.pop.size, n], tf.int32), trainable=False)

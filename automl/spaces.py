@@ -57,15 +57,21 @@ MLP_SPACE: tuple[Param, ...] = (
     Float("learning_rate", 1e-4, 3e-2, log=True),
     Choice("optimizer", ("adam", "adamw", "rmsprop", "sgd")),
     Choice("batch_size", (16, 32, 64, 128)),
+    # What recent tabular deep learning trains with (RealMLP, TabM): a cosine-annealed learning rate
+    # (``automl.training.lr_factor``) and smoothed labels (classification only).
+    Choice("lr_schedule", ("constant", "cosine")),
+    Choice("label_smoothing", (0.0, 0.05, 0.1)),
 )
 
 #: Configurations that usually do well on small tabular data, tried first
 #: (the AutoKeras idea: a good start beats a random one under a short budget).
 MLP_WARM_STARTS: tuple[dict[str, Any], ...] = (
     {"n_layers": 2, "units": 64, "activation": "relu", "dropout": 0.2, "batch_norm": False,
-     "l2": 1e-4, "learning_rate": 1e-3, "optimizer": "adam", "batch_size": 32},
+     "l2": 1e-4, "learning_rate": 1e-3, "optimizer": "adam", "batch_size": 32, "lr_schedule": "constant",
+     "label_smoothing": 0.0},
     {"n_layers": 1, "units": 32, "activation": "elu", "dropout": 0.1, "batch_norm": False,
-     "l2": 1e-3, "learning_rate": 3e-3, "optimizer": "adam", "batch_size": 32},
+     "l2": 1e-3, "learning_rate": 3e-3, "optimizer": "adam", "batch_size": 32, "lr_schedule": "constant",
+     "label_smoothing": 0.0},
 )
 
 

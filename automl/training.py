@@ -22,7 +22,7 @@ import numpy as np
 
 from automl.errors import FailedTrialError
 
-__all__ = ["KerasNetwork", "EPOCH_CHUNK", "mlp_initial_kernels"]
+__all__ = ["KerasNetwork", "EPOCH_CHUNK", "mlp_initial_kernels", "SCHEDULE_EPOCHS", "label_smoothing"]
 
 #: Epochs between validations: the granularity of early stopping and pruning.
 EPOCH_CHUNK = 5
@@ -30,6 +30,9 @@ EPOCH_CHUNK = 5
 PATIENCE_CHUNKS = 4
 #: Seconds one compiled call should take at most: a deadline binds within about this, plus one step.
 CHUNK_SECONDS = 1.0
+#: A cosine schedule (``lr_schedule="cosine"``) anneals the learning rate to zero over this many epochs, whatever
+#: the epochs planned: a refit of a trial's best epoch count then sees the learning rates the trial saw.
+SCHEDULE_EPOCHS = 100
 
 
 def _tf():
@@ -92,10 +95,12 @@ class KerasNetwork:
                 layer.kernel.assign(kernel)
         return model
 
-    def _optimizer(self) -> Any:
+    def _optimizer(self, steps_per_epoch: int) -> Any:
         import keras
 
         lr = float(self.params["learning_rate"])
+        if self.params.get("lr_schedule") == "cosine":
+            lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=SCHEDULE_EPOCHS * steps_per_epoch)
         name = self.params["optimizer"]
         if name == "sgd":
             return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True)
@@ -105,7 +110,11 @@ class KerasNetwork:
     def _loss(self) -> Callable:
         import keras
 
-        return {"binary": keras.losses.BinaryCrossentropy(),
+        smoothing = label_smoothing(self.params, self.task)
+        if self._head == "multiclass" and smoothing:  # the sparse loss has no smoothing: on one-hot targets
+            dense, depth = keras.losses.CategoricalCrossentropy(label_smoothing=smoothing), self.n_classes
+            return lambda y, p: dense(keras.ops.one_hot(y, depth), p)
+        return {"binary": keras.losses.BinaryCrossentropy(label_smoothing=smoothing),
                 "multiclass": keras.losses.SparseCategoricalCrossentropy(),
                 "regression": keras.losses.MeanSquaredError()}[self._head]
 
@@ -119,8 +128,8 @@ class KerasNetwork:
     # -- training -----------------------------------------------------------------
     def _trainer(self, tf: Any, x: np.ndarray, y: np.ndarray) -> tuple[Callable[[int, int], float], int]:
         """``train(first, count)`` running steps ``first`` to ``first + count`` of ``model_``, and steps per epoch."""
-        optimizer, loss_fn = self._optimizer(), self._loss()
         targets, batch_size = self._targets(y), int(self.params["batch_size"])
+        optimizer, loss_fn = self._optimizer(-(-len(x) // min(batch_size, len(x)))), self._loss()
         if tf.distribute.has_strategy():  # MirroredStrategy / TPUStrategy: Keras' fit splits the batches
             return _distributed_steps(tf, self.model_, optimizer, loss_fn, x, targets, batch_size)
         return _compiled_steps(tf, self.model_, optimizer, loss_fn, x, targets, batch_size, self.seed)
@@ -218,6 +227,11 @@ class KerasNetwork:
         est.model_, est.best_epoch_ = keras_model, state["best_epoch"]
         est.y_mean_, est.y_std_ = state["y_mean"], state["y_std"]
         return est
+
+
+def label_smoothing(params: dict[str, Any], task: str) -> float:
+    """The label smoothing a configuration trains with: its ``label_smoothing`` for classification, else 0."""
+    return float(params.get("label_smoothing") or 0.0) if task != "regression" else 0.0
 
 
 def mlp_initial_kernels(params: dict[str, Any], n_features: int, n_outputs: int, seed: int) -> list[np.ndarray]:

@@ -74,3 +74,44 @@ def test_pruned_and_diverged_members_stop_while_the_others_train_on(pima):
 def test_members_must_share_a_batch_size():
     with pytest.raises(ValueError, match="one batch size"):
         PopulationMLP([BASE, {**BASE, "batch_size": 64}], [0, 1], "binary")
+
+
+
+#: Issue 10's options of recent tabular networks: a cosine-annealed learning rate and smoothed labels.
+OPTIONED = [{**BASE, "lr_schedule": "cosine", "label_smoothing": 0.1},
+            {**BASE, "optimizer": "adamw", "learning_rate": 3e-3, "lr_schedule": "cosine"},
+            {**BASE, "optimizer": "sgd", "learning_rate": 1e-2, "lr_schedule": "cosine", "label_smoothing": 0.05}]
+
+
+def test_cosine_schedules_and_smoothed_labels_train_as_the_single_trainer_does(pima):
+    x, y, x_val, y_val = pima
+    plain = [{**p, "lr_schedule": "constant", "label_smoothing": 0.0} for p in OPTIONED]
+    seeds = [5, 6, 7]
+    members = PopulationMLP(OPTIONED + plain, seeds * 2, "binary", epochs=20).fit(x, y, x_val, _auc(y_val))
+    for params, seed, member in zip(OPTIONED, seeds, members, strict=False):
+        net = KerasNetwork(params, "binary", epochs=20, seed=seed).fit(x, y, x_val, monitor=_auc(y_val))
+        np.testing.assert_allclose(member.proba, net.predict_proba(x_val), atol=1e-3)
+        assert member.best_epoch == net.best_epoch_
+    for optioned, without in zip(members[:3], members[3:], strict=True):  # the options change what is learnt
+        assert np.abs(optioned.proba - without.proba).max() > 1e-2
+
+
+def test_smoothed_multiclass_labels_train_as_the_single_trainer_does():
+    from sklearn.datasets import load_wine
+    from sklearn.preprocessing import StandardScaler
+
+    x, y = load_wine(return_X_y=True)
+    x = StandardScaler().fit_transform(x).astype("float32")
+    train, val = holdout_split(y, "multiclass", 0.3, seed=0)
+    configs = [{**BASE, "label_smoothing": 0.1}, BASE]
+
+    def accuracy(proba: np.ndarray) -> float:
+        return float(np.mean(proba.argmax(axis=1) == y[val]))
+
+    members = PopulationMLP(configs, [1, 1], "multiclass", n_classes=3, epochs=10).fit(x[train], y[train], x[val],
+                                                                                         accuracy)
+    net = KerasNetwork(configs[0], "multiclass", epochs=10, seed=1, n_classes=3)
+    net.fit(x[train], y[train], x[val], monitor=accuracy)
+    np.testing.assert_allclose(members[0].proba, net.predict_proba(x[val]), atol=1e-3)
+    # Smoothed targets leave the network less sure of itself than the same one trained on hard labels.
+    assert members[0].proba.max(axis=1).mean() < members[1].proba.max(axis=1).mean()
