@@ -6,7 +6,8 @@ networks beside it. Trials train on the search split (bounded in rows, see :func
 raw columns and native categoricals, early-stopped on its validation rows, until :data:`TRIALS_END` of the
 budget; the best :data:`TOP_CONFIGS` configurations are then cross-validated like the reference GBMs (early
 stopping on a slice of each fold's training rows) while their estimates fit before :data:`EVALUATE_END`. Both
-ends move earlier where the refit stage's share and the outputs would not fit after them.
+ends come earlier when the network search follows in this process (no workers train beside this one), and
+where the refit stage's share and the outputs would not fit after them.
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ __all__ = ["search_boosting", "TRIALS_END", "EVALUATE_END", "TOP_CONFIGS"]
 TRIALS_END = 0.55
 #: The best configurations' evaluations on the protocol end by this share of the budget.
 EVALUATE_END = 0.65
+#: The same two ends when the network search runs in this process after this one (no search workers: budgets
+#: under ``state.WORKERS_MIN_BUDGET``, ``--workers 1``): the networks keep the half of the window after
+#: EVALUATE_END_ALONE (a 40 s diabetes run had left them 2 s, not one network trial).
+TRIALS_END_ALONE, EVALUATE_END_ALONE = 0.47, 0.52
 #: How many of the best configurations get a leaderboard row.
 TOP_CONFIGS = 3
 FAMILY = "gbm"
@@ -60,10 +65,13 @@ def _ends(state: RunState) -> tuple[float, float]:
     """When the trials end and when the best configurations' evaluations must end (clock readings): at TRIALS_END
     and EVALUATE_END of the budget, earlier where the refit stage's share and the outputs would not fit after
     them (a 30 s run keeps 10 s for its outputs)."""
-    budget = state.budget
-    evaluate_end = min(budget.started + EVALUATE_END * budget.seconds,
+    budget, settings = state.budget, state.config.search
+    networks_after = (settings.n_workers <= 1 and not settings.fan_out
+                      and state.family.upper() in state.config.evaluation.algos)
+    trials, evaluate = (TRIALS_END_ALONE, EVALUATE_END_ALONE) if networks_after else (TRIALS_END, EVALUATE_END)
+    evaluate_end = min(budget.started + evaluate * budget.seconds,
                        budget.deadline - refit_share(state) * budget.seconds - FINISH_SECONDS)
-    return evaluate_end - (EVALUATE_END - TRIALS_END) * budget.seconds, evaluate_end
+    return evaluate_end - (evaluate - trials) * budget.seconds, evaluate_end
 
 
 def _evaluate(state: RunState, search_rows: int, end: float) -> list[Evaluated]:

@@ -21,8 +21,8 @@ from conftest import REPO, subprocess_env
 
 
 def _state(tmp_path, **options):
-    return start(RunConfig.from_options(dataset="diabetes", output_dir=str(tmp_path), verbose=False, workers=1,
-                                        **options))
+    return start(RunConfig.from_options(**{"dataset": "diabetes", "output_dir": str(tmp_path), "verbose": False,
+                                           "workers": 1, **options}))
 
 
 def test_a_boosted_trial_early_stops_on_the_search_rows(tmp_path):
@@ -84,3 +84,16 @@ def test_excluded_or_late_the_family_is_not_searched(tmp_path):
     late.budget.started -= 0.6 * 60  # past the trials' share
     assert search_boosting(late) == [] and not late.trials
     assert any(r["stage"] == "boosting" and "no GBM search" in r["message"] for r in late.events.rows)
+
+
+def test_networks_searched_next_in_this_process_keep_half_of_its_window(tmp_path):
+    from automl.boosting import _ends
+
+    # No workers (budgets under 90 s, --workers 1): the network search follows in this process.
+    alone = _state(tmp_path / "a", max_runtime_secs=40)
+    # Workers search networks beside the GBM search; without networks there is nothing to leave time for.
+    beside = _state(tmp_path / "b", max_runtime_secs=200, workers=2)
+    no_networks = _state(tmp_path / "c", max_runtime_secs=40, exclude_algos=["MLP"])
+    for state, shares in ((alone, [0.47, 0.52]), (beside, [0.55, 0.65]), (no_networks, [0.55, 0.65])):
+        budget = state.budget
+        assert [round((end - budget.started) / budget.seconds, 2) for end in _ends(state)] == shares
