@@ -58,7 +58,7 @@ MLP_SPACE: tuple[Param, ...] = (
     Choice("optimizer", ("adam", "adamw", "rmsprop", "sgd")),
     Choice("batch_size", (16, 32, 64, 128)),
     # What recent tabular deep learning trains with (RealMLP, TabM): a cosine-annealed learning rate
-    # (``automl.training.lr_factor``) and smoothed labels (classification only).
+    # (to zero over ``automl.training.SCHEDULE_EPOCHS``) and smoothed labels (classification only).
     Choice("lr_schedule", ("constant", "cosine")),
     Choice("label_smoothing", (0.0, 0.05, 0.1)),
 )
