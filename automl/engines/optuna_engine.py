@@ -101,8 +101,9 @@ def open_study(storage_url: str | None, storage_dir: Path, study_name: str, job:
     # The constant liar counts running trials as bad results, so that parallel workers do not propose alike. A
     # population round asks its P trials together: the liar then spreads them over the space, away from the
     # best results, so populations go without it (bench/engines.py on diabetes, mean best validation AUC of 3
-    # seeds at 60 s: 0.8278 with it, 0.8347 without, the space's two newest options added in between, which
-    # moved one-at-a-time search from 0.8323 to 0.8304; duplicates are still refused by the check in _ask).
+    # seeds at 60 s: 0.8278 with it, 0.8347 without; the second pair was measured with lr_schedule and
+    # label_smoothing in the space, where one-at-a-time search got 0.8304 against 0.8323 without them;
+    # duplicates are still refused by the check in _ask).
     liar = job is None or job.config.search.population == 1
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=8, constant_liar=liar)
     pruner = optuna.pruners.HyperbandPruner(min_resource=HYPERBAND_MIN_EPOCHS, max_resource=max_epochs,
