@@ -24,7 +24,9 @@ refit trains the chosen configuration again.
 
 from __future__ import annotations
 
+import copy
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +49,9 @@ JIT_MIN_SIZE = 64
 # Keras' defaults, so that a member trains like the one-at-a-time trainer.
 _BETA_1, _BETA_2, _EPSILON, _WEIGHT_DECAY, _RHO, _MOMENTUM = 0.9, 0.999, 1e-7, 0.004, 0.9, 0.9
 _BN_EPSILON, _BN_MOMENTUM = 1e-3, 0.99
+#: A population of at least this many slots goes on as a smaller graph once half of them are empty (and no new
+#: members come): each slot costs its share of every step whether its member trains or not.
+COMPACT_MIN_SIZE = 4
 #: Most members per round on a CPU: past ~32 a step costs linearly in P (bench/trial_speed.py), and a larger
 #: round only delays what TPE learns from it. On a GPU, where a step of 256 small networks costs what one does:
 MAX_SIZE, MAX_SIZE_GPU = 32, 256
@@ -100,6 +105,8 @@ class MemberResult:
     epochs: int = 0
     #: The deadline ended its training (it was still learning).
     cut: bool = False
+    #: Its share of the population's training time so far (by epochs trained): what it would have cost alone, about.
+    seconds: float = 0.0
 
 
 class PopulationMLP:
@@ -127,52 +134,91 @@ class PopulationMLP:
         return len(self.members)
 
     def fit(self, x: np.ndarray, y: np.ndarray, x_val: np.ndarray, monitor: Callable[[np.ndarray], float],
-            report: Callable[[int, float, int], bool] | None = None,
-            deadline: float | None = None) -> list[MemberResult]:
+            report: Callable[[int, float, int], bool] | None = None, deadline: float | None = None,
+            refill: Callable[[], tuple[dict[str, Any], int] | None] | None = None,
+            done: Callable[[int, MemberResult], None] | None = None) -> list[MemberResult]:
         """Train every member; ``monitor(proba_val)`` scores one member's validation predictions (higher is better).
 
         ``report(i, score, epoch)`` is called for member i after each validation; when it
         returns True the member stops (pruned). Training ends for all at ``deadline``
         (a ``time.monotonic()`` value), at most a call of ``CHUNK_SECONDS`` later.
+
+        ``refill()``, when given, is asked for a new member (params and seed, or None) each time
+        a member ends: it starts in the freed slot at once, so the population stays full
+        instead of waiting for its slowest member (new members are numbered on from the
+        initial ones; every structural option of the space is then built into the graph).
+        ``done(i, result)`` is called as member i ends. Returns every member's result.
         """
         tf = training._tf()
         x, y, x_val = np.asarray(x, dtype="float32"), np.asarray(y), np.asarray(x_val, dtype="float32")
         if self.task == "regression":
             self.y_mean_, self.y_std_ = float(np.mean(y)), float(np.std(y) or 1.0)
-        net = _Graph(tf, self, x.shape[1])
-        train, per_epoch = net.trainer(x, self._targets(y))
+        net, targets = _Graph(tf, self, x.shape[1], roomy=refill is not None), self._targets(y)
+        train, per_epoch = net.trainer(x, targets)
         pacer = training._Pacer(train, per_epoch, deadline)
         results = [MemberResult() for _ in self.members]
+        slots: list[int | None] = list(range(self.size))  # the member each slot trains, None once it is empty
+        born = [0] * self.size  # the epoch each slot's member started at
         stale = [0] * self.size
-        total, rhythm, done = self.epochs * per_epoch, training.EPOCH_CHUNK * per_epoch, 0
-        while done < total and net.any_active():
-            done = pacer.train_until(done, min(total, (done // rhythm + 1) * rhythm))
-            epoch = -(-done // per_epoch)
-            losses, outputs, active = net.last_losses(), net.predict(x_val), net.active.numpy()
-            for i, result in enumerate(results):
-                if not active[i]:
+        rhythm, steps, started, member_epochs = training.EPOCH_CHUNK * per_epoch, 0, time.monotonic(), 0
+
+        def end(slot: int) -> None:
+            nonlocal member_epochs
+            net.freeze(slot)
+            i, slots[slot] = slots[slot], None
+            member_epochs += results[i].epochs
+            results[i].seconds = results[i].epochs * (time.monotonic() - started) / max(member_epochs, 1)
+            if done is not None:
+                done(i, results[i])
+
+        while any(i is not None for i in slots):
+            last = min((born[k] + self.epochs) * per_epoch for k, i in enumerate(slots) if i is not None)
+            steps = pacer.train_until(steps, min(last, (steps // rhythm + 1) * rhythm))
+            epoch = -(-steps // per_epoch)
+            losses, outputs = net.last_losses(), net.predict(x_val)
+            for slot, i in enumerate(slots):
+                if i is None:
                     continue
-                result.epochs = epoch
-                proba = self._proba(outputs[i])
-                if not math.isfinite(float(losses[i])) or proba is None:
-                    result.error = (f"training loss became {float(losses[i])} at epoch {epoch}; the learning rate "
-                                    "is probably too high")
-                    net.freeze(i)
+                result = results[i]
+                result.epochs = epoch - born[slot]
+                proba = self._proba(outputs[slot])
+                if not math.isfinite(float(losses[slot])) or proba is None:
+                    result.error = (f"training loss became {float(losses[slot])} at epoch {result.epochs}; the "
+                                    "learning rate is probably too high")
+                    end(slot)
                     continue
                 score = monitor(proba)
                 if score > result.score:
-                    result.score, result.best_epoch, result.proba, stale[i] = score, epoch, proba, 0
+                    result.score, result.best_epoch, result.proba, stale[slot] = score, result.epochs, proba, 0
                 else:
-                    stale[i] += 1
-                if report is not None and report(i, score, epoch):
+                    stale[slot] += 1
+                if report is not None and report(i, score, result.epochs):
                     result.pruned = True
-                    net.freeze(i)
-                elif stale[i] >= training.PATIENCE_CHUNKS:
-                    net.freeze(i)
-            if done < total and pacer.past_deadline():
-                for i in np.flatnonzero(net.active.numpy()):
-                    results[i].cut = True
+                    end(slot)
+                elif stale[slot] >= training.PATIENCE_CHUNKS or result.epochs >= self.epochs:
+                    end(slot)
+            if pacer.past_deadline():
+                for slot, i in enumerate(slots):
+                    if i is not None:
+                        results[i].cut = True
+                        end(slot)
                 break
+            for slot in [k for k, i in enumerate(slots) if i is None] if refill is not None else []:
+                member = refill()
+                if member is None:
+                    refill = None  # the engine has no more: the population drains
+                    break
+                self.members.append(member[0])
+                self.seeds.append(member[1])
+                results.append(MemberResult())
+                slots[slot], born[slot], stale[slot] = len(results) - 1, epoch, 0
+                net.place(slot, member[0], member[1], epoch)
+            keep = [k for k, i in enumerate(slots) if i is not None]
+            if refill is None and len(slots) >= COMPACT_MIN_SIZE and 0 < len(keep) <= len(slots) // 2:
+                # A slot of an ended member still costs its share of every step: train the rest as a smaller graph.
+                net = net.subset(keep)
+                pacer = training._Pacer(net.trainer(x, targets)[0], per_epoch, deadline)
+                slots, born, stale = [slots[k] for k in keep], [born[k] for k in keep], [stale[k] for k in keep]
         return results
 
     # The single trainer's target encoding (standardized values, (n, 1) floats or class indices).
@@ -192,60 +238,106 @@ class PopulationMLP:
         return out[:, 0] * self.y_std_ + self.y_mean_
 
 
-class _Graph:
-    """The population's variables and compiled calls: a training range of steps, and a forward pass."""
+#: A graph's variables with one row per slot (see _Graph.subset), and its lists of them.
+_SLOT_VARIABLES = ("units_mask", "layer_on", "bn_on", "cosine", "activation", "optimizer", "dropout", "l2", "lr",
+                   "smoothing", "seeds", "born", "age", "active", "losses")
+_SLOT_LISTS = ("kernels", "biases", "gammas", "betas", "moving_mean", "moving_var", "slots_m", "slots_v")
 
-    def __init__(self, tf: Any, pop: PopulationMLP, n_features: int) -> None:
+
+class _Graph:
+    """The population's variables and compiled calls: a training range of steps, and a forward pass.
+
+    Each slot holds a member; what differs between members lives in variables indexed by
+    slot, so that :meth:`place` can start a new member in a slot without tracing again.
+    A ``roomy`` graph has every structural option of the space (depth, activations, batch
+    norm, dropout, smoothing), so that any member of its width fits; otherwise it has
+    those of its members.
+    """
+
+    def __init__(self, tf: Any, pop: PopulationMLP, n_features: int, roomy: bool = False) -> None:
         self.tf, self.pop = tf, pop
         members, size = pop.members, pop.size
-        self.depth = max(int(p["n_layers"]) for p in members)
+        self.depth = max([int(p["n_layers"]) for p in members] + [_MAX_DEPTH if roomy else 0])
         self.width = max(int(p["units"]) for p in members)
-        self.use_bn = any(p.get("batch_norm") for p in members)
-        self.use_dropout = any(p.get("dropout") for p in members)
-        self.use_smoothing = any(training.label_smoothing(p, pop.task) for p in members)
-        self.activations = sorted({p["activation"] for p in members}, key=ACTIVATIONS.index)
+        self.use_bn = roomy or any(p.get("batch_norm") for p in members)
+        self.use_dropout = roomy or any(p.get("dropout") for p in members)
+        self.use_smoothing = (roomy and pop.task != "regression") or any(training.label_smoothing(p, pop.task)
+                                                                        for p in members)
+        self.activations = list(ACTIVATIONS) if roomy else sorted({p["activation"] for p in members},
+                                                                  key=ACTIVATIONS.index)
+        self.n_features, self.size = n_features, size
         f32 = tf.float32
-        column = lambda values: tf.constant(np.asarray(values, dtype="float32"))  # noqa: E731
-        self.units_mask = column([[1.0 if u < int(p["units"]) else 0.0 for u in range(self.width)] for p in members])
-        self.layer_on = tf.constant([[layer < int(p["n_layers"]) for layer in range(self.depth)] for p in members])
-        self.bn_on = tf.constant([bool(p.get("batch_norm")) for p in members])
-        self.activation = tf.constant([self.activations.index(p["activation"]) for p in members])
-        self.dropout = column([float(p.get("dropout") or 0.0) for p in members])
-        self.l2 = column([float(p["l2"]) if p.get("l2") else 0.0 for p in members])
-        self.lr = column([float(p["learning_rate"]) for p in members])
-        self.cosine = tf.constant([p.get("lr_schedule") == "cosine" for p in members])
-        self.smoothing = column([training.label_smoothing(p, pop.task) for p in members])
+        variable = lambda shape, dtype=f32: tf.Variable(tf.zeros(shape, dtype), trainable=False)  # noqa: E731
+        # Per slot: its member's options (set by place), its own step count (Adam's bias correction and the
+        # cosine schedule count a member's steps, not the population's) and the epoch it started at.
+        self.units_mask = variable([size, self.width])
+        self.layer_on = variable([size, self.depth], tf.bool)
+        self.bn_on, self.cosine = variable([size], tf.bool), variable([size], tf.bool)
+        self.activation, self.optimizer = variable([size], tf.int32), variable([size], tf.int32)
+        self.dropout, self.l2, self.lr, self.smoothing = (variable([size]) for _ in range(4))
+        self.seeds, self.born, self.age = variable([size], tf.int32), variable([size], tf.int32), variable([size])
         self.schedule_steps = 1.0  # training.SCHEDULE_EPOCHS epochs in steps, set by trainer()
-        self.optimizer = tf.constant([OPTIMIZERS.index(p["optimizer"]) for p in members])
         self.active = tf.Variable(tf.ones([size], tf.bool), trainable=False)
-        self.step = tf.Variable(0, dtype=tf.int64, trainable=False)  # Keras' optimizer.iterations
-        kernels, biases, gammas, betas = self._initial(n_features)
-        self.kernels = [tf.Variable(k) for k in kernels]  # hidden layers, then the output layer
-        self.biases = [tf.Variable(b) for b in biases]
-        self.gammas = [tf.Variable(g) for g in gammas]
-        self.betas = [tf.Variable(b) for b in betas]
-        self.moving_mean = [tf.Variable(tf.zeros_like(g), trainable=False) for g in gammas]
-        self.moving_var = [tf.Variable(tf.ones_like(g), trainable=False) for g in gammas]
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False)  # the population's steps (dropout's seed)
+        shapes = [(n_features, self.width)] + [(self.width, self.width)] * (self.depth - 1) \
+            + [(self.width, pop.n_outputs)]
+        self.kernels = [tf.Variable(tf.zeros([size, *s])) for s in shapes]  # hidden layers, then the output layer
+        self.biases = [tf.Variable(tf.zeros([size, s[1]])) for s in shapes]
+        self.gammas = [tf.Variable(tf.ones([size, self.width])) for _ in range(self.depth)]
+        self.betas = [tf.Variable(tf.zeros([size, self.width])) for _ in range(self.depth)]
+        self.moving_mean = [variable([size, self.width]) for _ in range(self.depth)]
+        self.moving_var = [tf.Variable(tf.ones([size, self.width]), trainable=False) for _ in range(self.depth)]
         self.weights = self.kernels + self.biases + (self.gammas + self.betas if self.use_bn else [])
         self.slots_m = [tf.Variable(tf.zeros_like(w)) for w in self.weights]
         self.slots_v = [tf.Variable(tf.zeros_like(w)) for w in self.weights]
         self.losses = tf.Variable(tf.zeros([size], f32), trainable=False)
         self._predict = None
+        for slot, (params, seed) in enumerate(zip(members, pop.seeds, strict=True)):
+            self.place(slot, params, seed, 0)
 
-    def _initial(self, n_features: int) -> tuple[list[np.ndarray], ...]:
-        """Each member's initial weights (those KerasNetwork starts from), placed in the padded tensors."""
-        pop, size, width = self.pop, self.pop.size, self.width
-        shapes = [(n_features, width)] + [(width, width)] * (self.depth - 1) + [(width, pop.n_outputs)]
-        kernels = [np.zeros((size, *s), "float32") for s in shapes]
-        biases = [np.zeros((size, s[1]), "float32") for s in shapes]
-        gammas = [np.ones((size, width), "float32") for _ in range(self.depth)]
-        betas = [np.zeros((size, width), "float32") for _ in range(self.depth)]
-        for i, (params, seed) in enumerate(zip(pop.members, pop.seeds, strict=True)):
-            layers = training.mlp_initial_kernels(params, n_features, pop.n_outputs, seed)
-            for j, kernel in enumerate(layers[:-1]):
-                kernels[j][i, :kernel.shape[0], :kernel.shape[1]] = kernel
-            kernels[-1][i, :layers[-1].shape[0]] = layers[-1]
-        return kernels, biases, gammas, betas
+    def place(self, slot: int, params: dict[str, Any], seed: int, epoch: int) -> None:
+        """Start a member in ``slot`` at ``epoch``: its options, and the initial weights KerasNetwork starts from
+        (placed in the padded tensors) with fresh optimizer state."""
+        pop, units, layers = self.pop, int(params["units"]), int(params["n_layers"])
+        if units > self.width or layers > self.depth or params["activation"] not in self.activations:
+            raise ValueError(f"a member of width {units}, depth {layers} and activation {params['activation']} does "
+                             f"not fit a population of width {self.width} and depth {self.depth}")
+        values = [(self.units_mask, np.arange(self.width) < units), (self.layer_on, np.arange(self.depth) < layers),
+                  (self.bn_on, bool(params.get("batch_norm"))), (self.cosine, params.get("lr_schedule") == "cosine"),
+                  (self.activation, self.activations.index(params["activation"])),
+                  (self.optimizer, OPTIMIZERS.index(params["optimizer"])),
+                  (self.dropout, float(params.get("dropout") or 0.0)),
+                  (self.l2, float(params["l2"]) if params.get("l2") else 0.0),
+                  (self.lr, float(params["learning_rate"])),
+                  (self.smoothing, training.label_smoothing(params, pop.task)),
+                  (self.seeds, seed), (self.born, epoch), (self.age, 0.0), (self.losses, 0.0), (self.active, True)]
+        for variable, value in values:
+            variable[slot].assign(np.asarray(value, dtype=variable.dtype.as_numpy_dtype))
+        kernels = training.mlp_initial_kernels(params, self.n_features, pop.n_outputs, seed)
+        for j, variable in enumerate(self.kernels):
+            padded = np.zeros(variable.shape[1:], "float32")
+            kernel = kernels[-1] if j == self.depth else kernels[j] if j < layers else None
+            if kernel is not None:  # layers past the member's depth stay zero: unused
+                padded[:kernel.shape[0], :kernel.shape[1]] = kernel
+            variable[slot].assign(padded)
+        for variable in self.biases + self.betas + self.moving_mean + self.slots_m + self.slots_v:
+            variable[slot].assign(np.zeros(variable.shape[1:], "float32"))
+        for variable in self.gammas + self.moving_var:
+            variable[slot].assign(np.ones(variable.shape[1:], "float32"))
+
+    def subset(self, keep: list[int]) -> _Graph:
+        """A graph of the members in slots ``keep`` alone, their state carried over: when most members have
+        ended, the rest train at the cost of a smaller population (after one more trace, ~1 s on a CPU)."""
+        tf, new = self.tf, copy.copy(self)
+        index = tf.constant(keep)
+        for name in _SLOT_VARIABLES:
+            setattr(new, name, tf.Variable(tf.gather(getattr(self, name), index), trainable=False))
+        for name in _SLOT_LISTS:
+            setattr(new, name, [tf.Variable(tf.gather(v, index)) for v in getattr(self, name)])
+        new.weights = new.kernels + new.biases + (new.gammas + new.betas if new.use_bn else [])
+        new.step = tf.Variable(self.step.numpy(), trainable=False)
+        new.size, new._predict = len(keep), None
+        return new
 
     # -- the network ------------------------------------------------------------------
     def _member(self, values: Any, like: Any) -> Any:
@@ -325,7 +417,7 @@ class _Graph:
         rate is 1. A frozen member gets rate 0 and decay 0: its weights no longer change.
         """
         tf = self.tf
-        t = tf.cast(self.step, tf.float32)
+        t = self.age
         kind = self.optimizer
         adam, adamw, rms = kind == 0, kind == 1, kind == 2
         adam_like = tf.logical_or(adam, adamw)
@@ -348,6 +440,7 @@ class _Graph:
         """One step of each member's optimizer (Keras' rules and defaults)."""
         tf = self.tf
         self.step.assign_add(1)
+        self.age.assign_add(tf.cast(self.active, tf.float32))
         coefficients = self._coefficients()
         shaped: dict[int, dict[str, Any]] = {}
         for w, g, m, v in zip(self.weights, grads, self.slots_m, self.slots_v, strict=True):
@@ -370,12 +463,11 @@ class _Graph:
         steps = -(-n // batch_size)
         self.schedule_steps = float(training.SCHEDULE_EPOCHS * steps)
         xs, ys = tf.constant(x), tf.constant(y)
-        seeds = tf.constant(self.pop.seeds, tf.int32)
-        order = tf.Variable(tf.zeros([self.pop.size, n], tf.int32), trainable=False)
+        order = tf.Variable(tf.zeros([self.size, n], tf.int32), trainable=False)
 
-        def shuffle(epoch: Any) -> Any:
-            return tf.map_fn(lambda s: tf.random.experimental.stateless_shuffle(tf.range(n), seed=tf.stack([s, epoch])),
-                             seeds)
+        def shuffle(epoch: Any) -> Any:  # each member's epoch counts from the one it started at
+            return tf.map_fn(lambda s: tf.random.experimental.stateless_shuffle(tf.range(n), seed=s),
+                             tf.stack([self.seeds, epoch - self.born], axis=1))
 
         def step_on(xb: Any, yb: Any) -> None:
             with tf.GradientTape() as tape:
@@ -385,7 +477,7 @@ class _Graph:
             self._apply(tape.gradient(total, self.weights, unconnected_gradients=tf.UnconnectedGradients.ZERO))
             self.losses.assign(tf.where(self.active, losses, self.losses))
 
-        one_step = tf.function(step_on, jit_compile=self.pop.size >= JIT_MIN_SIZE)
+        one_step = tf.function(step_on, jit_compile=self.size >= JIT_MIN_SIZE)
 
         def run(first: Any, count: Any) -> Any:
             for step in tf.range(first, first + count):

@@ -115,3 +115,43 @@ def test_smoothed_multiclass_labels_train_as_the_single_trainer_does():
     np.testing.assert_allclose(members[0].proba, net.predict_proba(x[val]), atol=1e-3)
     # Smoothed targets leave the network less sure of itself than the same one trained on hard labels.
     assert members[0].proba.max(axis=1).mean() < members[1].proba.max(axis=1).mean()
+
+
+def _alone(params: dict, seed: int, data: tuple, epochs: int) -> KerasNetwork:
+    x, y, x_val, y_val = data
+    return KerasNetwork(params, "binary", epochs=epochs, seed=seed).fit(x, y, x_val, monitor=_auc(y_val))
+
+
+def test_members_left_when_most_ended_train_on_in_a_smaller_graph_as_alone(pima, monkeypatch):
+    from automl import population
+
+    sizes: list[int] = []
+    subset = population._Graph.subset
+    monkeypatch.setattr(population._Graph, "subset", lambda self, keep: sizes.append(len(keep)) or subset(self, keep))
+    x, y, x_val, y_val = pima
+    configs = CONFIGS + [{**BASE, "n_layers": 3, "activation": "elu"}]
+    seeds = [21, 22, 23, 24, 25, 26]
+    members = PopulationMLP(configs, seeds, "binary", epochs=15).fit(
+        x, y, x_val, _auc(y_val), report=lambda i, score, epoch: i < 4)  # 4 of 6 pruned at epoch 5
+    assert sizes == [2]  # one smaller graph, of the two left
+    assert [m.pruned for m in members] == [True] * 4 + [False] * 2
+    for params, seed, member in zip(configs[4:], seeds[4:], members[4:], strict=True):
+        net = _alone(params, seed, pima, 15)
+        np.testing.assert_allclose(member.proba, net.predict_proba(x_val), atol=1e-3)
+        assert member.best_epoch == net.best_epoch_ and member.epochs == 15
+
+
+def test_a_freed_slot_takes_a_new_member_that_trains_as_alone(pima):
+    x, y, x_val, y_val = pima
+    queue = [({**BASE, "activation": "tanh", "optimizer": "rmsprop"}, 31), (CONFIGS[1], 32)]
+    ended: list[int] = []
+    pop = PopulationMLP([BASE, CONFIGS[2]], [1, 2], "binary", epochs=10)
+    # Members 0 and 2 are pruned at their first validation: slot 0 takes member 2 at epoch 5, member 3 at 10.
+    members = pop.fit(x, y, x_val, _auc(y_val), report=lambda i, score, epoch: i in (0, 2),
+                      refill=lambda: queue.pop(0) if queue else None, done=lambda i, result: ended.append(i))
+    assert len(members) == 4 and ended == [0, 2, 1, 3] and pop.seeds == [1, 2, 31, 32]
+    assert [m.pruned for m in members] == [True, False, True, False] and members[2].epochs == 5
+    for k in (1, 3):
+        net = _alone(pop.members[k], pop.seeds[k], pima, 10)
+        np.testing.assert_allclose(members[k].proba, net.predict_proba(x_val), atol=1e-3)
+        assert members[k].best_epoch == net.best_epoch_ and members[k].epochs == 10

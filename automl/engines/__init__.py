@@ -230,32 +230,27 @@ class MemberOutcome:
 
 def train_population(members: list[dict[str, Any]], data: SearchData, metric: Metric, seeds: list[int],
                      report: Callable[[int, float, int], bool] | None, deadline: float | None,
-                     max_epochs: int) -> list[MemberOutcome]:
+                     max_epochs: int, refill: Callable[[], tuple[dict[str, Any], int] | None] | None = None,
+                     done: Callable[[int, MemberOutcome], None] | None = None) -> list[MemberOutcome]:
     """Train MLP configurations sharing a batch size as one population (:class:`automl.population.PopulationMLP`).
 
     Member i trains as :func:`train_trial` would train it with ``seeds[i]``.
     ``report(i, value, epoch)`` gets member i's validation metric after each chunk of
-    epochs and returns True to stop it (pruned).
+    epochs and returns True to stop it (pruned). ``refill()`` gives further members (params
+    and seed, numbered on from ``members``) as slots free; ``done(i, outcome)`` is called as
+    each member ends. Returns every member's outcome.
     """
-    import time
-
-    from automl.population import ACTIVATIONS, OPTIMIZERS, PopulationMLP
+    from automl.population import ACTIVATIONS, OPTIMIZERS, MemberResult, PopulationMLP
 
     outcomes = [MemberOutcome(None, 0, _unsupported(p, ACTIVATIONS, OPTIMIZERS)) for p in members]
-    kept = [i for i, outcome in enumerate(outcomes) if not outcome.error]
-    if not kept:
-        return outcomes
+    ids = [i for i, outcome in enumerate(outcomes) if not outcome.error]  # the population's member k is ids[k]
+    for i in (i for i, outcome in enumerate(outcomes) if outcome.error and done is not None):
+        done(i, outcomes[i])
     sign = metric.sign()
-    pop = PopulationMLP([members[i] for i in kept], [seeds[i] for i in kept], data.task, data.n_classes, max_epochs)
-    start = time.monotonic()
-    results = pop.fit(data.x_train, data.y_train, data.x_val, monitor=lambda p: sign * metric.fn(data.y_val, p),
-                      report=None if report is None else lambda k, score, epoch: report(kept[k], sign * score, epoch),
-                      deadline=deadline)
-    share = (time.monotonic() - start) / max(sum(r.epochs for r in results), 1)
-    for i, r in zip(kept, results, strict=True):
+
+    def ended(k: int, r: MemberResult) -> None:
         cut = r.cut and r.epochs < HYPERBAND_MIN_EPOCHS
-        outcome = outcomes[i] = MemberOutcome(None, r.best_epoch, "", r.pruned or cut, round(share * r.epochs, 3),
-                                              cut)
+        outcome = outcomes[ids[k]] = MemberOutcome(None, r.best_epoch, "", r.pruned or cut, round(r.seconds, 3), cut)
         if r.error:
             outcome.error = f"FailedTrialError: {r.error}"  # as the one-at-a-time trainer reports it
         elif not outcome.pruned:
@@ -264,6 +259,24 @@ def train_population(members: list[dict[str, Any]], data: SearchData, metric: Me
                 outcome.value = value
             else:
                 outcome.error = f"ValueError: validation {metric.name} is {value}"
+        if done is not None:
+            done(ids[k], outcome)
+
+    def more() -> tuple[dict[str, Any], int] | None:
+        while refill is not None and (member := refill()) is not None:
+            outcomes.append(MemberOutcome(None, 0, _unsupported(member[0], ACTIVATIONS, OPTIMIZERS)))
+            if not outcomes[-1].error:
+                ids.append(len(outcomes) - 1)
+                return member
+            if done is not None:
+                done(len(outcomes) - 1, outcomes[-1])
+        return None
+
+    if ids:
+        pop = PopulationMLP([members[i] for i in ids], [seeds[i] for i in ids], data.task, data.n_classes, max_epochs)
+        pop.fit(data.x_train, data.y_train, data.x_val, monitor=lambda p: sign * metric.fn(data.y_val, p),
+                report=None if report is None else lambda k, score, epoch: report(ids[k], sign * score, epoch),
+                deadline=deadline, refill=more if refill is not None else None, done=ended)
     return outcomes
 
 

@@ -77,6 +77,9 @@ _LABEL = "worker_label"
 ROUND_SHARES = ("batch_size", "units")
 #: A round is not started, nor a trial asked for it, closer than this to the trials' deadline.
 MIN_ROUND_SECONDS = 3.0
+#: A population round admits new members into freed slots for this share of the trials' time left at its start,
+#: then drains: the next round may then draw another batch size and width (which a round's members share).
+REFILL_SHARE = 1 / 3
 #: Set on a population member that the deadline stopped before it was trained enough to rank (told pruned).
 _CUT = "cut_by_deadline"
 #: A population member's share of its round's training time (the round's wall time is every member's duration).
@@ -334,7 +337,7 @@ def work(study: Any, job: SearchJob, data: SearchData, stop: StopRule, *, n_tria
         if time.monotonic() >= stop.trial_deadline() - MIN_ROUND_SECONDS:
             reason = "time budget"  # too late for a round: what is left is the refits' and the outputs'
             break
-        _round(study, job, data, size, stop, claims)
+        _round(study, job, data, size, stop, claims, None if on_trial is None else lambda: on_trial(study, None))
         after_trial(study, None)  # once per round: the stop rule and progress read the whole study
         rounds += 1
     if reason is None and stop.all_claimed(study.trials):
@@ -342,18 +345,20 @@ def work(study: Any, job: SearchJob, data: SearchData, stop: StopRule, *, n_tria
     return reason
 
 
-def _round(study: Any, job: SearchJob, data: SearchData, size: int | None, stop: StopRule, claims: _Claims) -> None:
+def _round(study: Any, job: SearchJob, data: SearchData, size: int | None, stop: StopRule, claims: _Claims,
+           told: Callable[[], None] | None = None) -> None:
     """One round: ask a trial; choose how many more share its batch size and width (``size``, else from the
     time left, :func:`automl.population.choose_size`); train them as one population and tell each result.
-    When fewer than :data:`automl.population.MIN_SIZE` would fit, the trial trains alone."""
+    When fewer than :data:`automl.population.MIN_SIZE` would fit, the trial trains alone. While the round
+    admits (:data:`REFILL_SHARE`), each member that ends is replaced by a new trial; ``told()`` follows each tell."""
     _fail_stale(study)
     # One heartbeat thread for every trial of the round, from its ask to its tell (RDB storage).
     with _Heartbeats(study) as beats:
-        _round_of(study, job, data, size, stop, claims, beats)
+        _round_of(study, job, data, size, stop, claims, beats, told)
 
 
 def _round_of(study: Any, job: SearchJob, data: SearchData, size: int | None, stop: StopRule, claims: _Claims,
-              beats: _Heartbeats) -> None:
+              beats: _Heartbeats, told: Callable[[], None] | None) -> None:
     import optuna
     from optuna.trial import TrialState
 
@@ -370,19 +375,75 @@ def _round_of(study: Any, job: SearchJob, data: SearchData, size: int | None, st
         size = choose_size(first[1], len(data.x_train), data.x_train.shape[1], deadline - time.monotonic(),
                            _flops(), limit=left)
     if size == 1:
-        try:
-            study.tell(first[0], _train_alone(first[0], first[1], job, data, deadline, claims))
-        except FailedTrialError:
-            study.tell(first[0], state=TrialState.FAIL)
-        except optuna.TrialPruned:
-            study.tell(first[0], state=TrialState.PRUNED)
+        _tell_alone(study, *first, job, data, deadline, claims)
         return
     asked = [first] + _ask_batch(study, job, min(size, left or size) - 1, first[1], stop, claims, known, beats)
     groups: dict[tuple[Any, ...], list[tuple[Any, dict[str, Any]]]] = {}
     for trial, params in asked:  # a worker's batch may pick up other queued trials (warm starts, retries)
         groups.setdefault(tuple(params[name] for name in ROUND_SHARES), []).append((trial, params))
-    for members in groups.values():
-        _train_members(study, job, data, members, deadline, claims)
+
+    def refill(shared: dict[str, Any]) -> Callable[[], tuple[Any, dict[str, Any]] | None]:
+        """A new trial with the round's shares for a freed slot, while the round admits and the search goes on."""
+        from optuna.exceptions import ExperimentalWarning
+
+        fixed = {name: shared[name] for name in ROUND_SHARES}
+        with warnings.catch_warnings():  # "experimental" since Optuna 2.4: not the user's concern
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            partial = optuna.samplers.PartialFixedSampler(fixed, study.sampler)
+
+        def ask() -> tuple[Any, dict[str, Any]] | None:
+            trials = study.get_trials(deepcopy=False)
+            if time.monotonic() >= admit_until or stop.reason(trials) is not None or stop.all_claimed(trials) \
+                    or any(t.state == TrialState.WAITING for t in trials):  # queued trials go to the next round
+                return None
+            for _ in range(MAX_REPEATS):  # a repeat is refused (told pruned): ask again
+                # TPE draws the rest (not a queued trial: another worker could take it, and this one a stranger).
+                sampler, study.sampler = study.sampler, partial
+                try:
+                    member = _ask(study, job, claims, known, beats)
+                finally:
+                    study.sampler = sampler
+                if member is not None and any(member[1][name] != value for name, value in fixed.items()):
+                    _hand_back(study, *member)  # a trial another worker queued just now: it trains elsewhere
+                    return None
+                if member is not None:
+                    return member
+            return None
+        return ask
+
+    # Queued trials of other shares (warm starts, retries) train first, as they are; the round's own group then
+    # takes new members into its freed slots while it admits.
+    *others, main = sorted(groups.values(), key=len)
+    for members in others:
+        if len(members) == 1:  # the one-at-a-time trainer is the faster one for a single network
+            _tell_alone(study, *members[0], job, data, deadline, claims)
+        else:
+            _train_members(study, job, data, members, deadline, claims, None, told)
+    admit_until = min(time.monotonic() + REFILL_SHARE * (deadline - time.monotonic()), deadline - MIN_ROUND_SECONDS)
+    _train_members(study, job, data, main, deadline, claims, refill(main[0][1]), told)
+
+
+def _tell_alone(study: Any, trial: Any, params: dict[str, Any], job: SearchJob, data: SearchData, deadline: float,
+                claims: _Claims) -> None:
+    """Train one trial of a round with the one-at-a-time trainer, and tell its result."""
+    import optuna
+    from optuna.trial import TrialState
+
+    try:
+        study.tell(trial, _train_alone(trial, params, job, data, deadline, claims))
+    except FailedTrialError:
+        study.tell(trial, state=TrialState.FAIL)
+    except optuna.TrialPruned:
+        study.tell(trial, state=TrialState.PRUNED)
+
+
+def _hand_back(study: Any, trial: Any, params: dict[str, Any]) -> None:
+    """Queue ``trial``'s parameters again for another round, and end it unlisted and uncounted."""
+    from optuna.trial import TrialState
+
+    trial.set_user_attr(_SURPLUS, True)
+    study.tell(trial, state=TrialState.PRUNED)
+    study.enqueue_trial(params)
 
 
 def _flops() -> float:
@@ -397,25 +458,42 @@ def _flops() -> float:
 
 
 def _train_members(study: Any, job: SearchJob, data: SearchData, members: list[tuple[Any, dict[str, Any]]],
-                   deadline: float, claims: _Claims) -> None:
-    """Train trials that share a batch size and width as one population; tell each its own result."""
+                   deadline: float, claims: _Claims,
+                   refill: Callable[[], tuple[Any, dict[str, Any]] | None] | None = None,
+                   told: Callable[[], None] | None = None) -> None:
+    """Train trials that share a batch size and width as one population; tell each its result as it ends.
+
+    ``refill()`` asks a new trial (or None) for each slot a member frees: the population stays full.
+    """
     from optuna.exceptions import UpdateFinishedTrialError
 
-    trials = [t for t, _ in members]
+    trials, ended = [t for t, _ in members], set()
 
     def report(i: int, value: float, epoch: int) -> bool:
         claims.guard()
         trials[i].report(value, epoch)
         return trials[i].should_prune()
 
-    try:
-        outcomes = train_population([p for _, p in members], data, job.metric,
-                                    [job.config.seed + t.number for t in trials], report, deadline, job.max_epochs)
-    except Exception as exc:  # the population as a whole failed (e.g. out of memory): each member did
-        outcomes = [MemberOutcome(None, 0, f"{type(exc).__name__}: {exc}")] * len(trials)
-    for trial, outcome in zip(trials, outcomes, strict=True):
+    def more() -> tuple[dict[str, Any], int] | None:
+        member = refill() if refill is not None else None
+        if member is None:
+            return None
+        trials.append(member[0])
+        return member[1], job.config.seed + member[0].number
+
+    def done(i: int, outcome: MemberOutcome) -> None:
+        ended.add(i)
         with contextlib.suppress(UpdateFinishedTrialError):  # failed meanwhile (lost heartbeats) and retried
-            _tell_member(study, trial, outcome, len(trials))
+            _tell_member(study, trials[i], outcome, len(members))
+        if told is not None:
+            told()
+
+    try:
+        train_population([p for _, p in members], data, job.metric, [job.config.seed + t.number for t in trials],
+                         report, deadline, job.max_epochs, more if refill is not None else None, done)
+    except Exception as exc:  # the population as a whole failed (e.g. out of memory): each member still running did
+        for i in (i for i in range(len(trials)) if i not in ended):
+            done(i, MemberOutcome(None, 0, f"{type(exc).__name__}: {exc}"))
 
 
 def _tell_member(study: Any, trial: Any, outcome: MemberOutcome, size: int) -> None:
