@@ -17,9 +17,12 @@ everything else is per member:
 
 Every :data:`automl.training.EPOCH_CHUNK` epochs all members are scored on the validation
 rows; a member whose score stalled, whose pruner said stop or whose loss diverged is
-frozen (its updates masked) while the others go on. Only each member's best validation
-predictions are kept, not its weights: a search trial's result is its score, and the
-refit trains the chosen configuration again.
+frozen (its updates masked) while the others go on. A frozen member's slot still costs its
+share of every step, so the engine may give it to a new member at once (``refill``: the
+slot's weights, optimizer state and step count start afresh, and the member trains as it
+would alone); without new members, a population whose slots are half empty goes on as a
+smaller graph. Only each member's best validation predictions are kept, not its weights:
+a search trial's result is its score, and the refit trains the chosen configuration again.
 """
 
 from __future__ import annotations
@@ -454,8 +457,8 @@ class _Graph:
     def trainer(self, x: np.ndarray, y: np.ndarray) -> tuple[Callable[[int, int], float], int]:
         """``train(first, count)`` running steps ``first`` to ``first + count`` for every member; steps per epoch.
 
-        Member i's epoch e takes its batches in the stateless shuffle seeded ``(seed_i, e)``,
-        as :func:`automl.training._compiled_steps` does for a single network.
+        Member i's epoch e (counted from the epoch it started at) takes its batches in the stateless
+        shuffle seeded ``(seed_i, e)``, as :func:`automl.training._compiled_steps` does for a single network.
         """
         tf = self.tf
         n = int(x.shape[0])

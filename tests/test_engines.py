@@ -181,6 +181,20 @@ def test_population_rounds_stop_at_max_models_and_resume(tmp_path):
     assert len(again) == 12 and len({json.dumps(r.params, sort_keys=True) for r in again}) == 12
 
 
+def test_a_round_gives_the_slots_its_members_free_to_new_trials(tmp_path, monkeypatch):
+    from automl import population
+
+    fits: list[int] = []
+    fit = population.PopulationMLP.fit
+    monkeypatch.setattr(population.PopulationMLP, "fit",
+                        lambda self, *a, **k: fits.append(self.size) or fit(self, *a, **k))
+    records = search(_population_job(tmp_path, 12, 4), _search_data(), Budget(120), EventLog(verbose=False))
+    # One population of 4 slots trained every valid trial: each that ended (or failed) made room for the next.
+    assert len(records) == 12 and fits == [4]
+    assert len({json.dumps(r.params, sort_keys=True) for r in records}) == 12
+    assert {r.state for r in records} >= {"COMPLETE", "FAIL"}
+
+
 def test_a_rounds_size_follows_its_configuration_the_rows_and_the_time_left():
     from automl.engines.optuna_engine import population_size
     from automl.population import FLOPS_PER_GPU, FLOPS_PER_THREAD, MAX_SIZE, MAX_SIZE_GPU, choose_size

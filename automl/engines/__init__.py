@@ -272,8 +272,12 @@ def train_population(members: list[dict[str, Any]], data: SearchData, metric: Me
                 done(len(outcomes) - 1, outcomes[-1])
         return None
 
-    if ids:
-        pop = PopulationMLP([members[i] for i in ids], [seeds[i] for i in ids], data.task, data.n_classes, max_epochs)
+    chosen, their_seeds = [members[i] for i in ids], [seeds[i] for i in ids]
+    while len(chosen) < len(members) and (member := more()) is not None:  # the slots of members that failed at once
+        chosen.append(member[0])
+        their_seeds.append(member[1])
+    if chosen:
+        pop = PopulationMLP(chosen, their_seeds, data.task, data.n_classes, max_epochs)
         pop.fit(data.x_train, data.y_train, data.x_val, monitor=lambda p: sign * metric.fn(data.y_val, p),
                 report=None if report is None else lambda k, score, epoch: report(ids[k], sign * score, epoch),
                 deadline=deadline, refill=more if refill is not None else None, done=ended)

@@ -77,6 +77,8 @@ _LABEL = "worker_label"
 ROUND_SHARES = ("batch_size", "units")
 #: A round is not started, nor a trial asked for it, closer than this to the trials' deadline.
 MIN_ROUND_SECONDS = 3.0
+#: Trials TPE draws at random before it models the space.
+TPE_STARTUP = 8
 #: A population round admits new members into freed slots for this share of the trials' time left at its start,
 #: then drains: the next round may then draw another batch size and width (which a round's members share).
 REFILL_SHARE = 1 / 3
@@ -108,7 +110,7 @@ def open_study(storage_url: str | None, storage_dir: Path, study_name: str, job:
     # label_smoothing in the space, where one-at-a-time search got 0.8304 against 0.8323 without them;
     # duplicates are still refused by the check in _ask).
     liar = job is None or job.config.search.population == 1
-    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=8, constant_liar=liar)
+    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=TPE_STARTUP, constant_liar=liar)
     pruner = optuna.pruners.HyperbandPruner(min_resource=HYPERBAND_MIN_EPOCHS, max_resource=max_epochs,
                                             reduction_factor=3)
     if job is None:
@@ -337,7 +339,12 @@ def work(study: Any, job: SearchJob, data: SearchData, stop: StopRule, *, n_tria
         if time.monotonic() >= stop.trial_deadline() - MIN_ROUND_SECONDS:
             reason = "time budget"  # too late for a round: what is left is the refits' and the outputs'
             break
-        _round(study, job, data, size, stop, claims, None if on_trial is None else lambda: on_trial(study, None))
+        # With the size chosen per round, TPE's random first trials train alone: a round fixes its members' batch
+        # size and width, and rounds from the first trial on had all searched the first warm start's (Pima:
+        # 158 trials at width 64, where one-at-a-time search found its best at 16).
+        startup = size is None and len([t for t in _counted(study.trials) if t.state.is_finished()]) < TPE_STARTUP
+        _round(study, job, data, 1 if startup else size, stop, claims,
+               None if on_trial is None else lambda: on_trial(study, None))
         after_trial(study, None)  # once per round: the stop rule and progress read the whole study
         rounds += 1
     if reason is None and stop.all_claimed(study.trials):
@@ -359,9 +366,6 @@ def _round(study: Any, job: SearchJob, data: SearchData, size: int | None, stop:
 
 def _round_of(study: Any, job: SearchJob, data: SearchData, size: int | None, stop: StopRule, claims: _Claims,
               beats: _Heartbeats, told: Callable[[], None] | None) -> None:
-    import optuna
-    from optuna.trial import TrialState
-
     from automl.population import choose_size
 
     known = _claiming(study)
@@ -381,36 +385,6 @@ def _round_of(study: Any, job: SearchJob, data: SearchData, size: int | None, st
     groups: dict[tuple[Any, ...], list[tuple[Any, dict[str, Any]]]] = {}
     for trial, params in asked:  # a worker's batch may pick up other queued trials (warm starts, retries)
         groups.setdefault(tuple(params[name] for name in ROUND_SHARES), []).append((trial, params))
-
-    def refill(shared: dict[str, Any]) -> Callable[[], tuple[Any, dict[str, Any]] | None]:
-        """A new trial with the round's shares for a freed slot, while the round admits and the search goes on."""
-        from optuna.exceptions import ExperimentalWarning
-
-        fixed = {name: shared[name] for name in ROUND_SHARES}
-        with warnings.catch_warnings():  # "experimental" since Optuna 2.4: not the user's concern
-            warnings.simplefilter("ignore", ExperimentalWarning)
-            partial = optuna.samplers.PartialFixedSampler(fixed, study.sampler)
-
-        def ask() -> tuple[Any, dict[str, Any]] | None:
-            trials = study.get_trials(deepcopy=False)
-            if time.monotonic() >= admit_until or stop.reason(trials) is not None or stop.all_claimed(trials) \
-                    or any(t.state == TrialState.WAITING for t in trials):  # queued trials go to the next round
-                return None
-            for _ in range(MAX_REPEATS):  # a repeat is refused (told pruned): ask again
-                # TPE draws the rest (not a queued trial: another worker could take it, and this one a stranger).
-                sampler, study.sampler = study.sampler, partial
-                try:
-                    member = _ask(study, job, claims, known, beats)
-                finally:
-                    study.sampler = sampler
-                if member is not None and any(member[1][name] != value for name, value in fixed.items()):
-                    _hand_back(study, *member)  # a trial another worker queued just now: it trains elsewhere
-                    return None
-                if member is not None:
-                    return member
-            return None
-        return ask
-
     # Queued trials of other shares (warm starts, retries) train first, as they are; the round's own group then
     # takes new members into its freed slots while it admits.
     *others, main = sorted(groups.values(), key=len)
@@ -420,7 +394,43 @@ def _round_of(study: Any, job: SearchJob, data: SearchData, size: int | None, st
         else:
             _train_members(study, job, data, members, deadline, claims, None, told)
     admit_until = min(time.monotonic() + REFILL_SHARE * (deadline - time.monotonic()), deadline - MIN_ROUND_SECONDS)
-    _train_members(study, job, data, main, deadline, claims, refill(main[0][1]), told)
+    refill = _refill(study, job, main[0][1], admit_until, stop, claims, known, beats)
+    _train_members(study, job, data, main, deadline, claims, refill, told)
+
+
+def _refill(study: Any, job: SearchJob, shared: dict[str, Any], admit_until: float, stop: StopRule, claims: _Claims,
+            known: list[Any], beats: _Heartbeats) -> Callable[[], tuple[Any, dict[str, Any]] | None]:
+    """``ask()``: a new trial with ``shared``'s :data:`ROUND_SHARES` for a freed slot of a round, or None once the
+    round admits no more (``admit_until``, the stop rule, ``--max-models``, or trials queued for the next round)."""
+    import optuna
+    from optuna.exceptions import ExperimentalWarning
+    from optuna.trial import TrialState
+
+    fixed = {name: shared[name] for name in ROUND_SHARES}
+    with warnings.catch_warnings():  # "experimental" since Optuna 2.4: not the user's concern
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        partial = optuna.samplers.PartialFixedSampler(fixed, study.sampler)
+
+    def ask() -> tuple[Any, dict[str, Any]] | None:
+        trials = study.get_trials(deepcopy=False)
+        if time.monotonic() >= admit_until or stop.reason(trials) is not None or stop.all_claimed(trials) \
+                or any(t.state == TrialState.WAITING for t in trials):
+            return None
+        for _ in range(MAX_REPEATS):  # a repeat is refused (told pruned): ask again
+            # TPE draws the rest (not a queued trial: another worker could take it, and this one a stranger).
+            sampler, study.sampler = study.sampler, partial
+            try:
+                member = _ask(study, job, claims, known, beats)
+            finally:
+                study.sampler = sampler
+            if member is not None and any(member[1][name] != value for name, value in fixed.items()):
+                _hand_back(study, *member)  # a trial another worker queued just now: it trains elsewhere
+                return None
+            if member is not None:
+                return member
+        return None
+
+    return ask
 
 
 def _tell_alone(study: Any, trial: Any, params: dict[str, Any], job: SearchJob, data: SearchData, deadline: float,
