@@ -130,6 +130,7 @@ def test_resume_leaves_a_live_runs_trial_alone(tmp_path):
 @pytest.mark.parametrize("population", [1, None])
 def test_a_run_of_failures_stops_with_a_warning_and_keeps_whole_errors(tmp_path, population):
     from automl.engines import MAX_CONSECUTIVE_FAILURES
+    from automl.engines.optuna_engine import TPE_STARTUP
     from automl.population import MAX_SIZE
 
     broken = tuple(Choice("activation", ("no-such-activation",)) if p.name == "activation" else p for p in SPACE)
@@ -137,8 +138,9 @@ def test_a_run_of_failures_stops_with_a_warning_and_keeps_whole_errors(tmp_path,
     job = _job(tmp_path, None, space=broken)
     job = replace(job, config=job.config.replace(population=population))
     records = search(job, _search_data(), Budget(300), events)
-    # One at a time it stops at the limit; a population round (all asked at once) ends first.
-    assert len(records) == (MAX_CONSECUTIVE_FAILURES if population == 1 else MAX_SIZE)
+    # One at a time it stops at the limit; with rounds, TPE's random first trials train alone, then a round (all
+    # asked at once) ends.
+    assert len(records) == (MAX_CONSECUTIVE_FAILURES if population == 1 else TPE_STARTUP + MAX_SIZE)
     assert {r.state for r in records} == {"FAIL"}
     stop = [e for e in events.rows if "search stopped" in e["message"]]
     assert stop and stop[0]["level"] == "WARNING" and "in a row failed" in stop[0]["message"]
@@ -193,6 +195,15 @@ def test_a_round_gives_the_slots_its_members_free_to_new_trials(tmp_path, monkey
     assert len(records) == 12 and fits == [4]
     assert len({json.dumps(r.params, sort_keys=True) for r in records}) == 12
     assert {r.state for r in records} >= {"COMPLETE", "FAIL"}
+
+
+def test_rounds_of_a_chosen_size_start_after_tpes_random_trials_trained_alone(tmp_path):
+    from automl.engines.optuna_engine import TPE_STARTUP
+
+    records = search(_population_job(tmp_path, 20, None), _search_data(), Budget(120), EventLog(verbose=False))
+    assert len(records) == 20
+    in_rounds = [t.number for t in open_study(None, Path(tmp_path), "p").trials if t.user_attrs.get("population")]
+    assert in_rounds and min(in_rounds) >= TPE_STARTUP  # a round fixes its batch size and width: not from the start
 
 
 def test_a_rounds_size_follows_its_configuration_the_rows_and_the_time_left():
