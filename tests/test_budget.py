@@ -243,3 +243,29 @@ def test_on_the_200k_table_every_reference_model_fits_in_the_share(monkeypatch):
     monkeypatch.setattr(reference, "evaluate_candidate", train)
     reference.fit_reference_models(state)
     assert trained == ["GBM_1", "GLM_1", "GBM_2", "DRF_1", "GBM_3", "XRT_1"]
+
+
+def test_a_cheap_reference_model_is_not_skipped_to_keep_time_for_the_ones_after_it(monkeypatch):
+    """Pima at 30 s (2026-12-05) skipped GLM_1, estimated 1 s, to keep time for the forests after it, which then
+    trained: only a model whose cost grows with the rows (boosting) keeps time back for the row-bounded ones."""
+    from types import SimpleNamespace
+
+    from automl import reference
+    from automl.config import RunConfig
+    from automl.state import start
+
+    state = start(RunConfig.from_options(dataset="diabetes", max_runtime_secs=30, verbose=False))
+    clock = FakeClock(1e6)
+    state.budget = Budget(30, clock=clock, started=clock.now - 4)  # start-up, as measured
+    took = {"GBM": 1.5, "GLM": 0.2, "DRF": 2.0, "XRT": 1.8}
+    trained: list[str] = []
+
+    def train(state, candidate, stage, deadline):
+        clock.advance(min(took[candidate.algo], deadline - clock.now))
+        trained.append(candidate.model_id)
+        return SimpleNamespace(training_time_ms=1000 * took[candidate.algo])
+
+    monkeypatch.setattr(reference, "evaluate_candidate", train)
+    reference.fit_reference_models(state)
+    assert trained[:2] == ["GBM_1", "GLM_1"]
+    assert clock.now <= state.budget.deadline - (1 - reference.REFERENCE_SHARE) * 30
