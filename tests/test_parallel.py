@@ -238,3 +238,27 @@ def test_a_worker_joining_by_project_skips_the_runs_gbm_search(tmp_path: Path) -
     boosting = optuna.create_study(study_name="proj-abc-gbm", storage=storage)
     boosting.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
     assert _newest_study(None, tmp_path, "proj") == "proj-abc"
+
+
+def test_workers_that_recycle_before_the_search_stage_are_replaced(tmp_path: Path, monkeypatch) -> None:
+    """Workers start while the reference models and the GBM search train, minutes before the search stage
+    supervises them; one that recycled meanwhile had stayed gone (Pima at 120 s: no network from 40 s to 70 s)."""
+    from automl.engines import optuna_engine
+
+    monkeypatch.setattr(optuna_engine, "TRIALS_PER_PROCESS", 2)  # the first worker recycles after one trial
+    config = RunConfig.from_options(max_runtime_secs=900, workers=2, include_algos=["MLP"],
+                                    output_dir=str(tmp_path / "out"), verbose=False)
+    state = start(config, "diabetes")
+    search.start_workers(state)
+    pool = state.workers
+    try:
+        def ran_in() -> set[int]:
+            return {_owner_pid(t) for t in pool.study.get_trials(deepcopy=False) if t.state.is_finished()} - {None}
+
+        # A third worker process ran trials: the keep-alive thread replaced the recycled one, unsupervised.
+        wait_for("a replacement worker's trial", lambda: len(ran_in()) >= 3, timeout=180, alive=lambda: True)
+    finally:
+        pool._supervised.set()
+        pool._keeper.join()
+        for proc in pool.procs.values():
+            proc.kill()
