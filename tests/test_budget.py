@@ -216,9 +216,7 @@ def test_boosting_that_would_take_the_whole_share_leaves_the_row_bounded_models_
 def test_on_the_200k_table_every_reference_model_fits_in_the_share(monkeypatch):
     """The reserve for the GLM and forests must not starve the later GBMs on a mid-size table: the seconds each
     model took on the 200k synthetic table at 300 s (2026-12-04) all fit in the share, as they did before it."""
-    from types import SimpleNamespace
 
-    from automl import reference
     from automl.config import RunConfig
     from automl.state import start
 
@@ -230,9 +228,20 @@ def test_on_the_200k_table_every_reference_model_fits_in_the_share(monkeypatch):
     frame["y"] = rng.integers(0, 2, n)
     state = start(RunConfig.from_options(target="y", max_runtime_secs=300, verbose=False), frame)
     assert state.protocol.name == "holdout"
+    trained, _ = _trained_references(monkeypatch, state, 300, 3, {"GBM": 20.0, "GLM": 6.8, "DRF": 16.4, "XRT": 9.1})
+    assert trained == ["GBM_1", "GLM_1", "GBM_2", "DRF_1", "GBM_3", "XRT_1"]
+
+
+def _trained_references(monkeypatch, state, budget: float, start_up: float,
+                        took: dict[str, float]) -> tuple[list[str], FakeClock]:
+    """The reference models that train, in order, when each takes ``took[algo]`` seconds (at most until its
+    deadline) and the run started ``start_up`` seconds before them; and the clock after them."""
+    from types import SimpleNamespace
+
+    from automl import reference
+
     clock = FakeClock(1e6)
-    state.budget = Budget(300, clock=clock, started=clock.now - 3)  # start-up
-    took = {"GBM": 20.0, "GLM": 6.8, "DRF": 16.4, "XRT": 9.1}
+    state.budget = Budget(budget, clock=clock, started=clock.now - start_up)
     trained: list[str] = []
 
     def train(state, candidate, stage, deadline):
@@ -242,30 +251,18 @@ def test_on_the_200k_table_every_reference_model_fits_in_the_share(monkeypatch):
 
     monkeypatch.setattr(reference, "evaluate_candidate", train)
     reference.fit_reference_models(state)
-    assert trained == ["GBM_1", "GLM_1", "GBM_2", "DRF_1", "GBM_3", "XRT_1"]
+    return trained, clock
 
 
 def test_a_cheap_reference_model_is_not_skipped_to_keep_time_for_the_ones_after_it(monkeypatch):
     """Pima at 30 s (2026-12-05) skipped GLM_1, estimated 1 s, to keep time for the forests after it, which then
     trained: only a model whose cost grows with the rows (boosting) keeps time back for the row-bounded ones."""
-    from types import SimpleNamespace
-
     from automl import reference
     from automl.config import RunConfig
     from automl.state import start
 
     state = start(RunConfig.from_options(dataset="diabetes", max_runtime_secs=30, verbose=False))
-    clock = FakeClock(1e6)
-    state.budget = Budget(30, clock=clock, started=clock.now - 4)  # start-up, as measured
-    took = {"GBM": 1.5, "GLM": 0.2, "DRF": 2.0, "XRT": 1.8}
-    trained: list[str] = []
-
-    def train(state, candidate, stage, deadline):
-        clock.advance(min(took[candidate.algo], deadline - clock.now))
-        trained.append(candidate.model_id)
-        return SimpleNamespace(training_time_ms=1000 * took[candidate.algo])
-
-    monkeypatch.setattr(reference, "evaluate_candidate", train)
-    reference.fit_reference_models(state)
+    # Start-up and training times as measured in that run.
+    trained, clock = _trained_references(monkeypatch, state, 30, 4, {"GBM": 1.5, "GLM": 0.2, "DRF": 2.0, "XRT": 1.8})
     assert trained[:2] == ["GBM_1", "GLM_1"]
     assert clock.now <= state.budget.deadline - (1 - reference.REFERENCE_SHARE) * 30
