@@ -294,7 +294,7 @@ class _Graph:
         self.slots_m = [tf.Variable(tf.zeros_like(w)) for w in self.weights]
         self.slots_v = [tf.Variable(tf.zeros_like(w)) for w in self.weights]
         self.losses = tf.Variable(tf.zeros([size], f32), trainable=False)
-        self._predict = None
+        self._predict, self._rows = None, None  # the compiled forward pass; the training rows as tensors
         for slot, (params, seed) in enumerate(zip(members, pop.seeds, strict=True)):
             self.place(slot, params, seed, 0)
 
@@ -465,7 +465,9 @@ class _Graph:
         batch_size = min(self.pop.batch_size, n)
         steps = -(-n // batch_size)
         self.schedule_steps = float(training.SCHEDULE_EPOCHS * steps)
-        xs, ys = tf.constant(x), tf.constant(y)
+        if self._rows is None:  # once per population: a smaller graph (subset) shares them
+            self._rows = (tf.constant(x), tf.constant(y))
+        xs, ys = self._rows
         order = tf.Variable(tf.zeros([self.size, n], tf.int32), trainable=False)
 
         def shuffle(epoch: Any) -> Any:  # each member's epoch counts from the one it started at
@@ -513,9 +515,6 @@ class _Graph:
 
     def last_losses(self) -> np.ndarray:
         return self.losses.numpy()
-
-    def any_active(self) -> bool:
-        return bool(self.active.numpy().any())
 
     def freeze(self, i: int) -> None:
         self.active[i].assign(False)
