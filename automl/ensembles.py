@@ -7,7 +7,8 @@ leaderboard metric, so it can always copy its best member. The metalearner learn
 out-of-fold predictions (the level-one data), and its own score comes from cross-validating it on
 that level-one data (with the leaderboard's folds under CV; with folds of the holdout's rows under a
 holdout), so every ensemble row is scored on rows its metalearner did not see, like every other row
-(H2O's protocol).
+(H2O's protocol). A greedy selection that scores below its best member that way becomes that member
+(``"fallback"`` in its hyperparameters): it never ranks below the model it may copy.
 """
 
 from __future__ import annotations
@@ -179,8 +180,17 @@ def stack(model_id: str, bases: list[Evaluated], y: np.ndarray, schema: Schema,
     meta = metalearner().fit(level_one, y)
     ids = [b.model.model_id for b in bases]
     params = {"base_models": ids, "metalearner": "non-negative GLM" if metric is None else
-              f"greedy selection for {metric.name}, {GREEDY_ROUNDS} rounds",
-              "weights": {i: round(float(w), 6) for i, w in zip(ids, meta.weights_, strict=True)}}
+              f"greedy selection for {metric.name}, {GREEDY_ROUNDS} rounds"}
+    if metric is not None:
+        best = max(range(len(bases)), key=lambda i: metric.sign() * metric.fn(y, level_one[i]))
+        if metric.sign() * metric.fn(y, oof) < metric.sign() * metric.fn(y, level_one[best]):
+            # Scored nested, the blend lost to its best member (noise, or a discrete metric such as the
+            # multiclass mean per-class error on a few hundred rows): the selection may always copy that member,
+            # so it does, and its row is that member's, rows the member was scored on out of fold.
+            params["fallback"] = f"{ids[best]} alone: the blend scored {metric.fn(y, oof):.6g} nested"
+            meta.weights_ = np.eye(len(bases))[best]
+            oof = np.asarray(level_one[best], dtype="float64")
+    params["weights"] = {i: round(float(w), 6) for i, w in zip(ids, meta.weights_, strict=True)}
     model = StackedEnsemble(model_id, ENSEMBLE_ALGO, schema, [b.model for b in bases], meta, params,
                             score_all(schema.task, y, oof))
     meta_ms = 1000 * (time.perf_counter() - start)

@@ -146,8 +146,8 @@ def cross_validate(candidate: Candidate, x: pd.DataFrame | np.ndarray, y: np.nda
         if candidate.max_rows is not None and len(train) > candidate.max_rows:
             train = _sample_rows(train, y, schema.task, candidate.max_rows)
             params = {**candidate.params, "max_rows": candidate.max_rows}  # on the board: it saw a sample
-        pre = make_preprocessor(schema, candidate.features).fit(take_rows(x, train))
-        est = candidate.make().fit(pre.transform(take_rows(x, train)), y[train], **candidate.fit_kwargs)
+        pre = make_preprocessor(schema, candidate.features)  # fit_transform: target encoding cross-fits
+        est = candidate.make().fit(pre.fit_transform(take_rows(x, train), y[train]), y[train], **candidate.fit_kwargs)
         mid = time.perf_counter()
         oof[np.searchsorted(scored, test)] = predict_raw(est, pre.transform(take_rows(x, test)), schema.task)
         predict_s += time.perf_counter() - mid

@@ -19,15 +19,16 @@ from pandas.tseries.api import guess_datetime_format
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
+from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.preprocessing import OneHotEncoder, StandardScaler, TargetEncoder
 
 from automl.data import Dataset, distinct_counts
 from automl.errors import InputError
 from automl.images import PixelScaler
 
 __all__ = ["Schema", "infer_schema", "encode_target", "make_preprocessor", "dense_width", "CleanFrame",
-           "DatetimeParts"]
+           "DatetimeParts", "ManyLevelsTarget"]
 
 #: Text columns with more distinct values than this (and mostly unique) are free text or ids.
 _MAX_CATEGORIES = 50
@@ -257,6 +258,47 @@ class DatetimeParts(BaseEstimator, TransformerMixin):
 MAX_ONEHOT = 64
 
 
+class ManyLevelsTarget(BaseEstimator, TransformerMixin):
+    """Target encoding of the categorical columns with more than :data:`MAX_ONEHOT` levels (H2O's
+    ``preprocessing=["target_encoding"]``): one-hot encoding keeps only their commonest levels, this adds each
+    level's smoothed target mean (per class when multiclass), scikit-learn's :class:`TargetEncoder`.
+
+    It is fitted on a fold's training rows only, like every step, and ``fit_transform`` cross-fits: a
+    training row's value comes from the other rows of its training fold, so a model cannot learn a level's
+    mean that includes its own target (a pure-noise column with a few rows per level would look predictive).
+    A missing value is a level of its own.
+    """
+
+    def __init__(self, task: str, seed: int = 0):
+        self.task = task
+        self.seed = seed
+
+    def _select(self, x: pd.DataFrame, y: Any) -> TargetEncoder | None:
+        self.columns_ = [c for c in x.columns if x[c].nunique() > MAX_ONEHOT]
+        if not self.columns_:
+            return None
+        if y is None:
+            raise ValueError(f"target encoding of {self.columns_} needs the target: fit with (x, y)")
+        kind = {"regression": "continuous", "binary": "binary"}.get(self.task, "multiclass")
+        folds = (KFold if kind == "continuous" else StratifiedKFold)(5, shuffle=True, random_state=self.seed)
+        return TargetEncoder(target_type=kind, cv=folds)
+
+    def fit(self, x: pd.DataFrame, y: Any = None) -> ManyLevelsTarget:
+        self.fit_transform(x, y)
+        return self
+
+    def fit_transform(self, x: pd.DataFrame, y: Any = None, **fit_params: Any) -> np.ndarray:
+        self.encoder_ = self._select(x, y)
+        if self.encoder_ is None:
+            return np.empty((len(x), 0), dtype="float32")
+        return self.encoder_.fit_transform(x[self.columns_], y).astype("float32")
+
+    def transform(self, x: pd.DataFrame) -> np.ndarray:
+        if self.encoder_ is None:
+            return np.empty((len(x), 0), dtype="float32")
+        return self.encoder_.transform(x[self.columns_]).astype("float32")
+
+
 class TreeColumns(BaseEstimator, TransformerMixin):
     """For gradient boosting: numbers as they are (missing stays NaN), date parts, and strings as
     pandas categoricals with the training rows' categories (an unseen value is missing).
@@ -294,13 +336,17 @@ def dense_width(x: pd.DataFrame, schema: Schema) -> int:
         values = x[col]
         return len(values.cat.categories) if isinstance(values.dtype, pd.CategoricalDtype) else values.nunique()
 
+    per_target = len(schema.classes) if schema.task == "multiclass" else 1
     return (len(schema.numeric) + (len(_DATE_PARTS) + 1) * len(schema.datetime)
-            + sum(min(levels(c), MAX_ONEHOT) for c in schema.categorical))
+            + sum(min(levels(c), MAX_ONEHOT) + (per_target if levels(c) > MAX_ONEHOT else 0)
+                  for c in schema.categorical))
 
 
 def make_preprocessor(schema: Schema, kind: str = "dense") -> Pipeline | PixelScaler:
     """An unfitted pipeline: column rules, date parts, median imputation with missing indicators,
-    scaling, and one-hot encoding (rare and unseen categories share one column); float32 out.
+    scaling, one-hot encoding (rare and unseen categories share one column) and, for columns of more levels
+    than that keeps, target encoding (:class:`ManyLevelsTarget`: fit it with the target, and transform
+    training rows with ``fit_transform``, which cross-fits); float32 out.
     ``kind="trees"``: the column rules and :class:`TreeColumns` (for LightGBM). Images only get
     their pixels scaled."""
     if schema.task == "image":
@@ -319,6 +365,7 @@ def make_preprocessor(schema: Schema, kind: str = "dense") -> Pipeline | PixelSc
                             ("onehot", onehot)])
     columns = ColumnTransformer([("numeric", Pipeline(impute_and_scale()), schema.numeric),
                                  ("categorical", categorical, schema.categorical),
+                                 ("target", ManyLevelsTarget(schema.task), schema.categorical),
                                  ("datetime", Pipeline([("parts", DatetimeParts()), *impute_and_scale()]),
                                   schema.datetime)])
     return Pipeline([("clean", clean), ("columns", columns)])

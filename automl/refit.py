@@ -111,6 +111,7 @@ def _members_by_weight(state: RunState) -> list[Evaluated]:
 def _refit(model: BaggedModel, state: RunState, ratio: float, deadline: float) -> FoldModel | None:
     """``model``'s one fold model trained again on every row, or None when the deadline cut it short."""
     fold = model.folds[0]
-    preprocessor = clone(fold.preprocessor).fit(state.x)
-    estimator = fold.estimator.for_refit(ratio).fit(preprocessor.transform(state.x), state.y, deadline=deadline)
+    preprocessor = clone(fold.preprocessor)
+    estimator = fold.estimator.for_refit(ratio).fit(preprocessor.fit_transform(state.x, state.y), state.y,
+                                                    deadline=deadline)
     return None if getattr(estimator, "cut_short_", False) else FoldModel(preprocessor, estimator)

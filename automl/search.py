@@ -110,8 +110,9 @@ def search_data(state: RunState, family: str | None = None) -> SearchData:
     on its training rows: dense float32 for networks, raw columns with native categoricals for "gbm"."""
     family, task = family or state.family, state.schema.task
     train, val = _search_rows(state)
-    pre = make_preprocessor(state.schema, "trees" if family == "gbm" else "dense").fit(take_rows(state.x, train))
-    x_train, x_val = (pre.transform(take_rows(state.x, rows)) for rows in (train, val))
+    pre = make_preprocessor(state.schema, "trees" if family == "gbm" else "dense")
+    x_train = pre.fit_transform(take_rows(state.x, train), state.y[train])  # target encoding cross-fits
+    x_val = pre.transform(take_rows(state.x, val))
     if family != "gbm":
         x_train, x_val = x_train.astype("float32", copy=False), x_val.astype("float32", copy=False)
     return SearchData(x_train, state.y[train], x_val, state.y[val], task, state.n_classes, family,

@@ -95,6 +95,31 @@ def test_stack_scores_out_of_fold(bases):
     assert abs(greedy.model.metrics["auc"] - best_base) < 0.02  # nested: fitted on other folds than it is scored
 
 
+def test_a_greedy_ensemble_that_loses_nested_becomes_its_best_member():
+    """Constructed level-one data where nesting hurts: A is exact on fold 1's rows and far off on fold 2's, B the
+    other way round, C a little off everywhere (the best member). Fitted on one fold, the selection copies the
+    exact member there and is scored where it is far off; the ensemble must not rank below C."""
+    from types import SimpleNamespace
+
+    from automl.evaluation import Evaluated
+    from automl.preprocess import Schema
+
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=200)
+    fold_1, fold_2 = np.arange(100), np.arange(100, 200)
+    far, near = rng.normal(scale=3.0, size=200), rng.normal(scale=0.5, size=200)
+    members = {"A": y + np.where(np.isin(np.arange(200), fold_1), 0.0, far),
+               "B": y + np.where(np.isin(np.arange(200), fold_2), 0.0, far), "C": y + near}
+    bases = [Evaluated(SimpleNamespace(model_id=k), p, 1.0, 0.0) for k, p in members.items()]
+    rmse = get("rmse", "regression")
+    ens = stack("StackedEnsemble_Greedy", bases, y, Schema("regression", "y", [], [], []),
+                [(fold_2, fold_1), (fold_1, fold_2)], rmse)
+    assert ens.model.metrics["rmse"] == pytest.approx(rmse.fn(y, members["C"]))
+    assert ens.model.params["weights"] == {"A": 0.0, "B": 0.0, "C": 1.0}
+    assert ens.model.params["fallback"].startswith("C alone")
+    np.testing.assert_allclose(ens.model.metalearner.predict(list(members.values())), members["C"])
+
+
 def test_ensembles_rank_export_and_predict_in_a_fresh_process(tmp_path):
     frame = pd.read_csv(REPO / "datasets" / "titanic.csv")
     aml = AutoML(max_runtime_secs=60, output_dir=tmp_path / "run", verbose=False,

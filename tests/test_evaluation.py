@@ -140,8 +140,8 @@ def test_a_network_refit_preprocesses_only_the_rows_it_trains_on(monkeypatch):
 
     def recording(*args, **kwargs):
         pre = real(*args, **kwargs)
-        fit = pre.fit
-        pre.fit = lambda x, y=None: (fitted_rows.append(len(x)), fit(x, y))[1]
+        fit = pre.fit_transform
+        pre.fit_transform = lambda x, y=None: (fitted_rows.append(len(x)), fit(x, y))[1]
         return pre
 
     monkeypatch.setattr(evaluation, "make_preprocessor", recording)
