@@ -83,6 +83,7 @@ def permutation_importance(model: Any, x: pd.DataFrame, y: np.ndarray,
                for i, (_, test) in enumerate(folds)]
     drops: dict[str, list[float]] = {f: [] for f in features}
     baselines: dict[int, float] = {}
+    copy_seconds: dict[int, float] = {}  # fold i's prediction of its rows, once: what each shuffled copy costs
     passes = list(product(range(n_repeats), range(len(folds))))
     evaluations, last_pass = 0, 0.0
     for repeat, i in passes:
@@ -95,9 +96,11 @@ def permutation_importance(model: Any, x: pd.DataFrame, y: np.ndarray,
         rows, y_test = x.iloc[test][features], y[test]
         if i not in baselines:
             baselines[i] = metric.fn(y_test, predictors[i](rows))
+            copy_seconds[i] = monotonic() - started
         order = row_permutation(seed, repeat, i, len(test))
         done = 0
-        for feature, score in _shuffled_scores(rows, y_test, order, predictors[i], metric, deadline):
+        for feature, score in _shuffled_scores(rows, y_test, order, predictors[i], metric, deadline,
+                                               copy_seconds[i]):
             drops[feature].append(metric.sign() * (baselines[i] - score))
             done += 1
         evaluations += done == len(features)  # a pass the deadline cut short does not count as one
@@ -113,12 +116,20 @@ def permutation_importance(model: Any, x: pd.DataFrame, y: np.ndarray,
     return frame
 
 
-def _shuffled_scores(rows: pd.DataFrame, y: np.ndarray, order: np.ndarray, predict: Any,
-                     metric: Metric, deadline: float | None = None) -> Iterator[tuple[str, float]]:
-    """``(feature, metric)`` with each column of ``rows`` shuffled by ``order`` in turn, until ``deadline``."""
-    for k, batch in enumerate(_batches(list(rows.columns), rows.size)):
-        if k and deadline is not None and monotonic() >= deadline:
-            return
+def _shuffled_scores(rows: pd.DataFrame, y: np.ndarray, order: np.ndarray, predict: Any, metric: Metric,
+                     deadline: float | None = None, copy_seconds: float = 0.0) -> Iterator[tuple[str, float]]:
+    """``(feature, metric)`` with each column of ``rows`` shuffled by ``order`` in turn; with a ``deadline``,
+    only as many copies of ``copy_seconds`` each (predicting ``rows`` once) as fit before it."""
+    features, size = list(rows.columns), max(1, MAX_BATCH_CELLS // max(rows.size, 1))
+    while features:
+        if deadline is not None:
+            # A batch is one call that cannot stop: on diamonds one of 9 copies through a 9-model ensemble
+            # took 33 s, 29 s past the run's deadline. So it holds the copies that fit, and none if one does not.
+            fits = (deadline - monotonic()) // copy_seconds if copy_seconds > 0 else size
+            if fits < 1:
+                return
+            size = min(size, int(fits))
+        batch, features = features[:size], features[size:]
         # One call per batch of shuffled copies: per-call overhead dwarfs the rows' cost.
         copies = []
         for feature in batch:
@@ -140,12 +151,6 @@ def _row_sample(test: np.ndarray, y: np.ndarray, task: str, size: int, seed: tup
     classes = [test[y[test] == c] for c in np.unique(y[test])]
     return np.sort(np.concatenate([rng.choice(rows, max(1, size * len(rows) // len(test)), replace=False)
                                    for rows in classes]))
-
-
-def _batches(features: list[str], cells: int) -> list[list[str]]:
-    """Features in groups whose shuffled copies of ``cells`` cells each stay under ``MAX_BATCH_CELLS``."""
-    size = max(1, MAX_BATCH_CELLS // max(cells, 1))
-    return [features[i:i + size] for i in range(0, len(features), size)]
 
 
 def _fold_predictors(model: Any, folds: list[tuple[np.ndarray, np.ndarray]], task: str) -> list[Predict]:

@@ -142,13 +142,33 @@ def test_model_without_fold_models_uses_its_own_predictions(diabetes: dict[str, 
 
 
 def test_deadline_keeps_what_was_computed(diabetes: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
-    ticks = iter(range(1000))
-    monkeypatch.setattr(explain, "monotonic", lambda: float(next(ticks)))
-    # The clock ticks once a reading; a pass reads it when checked, when started and when done (one tick of work).
-    # Pass 4 is checked at 9: 9 + the last pass's 1 s would end past 9.5, so it does not start.
-    imp = _importance(diabetes, "auc", n_repeats=5, deadline=9.5)
-    assert imp.attrs == {"evaluations": 3, "complete": False}
+    """On a clock that only predictions move (1 s per copy of a fold's rows), the work stops before the
+    deadline, keeping what was computed: a pass starts only if one as long as the last fits, and a batch of
+    shuffled copies holds only the copies that fit."""
+    bag: BaggedModel = diabetes["model"]
+    clock = [0.0]
+
+    class Slow:  # like a stacked ensemble: one scored_proba for every fold
+        schema = bag.schema
+
+        def scored_proba(self, frame: pd.DataFrame) -> np.ndarray:
+            baseline.setdefault("rows", len(frame))  # the first call predicts a fold's rows unshuffled
+            clock[0] += len(frame) / baseline["rows"]
+            return bag.scored_proba(frame)
+
+    baseline: dict[str, int] = {}
+    monkeypatch.setattr(explain, "monotonic", lambda: clock[0])
+    slow = diabetes | {"model": Slow()}
+    # Pass 1: the baseline (1 s), then 9 copies, one per feature (9 s). Pass 2 would take 10 s more: at 10 + 10 >
+    # 19.5 it does not start.
+    imp = _importance(slow, "auc", n_repeats=2, max_rows=200, deadline=19.5)
+    assert imp.attrs == {"evaluations": 1, "complete": False} and clock[0] == 10.0
     assert imp["importance"].notna().all() and imp["feature"].iloc[0] == "Glucose"
+    # Within pass 1: after the baseline 4.5 s are left, room for 4 of the 9 shuffled copies; the rest is NaN.
+    clock[0] = 0.0
+    cut = _importance(slow, "auc", n_repeats=2, max_rows=200, deadline=5.5)
+    assert clock[0] == 5.0 and cut.attrs["evaluations"] == 0
+    assert cut["importance"].notna().sum() == 4
 
     late = _importance(diabetes, "auc", deadline=-1.0)
     assert late.attrs["evaluations"] == 0 and late["importance"].isna().all()
