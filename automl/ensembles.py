@@ -106,6 +106,17 @@ class Metalearner:
         return self._combine(z, self.weights_, self.intercept_)
 
 
+def selection_score(metric_name: str, task: str, y: np.ndarray, pred: np.ndarray) -> tuple[float, ...]:
+    """What greedy selection maximises: the metric (larger is better), then, for a classification metric
+    other than log loss, minus the log loss. A count of errors (the multiclass mean per-class error on a few
+    hundred rows, accuracy) ties many blends: the better probabilities among them win, not the first listed."""
+    metric = get(metric_name, task)
+    score = metric.sign() * metric.fn(y, pred)
+    if task == "regression" or metric_name == "logloss":
+        return (score,)
+    return score, -get("logloss", task).fn(y, pred)
+
+
 @dataclass
 class GreedySelection:
     """Weights from greedy ensemble selection with replacement (Caruana et al. 2004) for the metric named.
@@ -121,16 +132,15 @@ class GreedySelection:
     weights_: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     def fit(self, preds: list[np.ndarray], y: np.ndarray) -> GreedySelection:
-        metric = get(self.metric, self.task)
         if len(y) > GREEDY_MAX_ROWS:
             rows = np.sort(np.random.default_rng(0).choice(len(y), GREEDY_MAX_ROWS, replace=False))
             preds, y = [p[rows] for p in preds], y[rows]
         counts = np.zeros(len(preds))
         total = np.zeros_like(preds[0], dtype="float64")
-        best_score, best_counts = -np.inf, counts.copy()
+        best_score, best_counts = (-np.inf,), counts.copy()
         for step in range(1, self.rounds + 1):
-            scores = [metric.sign() * metric.fn(y, (total + p) / step) for p in preds]
-            pick = int(np.argmax(scores))
+            scores = [selection_score(self.metric, self.task, y, (total + p) / step) for p in preds]
+            pick = max(range(len(preds)), key=scores.__getitem__)  # the first of equals, as argmax
             counts[pick] += 1
             total += preds[pick]
             if scores[pick] > best_score:  # later rounds may only add noise: keep the best blend seen
@@ -182,8 +192,9 @@ def stack(model_id: str, bases: list[Evaluated], y: np.ndarray, schema: Schema,
     params = {"base_models": ids, "metalearner": "non-negative GLM" if metric is None else
               f"greedy selection for {metric.name}, {GREEDY_ROUNDS} rounds"}
     if metric is not None:
-        best = max(range(len(bases)), key=lambda i: metric.sign() * metric.fn(y, level_one[i]))
-        if metric.sign() * metric.fn(y, oof) < metric.sign() * metric.fn(y, level_one[best]):
+        scores = [selection_score(metric.name, schema.task, y, z) for z in level_one]
+        best = max(range(len(bases)), key=scores.__getitem__)
+        if selection_score(metric.name, schema.task, y, oof) < scores[best]:
             # Scored nested, the blend lost to its best member (noise, or a discrete metric such as the
             # multiclass mean per-class error on a few hundred rows): the selection may always copy that member,
             # so it does, and its row is that member's, rows the member was scored on out of fold.

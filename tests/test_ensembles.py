@@ -82,6 +82,18 @@ def test_greedy_selection_copies_a_member_that_cannot_be_improved(max_rows, monk
     assert greedy.weights_.tolist() == [0.0, 1.0]
 
 
+def test_greedy_selection_breaks_ties_of_an_error_count_by_log_loss():
+    """Two members that classify every row right, one hesitantly (0.4 on the true class) and one surely (0.9):
+    mean per-class error ties them (0), and the one with the better probabilities is chosen, not the first."""
+    y = np.tile([0, 1, 2], 30)
+
+    def member(p_true: float) -> np.ndarray:
+        return np.where(np.eye(3)[y] == 1, p_true, (1 - p_true) / 2)
+
+    greedy = GreedySelection("multiclass", "mean_per_class_error").fit([member(0.4), member(0.9)], y)
+    assert greedy.weights_.tolist() == [0.0, 1.0]
+
+
 def test_stack_scores_out_of_fold(bases):
     evaluated, x, y, schema, folds = bases
     ens = stack("StackedEnsemble_AllModels", evaluated, y, schema, folds)
