@@ -269,9 +269,8 @@ class ManyLevelsTarget(BaseEstimator, TransformerMixin):
     A missing value is a level of its own.
     """
 
-    def __init__(self, task: str, seed: int = 0):
+    def __init__(self, task: str):
         self.task = task
-        self.seed = seed
 
     def _select(self, x: pd.DataFrame, y: Any) -> TargetEncoder | None:
         self.columns_ = [c for c in x.columns if x[c].nunique() > MAX_ONEHOT]
@@ -280,11 +279,13 @@ class ManyLevelsTarget(BaseEstimator, TransformerMixin):
         if y is None:
             raise ValueError(f"target encoding of {self.columns_} needs the target: fit with (x, y)")
         kind = {"regression": "continuous", "binary": "binary"}.get(self.task, "multiclass")
-        folds = (KFold if kind == "continuous" else StratifiedKFold)(5, shuffle=True, random_state=self.seed)
+        folds = (KFold if kind == "continuous" else StratifiedKFold)(5, shuffle=True, random_state=0)
         return TargetEncoder(target_type=kind, cv=folds)
 
     def fit(self, x: pd.DataFrame, y: Any = None) -> ManyLevelsTarget:
-        self.fit_transform(x, y)
+        self.encoder_ = self._select(x, y)
+        if self.encoder_ is not None:
+            self.encoder_.fit(x[self.columns_], y)  # a plain fit: no row's own encoding is asked for
         return self
 
     def fit_transform(self, x: pd.DataFrame, y: Any = None, **fit_params: Any) -> np.ndarray:

@@ -216,7 +216,6 @@ def test_boosting_that_would_take_the_whole_share_leaves_the_row_bounded_models_
 def test_on_the_200k_table_every_reference_model_fits_in_the_share(monkeypatch):
     """The reserve for the GLM and forests must not starve the later GBMs on a mid-size table: the seconds each
     model took on the 200k synthetic table at 300 s (2026-12-04) all fit in the share, as they did before it."""
-
     from automl.config import RunConfig
     from automl.state import start
 
