@@ -107,6 +107,8 @@ def _load_fold(folder: Path) -> FoldModel:
     if (folder / "model.keras").exists():
         import keras
 
+        import automl.layers  # noqa: F401  registers the layers a network may hold, for loading
+
         net = keras.models.load_model(folder / "model.keras", compile=False)
         return FoldModel(pre, KerasNetwork.from_state(json.loads((folder / "network.json").read_text()), net))
     return FoldModel(pre, joblib.load(folder / "model.joblib"))

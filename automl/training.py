@@ -33,6 +33,8 @@ CHUNK_SECONDS = 1.0
 #: A cosine schedule (``lr_schedule="cosine"``) anneals the learning rate to zero over this many epochs, whatever
 #: the epochs planned: a refit of a trial's best epoch count then sees the learning rates the trial saw.
 SCHEDULE_EPOCHS = 100
+#: Rows sampled to tell numeric columns from two-valued ones (one-hot, missing indicators).
+NUMERIC_SAMPLE = 20_000
 
 
 def _tf():
@@ -78,20 +80,24 @@ class KerasNetwork:
         return "multiclass" if self.task == "image" else self.task
 
     # -- building -----------------------------------------------------------------
-    def _build(self, input_shape: tuple[int, ...]) -> Any:
+    def _build(self, x: np.ndarray) -> Any:
         import keras
 
         keras.utils.set_random_seed(self.seed)
-        inputs = keras.Input(input_shape)
-        h = _BODIES[self.family](keras, inputs, self.params)
+        inputs = keras.Input(tuple(x.shape[1:]))
+        h = inputs
+        scaling, embedding = self.params.get("input_scaling", "standard"), self.params.get("numeric_embedding", "none")
+        if self.family == "mlp" and (scaling != "standard" or embedding != "none"):
+            h = _numeric_inputs(x, scaling, embedding)(h)
+        h = _BODIES[self.family](keras, h, self.params)
         units, activation = {"binary": (1, "sigmoid"), "multiclass": (self.n_classes, "softmax"),
                              "regression": (1, None)}[self._head]
         outputs = keras.layers.Dense(units, activation=activation, dtype="float32")(h)
         model = keras.Model(inputs, outputs)
         if self.family == "mlp":  # the initial weights a population member of this seed also starts from
             dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
-            for layer, kernel in zip(dense, mlp_initial_kernels(self.params, input_shape[0], units, self.seed),
-                                     strict=True):
+            width = int(dense[0].kernel.shape[0])  # the inputs' width after NumericInputs' embeddings
+            for layer, kernel in zip(dense, mlp_initial_kernels(self.params, width, units, self.seed), strict=True):
                 layer.kernel.assign(kernel)
         return model
 
@@ -155,7 +161,7 @@ class KerasNetwork:
         x, y = np.asarray(x, dtype="float32"), np.asarray(y)
         if self.task == "regression":
             self.y_mean_, self.y_std_ = float(np.mean(y)), float(np.std(y) or 1.0)
-        self.model_ = model = self._build(tuple(x.shape[1:]))
+        self.model_ = model = self._build(x)
         self._forward, self.cut_short_, self.history_, self.best_epoch_ = None, False, [], 0
         train, per_epoch = self._trainer(tf, x, np.asarray(y))
         pacer = _Pacer(train, per_epoch, deadline)
@@ -227,6 +233,22 @@ class KerasNetwork:
         est.model_, est.best_epoch_ = keras_model, state["best_epoch"]
         est.y_mean_, est.y_std_ = state["y_mean"], state["y_std"]
         return est
+
+
+def _numeric_inputs(x: np.ndarray, scaling: str, embedding: str) -> Any:
+    """A :class:`automl.layers.NumericInputs` for ``x``'s numeric columns, its quantiles fitted on ``x``.
+
+    Numeric columns are those with more than two values: one-hot and missing-value indicator columns have two.
+    """
+    from automl.layers import NumericInputs, fit_quantiles
+
+    sample = x[:: max(1, len(x) // NUMERIC_SAMPLE)]
+    columns = [j for j in range(x.shape[1]) if len(np.unique(sample[:, j])) > 2]
+    layer = NumericInputs(columns, x.shape[1], scaling if columns else "standard", embedding if columns else "none")
+    layer.build(x.shape)
+    if layer.scaling == "quantile":
+        layer.set_quantiles(fit_quantiles(x[:, columns]))
+    return layer
 
 
 def label_smoothing(params: dict[str, Any], task: str) -> float:

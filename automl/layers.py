@@ -1,0 +1,129 @@
+"""Keras layers for numeric table columns: quantile scaling and periodic embeddings.
+
+What the tabular deep-learning literature found to help MLPs on tables: a quantile (Gaussian-rank) transform
+of each numeric input, as RealMLP and TabM use, and periodic embeddings of each numeric value (Gorishniy et
+al. 2022, "On Embeddings for Numerical Features in Tabular Deep Learning": PLR, sin/cos of learned frequencies,
+then a linear map and a ReLU, per feature). Both live inside the network, so a saved ``model.keras`` carries
+them and predicts alone in a fresh process. Importing this module imports Keras (it registers the layers for
+loading): :mod:`automl.training` and :mod:`automl.export` import it only when they need it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+
+__all__ = ["NumericInputs", "fit_quantiles", "N_QUANTILES"]
+
+#: Quantiles kept per column (scikit-learn's QuantileTransformer default).
+N_QUANTILES = 1000
+#: scikit-learn's bounds threshold: values this close to a column's extreme quantiles, and ranks this close
+#: to 0 or 1, map to the bounds.
+_BOUND = 1e-7
+#: The bounds, in standard deviations: scikit-learn's ``norm.ppf(1 - 1e-7)``.
+_CLIP = 5.1993375
+
+
+def fit_quantiles(x: np.ndarray) -> np.ndarray:
+    """Each column's quantiles (``N_QUANTILES`` or fewer, one column per input column), by scikit-learn."""
+    from sklearn.preprocessing import QuantileTransformer
+
+    qt = QuantileTransformer(n_quantiles=min(N_QUANTILES, len(x)), output_distribution="normal",
+                             subsample=100_000, random_state=0).fit(x)
+    return qt.quantiles_.astype("float32")
+
+
+def _interp(x: Any, xp: Any, fp: Any) -> Any:
+    """Row-wise ``np.interp``: x (c, n) against non-decreasing xp (c, q) and values fp (q,).
+
+    As numpy does, a value equal to tied points takes the last one's value.
+    """
+    import tensorflow as tf  # searchsorted over rows without a (c, n, q) array; the project runs Keras on TF
+
+    q = xp.shape[1]
+    right = ops.clip(tf.searchsorted(xp, x, side="right"), 1, q - 1)
+    x0, x1 = ops.take_along_axis(xp, right - 1, axis=1), ops.take_along_axis(xp, right, axis=1)
+    t = ops.clip(ops.where(x1 > x0, (x - x0) / ops.maximum(x1 - x0, 1e-30), ops.ones_like(x)), 0.0, 1.0)
+    f0, f1 = ops.take(fp, right - 1), ops.take(fp, right)
+    return f0 + t * (f1 - f0)
+
+
+@keras.saving.register_keras_serializable(package="automl")
+class NumericInputs(keras.layers.Layer):
+    """Transforms the numeric ``columns`` of a dense feature matrix; the other columns pass through.
+
+    ``scaling="quantile"``: each numeric column goes through its training quantiles to a standard normal
+    (scikit-learn's ``QuantileTransformer(output_distribution="normal")``, its interpolation averaged over
+    ties as there); set the quantiles with :meth:`set_quantiles` before training. ``embedding="periodic"``:
+    each numeric value ``v`` becomes ``relu(W_j [sin(2π c_j v), cos(2π c_j v)] + b_j)``, ``n_frequencies``
+    learned frequencies ``c_j`` ~ N(0, ``scale``) and ``d_embedding`` outputs per column ``j`` (PLR). Output:
+    the numeric part first, then the other columns in their order.
+    """
+
+    def __init__(self, columns: list[int], n_inputs: int, scaling: str = "standard", embedding: str = "none",
+                 n_frequencies: int = 16, d_embedding: int = 16, scale: float = 0.1, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.columns, self.n_inputs = [int(c) for c in columns], int(n_inputs)
+        self.others = [c for c in range(self.n_inputs) if c not in set(self.columns)]
+        self.scaling, self.embedding = scaling, embedding
+        self.n_frequencies, self.d_embedding, self.scale = int(n_frequencies), int(d_embedding), float(scale)
+
+    def build(self, input_shape: Any) -> None:
+        c = len(self.columns)
+        if self.scaling == "quantile":
+            self.quantiles = self.add_weight(shape=(c, N_QUANTILES), initializer="zeros", trainable=False,
+                                             name="quantiles")
+            self.n_levels = self.add_weight(shape=(), initializer="zeros", trainable=False, name="n_levels")
+        if self.embedding == "periodic":
+            k, d = self.n_frequencies, self.d_embedding
+            self.frequencies = self.add_weight(shape=(c, k), name="frequencies",
+                                               initializer=keras.initializers.RandomNormal(0.0, self.scale))
+            self.kernel = self.add_weight(shape=(c, 2 * k, d), initializer="glorot_uniform", name="kernel")
+            self.bias = self.add_weight(shape=(c, d), initializer="zeros", name="bias")
+
+    def set_quantiles(self, quantiles: np.ndarray) -> None:
+        """Quantiles from :func:`fit_quantiles` on the training rows' numeric columns (q, c)."""
+        q = quantiles.shape[0]
+        # Padded with the last quantile: the interpolation below then maps the padding to the top level.
+        padded = np.concatenate([quantiles.T, np.repeat(quantiles.T[:, -1:], N_QUANTILES - q, axis=1)], axis=1)
+        self.quantiles.assign(padded.astype("float32"))
+        self.n_levels.assign(float(q))
+
+    def _quantile_normal(self, v: Any) -> Any:
+        """(n, c) values to standard-normal scores through the stored quantiles."""
+        levels = ops.minimum(ops.arange(N_QUANTILES, dtype="float32") / ops.maximum(self.n_levels - 1, 1.0), 1.0)
+        xt, xp = ops.transpose(v), self.quantiles
+        # The mean of the interpolation from below and from above, as scikit-learn does: a value repeated over
+        # many quantiles (an integer column) lands mid-way through them.
+        rank = 0.5 * (_interp(xt, xp, levels) - _interp(-xt, -ops.flip(xp, axis=1), -ops.flip(levels, axis=0)))
+        normal = math.sqrt(2.0) * ops.erfinv(2.0 * ops.clip(rank, _BOUND, 1.0 - _BOUND) - 1.0)
+        normal = ops.clip(normal, -_CLIP, _CLIP)
+        # scikit-learn's bounds test, in float32 as it runs on our float32 features; ranks 0 and 1 are the bounds
+        # too (float32 erfinv is inexact next to them).
+        low, high = (xt - _BOUND < xp[:, :1]) | (rank <= 0.0), (xt + _BOUND > xp[:, -1:]) | (rank >= 1.0)
+        normal = ops.where(low, -_CLIP, ops.where(high, _CLIP, normal))
+        return ops.transpose(normal)
+
+    def call(self, x: Any) -> Any:
+        v = ops.take(x, self.columns, axis=1)
+        if self.scaling == "quantile":
+            v = self._quantile_normal(v)
+        if self.embedding == "periodic":
+            angles = 2.0 * math.pi * v[:, :, None] * self.frequencies[None]
+            features = ops.concatenate([ops.sin(angles), ops.cos(angles)], axis=-1)
+            v = ops.relu(ops.einsum("nck,ckd->ncd", features, self.kernel) + self.bias)
+            v = ops.reshape(v, (-1, len(self.columns) * self.d_embedding))
+        return ops.concatenate([v, ops.take(x, self.others, axis=1)], axis=1) if self.others else v
+
+    def compute_output_shape(self, input_shape: Any) -> tuple[Any, ...]:
+        width = len(self.columns) * (self.d_embedding if self.embedding == "periodic" else 1)
+        return (input_shape[0], width + len(self.others))
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "columns": self.columns, "n_inputs": self.n_inputs, "scaling": self.scaling,
+                "embedding": self.embedding, "n_frequencies": self.n_frequencies, "d_embedding": self.d_embedding,
+                "scale": self.scale}

@@ -1,0 +1,111 @@
+"""Network options for tables: quantile scaling and periodic embeddings of numeric columns, in the searched space."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+from sklearn.preprocessing import QuantileTransformer
+
+from automl.config import RunConfig
+from automl.data import load
+from automl.evaluation import cross_validate, make_folds
+from automl.export import save_model
+from automl.models import Candidate
+from automl.preprocess import encode_target, infer_schema
+from automl.search import search_job
+from automl.spaces import MLP_SPACE, MLP_WARM_STARTS, POPULATION_PINNED, Choice
+from automl.state import start
+from conftest import REPO, subprocess_env
+
+OPTIONS = {"input_scaling": "quantile", "numeric_embedding": "periodic", "lr_schedule": "cosine",
+           "label_smoothing": 0.1}
+
+
+@pytest.fixture(scope="module")
+def pima():
+    ds = load("diabetes")
+    schema = infer_schema(ds)
+    return ds, schema, ds.frame[schema.features], encode_target(schema, ds.frame[schema.target])
+
+
+def test_quantile_scaling_is_scikit_learns_transform(pima):
+    from automl.layers import NumericInputs, fit_quantiles
+
+    _, _, x, _ = pima
+    values = x.to_numpy("float32")
+    coin = np.random.default_rng(0).integers(0, 2, len(values)).astype("float32")  # a two-valued column
+    matrix = np.column_stack([coin, values])
+    fitted = matrix[:300]  # fewer rows than quantiles kept: the stored quantiles are padded
+    layer = NumericInputs(list(range(1, 9)), 9, scaling="quantile")
+    layer.build(matrix.shape)
+    layer.set_quantiles(fit_quantiles(fitted[:, 1:]))
+    out = np.asarray(layer(matrix))
+
+    reference = QuantileTransformer(n_quantiles=300, output_distribution="normal", random_state=0).fit(fitted[:, 1:])
+    reference.quantiles_ = reference.quantiles_.astype("float32").astype("float64")  # as the layer stores them
+    # Integer columns with ties (pregnancies, age), zeros at the minimum (insulin), values beyond the fitted
+    # range (rows 300 on): all as scikit-learn maps them, within float32 rounding.
+    np.testing.assert_allclose(out[:, :8], reference.transform(values), atol=2e-5)
+    np.testing.assert_array_equal(out[:, 8], coin)  # the two-valued column passes through, after the numeric ones
+
+
+def test_every_option_trains_learns_and_predicts_the_same_in_a_fresh_process(pima, tmp_path):
+    from automl.training import KerasNetwork
+
+    _, schema, x, y = pima
+    params = {**MLP_WARM_STARTS[0], **OPTIONS}
+    candidate = Candidate("MLP_1", "DeepLearning", lambda: KerasNetwork(params, "binary", epochs=15, seed=0), params)
+    model = cross_validate(candidate, x, y, schema, make_folds(y, schema.task, 3, seed=0)).model
+    assert model.metrics["auc"] > 0.75, "a network with every option learns Pima"
+    layer = next(layer for layer in model.folds[0].estimator.model_.layers if type(layer).__name__ == "NumericInputs")
+    assert layer.columns == list(range(8)) and layer.embedding == "periodic"  # missing indicators are not numeric
+
+    save_model(model, tmp_path / "MLP_1", {"protocol": "cv", "nfolds": 3, "rows_scored": len(x), "seed": 0,
+                                           "label": "3-fold cross-validation"})
+    x.head(100).to_csv(tmp_path / "rows.csv", index=False)
+    code = ("import sys, numpy as np, pandas as pd; from automl.export import load_model; "
+            "m = load_model(sys.argv[1]); np.save(sys.argv[3], m.predict_proba(pd.read_csv(sys.argv[2])))")
+    done = subprocess.run([sys.executable, "-c", code, tmp_path / "MLP_1", tmp_path / "rows.csv",
+                           tmp_path / "fresh.npy"], cwd=REPO, env=subprocess_env(), capture_output=True, text=True,
+                          timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    np.testing.assert_allclose(np.load(tmp_path / "fresh.npy"), model.predict_proba(x.head(100)), atol=1e-6)
+
+
+def test_periodic_embeddings_learn_what_a_linear_input_cannot(pima):
+    """A target that flips with a numeric value's fine position: an embedding sees it, a plain input barely."""
+    from automl.training import KerasNetwork
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3000, 2)).astype("float32")
+    y = (np.sin(6.0 * x[:, 0]) > 0).astype(int)  # ~4 changes of class per standard deviation
+    base = {**MLP_WARM_STARTS[0], "n_layers": 1, "units": 32, "dropout": 0.0, "batch_size": 64,
+            "learning_rate": 3e-3}
+
+    def auc(params):
+        net = KerasNetwork(params, "binary", epochs=30, seed=0).fit(x[:2000], y[:2000])
+        return roc_auc_score(y[2000:], net.predict_proba(x[2000:])[:, 1])
+
+    plain, periodic = auc(base), auc({**base, "numeric_embedding": "periodic"})
+    assert periodic > 0.9 and periodic > plain + 0.1, (plain, periodic)
+
+
+def test_a_population_search_holds_the_options_its_members_cannot_stack(tmp_path):
+    def job(population):
+        state = start(RunConfig.from_options(dataset="diabetes", output_dir=str(tmp_path / str(population)),
+                                             verbose=False, workers=1, population=population))
+        return search_job(state)
+
+    alone, together = job(1), job(8)
+    assert alone.space == MLP_SPACE and alone.warm_starts == MLP_WARM_STARTS, "one at a time, everything is searched"
+    space = {p.name: p for p in together.space}
+    for name, value in POPULATION_PINNED.items():
+        assert space[name] == Choice(name, (value,))
+    assert [p for p in together.space if p.name not in POPULATION_PINNED] == \
+        [p for p in MLP_SPACE if p.name not in POPULATION_PINNED]
+    # The warm start with embeddings becomes the first one: it runs once.
+    assert together.warm_starts == tuple({**w, **POPULATION_PINNED} for w in MLP_WARM_STARTS[:2])
