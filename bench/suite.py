@@ -16,11 +16,11 @@ penguins' 275 training rows ties or nearly ties every good model and leaves the 
 FLAML's default is log loss already).
 
 - ``ours``: ``python -m automl.run train.csv --target T --task K --max-runtime-secs B --output DIR --seed S``
-  (``--sort-metric logloss`` for multiclass), then ``python -m automl.predict DIR/leader test.csv`` in a fresh process. ``models``: rows of
-  ``leaderboard.csv``.
-- ``h2o``: ``H2OAutoML(max_runtime_secs=B, seed=S)`` (``sort_metric="logloss"`` for multiclass) on a fresh local cluster (all cores, 6 GB heap, a free
-  port; the target an enum for classification), its leader's ``predict`` on the test frame. ``models``:
-  leaderboard rows.
+  (``--sort-metric logloss`` for multiclass), then ``python -m automl.predict DIR/leader test.csv`` in a
+  fresh process. ``models``: rows of ``leaderboard.csv``.
+- ``h2o``: ``H2OAutoML(max_runtime_secs=B, seed=S)`` (``sort_metric="logloss"`` for multiclass) on a fresh
+  local cluster (all cores, 6 GB heap, a free port; the target an enum for classification), its leader's
+  ``predict`` on the test frame. ``models``: leaderboard rows.
 - ``flaml``: ``flaml.AutoML().fit(X, y, task=K, time_budget=B, seed=S, n_jobs=cores)``, text columns as
   pandas categories. ``models``: trials, i.e. models fitted (``config_history`` keeps only the improving
   ones); ``learners``: the estimators that had a trial.
