@@ -68,7 +68,8 @@ class NumericInputs(keras.layers.Layer):
                  n_frequencies: int = 16, d_embedding: int = 16, scale: float = 0.1, **kwargs: Any):
         super().__init__(**kwargs)
         self.columns, self.n_inputs = [int(c) for c in columns], int(n_inputs)
-        self.others = [c for c in range(self.n_inputs) if c not in set(self.columns)]
+        numeric = set(self.columns)
+        self.others = [c for c in range(self.n_inputs) if c not in numeric]
         self.scaling, self.embedding = scaling, embedding
         self.n_frequencies, self.d_embedding, self.scale = int(n_frequencies), int(d_embedding), float(scale)
 
