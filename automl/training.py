@@ -80,26 +80,37 @@ class KerasNetwork:
         return "multiclass" if self.task == "image" else self.task
 
     # -- building -----------------------------------------------------------------
-    def _build(self, x: np.ndarray) -> Any:
+    def _build(self, x: np.ndarray) -> tuple[Any, Any, np.ndarray]:
+        """The network, the part of it that trains, and the rows that part trains on.
+
+        With quantile scaling the network is the fixed scaler followed by the part that trains: the scaler
+        transforms the training rows once here rather than at every step.
+        """
         import keras
 
         keras.utils.set_random_seed(self.seed)
+        scaler = embedder = None
+        if self.family == "mlp":
+            scaler, embedder = _numeric_inputs(x, self.params.get("input_scaling", "standard"),
+                                               self.params.get("numeric_embedding", "none"))
+        raw_shape = tuple(x.shape[1:])
+        if scaler is not None:
+            x = np.asarray(scaler(x))
         inputs = keras.Input(tuple(x.shape[1:]))
-        h = inputs
-        scaling, embedding = self.params.get("input_scaling", "standard"), self.params.get("numeric_embedding", "none")
-        if self.family == "mlp" and (scaling != "standard" or embedding != "none"):
-            h = _numeric_inputs(x, scaling, embedding)(h)
-        h = _BODIES[self.family](keras, h, self.params)
+        h = _BODIES[self.family](keras, inputs if embedder is None else embedder(inputs), self.params)
         units, activation = {"binary": (1, "sigmoid"), "multiclass": (self.n_classes, "softmax"),
                              "regression": (1, None)}[self._head]
         outputs = keras.layers.Dense(units, activation=activation, dtype="float32")(h)
-        model = keras.Model(inputs, outputs)
+        network = keras.Model(inputs, outputs)
         if self.family == "mlp":  # the initial weights a population member of this seed also starts from
-            dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+            dense = [layer for layer in network.layers if isinstance(layer, keras.layers.Dense)]
             width = int(dense[0].kernel.shape[0])  # the inputs' width after NumericInputs' embeddings
             for layer, kernel in zip(dense, mlp_initial_kernels(self.params, width, units, self.seed), strict=True):
                 layer.kernel.assign(kernel)
-        return model
+        if scaler is None:
+            return network, network, x
+        raw = keras.Input(raw_shape)
+        return keras.Model(raw, network(scaler(raw))), network, x
 
     def _optimizer(self, steps_per_epoch: int) -> Any:
         import keras
@@ -132,13 +143,15 @@ class KerasNetwork:
         return y.astype("int32")
 
     # -- training -----------------------------------------------------------------
-    def _trainer(self, tf: Any, x: np.ndarray, y: np.ndarray) -> tuple[Callable[[int, int], float], int]:
-        """``train(first, count)`` running steps ``first`` to ``first + count`` of ``model_``, and steps per epoch."""
+    def _trainer(self, tf: Any, network: Any, x: np.ndarray,
+                 y: np.ndarray) -> tuple[Callable[[int, int], float], int]:
+        """``train(first, count)`` running steps ``first`` to ``first + count`` of ``network``, and steps per
+        epoch."""
         targets, batch_size = self._targets(y), int(self.params["batch_size"])
         optimizer, loss_fn = self._optimizer(-(-len(x) // min(batch_size, len(x)))), self._loss()
         if tf.distribute.has_strategy():  # MirroredStrategy / TPUStrategy: Keras' fit splits the batches
-            return _distributed_steps(tf, self.model_, optimizer, loss_fn, x, targets, batch_size)
-        return _compiled_steps(tf, self.model_, optimizer, loss_fn, x, targets, batch_size, self.seed)
+            return _distributed_steps(tf, network, optimizer, loss_fn, x, targets, batch_size)
+        return _compiled_steps(tf, network, optimizer, loss_fn, x, targets, batch_size, self.seed)
 
     def fit(
         self,
@@ -161,9 +174,9 @@ class KerasNetwork:
         x, y = np.asarray(x, dtype="float32"), np.asarray(y)
         if self.task == "regression":
             self.y_mean_, self.y_std_ = float(np.mean(y)), float(np.std(y) or 1.0)
-        self.model_ = model = self._build(x)
+        self.model_, network, x = self._build(x)
         self._forward, self.cut_short_, self.history_, self.best_epoch_ = None, False, [], 0
-        train, per_epoch = self._trainer(tf, x, np.asarray(y))
+        train, per_epoch = self._trainer(tf, network, x, np.asarray(y))
         pacer = _Pacer(train, per_epoch, deadline)
         validate = x_val is not None and monitor is not None
         total, rhythm = self.epochs * per_epoch, EPOCH_CHUNK * per_epoch
@@ -176,7 +189,7 @@ class KerasNetwork:
                 score = monitor(self.predict_proba(x_val))
                 self.history_.append((epoch, score))
                 if score > best:
-                    best, best_weights, self.best_epoch_, stale = score, model.get_weights(), epoch, 0
+                    best, best_weights, self.best_epoch_, stale = score, network.get_weights(), epoch, 0
                 else:
                     stale += 1
                 if report is not None:
@@ -185,7 +198,7 @@ class KerasNetwork:
                 break
         self.n_steps_ = done
         if best_weights is not None:
-            model.set_weights(best_weights)
+            network.set_weights(best_weights)
         else:
             self.best_epoch_ = epoch
         return self
@@ -235,20 +248,32 @@ class KerasNetwork:
         return est
 
 
-def _numeric_inputs(x: np.ndarray, scaling: str, embedding: str) -> Any:
-    """A :class:`automl.layers.NumericInputs` for ``x``'s numeric columns, its quantiles fitted on ``x``.
+def _numeric_inputs(x: np.ndarray, scaling: str, embedding: str) -> tuple[Any, Any]:
+    """The quantile scaler and the periodic embedding (:class:`automl.layers.NumericInputs`) of ``x``'s numeric
+    columns that ``scaling`` and ``embedding`` ask for, each None when not; the scaler fitted on ``x``.
 
     Numeric columns are those with more than two values: one-hot and missing-value indicator columns have two.
+    The scaler puts the numeric columns first, so the embedding after it takes the first ones.
     """
+    if scaling == "standard" and embedding == "none":
+        return None, None
     from automl.layers import NumericInputs, fit_quantiles
 
     sample = x[:: max(1, len(x) // NUMERIC_SAMPLE)]
-    columns = [j for j in range(x.shape[1]) if len(np.unique(sample[:, j])) > 2]
-    layer = NumericInputs(columns, x.shape[1], scaling if columns else "standard", embedding if columns else "none")
-    layer.build(x.shape)
-    if layer.scaling == "quantile":
-        layer.set_quantiles(fit_quantiles(x[:, columns]))
-    return layer
+    low, high = sample.min(axis=0), sample.max(axis=0)
+    columns = np.flatnonzero(((sample != low) & (sample != high)).any(axis=0)).tolist()
+    if not columns:
+        return None, None
+    scaler = embedder = None
+    if scaling == "quantile":
+        scaler = NumericInputs(columns, x.shape[1], scaling="quantile")
+        scaler.build(x.shape)
+        scaler.set_quantiles(fit_quantiles(x[:, columns]))
+    if embedding == "periodic":
+        embedder = NumericInputs(columns if scaler is None else list(range(len(columns))), x.shape[1],
+                                 embedding="periodic")
+        embedder.build(x.shape)
+    return scaler, embedder
 
 
 def label_smoothing(params: dict[str, Any], task: str) -> float:

@@ -61,7 +61,9 @@ def test_every_option_trains_learns_and_predicts_the_same_in_a_fresh_process(pim
     candidate = Candidate("MLP_1", "DeepLearning", lambda: KerasNetwork(params, "binary", epochs=15, seed=0), params)
     model = cross_validate(candidate, x, y, schema, make_folds(y, schema.task, 3, seed=0)).model
     assert model.metrics["auc"] > 0.75, "a network with every option learns Pima"
-    layer = next(layer for layer in model.folds[0].estimator.model_.layers if type(layer).__name__ == "NumericInputs")
+    network = model.folds[0].estimator.model_  # the quantile scaler, then the part that trains
+    layers = [inner for layer in network.layers for inner in getattr(layer, "layers", [layer])]
+    layer = next(layer for layer in layers if type(layer).__name__ == "NumericInputs" and layer.embedding != "none")
     assert layer.columns == list(range(8)) and layer.embedding == "periodic"  # missing indicators are not numeric
 
     save_model(model, tmp_path / "MLP_1", {"protocol": "cv", "nfolds": 3, "rows_scored": len(x), "seed": 0,
