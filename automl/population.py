@@ -2,8 +2,10 @@
 
 A search trial of a small network spends almost all its time in per-step overhead, not
 arithmetic (issue 13): stacking P configurations along a leading population axis shares
-that overhead among P trials. Members share a batch size (the engine groups them so);
-everything else is per member:
+that overhead among P trials. Members share a batch size and their inputs (the engine
+groups them so): quantile scaling or not (one input matrix), periodic embeddings of the
+numeric columns or not (one graph; each member has its own embedding weights). Everything
+else is per member:
 
 - widths are padded to the population's widest layer, the padding masked to zero (its
   weights get no gradient and stay zero);
@@ -42,9 +44,13 @@ __all__ = ["PopulationMLP", "MemberResult", "ACTIVATIONS", "OPTIMIZERS", "VALIDA
            "MAX_SIZE", "MAX_SIZE_GPU", "MIN_SIZE", "FLOPS_PER_THREAD", "FLOPS_PER_GPU"]
 
 ACTIVATIONS = ("relu", "elu", "selu", "swish", "tanh")
+#: The options a population's members share, with their defaults: they decide its input matrix and graph.
+SHARED = {"input_scaling": "standard", "numeric_embedding": "none"}
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
 #: Validation rows scored per call: bounds the (P, rows, width) activations on large tables.
 VALIDATION_ROWS = 8192
+#: With periodic embeddings, at most this many floats in a call's (P, rows, columns, 2k) features.
+_EMBEDDING_FLOATS = 1 << 24
 #: Populations of at least this many members compile their step with XLA: on this CPU it was no faster at
 #: P ≤ 32 (a call costs ~3 ms more) and 18 % faster at P = 128; on a GPU, where populations reach 256, it fuses
 #: the members' small kernels.
@@ -70,6 +76,8 @@ FLOPS_PER_THREAD, FLOPS_PER_GPU = 3e9, 2e12
 _ROUND_SHARE = 1 / 3
 #: Epochs a member trains on average: early stopping and pruning end most before the maximum.
 _EXPECTED_EPOCHS = 50
+#: NumericInputs' default frequencies and outputs per column (k = d = 16): a periodic member's cost.
+_EMBEDDING_WIDTH = 16
 #: The deepest network of the MLP space: a round's members differ in depth, and it costs the deepest.
 _MAX_DEPTH = 3
 
@@ -89,8 +97,11 @@ def choose_size(params: dict[str, Any], rows: int, n_features: int, seconds_left
 def _step_costs(params: dict[str, Any], rows: int, n_features: int) -> tuple[int, float]:
     """A member's steps in a round, and its floating-point operations per step (forward and backward)."""
     batch, width = min(int(params["batch_size"]), rows), int(params["units"])
+    inputs, embedding = n_features, 0.0
+    if params.get("numeric_embedding", "none") == "periodic":  # as if every column were numeric: an upper bound
+        inputs, embedding = n_features * _EMBEDDING_WIDTH, n_features * (2 * _EMBEDDING_WIDTH + 1) * _EMBEDDING_WIDTH
     return (_EXPECTED_EPOCHS * -(-rows // batch),
-            6.0 * batch * (n_features * width + (_MAX_DEPTH - 1) * width * width + width))
+            6.0 * batch * (embedding + inputs * width + (_MAX_DEPTH - 1) * width * width + width))
 
 
 @dataclass
@@ -113,7 +124,8 @@ class MemberResult:
 
 
 class PopulationMLP:
-    """P MLP configurations (``members``, params of :data:`automl.spaces.MLP_SPACE`) sharing a batch size.
+    """P MLP configurations (``members``, params of :data:`automl.spaces.MLP_SPACE`) sharing a batch size, an
+    ``input_scaling`` and a ``numeric_embedding`` (the :data:`SHARED` options).
 
     ``seeds[i]`` is member i's seed; ``task`` and ``n_classes`` as in
     :class:`~automl.training.KerasNetwork`; each member trains at most ``epochs`` epochs.
@@ -124,11 +136,15 @@ class PopulationMLP:
         sizes = {int(p["batch_size"]) for p in members}
         if len(sizes) != 1:
             raise ValueError(f"a population shares one batch size; got {sorted(sizes)}")
+        inputs = {tuple(p.get(name, default) for name, default in SHARED.items()) for p in members}
+        if len(inputs) != 1:
+            raise ValueError(f"a population shares one {' and one '.join(SHARED)}; got {sorted(inputs)}")
         if len(members) != len(seeds) or not members:
             raise ValueError("one seed per member, and at least one member")
         self.members, self.seeds, self.task = list(members), list(seeds), task
         self.n_classes, self.epochs = n_classes, epochs
         self.batch_size = sizes.pop()
+        self.scaling, self.embedding = inputs.pop()
         self.n_outputs = n_classes if task == "multiclass" else 1
         self.y_mean_, self.y_std_ = 0.0, 1.0
 
@@ -156,7 +172,11 @@ class PopulationMLP:
         x, y, x_val = np.asarray(x, dtype="float32"), np.asarray(y), np.asarray(x_val, dtype="float32")
         if self.task == "regression":
             self.y_mean_, self.y_std_ = float(np.mean(y)), float(np.std(y) or 1.0)
-        net, targets = _Graph(tf, self, x.shape[1], roomy=refill is not None), self._targets(y)
+        # The single trainer's scaler (fitted on the training rows) and embedding layout, from the same function.
+        scaler, embedder = training._numeric_inputs(x, self.scaling, self.embedding)
+        if scaler is not None:  # the scaler is fixed: every member sees the same scaled rows
+            x, x_val = np.asarray(scaler(x)), np.asarray(scaler(x_val))
+        net, targets = _Graph(tf, self, x.shape[1], embedder, roomy=refill is not None), self._targets(y)
         train, per_epoch = net.trainer(x, targets)
         pacer = training._Pacer(train, per_epoch, deadline)
         results = [MemberResult() for _ in self.members]
@@ -244,7 +264,7 @@ class PopulationMLP:
 #: A graph's variables with one row per slot (see _Graph.subset), and its lists of them.
 _SLOT_VARIABLES = ("units_mask", "layer_on", "bn_on", "cosine", "activation", "optimizer", "dropout", "l2", "lr",
                    "smoothing", "seeds", "born", "age", "active", "losses")
-_SLOT_LISTS = ("kernels", "biases", "gammas", "betas", "moving_mean", "moving_var", "slots_m", "slots_v")
+_SLOT_LISTS = ("kernels", "biases", "gammas", "betas", "moving_mean", "moving_var", "slots_m", "slots_v", "embedding")
 
 
 class _Graph:
@@ -254,11 +274,16 @@ class _Graph:
     slot, so that :meth:`place` can start a new member in a slot without tracing again.
     A ``roomy`` graph has every structural option of the space (depth, activations, batch
     norm, dropout, smoothing), so that any member of its width fits; otherwise it has
-    those of its members.
+    those of its members. ``embedder`` (the single trainer's periodic
+    :class:`automl.layers.NumericInputs`, or None) gives the embedding's columns and sizes:
+    each slot then has its own frequencies, kernel and bias, trained with the rest.
     """
 
-    def __init__(self, tf: Any, pop: PopulationMLP, n_features: int, roomy: bool = False) -> None:
-        self.tf, self.pop = tf, pop
+    def __init__(self, tf: Any, pop: PopulationMLP, n_features: int, embedder: Any = None,
+                 roomy: bool = False) -> None:
+        self.tf, self.pop, self.embedder = tf, pop, embedder
+        if embedder is not None:  # the first hidden layer takes the embedded numeric columns, then the others
+            n_features = len(embedder.columns) * embedder.d_embedding + len(embedder.others)
         members, size = pop.members, pop.size
         self.depth = max([int(p["n_layers"]) for p in members] + [_MAX_DEPTH if roomy else 0])
         self.width = max(int(p["units"]) for p in members)
@@ -290,7 +315,10 @@ class _Graph:
         self.betas = [tf.Variable(tf.zeros([size, self.width])) for _ in range(self.depth)]
         self.moving_mean = [variable([size, self.width]) for _ in range(self.depth)]
         self.moving_var = [tf.Variable(tf.ones([size, self.width]), trainable=False) for _ in range(self.depth)]
-        self.weights = self.kernels + self.biases + (self.gammas + self.betas if self.use_bn else [])
+        # A periodic embedding's frequencies (P, c, k), kernel (P, c, 2k, d) and bias (P, c, d).
+        self.embedding = [] if embedder is None else [
+            tf.Variable(tf.zeros([size, *w.shape])) for w in (embedder.frequencies, embedder.kernel, embedder.bias)]
+        self.weights = self.kernels + self.biases + (self.gammas + self.betas if self.use_bn else []) + self.embedding
         self.slots_m = [tf.Variable(tf.zeros_like(w)) for w in self.weights]
         self.slots_v = [tf.Variable(tf.zeros_like(w)) for w in self.weights]
         self.losses = tf.Variable(tf.zeros([size], f32), trainable=False)
@@ -323,7 +351,12 @@ class _Graph:
             if kernel is not None:  # layers past the member's depth stay zero: unused
                 padded[:kernel.shape[0], :kernel.shape[1]] = kernel
             variable[slot].assign(padded)
-        for variable in self.biases + self.betas + self.moving_mean + self.slots_m + self.slots_v:
+        if self.embedding:
+            e = self.embedder
+            for variable, value in zip(self.embedding, training.periodic_initial_weights(
+                    len(e.columns), e.n_frequencies, e.d_embedding, e.scale, seed), strict=False):
+                variable[slot].assign(value)  # the frequencies and kernel; the bias starts at zero (below)
+        for variable in self.biases + self.betas + self.moving_mean + self.slots_m + self.slots_v + self.embedding[2:]:
             variable[slot].assign(np.zeros(variable.shape[1:], "float32"))
         for variable in self.gammas + self.moving_var:
             variable[slot].assign(np.ones(variable.shape[1:], "float32"))
@@ -337,7 +370,7 @@ class _Graph:
             setattr(new, name, tf.Variable(tf.gather(getattr(self, name), index), trainable=False))
         for name in _SLOT_LISTS:
             setattr(new, name, [tf.Variable(tf.gather(v, index)) for v in getattr(self, name)])
-        new.weights = new.kernels + new.biases + (new.gammas + new.betas if new.use_bn else [])
+        new.weights = new.kernels + new.biases + (new.gammas + new.betas if new.use_bn else []) + new.embedding
         new.step = tf.Variable(self.step.numpy(), trainable=False)
         new.size, new._predict = len(keep), None
         return new
@@ -360,9 +393,9 @@ class _Graph:
 
         ``x`` is (P, rows, features), or (rows, features) for every member with ``shared_input``.
         """
-        tf, h = self.tf, x
+        tf, h = self.tf, self._embed(x, shared_input)
         for layer in range(self.depth):
-            first = layer == 0 and shared_input
+            first = layer == 0 and shared_input and not self.embedding
             z = tf.einsum("bi,piu->pbu" if first else "pbi,piu->pbu", h, self.kernels[layer])
             z += self.biases[layer][:, None, :]
             if self.use_bn:
@@ -376,6 +409,22 @@ class _Graph:
             a *= self.units_mask[:, None, :]
             h = a if layer == 0 else tf.where(self._member(self.layer_on[:, layer], a), a, h)
         return tf.einsum("pbi,pio->pbo", h, self.kernels[-1]) + self.biases[-1][:, None, :]
+
+    def _embed(self, x: Any, shared_input: bool) -> Any:
+        """``x`` with each member's periodic embedding of the numeric columns (as NumericInputs computes it),
+        then the other columns: (P, rows, inputs); ``x`` itself without embeddings."""
+        if not self.embedding:
+            return x
+        tf, e = self.tf, self.embedder
+        frequencies, kernel, bias = self.embedding
+        v, others = tf.gather(x, e.columns, axis=-1), tf.gather(x, e.others, axis=-1)
+        if shared_input:
+            v, others = v[None], tf.broadcast_to(others[None], [self.size, *tf.unstack(tf.shape(others))])
+        angles = 2.0 * math.pi * v[..., None] * frequencies[:, None]  # (P, rows, c, k)
+        features = tf.concat([tf.sin(angles), tf.cos(angles)], axis=-1)
+        h = tf.nn.relu(tf.einsum("pnck,pckd->pncd", features, kernel) + bias[:, None])
+        h = tf.reshape(h, [self.size, tf.shape(h)[1], len(e.columns) * e.d_embedding])
+        return tf.concat([h, others], axis=-1) if e.others else h
 
     def _normalize(self, z: Any, layer: int, training_: bool) -> Any:
         tf = self.tf
@@ -509,8 +558,10 @@ class _Graph:
             spec = tf.TensorSpec([None, x.shape[1]], tf.float32)
             forward = tf.function(lambda rows: self.forward(rows, False, shared_input=True))
             self._predict = forward.get_concrete_function(spec)
-        parts = [self._predict(tf.constant(x[i:i + VALIDATION_ROWS])).numpy()
-                 for i in range(0, len(x), VALIDATION_ROWS)]
+        rows = VALIDATION_ROWS
+        if self.embedding:  # the (P, rows, c, 2k) features of the embedding bound the rows of a call
+            rows = max(64, min(rows, _EMBEDDING_FLOATS // (self.size * int(np.prod(self.embedding[1].shape[1:3])))))
+        parts = [self._predict(tf.constant(x[i:i + rows])).numpy() for i in range(0, len(x), rows)]
         return np.concatenate(parts, axis=1)
 
     def last_losses(self) -> np.ndarray:

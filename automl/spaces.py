@@ -11,8 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["Int", "Float", "Choice", "Param", "MLP_SPACE", "MLP_WARM_STARTS", "CNN_SPACE", "CNN_WARM_STARTS",
-           "GBM_SPACE", "GBM_WARM_STARTS", "FAMILIES", "MAX_EPOCHS", "POPULATION_PINNED", "family_space",
-           "suggest"]
+           "GBM_SPACE", "GBM_WARM_STARTS", "FAMILIES", "MAX_EPOCHS", "suggest"]
 
 
 @dataclass(frozen=True)
@@ -67,10 +66,6 @@ MLP_SPACE: tuple[Param, ...] = (
     Choice("lr_schedule", ("constant", "cosine")),
     Choice("label_smoothing", (0.0, 0.1)),
 )
-
-#: The options :class:`automl.population.PopulationMLP` cannot stack (its members share one input matrix), at the
-#: values a population search holds them (see :func:`family_space`).
-POPULATION_PINNED: dict[str, Any] = {"input_scaling": "standard", "numeric_embedding": "none"}
 
 _PLAIN = {"input_scaling": "standard", "numeric_embedding": "none", "lr_schedule": "constant", "label_smoothing": 0.0}
 
@@ -141,20 +136,6 @@ FAMILIES: dict[str, tuple[tuple[Param, ...], tuple[dict[str, Any], ...]]] = {
     "cnn": (CNN_SPACE, CNN_WARM_STARTS),
     "gbm": (GBM_SPACE, GBM_WARM_STARTS),
 }
-
-
-def family_space(family: str, population: int | None = 1) -> tuple[tuple[Param, ...], tuple[dict[str, Any], ...]]:
-    """The space and warm starts a search of ``family`` uses; ``population`` other than 1 (MLP trials trained in
-    populations) holds :data:`POPULATION_PINNED`, and warm starts that become alike run once."""
-    space, warm_starts = FAMILIES[family]
-    if family != "mlp" or population == 1:
-        return space, warm_starts
-    space = tuple(Choice(p.name, (POPULATION_PINNED[p.name],)) if p.name in POPULATION_PINNED else p for p in space)
-    starts: list[dict[str, Any]] = []
-    for start in ({**w, **POPULATION_PINNED} for w in warm_starts):
-        if start not in starts:
-            starts.append(start)
-    return space, tuple(starts)
 
 
 def suggest(space: tuple[Param, ...], trial: Any) -> dict[str, Any]:

@@ -22,7 +22,8 @@ import numpy as np
 
 from automl.errors import FailedTrialError
 
-__all__ = ["KerasNetwork", "EPOCH_CHUNK", "mlp_initial_kernels", "SCHEDULE_EPOCHS", "label_smoothing"]
+__all__ = ["KerasNetwork", "EPOCH_CHUNK", "mlp_initial_kernels", "periodic_initial_weights", "SCHEDULE_EPOCHS",
+           "label_smoothing"]
 
 #: Epochs between validations: the granularity of early stopping and pruning.
 EPOCH_CHUNK = 5
@@ -103,6 +104,11 @@ class KerasNetwork:
         outputs = keras.layers.Dense(units, activation=activation, dtype="float32")(h)
         network = keras.Model(inputs, outputs)
         if self.family == "mlp":  # the initial weights a population member of this seed also starts from
+            if embedder is not None:
+                frequencies, kernel = periodic_initial_weights(len(embedder.columns), embedder.n_frequencies,
+                                                               embedder.d_embedding, embedder.scale, self.seed)
+                embedder.frequencies.assign(frequencies)
+                embedder.kernel.assign(kernel)
             dense = [layer for layer in network.layers if isinstance(layer, keras.layers.Dense)]
             width = int(dense[0].kernel.shape[0])  # the inputs' width after NumericInputs' embeddings
             for layer, kernel in zip(dense, mlp_initial_kernels(self.params, width, units, self.seed), strict=True):
@@ -292,6 +298,18 @@ def mlp_initial_kernels(params: dict[str, Any], n_features: int, n_outputs: int,
     shapes = [(n_features, units)] + [(units, units)] * (int(params["n_layers"]) - 1) + [(units, n_outputs)]
     return [rng.uniform(-1.0, 1.0, shape).astype("float32") * np.float32(math.sqrt(6.0 / sum(shape)))
             for shape in shapes]
+
+
+def periodic_initial_weights(n_columns: int, n_frequencies: int, d_embedding: int, scale: float,
+                             seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Initial frequencies (c, k) ~ N(0, ``scale``) and kernel (c, 2k, d) of a periodic embedding
+    (:class:`automl.layers.NumericInputs`), from ``seed``: Keras' initializers of that layer, drawn with numpy
+    so that a population member starts from the same weights (as :func:`mlp_initial_kernels`)."""
+    rng = np.random.default_rng([seed, 1])  # a stream apart from the dense kernels'
+    c, k, d = n_columns, n_frequencies, d_embedding
+    frequencies = rng.normal(0.0, scale, (c, k)).astype("float32")
+    limit = math.sqrt(6.0 / (c * 2 * k + c * d))  # Keras' Glorot fans of a (c, 2k, d) kernel: c·2k in, c·d out
+    return frequencies, rng.uniform(-limit, limit, (c, 2 * k, d)).astype("float32")
 
 
 def _mlp_body(keras: Any, h: Any, p: dict[str, Any]) -> Any:

@@ -44,11 +44,11 @@ def _engine_run(label: str, name: str, split: tuple, seconds: float, folder: str
     from automl.engines import SearchData, SearchJob, StopPolicy, get_engine
     from automl.events import EventLog
     from automl.metrics import get
-    from automl.spaces import MAX_EPOCHS, family_space
+    from automl.spaces import FAMILIES, MAX_EPOCHS
 
     options = SEARCHES[label]
     config = RunConfig.from_options(workers=1, seed=seed, **options)
-    space, warm_starts = family_space("mlp", config.search.population)  # as automl.search.search_job does
+    space, warm_starts = FAMILIES["mlp"]  # as automl.search.search_job does
     # The search alone gets the whole budget: nothing is kept back for refits or export.
     job = SearchJob(config, space, warm_starts, get("auc", "binary"), "bench", Path(folder) / label,
                     MAX_EPOCHS, StopPolicy(0.0, 0.0, 0.0), {"bench": label})

@@ -72,9 +72,10 @@ MAX_REPEATS = 25
 _IDENTITY = "identity"
 #: A remote worker's name on its trials (its Prefect flow run), beside the ``worker`` (host:pid) attribute.
 _LABEL = "worker_label"
-#: What the members of a population round share: one batch size (one graph steps them all), and one width,
-#: since every member costs what the population's widest does (a 256-wide member makes 16-wide ones cost 256²).
-ROUND_SHARES = ("batch_size", "units")
+#: What the members of a population round share: one batch size (one graph steps them all), one width, since
+#: every member costs what the population's widest does (a 256-wide member makes 16-wide ones cost 256²), and
+#: their inputs (:data:`automl.population.SHARED`: one input matrix, one embedding layout).
+ROUND_SHARES = ("batch_size", "units", "input_scaling", "numeric_embedding")
 #: A round is not started, nor a trial asked for it, closer than this to the trials' deadline.
 MIN_ROUND_SECONDS = 3.0
 #: Trials TPE draws at random before it models the space.
