@@ -197,6 +197,23 @@ def test_a_round_gives_the_slots_its_members_free_to_new_trials(tmp_path, monkey
     assert {r.state for r in records} >= {"COMPLETE", "FAIL"}
 
 
+def test_a_rounds_members_share_their_inputs_and_each_input_option_is_searched(tmp_path, monkeypatch):
+    from automl import population
+
+    rounds: list[set[tuple[str, str]]] = []
+    fit = population.PopulationMLP.fit
+    monkeypatch.setattr(population.PopulationMLP, "fit", lambda self, *a, **k: rounds.append(
+        {(p["input_scaling"], p["numeric_embedding"]) for p in self.members}) or fit(self, *a, **k))
+    space = SPACE[:2] + (Choice("activation", ("relu",)),) + SPACE[3:] + (
+        Choice("input_scaling", ("standard", "quantile")), Choice("numeric_embedding", ("none", "periodic")))
+    job = replace(_population_job(tmp_path, 24, 4), space=space)
+    records = search(job, _search_data(), Budget(120), EventLog(verbose=False))
+    assert len(records) == 24 and "FAIL" not in {r.state for r in records}  # no round mixed its inputs
+    assert rounds and all(len(inputs) == 1 for inputs in rounds)  # a round (and every refill) shares its inputs
+    trained = {(r.params["input_scaling"], r.params["numeric_embedding"]) for r in records}
+    assert ("standard", "periodic") in trained or ("quantile", "periodic") in trained
+
+
 def test_rounds_of_a_chosen_size_start_after_tpes_random_trials_trained_alone(tmp_path):
     from automl.engines.optuna_engine import TPE_STARTUP
 
@@ -219,6 +236,9 @@ def test_a_rounds_size_follows_its_configuration_the_rows_and_the_time_left():
     # Less time, or one thread instead of two: a smaller round.
     assert 1 < choose_size(small, 614, 8, 20, FLOPS_PER_THREAD) < choose_size(small, 614, 8, 20, cpu) < MAX_SIZE
     assert choose_size(small, 614, 8, 60, FLOPS_PER_GPU) == MAX_SIZE_GPU
+    # Periodic embeddings widen a member's first layer 16-fold: its rounds are smaller.
+    periodic = {**small, "numeric_embedding": "periodic"}
+    assert 1 < choose_size(periodic, 614, 8, 20, cpu) < choose_size(small, 614, 8, 20, cpu)
     data = _search_data()
     assert population_size(_population_job("/tmp", None, None), data) is None  # chosen each round
     assert population_size(_population_job("/tmp", None, 5), data) == 5  # --population

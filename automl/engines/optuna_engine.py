@@ -385,7 +385,7 @@ def _round_of(study: Any, job: SearchJob, data: SearchData, size: int | None, st
     asked = [first] + _ask_batch(study, job, min(size, left or size) - 1, first[1], stop, claims, known, beats)
     groups: dict[tuple[Any, ...], list[tuple[Any, dict[str, Any]]]] = {}
     for trial, params in asked:  # a worker's batch may pick up other queued trials (warm starts, retries)
-        groups.setdefault(tuple(params[name] for name in ROUND_SHARES), []).append((trial, params))
+        groups.setdefault(tuple(params.get(name) for name in ROUND_SHARES), []).append((trial, params))
     # Queued trials of other shares (warm starts, retries) train first, as they are; the round's own group then
     # takes new members into its freed slots while it admits.
     *others, main = sorted(groups.values(), key=len)
@@ -407,7 +407,7 @@ def _refill(study: Any, job: SearchJob, shared: dict[str, Any], admit_until: flo
     from optuna.exceptions import ExperimentalWarning
     from optuna.trial import TrialState
 
-    fixed = {name: shared[name] for name in ROUND_SHARES}
+    fixed = _shares(shared)
     with warnings.catch_warnings():  # "experimental" since Optuna 2.4: not the user's concern
         warnings.simplefilter("ignore", ExperimentalWarning)
         partial = optuna.samplers.PartialFixedSampler(fixed, study.sampler)
@@ -565,13 +565,18 @@ def _ask_batch(study: Any, job: SearchJob, size: int, shared: dict[str, Any], st
         if time.monotonic() >= stop.trial_deadline() - MIN_ROUND_SECONDS:
             break
         if k >= queued:
-            study.enqueue_trial({name: shared[name] for name in ROUND_SHARES})
+            study.enqueue_trial(_shares(shared))
         member = _ask(study, job, claims, known, beats)
         if member is not None:
             asked.append(member)
         elif stop.reason(trials := study.trials) is not None or stop.all_claimed(trials):
             break
     return asked
+
+
+def _shares(params: dict[str, Any]) -> dict[str, Any]:
+    """``params``' values of :data:`ROUND_SHARES` (those its space has)."""
+    return {name: params[name] for name in ROUND_SHARES if name in params}
 
 
 class _Heartbeats:
