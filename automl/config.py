@@ -66,10 +66,10 @@ class SearchSettings:
     fan_out: int = 0
     #: The deployment those flow runs are made from (``<flow name>/<deployment name>``).
     fan_out_deployment: str = FAN_OUT_DEPLOYMENT
-    #: MLP trials trained at once as one population (optuna engine); None ("auto"): chosen each round from the
-    #: width, batch size, rows and time left. 1 by default: at 60 s populations did not yet find better networks
-    #: than one at a time (bench/engines.py, issue 13 note).
-    population: int | None = 1
+    #: MLP trials trained at once as one population (optuna engine); None ("auto", the default): chosen each round
+    #: from the width, batch size, rows and time left (1: one at a time). At 60 s the population search finds
+    #: networks at least as good as one at a time, faster (bench/engines.py, bench/README.md).
+    population: int | None = None
 
     def __post_init__(self) -> None:
         _one_of("--engine", self.engine, ENGINES)

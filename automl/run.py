@@ -60,9 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None,
                    help="trial worker processes on one study (default: the number of cores for budgets "
                         "of 90 s or more, else none: trials run in the run's process; optuna engine)")
-    p.add_argument("--population", type=_population, default=1, metavar="P|auto",
-                   help="MLP trials trained at once in one compiled graph (optuna engine; default 1: one at a time; "
-                        "auto: chosen per round from the width, batch size, rows and time left, up to 32 on a CPU)")
+    p.add_argument("--population", type=_population, default=None, metavar="P|auto",
+                   help="MLP trials trained at once in one compiled graph (optuna engine; default auto: chosen per "
+                        "round from the width, batch size, rows and time left, up to 32 on a CPU; 1: one at a time)")
     p.add_argument("--storage", help="share the study through a database, e.g. postgresql://user@host/db; "
                                      "join from other machines with python -m automl.worker")
     p.add_argument("--fan-out", type=int, default=0, metavar="N",

@@ -11,7 +11,9 @@ past its deadline the fit returns. Prints one JSON line per case on stdout; prog
 goes to stderr.
 
     python bench/trial_speed.py [--trials 5] [--quick]
-    python bench/trial_speed.py --population 1,8,32,128 [--data diabetes,churn]
+    python bench/trial_speed.py --population 1,8,32,128 [--data diabetes,churn] [--start 2]
+
+``--start K`` times the K-th MLP warm start (0: the 2x64 ReLU network; 2: the same with periodic embeddings).
 """
 
 from __future__ import annotations
@@ -103,8 +105,8 @@ def measure(params: dict[str, Any], chunk: int, data: tuple[np.ndarray, ...], tr
             "best_epoch_median": statistics.median(r["best_epoch"] for r in timed)}
 
 
-def population_speed(size: int, batch: int, data: tuple[np.ndarray, ...]) -> dict[str, Any]:
-    """``size`` copies of the warm-start MLP (seeds 0..size-1) trained as one population, 100 epochs each.
+def population_speed(size: int, batch: int, data: tuple[np.ndarray, ...], start: int = 0) -> dict[str, Any]:
+    """``size`` copies of warm start ``start`` (seeds 0..size-1) trained as one population, 100 epochs each.
 
     Timed from building to the last validation (trace included), so trials/min is what a search
     round would get; early stopping is off, validation every ``EPOCH_CHUNK`` (5) epochs.
@@ -117,7 +119,7 @@ def population_speed(size: int, batch: int, data: tuple[np.ndarray, ...]) -> dic
 
     training.EPOCH_CHUNK, training.PATIENCE_CHUNKS = 5, 10**9
     x, y, x_val, y_val = data
-    members = [{**MLP_WARM_STARTS[0], "batch_size": batch}] * size
+    members = [{**MLP_WARM_STARTS[start], "batch_size": batch}] * size
     start = time.perf_counter()
     results = PopulationMLP(members, list(range(size)), "binary", epochs=EPOCHS).fit(
         x, y, x_val, monitor=lambda proba: float(roc_auc_score(y_val, proba[:, 1])))
@@ -172,13 +174,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="2 timed trials per setting")
     parser.add_argument("--population", help="population sizes to time instead, e.g. 1,8,32,128")
     parser.add_argument("--data", default="diabetes,churn", help="tables for --population (diabetes,churn)")
+    parser.add_argument("--start", type=int, default=0, help="the MLP warm start --population times (0)")
     args = parser.parse_args(argv)
     if args.population:
         sizes = [int(v) for v in args.population.split(",")]
         for name in args.data.split(","):
             data = load_split(name)
-            rows = [population_speed(size, batch, data) for batch in BATCH_SIZES for size in sizes]
-            print(json.dumps({"bench": "trial_speed", "case": "population", "dataset": name,
+            rows = [population_speed(size, batch, data, args.start) for batch in BATCH_SIZES for size in sizes]
+            print(json.dumps({"bench": "trial_speed", "case": "population", "dataset": name, "start": args.start,
                               "date": dt.datetime.now().isoformat(timespec="seconds"), "epochs": EPOCHS,
                               "rows_train": len(data[0]), "features": data[0].shape[1], "results": rows,
                               "loadavg_1m": round(os.getloadavg()[0], 2)}))

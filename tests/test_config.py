@@ -93,9 +93,10 @@ def test_frozen():
     assert config.replace(seed=3).seed == 3 and config.seed == 1
 
 
-def test_population_is_one_at_a_time_by_default_and_auto_on_request():
+def test_population_is_auto_by_default_and_one_at_a_time_on_request():
     parse = build_parser().parse_args
-    assert RunConfig.from_options(**options(parse(["diabetes"]))).search.population == 1
+    assert RunConfig.from_options(**options(parse(["diabetes"]))).search.population is None
+    assert RunConfig.from_options(**options(parse(["diabetes", "--population", "1"]))).search.population == 1
     assert RunConfig.from_options(**options(parse(["diabetes", "--population", "auto"]))).search.population is None
     assert RunConfig.from_options(**options(parse(["diabetes", "--population", "16"]))).search.population == 16
     with pytest.raises(InputError, match="--population must be 1 or more"):

@@ -111,8 +111,11 @@ def open_study(storage_url: str | None, storage_dir: Path, study_name: str, job:
     # best results, so populations go without it (bench/engines.py on diabetes, mean best validation AUC of 3
     # seeds at 60 s: 0.8278 with it, 0.8347 without; the second pair was measured with lr_schedule and
     # label_smoothing in the space, where one-at-a-time search got 0.8304 against 0.8323 without them;
-    # duplicates are still refused by the check in _ask).
-    liar = job is None or job.config.search.population == 1
+    # duplicates are still refused by the check in _ask). Parallel workers keep it whatever they train: it is what
+    # keeps them from proposing alike.
+    settings = None if job is None else job.config.search
+    liar = settings is None or settings.population == 1 or settings.n_workers > 1 or settings.fan_out > 0 \
+        or bool(settings.storage)
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=TPE_STARTUP, constant_liar=liar)
     pruner = optuna.pruners.HyperbandPruner(min_resource=HYPERBAND_MIN_EPOCHS, max_resource=max_epochs,
                                             reduction_factor=3)
