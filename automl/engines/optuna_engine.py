@@ -418,6 +418,9 @@ def _refill(study: Any, job: SearchJob, shared: dict[str, Any], admit_until: flo
         partial = optuna.samplers.PartialFixedSampler(fixed, study.sampler)
 
     def ask() -> tuple[Any, dict[str, Any]] | None:
+        # A dead worker's trial is failed and queued again here too, not only as a round starts: its retry then
+        # waits for this round to drain, not for its admission to end (half the time left, minutes on long runs).
+        _fail_stale(study)
         trials = study.get_trials(deepcopy=False)
         if time.monotonic() >= admit_until or stop.reason(trials) is not None or stop.all_claimed(trials) \
                 or any(t.state == TrialState.WAITING for t in trials):
