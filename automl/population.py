@@ -351,11 +351,10 @@ class _Graph:
             if kernel is not None:  # layers past the member's depth stay zero: unused
                 padded[:kernel.shape[0], :kernel.shape[1]] = kernel
             variable[slot].assign(padded)
-        if self.embedding:
-            e = self.embedder
-            for variable, value in zip(self.embedding, training.periodic_initial_weights(
-                    len(e.columns), e.n_frequencies, e.d_embedding, e.scale, seed), strict=False):
-                variable[slot].assign(value)  # the frequencies and kernel; the bias starts at zero (below)
+        if self.embedding:  # the frequencies and kernel; the bias starts at zero (below)
+            for variable, value in zip(self.embedding, training.periodic_initial_weights(self.embedder, seed),
+                                       strict=False):
+                variable[slot].assign(value)
         for variable in self.biases + self.betas + self.moving_mean + self.slots_m + self.slots_v + self.embedding[2:]:
             variable[slot].assign(np.zeros(variable.shape[1:], "float32"))
         for variable in self.gammas + self.moving_var:

@@ -105,8 +105,7 @@ class KerasNetwork:
         network = keras.Model(inputs, outputs)
         if self.family == "mlp":  # the initial weights a population member of this seed also starts from
             if embedder is not None:
-                frequencies, kernel = periodic_initial_weights(len(embedder.columns), embedder.n_frequencies,
-                                                               embedder.d_embedding, embedder.scale, self.seed)
+                frequencies, kernel = periodic_initial_weights(embedder, self.seed)
                 embedder.frequencies.assign(frequencies)
                 embedder.kernel.assign(kernel)
             dense = [layer for layer in network.layers if isinstance(layer, keras.layers.Dense)]
@@ -300,14 +299,13 @@ def mlp_initial_kernels(params: dict[str, Any], n_features: int, n_outputs: int,
             for shape in shapes]
 
 
-def periodic_initial_weights(n_columns: int, n_frequencies: int, d_embedding: int, scale: float,
-                             seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Initial frequencies (c, k) ~ N(0, ``scale``) and kernel (c, 2k, d) of a periodic embedding
-    (:class:`automl.layers.NumericInputs`), from ``seed``: Keras' initializers of that layer, drawn with numpy
+def periodic_initial_weights(embedder: Any, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Initial frequencies (c, k) ~ N(0, scale) and kernel (c, 2k, d) of a periodic embedding (``embedder``, an
+    :class:`automl.layers.NumericInputs`), from ``seed``: Keras' initializers of that layer, drawn with numpy
     so that a population member starts from the same weights (as :func:`mlp_initial_kernels`)."""
     rng = np.random.default_rng([seed, 1])  # a stream apart from the dense kernels'
-    c, k, d = n_columns, n_frequencies, d_embedding
-    frequencies = rng.normal(0.0, scale, (c, k)).astype("float32")
+    c, k, d = len(embedder.columns), embedder.n_frequencies, embedder.d_embedding
+    frequencies = rng.normal(0.0, embedder.scale, (c, k)).astype("float32")
     limit = math.sqrt(6.0 / (c * 2 * k + c * d))  # Keras' Glorot fans of a (c, 2k, d) kernel: c·2k in, c·d out
     return frequencies, rng.uniform(-limit, limit, (c, 2 * k, d)).astype("float32")
 

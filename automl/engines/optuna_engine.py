@@ -46,6 +46,7 @@ from automl.engines import (
 )
 from automl.errors import FailedTrialError, InputError
 from automl.events import EventLog
+from automl.population import SHARED
 from automl.spaces import suggest
 
 __all__ = ["search", "work", "open_study", "open_storage", "param_importances", "StopRule", "RECYCLE_EXIT",
@@ -75,7 +76,7 @@ _LABEL = "worker_label"
 #: What the members of a population round share: one batch size (one graph steps them all), one width, since
 #: every member costs what the population's widest does (a 256-wide member makes 16-wide ones cost 256²), and
 #: their inputs (:data:`automl.population.SHARED`: one input matrix, one embedding layout).
-ROUND_SHARES = ("batch_size", "units", "input_scaling", "numeric_embedding")
+ROUND_SHARES = ("batch_size", "units", *SHARED)
 #: A round is not started, nor a trial asked for it, closer than this to the trials' deadline.
 MIN_ROUND_SECONDS = 3.0
 #: Trials TPE draws at random before it models the space.
