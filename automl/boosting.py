@@ -88,10 +88,10 @@ def _evaluate(state: RunState, search_rows: int, end: float) -> list[Evaluated]:
                                          f"{max(left, 0):.0f}s left of its share")
             break
         deadline = end if cap is None else min(end, budget.clock() + cap)
-        params, patience = boosting_params(trial.params)
+        params, patience, log_target = boosting_params(trial.params)
         candidate = Candidate(f"GBM_grid_{trial.number}", "GBM",
                               partial(GradientBoosting, task=state.schema.task, params=params, patience=patience,
-                                      seed=state.config.seed, n_jobs=free_cores()),
+                                      seed=state.config.seed, n_jobs=free_cores(), log_target=log_target),
                               dict(trial.params), fit_kwargs={"deadline": deadline}, cost=COSTS["GBM"],
                               features="trees")
         result = evaluate_candidate(state, candidate, "boosting", deadline)

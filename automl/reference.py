@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from automl.devices import free_cores
 from automl.evaluation import Evaluated, evaluate_candidate
-from automl.models import reference_candidates, skewed_positive
+from automl.models import reference_candidates
 from automl.preprocess import dense_width
 from automl.state import RunState
 
@@ -40,9 +40,9 @@ def fit_reference_models(state: RunState) -> list[Evaluated]:
     # says nothing of the GLM's cost).
     widths = {"trees": n_features, "dense": dense_width(state.x, state.schema) if state.schema.task != "image"
               else n_features}
-    skewed = state.schema.task == "regression" and skewed_positive(state.y)
     candidates = [c for c in reference_candidates(state.schema.task, state.config.seed, n_rows=train_rows,
-                                                  n_features=n_features, n_jobs=free_cores(), skewed_positive=skewed)
+                                                  n_features=n_features, n_jobs=free_cores(),
+                                                  skewed_positive=state.skewed_target)
                   if c.algo in state.config.evaluation.algos]
     raw = [len(protocol.folds) * c.estimate_seconds(train_rows, widths.get(c.features, n_features))
            for c in candidates]

@@ -11,7 +11,8 @@ which the exported folder keeps beside the refit (``fold_0/`` and ``full/``).
 Refits start with the leader's most weighted member and only while their estimate (the model's
 own training time, scaled by the rows and by what the family's first refit measured) fits before
 the outputs' reserve; one cut short by the
-deadline is discarded. Networks and forests are not refit: they train on bounded row samples anyway.
+deadline is discarded, unless it is a boosted model that had trained its holdout model's rounds by then.
+Networks and forests are not refit: they train on bounded row samples anyway.
 """
 
 from __future__ import annotations
@@ -88,8 +89,10 @@ def refit_full(state: RunState) -> list[str]:
         member.model.full = full
         member.model.params = {**member.model.params, "refit_rows": len(state.y)}
         done.append(member.model.model_id)
+        cut = (f", cut short by the deadline at {full.estimator.best_iteration_} rounds"
+               if getattr(full.estimator, "cut_short_", False) else "")
         state.events.add("refit", f"{member.model.model_id} refit on all {len(state.y)} rows "
-                                  f"({seconds:.1f}s, estimated {estimate:.1f}s), {state.budget.left():.0f}s left")
+                                  f"({seconds:.1f}s, estimated {estimate:.1f}s{cut}), {state.budget.left():.0f}s left")
     return done
 
 
@@ -114,4 +117,10 @@ def _refit(model: BaggedModel, state: RunState, ratio: float, deadline: float) -
     preprocessor = clone(fold.preprocessor)
     estimator = fold.estimator.for_refit(ratio).fit(preprocessor.fit_transform(state.x, state.y), state.y,
                                                     deadline=deadline)
-    return None if getattr(estimator, "cut_short_", False) else FoldModel(preprocessor, estimator)
+    # A boosted refit cut short is kept once it has the rounds its holdout model was validated at (its target
+    # was those scaled by the rows): on more rows, as many rounds do no worse. On diamonds the Tweedie GBM's
+    # refit ran past its estimate and was dropped, with the three members after it left no time.
+    validated = getattr(fold.estimator, "best_iteration_", None)
+    if getattr(estimator, "cut_short_", False) and (validated is None or estimator.best_iteration_ < validated):
+        return None
+    return FoldModel(preprocessor, estimator)

@@ -31,7 +31,7 @@ from automl.models import Candidate, take_rows
 from automl.preprocess import make_preprocessor
 from automl.quiet import import_tensorflow
 from automl.refit import refit_share
-from automl.spaces import FAMILIES, MAX_EPOCHS
+from automl.spaces import MAX_EPOCHS, family_space
 from automl.state import RunState
 
 __all__ = ["start_workers", "search", "search_data", "search_job", "load_worker_files", "evaluate_search", "placement",
@@ -140,7 +140,7 @@ def search_job(state: RunState, with_spec: bool = False, family: str | None = No
     """
     family = family or state.family
     config, protocol = state.config, state.protocol
-    space, warm_starts = FAMILIES[family]
+    space, warm_starts = family_space(family, family == "gbm" and state.skewed_target)
     identity = {"task": state.schema.task, "sort_metric": state.sort_metric,
                 "direction": "maximize" if state.metric.higher_is_better else "minimize", "seed": config.seed,
                 "protocol": protocol.name, "nfolds": protocol.nfolds, "family": family,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["Int", "Float", "Choice", "Param", "MLP_SPACE", "MLP_WARM_STARTS", "CNN_SPACE", "CNN_WARM_STARTS",
-           "GBM_SPACE", "GBM_WARM_STARTS", "FAMILIES", "MAX_EPOCHS", "suggest"]
+           "GBM_SPACE", "GBM_WARM_STARTS", "GBM_TARGET", "FAMILIES", "MAX_EPOCHS", "family_space", "suggest"]
 
 
 @dataclass(frozen=True)
@@ -130,12 +130,27 @@ GBM_WARM_STARTS: tuple[dict[str, Any], ...] = (
      "bagging_fraction": 0.8, "lambda_l1": 1e-8, "lambda_l2": 1.0, "extra_trees": False, "patience": 50},
 )
 
+#: Searched beside GBM_SPACE when the regression target is skewed and ≥ 0 (prices, counts, durations; see
+#: ``automl.models.SKEWED_PORTFOLIO``): the scale the loss sees: the values, ``log1p`` of them (predictions mapped
+#: back), or a Tweedie loss with its log link. Every trial is scored on the original scale.
+GBM_TARGET = Choice("target", ("raw", "log", "tweedie"))
+
 #: Model families by name: (space, warm starts). Tabular tasks search "mlp" and "gbm", images "cnn".
 FAMILIES: dict[str, tuple[tuple[Param, ...], tuple[dict[str, Any], ...]]] = {
     "mlp": (MLP_SPACE, MLP_WARM_STARTS),
     "cnn": (CNN_SPACE, CNN_WARM_STARTS),
     "gbm": (GBM_SPACE, GBM_WARM_STARTS),
 }
+
+
+def family_space(family: str, skewed_target: bool = False) -> tuple[tuple[Param, ...], tuple[dict[str, Any], ...]]:
+    """``FAMILIES[family]``; for "gbm" on a skewed target ≥ 0, with :data:`GBM_TARGET` searched too and a
+    Tweedie warm start beside the plain one (on diamonds Tweedie was the best scale, see SKEWED_PORTFOLIO)."""
+    space, warm_starts = FAMILIES[family]
+    if family != "gbm" or not skewed_target:
+        return space, warm_starts
+    return ((*space, GBM_TARGET),
+            tuple({**w, "target": scale} for scale in ("raw", "tweedie") for w in warm_starts))
 
 
 def suggest(space: tuple[Param, ...], trial: Any) -> dict[str, Any]:

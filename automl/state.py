@@ -87,6 +87,14 @@ class RunState:
         return max(len(self.schema.classes), 1)
 
     @property
+    def skewed_target(self) -> bool:
+        """A regression target ≥ 0 skewed to the right (prices, counts): it gets the scales of
+        ``automl.models.SKEWED_PORTFOLIO`` and ``automl.spaces.GBM_TARGET`` (computed on each call: it is cheap)."""
+        from automl.models import skewed_positive
+
+        return self.schema.task == "regression" and skewed_positive(self.y)
+
+    @property
     def study_name(self) -> str:
         return f"{self.config.project}-{self.dataset.fingerprint}"
 

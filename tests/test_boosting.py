@@ -14,7 +14,7 @@ from automl.boosting import TOP_CONFIGS, search_boosting
 from automl.config import RunConfig
 from automl.export import save_model
 from automl.models import train_boosted
-from automl.search import search_data
+from automl.search import search_data, search_job
 from automl.spaces import GBM_SPACE, GBM_WARM_STARTS, MAX_EPOCHS, Choice
 from automl.state import start
 from conftest import REPO, subprocess_env
@@ -97,3 +97,29 @@ def test_networks_searched_next_in_this_process_keep_half_of_its_window(tmp_path
     for state, shares in ((alone, [0.47, 0.52]), (beside, [0.55, 0.65]), (no_networks, [0.55, 0.65])):
         budget = state.budget
         assert [round((end - budget.started) / budget.seconds, 2) for end in _ends(state)] == shares
+
+
+def test_a_skewed_target_searches_its_scale_and_predicts_on_the_original_one(tmp_path):
+    # Titanic's fares: a real price, ≥ 0 and skewed (skewness 4.8), as the regression target.
+    state = start(RunConfig.from_options(dataset=str(REPO / "datasets" / "titanic.csv"), target="Fare",
+                                         task="regression", output_dir=str(tmp_path), verbose=False, workers=1,
+                                         max_runtime_secs=40, max_models=5, seed=0))
+    assert state.skewed_target
+    job = search_job(state, family="gbm")
+    assert [p.name for p in job.space] == [p.name for p in GBM_SPACE] + ["target"]
+    assert {w["target"] for w in job.warm_starts} == {"raw", "tweedie"}
+    ranked = search_boosting(state)
+    trials = [t for t in state.trials if t.family == "gbm" and t.state == "COMPLETE"]
+    assert {t.params["target"] for t in trials} >= {"raw", "tweedie"}, [t.params for t in trials]
+    rows = state.dataset.frame.drop(columns=[state.dataset.target]).head(100)
+    for evaluated in ranked:
+        fitted = evaluated.model.folds[0].estimator
+        assert fitted.log_target == (evaluated.model.params["target"] == "log")
+        assert (fitted.params or {}).get("objective") == ("tweedie" if evaluated.model.params["target"] == "tweedie"
+                                                           else None)
+        values = evaluated.model.predict_proba(rows)
+        # Scored on the original scale: fares, not their logs (the mean fare is 32).
+        assert np.isfinite(values).all() and values.min() >= 0 and 10 < values.mean() < 100
+    # Other families and other targets keep the plain space.
+    assert [p.name for p in search_job(state).space] == [p.name for p in search_job(_state(tmp_path / "d")).space]
+    assert [p.name for p in search_job(_state(tmp_path / "d"), family="gbm").space] == [p.name for p in GBM_SPACE]

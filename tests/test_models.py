@@ -42,7 +42,7 @@ def test_every_candidate_trains_and_predicts(task: str, diabetes, progression) -
     test = np.arange(len(y)) % 4 == 0
     train = ~test
     candidates = reference_candidates(task, 0, n_rows=int(train.sum()), n_features=x.shape[1], n_jobs=1,
-                                      skewed_positive=task == "regression")  # GBM_4 on the log of the target too
+                                      skewed_positive=task == "regression")  # GBM_4 (log) and GBM_5 (Tweedie) too
     for candidate in candidates:
         est = candidate.make().fit(x[train], y[train])
         out = predict_raw(est, x[test], task)
@@ -150,8 +150,9 @@ def test_candidates_put_gradient_boosting_first() -> None:
     assert [c.model_id for c in candidates] == ["GBM_1", "GLM_1", "GBM_2", "DRF_1", "GBM_3", "XRT_1"]
     assert [c.model_id for c in reference_candidates("image", 0)] == ["GLM_1", "SVM_1"]
     skewed = reference_candidates("regression", 0, skewed_positive=True)
-    assert [c.model_id for c in skewed] == ["GBM_1", "GLM_1", "GBM_2", "DRF_1", "GBM_3", "XRT_1", "GBM_4"]
-    assert skewed[-1].params == {**skewed[0].params, "log_target": True}
+    assert [c.model_id for c in skewed] == ["GBM_1", "GLM_1", "GBM_2", "DRF_1", "GBM_3", "XRT_1", "GBM_4", "GBM_5"]
+    assert [c.params for c in skewed[-2:]] == list(models.SKEWED_PORTFOLIO)
+    assert skewed[-2].make().log_target and not skewed[-1].make().log_target
 
 
 def test_a_log_target_gbm_trains_on_the_log_and_predicts_on_the_original_scale() -> None:
@@ -170,6 +171,9 @@ def test_a_log_target_gbm_trains_on_the_log_and_predicts_on_the_original_scale()
     log_error = [np.mean((np.log1p(m.predict(x[test])) - np.log1p(y[test])) ** 2) for m in (logged, plain)]
     assert log_error[0] < log_error[1]
     assert r2_score(y[test], logged.predict(x[test])) > 0.4
+    # The Tweedie GBM (GBM_5) predicts on the original scale too, through LightGBM's log link: never below 0.
+    tweedie = GradientBoosting("regression", params={"objective": "tweedie"}, n_jobs=1).fit(x[train], y[train])
+    assert tweedie.predict(x[test]).min() > 0 and r2_score(y[test], tweedie.predict(x[test])) > 0.4
     refit = logged.for_refit(1.25)
     assert refit.log_target and refit.validation_fraction == 0
     with pytest.raises(ValueError, match="log_target needs a regression target >= 0"):

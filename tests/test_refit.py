@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -12,7 +14,7 @@ import pytest
 from automl import AutoML
 from automl.budget import Budget
 from automl.metrics import score_all
-from automl.refit import REFIT_SHARE, refit_full, refit_share
+from automl.refit import REFIT_SHARE, _refit, refit_full, refit_share
 from conftest import REPO, run_module
 
 
@@ -78,3 +80,14 @@ def test_nothing_is_refit_under_cross_validation_or_without_time(holdout_run):
     assert refit_full(replace(state, budget=Budget(600.0))) == []
     for e in state.evaluated:
         e.model.params = saved[e.model.model_id]
+
+
+def test_a_boosted_refit_cut_short_is_kept_only_once_it_has_its_validated_rounds(holdout_run):
+    aml, _, _ = holdout_run
+    model = copy.deepcopy(next(e.model for e in aml.evaluated if e.model.algo == "GBM"))
+    past = time.monotonic() - 1  # the refit stops after its first round (of 10 x the validated rounds)
+    model.folds[0].estimator.best_iteration_ = 1
+    kept = _refit(model, aml.state_, 10.0, past)
+    assert kept is not None and kept.estimator.cut_short_ and kept.estimator.best_iteration_ == 1
+    model.folds[0].estimator.best_iteration_ = 2  # validated at 2 rounds: 1 is an undertrained model
+    assert _refit(model, aml.state_, 10.0, past) is None
