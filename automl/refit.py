@@ -118,7 +118,7 @@ def _refit(model: BaggedModel, state: RunState, ratio: float, deadline: float) -
     estimator = fold.estimator.for_refit(ratio).fit(preprocessor.fit_transform(state.x, state.y), state.y,
                                                     deadline=deadline)
     # A boosted refit cut short is kept once it has the rounds its holdout model was validated at (its target
-    # was those scaled by the rows): on more rows, as many rounds do no worse. On diamonds the Tweedie GBM's
+    # was those scaled by the rows): on more rows, as many rounds do no worse. On diamonds the log-target GBM's
     # refit ran past its estimate and was dropped, with the three members after it left no time.
     validated = getattr(fold.estimator, "best_iteration_", None)
     if getattr(estimator, "cut_short_", False) and (validated is None or estimator.best_iteration_ < validated):
