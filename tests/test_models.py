@@ -117,6 +117,21 @@ def test_glm_switches_to_its_large_data_settings_on_row_count(diabetes) -> None:
     assert np.allclose(small.predict_proba(x), large.predict_proba(x), atol=1e-2)
 
 
+def test_a_small_tables_logistic_glm_chooses_its_penalty_by_cross_validation(diabetes, monkeypatch) -> None:
+    from sklearn.linear_model import LogisticRegressionCV
+
+    x, y = diabetes
+    path = LinearModel("binary", Cs=models.GLM_CS).fit(x, y)
+    assert isinstance(path.model_, LogisticRegressionCV) and float(np.ravel(path.model_.C_)[0]) in models.GLM_CS
+    assert path.predict_proba(x).shape == (len(y), 2)
+    monkeypatch.setattr(models, "GLM_PATH_ROWS", len(y) - 1)  # a larger table: the fixed penalty, no 16 fits
+    assert LinearModel("binary", Cs=models.GLM_CS).fit(x, y).model_.C == 0.1
+    monkeypatch.undo()
+    rare = y.copy()
+    rare[np.flatnonzero(rare == 1)[2:]] = 0  # a class of two rows has no row in some of three folds
+    assert LinearModel("binary", Cs=models.GLM_CS).fit(x, rare).model_.C == 0.1
+
+
 def test_ridge_gcv_matches_scikit_learn_ridge_at_the_chosen_penalty(progression, monkeypatch) -> None:
     x, y = progression
     monkeypatch.setattr(models, "RIDGE_BLOCK_ROWS", 100)  # the Gram matrix summed over several blocks
