@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -394,7 +394,7 @@ class LinearModel(_Reference):
     """
 
     def __init__(self, task: str = "binary", C: float = 0.1, alphas: tuple[float, ...] = RIDGE_ALPHAS,
-                 large_rows: int = GLM_LARGE_ROWS, seed: int = 0, Cs: tuple[float, ...] | None = None):
+                 large_rows: int = GLM_LARGE_ROWS, seed: int = 0, Cs: Sequence[float] | None = None):
         self.task = task
         self.C = C
         self.Cs = Cs
@@ -541,7 +541,7 @@ def reference_candidates(task: str, seed: int, n_rows: int | None = None, n_feat
     common: dict[str, Any] = {"task": task, "seed": seed}
     gbm = [Candidate(f"GBM_{i}", "GBM", partial(GradientBoosting, params=dict(p), n_jobs=n_jobs, **common),
                      dict(p), cost=COSTS["GBM"], features="trees") for i, p in enumerate(GBM_PORTFOLIO, 1)]
-    glm: dict[str, Any] = {"alphas": RIDGE_ALPHAS} if task == "regression" else {"C": 0.1, "Cs": GLM_CS}
+    glm: dict[str, Any] = {"alphas": RIDGE_ALPHAS} if task == "regression" else {"C": 0.1, "Cs": list(GLM_CS)}
     small = n_rows is None or n_rows <= FOREST_MAX_ROWS
     forest: dict[str, Any] = {"n_estimators": FOREST_TREES[0] if small else FOREST_TREES[1], "min_samples_leaf": 5,
                               "max_rows": FOREST_MAX_ROWS}

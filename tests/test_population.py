@@ -164,6 +164,8 @@ def test_scaled_and_embedded_members_train_as_the_single_trainer_does(pima, inpu
     # trainer with oneDNN's kernels on and off differs by up to 0.13 in probability after 5 epochs (batch norm,
     # learning rate 3e-3), and with the initial embedding kernel perturbed by 1e-6 (relative) by up to 0.30
     # after 10 (AdamW at 3e-3 with quantile scaling, seed 41); such members train alike but are not compared.
+    # The ones compared differ by rounding only, which depends on the CPU's kernels: up to 0.0013 with periodic
+    # embeddings on an AMD EPYC host (under 0.001 on the machine this was written on), hence 0.003.
     x, y, x_val, y_val = pima
     first, second = {**BASE, **inputs}, {**CONFIGS[2], **inputs}
     queue = [({**BASE, "units": 32, "optimizer": "adamw", "learning_rate": 1e-3, **inputs}, 41)]
@@ -174,7 +176,7 @@ def test_scaled_and_embedded_members_train_as_the_single_trainer_does(pima, inpu
     assert [m.pruned for m in members] == [True, False, False] and members[2].epochs == 10
     for k in (1, 2):
         net = _alone(pop.members[k], pop.seeds[k], pima, 10)
-        np.testing.assert_allclose(members[k].proba, net.predict_proba(x_val), atol=1e-3)
+        np.testing.assert_allclose(members[k].proba, net.predict_proba(x_val), atol=3e-3)
         assert members[k].best_epoch == net.best_epoch_
 
 
