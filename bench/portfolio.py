@@ -73,8 +73,8 @@ def glm(out: Path) -> None:
                              ("path", LinearModel(DATASETS[name].task, Cs=GLM_CS))):
             started = time.perf_counter()
             proba = model.fit(x, y).predict_proba(x_test)
-            row = {"bench": "portfolio", "dataset": name, "model": f"GLM {label}",
-                   "C": float(np.ravel(getattr(model.model_, "C_", model.model_.C))[0]),
+            chosen = model.model_.C_ if hasattr(model.model_, "C_") else model.model_.C
+            row = {"bench": "portfolio", "dataset": name, "model": f"GLM {label}", "C": float(np.ravel(chosen)[0]),
                    "logloss": round(float(log_loss(y_test, proba, labels=np.arange(proba.shape[1]))), 4),
                    "fit_s": round(time.perf_counter() - started, 2)}
             if proba.shape[1] == 2:
