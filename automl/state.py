@@ -143,8 +143,11 @@ def start(config: RunConfig, data: str | pd.DataFrame | data_mod.Dataset | None 
     for col in schema.datetime:
         events.add("preprocess", f"column {col!r}: date/time parts used as features (year, month, day, weekday, "
                                  "hour when it varies)")
+    for col in schema.filled:
+        events.add("preprocess", f"column {col!r}: free text or a code, often blank; whether it is filled is a feature")
     events.add("preprocess", f"task {schema.task}; {len(schema.numeric)} numeric, {len(schema.categorical)} "
-                             f"categorical and {len(schema.datetime)} date/time features; sort by {metric.name}; "
+                             f"categorical, {len(schema.datetime)} date/time and {len(schema.filled)} filled-or-blank "
+                             f"features; sort by {metric.name}; "
                              f"{protocol.label()} ({protocol.reason})")
     return RunState(config, ds, schema, x, y, metric, protocol, budget, events, holdout)
 

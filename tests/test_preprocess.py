@@ -49,18 +49,18 @@ def test_titanic_schema_from_the_card(titanic):
     assert schema.categorical == ["Sex", "Embarked"]
     assert {c: schema.dropped[c] for c in ("PassengerId", "Name", "Ticket")} == dict.fromkeys(
         ("PassengerId", "Name", "Ticket"), "dropped by the dataset card")
-    assert schema.dropped["Cabin"].startswith("free text or a code")
-    assert set(schema.dropped) == {"PassengerId", "Name", "Ticket", "Cabin"}
-    assert schema.features == [*TITANIC_NUMERIC, "Sex", "Embarked"]
+    assert schema.filled == ["Cabin"]  # 147 cabins for 204 filled rows: only whether it is filled is kept
+    assert set(schema.dropped) == {"PassengerId", "Name", "Ticket"}
+    assert schema.features == [*TITANIC_NUMERIC, "Sex", "Embarked", "Cabin"]
 
 
 def test_titanic_schema_from_a_plain_file():
     schema = infer_schema(load(TITANIC_CSV, target="Survived"))
     assert schema.task == "binary" and schema.classes == [0, 1]
     assert schema.dropped["PassengerId"] == "a row identifier"
-    for col in ("Name", "Ticket", "Cabin"):
+    for col in ("Name", "Ticket"):
         assert schema.dropped[col].startswith("free text or a code"), col
-    assert set(schema.dropped) == {"PassengerId", "Name", "Ticket", "Cabin"}
+    assert set(schema.dropped) == {"PassengerId", "Name", "Ticket"} and schema.filled == ["Cabin"]
     assert schema.numeric == TITANIC_NUMERIC
     assert schema.categorical == ["Sex", "Embarked"]
     assert schema.zero_means_missing == []
@@ -200,7 +200,7 @@ def test_trees_get_native_categories_and_missing_numbers(titanic):
     x = titanic.frame[schema.features]
     pipeline = make_preprocessor(schema, "trees").fit(x)
     out = pipeline.transform(x)
-    assert list(out.columns) == schema.numeric + schema.categorical  # one column per feature, no one-hot
+    assert list(out.columns) == schema.numeric + schema.filled + schema.categorical  # one per feature, no one-hot
     assert all(isinstance(out[c].dtype, pd.CategoricalDtype) for c in schema.categorical)
     assert out["Age"].isna().sum() == x["Age"].isna().sum()  # LightGBM handles missing numbers itself
     odd = x.head(3).copy()
@@ -292,6 +292,24 @@ def test_month_names_and_codes_are_not_dates(tmp_path):
                           "x": np.arange(60.0), "y": [0, 1] * 30})
     schema = infer_schema(from_frame(frame, "t", target="y"))
     assert schema.categorical == ["month", "code"] and schema.datetime == []
+
+
+def test_an_often_blank_code_becomes_whether_it_is_filled():
+    rng = np.random.default_rng(0)
+    n = 400
+    filled = rng.random(n) < 0.3
+    frame = pd.DataFrame({"note": [f"text {i}" if f else None for i, f in enumerate(filled)],
+                          "rare": [None if i == 0 else f"id {i}" for i in range(n)],  # blank once: no signal
+                          "x": rng.normal(size=n), "y": filled.astype(int)})
+    schema = infer_schema(from_frame(frame, "t", target="y"))
+    assert schema.filled == ["note"] and schema.dropped["rare"].startswith("free text or a code")
+    x = frame[schema.features]
+    dense = make_preprocessor(schema).fit(x).transform(x)
+    assert any(np.array_equal(column > column.mean(), filled) for column in dense.T)  # scaled, but the flag
+    trees = make_preprocessor(schema, "trees").fit(x).transform(x)
+    np.testing.assert_array_equal(trees["note"].to_numpy(), filled.astype("float32"))
+    unseen = pd.DataFrame({"note": ["never seen", None], "x": [0.0, 0.0]})
+    np.testing.assert_array_equal(make_preprocessor(schema, "trees").fit(x).transform(unseen)["note"], [1.0, 0.0])
 
 
 # -- compact dtypes ---------------------------------------------------------------------------------

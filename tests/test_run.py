@@ -80,7 +80,7 @@ def test_titanic_csv_with_target(prefect_api, tmp_path):
     assert "MLP" in set(board["algo"])
     schema = json.loads((out / "leader" / "model.json").read_text())["schema"]
     assert {"Sex", "Embarked"} <= set(schema["categorical"])
-    assert {"PassengerId", "Name", "Ticket", "Cabin"} <= set(schema["dropped"])
+    assert {"PassengerId", "Name", "Ticket"} <= set(schema["dropped"]) and schema["filled"] == ["Cabin"]
     trials = pd.read_csv(out / "trials.csv")
     # --max-models bounds each searched family's trials: the networks' and gradient boosting's.
     assert set(trials["family"]) <= {"mlp", "gbm"} and trials["family"].value_counts().max() <= 4
