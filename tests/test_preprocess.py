@@ -37,8 +37,13 @@ def _dataset(frame: pd.DataFrame, target: str, task: str | None = None) -> Datas
 
 def _fitted_numeric(pipeline):
     """The numeric imputer and scaler of a fitted :func:`make_preprocessor` pipeline."""
-    numeric = pipeline.named_steps["columns"].named_transformers_["numeric"]
-    return numeric.named_steps["impute"], numeric.named_steps["scale"]
+    values = pipeline.named_steps["columns"].named_transformers_["numeric"].named_transformers["values"]
+    return values.named_steps["impute"], values.named_steps["scale"]
+
+
+def _fitted_indicator(pipeline):
+    """The numeric columns' missing indicator of a fitted :func:`make_preprocessor` pipeline."""
+    return pipeline.named_steps["columns"].named_transformers_["numeric"].named_transformers["missing"]
 
 
 # -- schema ---------------------------------------------------------------------------------------
@@ -140,12 +145,14 @@ def test_zeros_are_imputed_with_the_median_of_measured_values(diabetes):
     assert stats["Insulin"] == x.loc[x["Insulin"] != 0, "Insulin"].median() != x["Insulin"].median()
     assert stats["Pregnancies"] == x["Pregnancies"].median()
     # Missing indicators exist for the zero-means-missing columns that had zeros, not for Pregnancies.
-    flagged = [schema.numeric[i] for i in imputer.indicator_.features_]
+    flagged = [schema.numeric[i] for i in _fitted_indicator(pipeline).features_]
     assert "Pregnancies" not in flagged
     assert set(flagged) == {c for c in ZERO_MEANS_MISSING if (x[c] == 0).any()}
     out = pipeline.transform(x)
     assert out.shape == (len(x), len(schema.numeric) + len(flagged))
     assert np.isfinite(out).all()
+    # The indicators stay 0/1, unscaled: 1 where the card made a zero missing.
+    np.testing.assert_array_equal(out[:, len(schema.numeric):], (x[flagged] == 0).to_numpy())
     # A zero glucose row lands exactly where the median does after scaling.
     _, scaler = _fitted_numeric(pipeline)
     g = schema.numeric.index("Glucose")
