@@ -358,7 +358,7 @@ def dense_width(x: pd.DataFrame, schema: Schema) -> int:
 
 
 def make_preprocessor(schema: Schema, kind: str = "dense") -> Pipeline | PixelScaler:
-    """An unfitted pipeline: column rules, date parts, median imputation with missing indicators,
+    """An unfitted pipeline: column rules, date parts, median imputation with (unscaled) missing indicators,
     scaling, one-hot encoding (rare and unseen categories share one column) and, for columns of more levels
     than that keeps, target encoding (:class:`ManyLevelsTarget`: fit it with the target, and transform
     training rows with ``fit_transform``, which cross-fits); float32 out.
