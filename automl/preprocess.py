@@ -18,7 +18,7 @@ import pandas as pd
 from pandas.tseries.api import guess_datetime_format
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.compose import ColumnTransformer
-from sklearn.impute import MissingIndicator, SimpleImputer
+from sklearn.impute import SimpleImputer
 from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.pipeline import FeatureUnion, Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler, TargetEncoder
@@ -270,6 +270,25 @@ class DatetimeParts(BaseEstimator, TransformerMixin):
 #: One-hot columns per categorical feature at most (the rarest levels share the last): 64 keeps every level of
 #: typical codes (US states, 50-level synthetic columns) without letting an ID-like column widen the table.
 MAX_ONEHOT = 64
+#: A category, or a column's missing cells, needs this many training rows for a column of its own: fewer would
+#: give a model a weight learnt from one or two rows (penguins' only training row without measurements is an
+#: Adelie, and with a flag for it every model called the one such test row, a Gentoo, an Adelie).
+MIN_ROWS = 5
+
+
+class MissingFlags(BaseEstimator, TransformerMixin):
+    """0/1 flags of the missing cells in the columns missing in at least ``min_rows`` training rows (scikit-learn's
+    ``MissingIndicator`` flags a column missing once). Unscaled: a scaled flag of 1 row in 275 would read 16.6."""
+
+    def __init__(self, min_rows: int = MIN_ROWS):
+        self.min_rows = min_rows
+
+    def fit(self, x: Any, y: Any = None) -> MissingFlags:
+        self.features_ = np.flatnonzero(np.isnan(np.asarray(x, dtype="float32")).sum(axis=0) >= self.min_rows)
+        return self
+
+    def transform(self, x: Any) -> np.ndarray:
+        return np.isnan(np.asarray(x, dtype="float32")[:, self.features_]).astype("float32")
 
 
 class ManyLevelsTarget(BaseEstimator, TransformerMixin):
@@ -358,9 +377,9 @@ def dense_width(x: pd.DataFrame, schema: Schema) -> int:
 
 
 def make_preprocessor(schema: Schema, kind: str = "dense") -> Pipeline | PixelScaler:
-    """An unfitted pipeline: column rules, date parts, median imputation with (unscaled) missing indicators,
-    scaling, one-hot encoding (rare and unseen categories share one column) and, for columns of more levels
-    than that keeps, target encoding (:class:`ManyLevelsTarget`: fit it with the target, and transform
+    """An unfitted pipeline: column rules, date parts, mean imputation and scaling with unscaled missing flags
+    (:class:`MissingFlags`), one-hot encoding (rare and unseen categories share one column) and, for columns of
+    more levels than that keeps, target encoding (:class:`ManyLevelsTarget`: fit it with the target, and transform
     training rows with ``fit_transform``, which cross-fits); float32 out.
     ``kind="trees"``: the column rules and :class:`TreeColumns` (for LightGBM). Images only get
     their pixels scaled."""
@@ -372,12 +391,10 @@ def make_preprocessor(schema: Schema, kind: str = "dense") -> Pipeline | PixelSc
         return Pipeline([("clean", clean), ("columns", TreeColumns(numbers, schema.categorical, schema.datetime))])
 
     def impute_and_scale() -> FeatureUnion:
-        # The indicators stay 0/1 beside the scaled values: scaled, a column blank in 1 of penguins' 275 training
-        # rows flags that row 16.6, an input a network or a weakly penalised GLM turns into confidence.
-        values = Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())])
-        return FeatureUnion([("values", values), ("missing", MissingIndicator(error_on_new=False))])
+        values = Pipeline([("impute", SimpleImputer(strategy="mean")), ("scale", StandardScaler())])
+        return FeatureUnion([("values", values), ("missing", MissingFlags())])
 
-    onehot = OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=5, max_categories=MAX_ONEHOT,
+    onehot = OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=MIN_ROWS, max_categories=MAX_ONEHOT,
                            sparse_output=False, dtype=np.float32)
     categorical = Pipeline([("impute", SimpleImputer(strategy="constant", fill_value="(missing)")),
                             ("onehot", onehot)])

@@ -39,7 +39,11 @@ then ``leader``, ``total_s`` (every process of the tool, test predictions includ
 process tree), the split's sizes and ``exit_code``. A failed run still prints its line, with ``error``.
 
     python bench/suite.py [--datasets diabetes,titanic] [--tools ours,h2o,flaml] [--max-runtime-secs 120]
-                          [--out DIR] [--seed 1]
+                          [--out DIR] [--seed 1] [--saved-rivals]
+
+``--saved-rivals`` compares ours with the predictions an earlier run of a rival left in ``--out`` (for a rival
+not in ``--tools``): H2O's test metrics repeat to four digits from run to run at a seed, so a change of ours
+can be measured in half the time.
 
 H2O and FLAML come from the ``bench`` extra (``pip install -e ".[bench]"``); H2O needs Java.
 """
@@ -396,11 +400,17 @@ def run_rival(case: Split, tool: str, budget_s: float, seed: int, folder: Path) 
     return row
 
 
-def run_dataset(dataset: Dataset, tools: Sequence[str], budget_s: float, seed: int, out: Path) -> bool:
-    """Every tool on the dataset's split, a line each (ours last, with its intervals); True if all succeeded."""
+def run_dataset(dataset: Dataset, tools: Sequence[str], budget_s: float, seed: int, out: Path,
+                saved_rivals: bool = False) -> bool:
+    """Every tool on the dataset's split, a line each (ours last, with its intervals); True if all succeeded.
+    ``saved_rivals``: a rival not run now is compared from its predictions of an earlier run in ``out``."""
     case = load_split(dataset, out / "data")
     rows: dict[str, dict[str, Any]] = {}
     preds: dict[str, np.ndarray] = {}
+    for rival in (r for r in RIVALS if saved_rivals and r not in tools):
+        if (saved := out / "runs" / dataset.name / rival / "preds.csv").exists():
+            log(f"{dataset.name}: {rival}'s predictions from {saved}")
+            preds[rival] = read_predictions(saved, dataset, case.classes)
     for tool in tools:
         folder = out / "runs" / dataset.name / tool
         shutil.rmtree(folder, ignore_errors=True)
@@ -443,6 +453,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "automl-suite",
                         help="cached splits and run folders (default: automl-suite in the temp folder)")
     parser.add_argument("--seed", type=int, default=1, help="every tool's seed (1); the splits are fixed")
+    parser.add_argument("--saved-rivals", action="store_true",
+                        help="compare ours with the predictions a rival not in --tools left in --out (H2O's are the "
+                             "same from run to run at a seed)")
     args = parser.parse_args(argv)
     datasets = names(args.datasets, list(DATASETS), "datasets", parser)
     tools = names(args.tools, TOOLS, "tools", parser)
@@ -450,7 +463,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {' and '.join(missing)} not installed; install the bench extra: pip install -e \".[bench]\"",
               file=sys.stderr)
         return 2
-    ok = [run_dataset(DATASETS[name], tools, args.max_runtime_secs, args.seed, args.out) for name in datasets]
+    ok = [run_dataset(DATASETS[name], tools, args.max_runtime_secs, args.seed, args.out, args.saved_rivals)
+          for name in datasets]
     return 0 if all(ok) else 1
 
 

@@ -13,7 +13,15 @@ from sklearn.model_selection import train_test_split
 from automl.data import Dataset, DatasetCard, from_frame, load
 from automl.errors import InputError
 from automl.models import GradientBoosting
-from automl.preprocess import CleanFrame, DatetimeParts, encode_target, infer_schema, make_preprocessor
+from automl.preprocess import (
+    MIN_ROWS,
+    CleanFrame,
+    DatetimeParts,
+    MissingFlags,
+    encode_target,
+    infer_schema,
+    make_preprocessor,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 TITANIC_CSV = str(REPO / "datasets" / "titanic.csv")
@@ -134,30 +142,40 @@ def test_zero_means_missing_for_glucose_not_pregnancies(diabetes):
     assert (clean["Pregnancies"] == 0).sum() == (x["Pregnancies"] == 0).sum()
 
 
-def test_zeros_are_imputed_with_the_median_of_measured_values(diabetes):
+def test_zeros_are_imputed_with_the_mean_of_measured_values(diabetes):
     schema = infer_schema(diabetes)
     x = diabetes.frame[schema.features]
     pipeline = make_preprocessor(schema).fit(x)
     imputer, _ = _fitted_numeric(pipeline)
     stats = dict(zip(schema.numeric, imputer.statistics_, strict=True))
-    glucose = x["Glucose"]
-    assert stats["Glucose"] == glucose[glucose != 0].median()
-    assert stats["Insulin"] == x.loc[x["Insulin"] != 0, "Insulin"].median() != x["Insulin"].median()
-    assert stats["Pregnancies"] == x["Pregnancies"].median()
-    # Missing indicators exist for the zero-means-missing columns that had zeros, not for Pregnancies.
+    glucose = x["Glucose"].astype("float64")
+    assert stats["Glucose"] == pytest.approx(glucose[glucose != 0].mean(), rel=1e-6)
+    insulin = x["Insulin"].astype("float64")
+    assert stats["Insulin"] == pytest.approx(insulin[insulin != 0].mean(), rel=1e-6) != insulin.mean()
+    assert stats["Pregnancies"] == pytest.approx(x["Pregnancies"].astype("float64").mean(), rel=1e-6)
+    # Missing indicators exist for the zero-means-missing columns with zeros in 5 rows or more (Glucose has 5),
+    # not for Pregnancies.
     flagged = [schema.numeric[i] for i in _fitted_indicator(pipeline).features_]
     assert "Pregnancies" not in flagged
-    assert set(flagged) == {c for c in ZERO_MEANS_MISSING if (x[c] == 0).any()}
+    assert set(flagged) == {c for c in ZERO_MEANS_MISSING if (x[c] == 0).sum() >= MIN_ROWS} == set(ZERO_MEANS_MISSING)
     out = pipeline.transform(x)
     assert out.shape == (len(x), len(schema.numeric) + len(flagged))
     assert np.isfinite(out).all()
     # The indicators stay 0/1, unscaled: 1 where the card made a zero missing.
     np.testing.assert_array_equal(out[:, len(schema.numeric):], (x[flagged] == 0).to_numpy())
-    # A zero glucose row lands exactly where the median does after scaling.
-    _, scaler = _fitted_numeric(pipeline)
-    g = schema.numeric.index("Glucose")
+    # A zero glucose row lands at 0 after scaling (the mean): a linear term of an unmeasured value vanishes.
     zero_rows = (glucose == 0).to_numpy()
-    np.testing.assert_allclose(out[zero_rows, g], (stats["Glucose"] - scaler.mean_[g]) / scaler.scale_[g])
+    np.testing.assert_allclose(out[zero_rows, schema.numeric.index("Glucose")], 0.0, atol=1e-5)
+
+
+def test_a_column_missing_in_fewer_than_five_training_rows_gets_no_flag():
+    x = np.arange(40.0).reshape(20, 2)
+    x[:4, 0] = np.nan  # 4 rows: imputed, not flagged
+    x[:5, 1] = np.nan  # 5 rows: flagged
+    flags = MissingFlags().fit(x)
+    assert list(flags.features_) == [1]
+    np.testing.assert_array_equal(flags.transform(x)[:, 0], [1.0] * 5 + [0.0] * 15)
+    assert flags.transform(np.full((2, 2), np.nan)).tolist() == [[1.0], [1.0]]
 
 
 # -- no leakage -------------------------------------------------------------------------------------
@@ -168,20 +186,20 @@ def test_preprocessor_learns_from_training_rows_only(diabetes):
     pipeline = make_preprocessor(schema).fit(train)
     imputer, scaler = _fitted_numeric(pipeline)
 
-    def medians(rows: pd.DataFrame) -> np.ndarray:
-        return np.array([rows[c][rows[c] != 0].median() if c in ZERO_MEANS_MISSING else rows[c].median()
-                         for c in schema.numeric])
+    def means(rows: pd.DataFrame) -> np.ndarray:
+        return np.array([rows[c][rows[c] != 0].astype("float64").mean() if c in ZERO_MEANS_MISSING
+                         else rows[c].astype("float64").mean() for c in schema.numeric])
 
-    def imputed_means(rows: pd.DataFrame) -> np.ndarray:
-        fill = dict(zip(schema.numeric, medians(train), strict=True))
-        return np.array([(rows[c].mask(rows[c] == 0) if c in ZERO_MEANS_MISSING else rows[c]).fillna(fill[c]).mean()
-                         for c in schema.numeric])
+    def spread(rows: pd.DataFrame) -> np.ndarray:  # of the mean-imputed values
+        fill = dict(zip(schema.numeric, means(train), strict=True))
+        return np.array([(rows[c].mask(rows[c] == 0) if c in ZERO_MEANS_MISSING else rows[c]).astype("float64")
+                         .fillna(fill[c]).std(ddof=0) for c in schema.numeric])
 
-    np.testing.assert_allclose(imputer.statistics_, medians(train))
-    np.testing.assert_allclose(scaler.mean_[: len(schema.numeric)], imputed_means(train))
+    np.testing.assert_allclose(imputer.statistics_, means(train), rtol=1e-6)
+    np.testing.assert_allclose(scaler.scale_, spread(train), rtol=1e-5)
     # ... and not from the full table, which would leak the test rows.
-    assert not np.allclose(imputer.statistics_, medians(x))
-    assert not np.allclose(scaler.mean_[: len(schema.numeric)], imputed_means(x))
+    assert not np.allclose(imputer.statistics_, means(x))
+    assert not np.allclose(scaler.scale_, spread(x))
     # Transforming test rows changes nothing that was learnt.
     before = scaler.mean_.copy()
     pipeline.transform(test)
