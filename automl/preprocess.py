@@ -386,9 +386,9 @@ def make_preprocessor(schema: Schema, kind: str = "dense") -> Pipeline | PixelSc
     if schema.task == "image":
         return PixelScaler()
     clean = CleanFrame(schema.numeric, schema.categorical, schema.zero_means_missing, schema.datetime, schema.filled)
-    numbers = schema.numeric + schema.filled  # a filled flag is a number from here on
-    if kind == "trees":
-        return Pipeline([("clean", clean), ("columns", TreeColumns(numbers, schema.categorical, schema.datetime))])
+    if kind == "trees":  # a filled flag is a number from here on
+        return Pipeline([("clean", clean), ("columns", TreeColumns(schema.numeric + schema.filled, schema.categorical,
+                                                                   schema.datetime))])
 
     def impute_and_scale() -> FeatureUnion:
         values = Pipeline([("impute", SimpleImputer(strategy="mean")), ("scale", StandardScaler())])
@@ -398,7 +398,8 @@ def make_preprocessor(schema: Schema, kind: str = "dense") -> Pipeline | PixelSc
                            sparse_output=False, dtype=np.float32)
     categorical = Pipeline([("impute", SimpleImputer(strategy="constant", fill_value="(missing)")),
                             ("onehot", onehot)])
-    columns = ColumnTransformer([("numeric", impute_and_scale(), numbers),
+    columns = ColumnTransformer([("numeric", impute_and_scale(), schema.numeric),
+                                 ("filled", "passthrough", schema.filled),  # 0/1 like the missing flags
                                  ("categorical", categorical, schema.categorical),
                                  ("target", ManyLevelsTarget(schema.task), schema.categorical),
                                  ("datetime", Pipeline([("parts", DatetimeParts()), ("numbers", impute_and_scale())]),
