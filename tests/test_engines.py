@@ -127,6 +127,23 @@ def test_resume_leaves_a_live_runs_trial_alone(tmp_path):
         live.kill()
 
 
+def test_an_untagged_orphan_is_retried_after_its_grace_without_surplus_trials(tmp_path, monkeypatch):
+    # A run killed between creating a trial and tagging it leaves it RUNNING with no owner. Resumed within the
+    # grace, the search once counted it as claimed and asked surplus trials until its time ran out (550 in 68 s),
+    # ending one short of --max-models; now it waits, and retries the trial once the grace is over.
+    from automl.engines import optuna_engine
+
+    monkeypatch.setattr(optuna_engine, "GRACE_SECONDS", 3.0)
+    job = _population_job(tmp_path, 3, 2)
+    orphan = open_study(None, Path(tmp_path), "p", job).ask()  # RUNNING, untagged, just created
+    records = search(job, _search_data(), Budget(120), EventLog(verbose=False))
+    trials = open_study(None, Path(tmp_path), "p").trials
+    assert trials[orphan.number].state.name == "FAIL" and trials[orphan.number].user_attrs["interrupted"]
+    assert len([r for r in records if not r.error.startswith("interrupted")]) == 3  # --max-models results
+    assert [t.number for t in trials if t.user_attrs.get("retry_of") == orphan.number]
+    assert len([t for t in trials if t.user_attrs.get("surplus")]) <= 2
+
+
 @pytest.mark.parametrize("population", [1, None])
 def test_a_run_of_failures_stops_with_a_warning_and_keeps_whole_errors(tmp_path, population):
     from automl.engines import MAX_CONSECUTIVE_FAILURES

@@ -61,6 +61,8 @@ TRIALS_PER_PROCESS = 25
 #: RDB heartbeats: a trial without one for GRACE seconds is failed and retried.
 HEARTBEAT_SECONDS = 5
 GRACE_SECONDS = 20
+#: How often a worker whose remaining trials all run elsewhere looks at the study again.
+CLAIMED_WAIT_SECONDS = 1.0
 #: Seconds past the trials' deadline that remote workers get to record their last trial and end.
 REMOTE_GRACE_SECONDS = 15
 _INTERRUPTED = "interrupted"
@@ -316,13 +318,14 @@ def population_size(job: SearchJob, data: SearchData | None) -> int | None:
 
 def work(study: Any, job: SearchJob, data: SearchData, stop: StopRule, *, n_trials: int | None = None,
          on_trial: Callable[[Any, Any], None] | None = None, orphan_check: bool = False,
-         label: str | None = None) -> str | None:
+         label: str | None = None, events: EventLog | None = None) -> str | None:
     """Run trials in this process until ``stop`` says so or ``n_trials`` ran; return the stop reason.
 
     Trials train one at a time or in rounds (:func:`population_size`); ``n_trials`` counts
     trainings (a population is one: it builds one graph).
     ``orphan_check``: exit if the parent process dies (for workers a supervisor started).
     ``label``: this worker's name on its trials (a remote worker's flow run).
+    ``events``: where a retried trial is reported (the run's event log, when trials run in its process).
     """
     reason: str | None = stop.reason(study.trials)
 
@@ -346,6 +349,15 @@ def work(study: Any, job: SearchJob, data: SearchData, stop: StopRule, *, n_tria
         if time.monotonic() >= stop.trial_deadline() - MIN_ROUND_SECONDS:
             reason = "time budget"  # too late for a round: what is left is the refits' and the outputs'
             break
+        if stop.all_claimed(study.trials):
+            # The trials left run elsewhere: a round would only ask surplus ones (a resumed run asked 550 in 68 s).
+            # A journal has no heartbeats: a trial whose process was killed between creating and tagging it is
+            # retried here once its grace is over (see _owner_gone), not only when the study is opened.
+            if job.config.search.storage is None:
+                _retry_interrupted(study, _owner_gone, events)
+            time.sleep(CLAIMED_WAIT_SECONDS)
+            reason = stop.reason(study.trials)
+            continue
         # With the size chosen per round, TPE's random first trials train alone: a round fixes its members' batch
         # size and width, and rounds from the first trial on had all searched the first warm start's (Pima:
         # 158 trials at width 64, where one-at-a-time search found its best at 16).
@@ -661,7 +673,7 @@ def search(job: SearchJob, data: SearchData | None, budget: Budget, events: Even
     study = pool.study
     progress = _Progress(study, job, budget, events, pool.created)
     if pool.size == 1:
-        reason = work(study, job, data, stop, on_trial=lambda s, t: progress.show())
+        reason = work(study, job, data, stop, on_trial=lambda s, t: progress.show(), events=events)
     elif pool.size > 1:
         reason = pool.supervise(stop, progress)
     else:  # no trials here (--workers 0): the remote workers run them all
@@ -889,7 +901,7 @@ def _last_line(logs: Path, slot: int) -> str:
     return next((line for line in reversed(lines) if line.startswith("error:")), lines[-1] if lines else "no output")
 
 
-def _retry_interrupted(study: Any, belongs: Callable[[Any], bool], events: EventLog) -> None:
+def _retry_interrupted(study: Any, belongs: Callable[[Any], bool], events: EventLog | None) -> None:
     """Fail RUNNING trials whose process is gone, and queue their parameters again."""
     from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
@@ -905,7 +917,8 @@ def _retry_interrupted(study: Any, belongs: Callable[[Any], bool], events: Event
         except UpdateFinishedTrialError:  # another worker's heartbeat check failed and retried it meanwhile
             continue
         study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
-        events.warn("search", f"trial {trial.number} was interrupted; its configuration is queued again")
+        if events is not None:
+            events.warn("search", f"trial {trial.number} was interrupted; its configuration is queued again")
 
 
 class _Progress:
