@@ -288,7 +288,9 @@ class MissingFlags(BaseEstimator, TransformerMixin):
         return self
 
     def transform(self, x: Any) -> np.ndarray:
-        return np.isnan(np.asarray(x, dtype="float32")[:, self.features_]).astype("float32")
+        # Only the flagged columns are read: no float copy of the whole block (it is imputed beside this).
+        flagged = x.iloc[:, self.features_] if isinstance(x, pd.DataFrame) else np.asarray(x)[:, self.features_]
+        return np.isnan(np.asarray(flagged, dtype="float32")).astype("float32")
 
 
 class ManyLevelsTarget(BaseEstimator, TransformerMixin):
