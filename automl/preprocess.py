@@ -293,6 +293,53 @@ class MissingFlags(BaseEstimator, TransformerMixin):
         return np.isnan(np.asarray(flagged, dtype="float32")).astype("float32")
 
 
+#: Rows the conditional imputer is fitted on, at most (a sample; its regressions settle long before).
+IMPUTE_MAX_ROWS = 5_000
+#: Its rounds of regressions, at most (scikit-learn's default; it stops sooner once the imputed values settle).
+IMPUTE_ROUNDS = 10
+#: Columns each regression reads, at most: drawn by their correlation with the missing one (a wide table's
+#: hundreds of one-hot columns would make each regression cost as much as a model).
+IMPUTE_PREDICTORS = 16
+
+
+class ConditionalImputer(BaseEstimator, TransformerMixin):
+    """Fills each missing number with its expected value given the row's other columns (scikit-learn's
+    :class:`IterativeImputer`: a Bayesian ridge regression per column with missing cells, fitted on at most
+    :data:`IMPUTE_MAX_ROWS` training rows), where mean imputation would put it at the column's mean whatever else the
+    row says. Penguins' test row with no measurements is a Gentoo on Biscoe: at the mean of every measurement each
+    model called it an Adelie (0.80); at Biscoe's expected measurements it is a Gentoo, as 74 % of Biscoe's are.
+
+    Runs after scaling (a mean-imputed cell is 0): only rows with a missing cell are transformed, in place.
+    """
+
+    def __init__(self, max_rows: int = IMPUTE_MAX_ROWS, seed: int = 0):
+        self.max_rows = max_rows
+        self.seed = seed
+
+    def fit(self, x: Any, y: Any = None) -> ConditionalImputer:
+        from sklearn.experimental import enable_iterative_imputer  # noqa: F401  (scikit-learn's opt-in)
+        from sklearn.impute import IterativeImputer
+
+        x = np.asarray(x)
+        self.imputer_ = None
+        if np.isnan(x).any():
+            rows = np.random.default_rng(self.seed).permutation(len(x))[:self.max_rows]
+            self.imputer_ = IterativeImputer(max_iter=IMPUTE_ROUNDS, n_nearest_features=IMPUTE_PREDICTORS,
+                                             skip_complete=True, keep_empty_features=True, random_state=self.seed)
+            with warnings.catch_warnings():  # "did not converge" after IMPUTE_ROUNDS rounds is expected
+                warnings.simplefilter("ignore")
+                self.imputer_.fit(x[np.sort(rows)])
+        return self
+
+    def transform(self, x: Any) -> np.ndarray:
+        x = np.array(x, dtype="float32")
+        rows = np.flatnonzero(np.isnan(x).any(axis=1))
+        if len(rows):
+            # A column complete in training and missing here gets 0, its training mean once scaled.
+            x[rows] = self.imputer_.transform(x[rows]) if self.imputer_ is not None else np.nan_to_num(x[rows])
+        return x
+
+
 class ManyLevelsTarget(BaseEstimator, TransformerMixin):
     """Target encoding of the categorical columns with more than :data:`MAX_ONEHOT` levels (H2O's
     ``preprocessing=["target_encoding"]``): one-hot encoding keeps only their commonest levels, this adds each
@@ -379,10 +426,11 @@ def dense_width(x: pd.DataFrame, schema: Schema) -> int:
 
 
 def make_preprocessor(schema: Schema, kind: str = "dense") -> Pipeline | PixelScaler:
-    """An unfitted pipeline: column rules, date parts, mean imputation and scaling with unscaled missing flags
-    (:class:`MissingFlags`), one-hot encoding (rare and unseen categories share one column) and, for columns of
-    more levels than that keeps, target encoding (:class:`ManyLevelsTarget`: fit it with the target, and transform
-    training rows with ``fit_transform``, which cross-fits); float32 out.
+    """An unfitted pipeline: column rules, date parts, scaling with unscaled missing flags (:class:`MissingFlags`),
+    one-hot encoding (rare and unseen categories share one column) and, for columns of more levels than that
+    keeps, target encoding (:class:`ManyLevelsTarget`: fit it with the target, and transform training rows with
+    ``fit_transform``, which cross-fits), then each missing number imputed from the rest of its row
+    (:class:`ConditionalImputer`); float32 out.
     ``kind="trees"``: the column rules and :class:`TreeColumns` (for LightGBM). Images only get
     their pixels scaled."""
     if schema.task == "image":
@@ -392,18 +440,17 @@ def make_preprocessor(schema: Schema, kind: str = "dense") -> Pipeline | PixelSc
         return Pipeline([("clean", clean), ("columns", TreeColumns(schema.numeric + schema.filled, schema.categorical,
                                                                    schema.datetime))])
 
-    def impute_and_scale() -> FeatureUnion:
-        values = Pipeline([("impute", SimpleImputer(strategy="mean")), ("scale", StandardScaler())])
-        return FeatureUnion([("values", values), ("missing", MissingFlags())])
+    def scale_and_flag() -> FeatureUnion:  # a missing cell stays NaN for ConditionalImputer
+        return FeatureUnion([("values", StandardScaler()), ("missing", MissingFlags())])
 
     onehot = OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=MIN_ROWS, max_categories=MAX_ONEHOT,
                            sparse_output=False, dtype=np.float32)
     categorical = Pipeline([("impute", SimpleImputer(strategy="constant", fill_value="(missing)")),
                             ("onehot", onehot)])
-    columns = ColumnTransformer([("numeric", impute_and_scale(), schema.numeric),
+    columns = ColumnTransformer([("numeric", scale_and_flag(), schema.numeric),
                                  ("filled", "passthrough", schema.filled),  # 0/1 like the missing flags
                                  ("categorical", categorical, schema.categorical),
                                  ("target", ManyLevelsTarget(schema.task), schema.categorical),
-                                 ("datetime", Pipeline([("parts", DatetimeParts()), ("numbers", impute_and_scale())]),
+                                 ("datetime", Pipeline([("parts", DatetimeParts()), ("numbers", scale_and_flag())]),
                                   schema.datetime)])
-    return Pipeline([("clean", clean), ("columns", columns)])
+    return Pipeline([("clean", clean), ("columns", columns), ("impute", ConditionalImputer())])

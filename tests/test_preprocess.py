@@ -43,10 +43,9 @@ def _dataset(frame: pd.DataFrame, target: str, task: str | None = None) -> Datas
     return Dataset(frame, DatasetCard(name="t", target=target, task=task), "t.csv", "0")
 
 
-def _fitted_numeric(pipeline):
-    """The numeric imputer and scaler of a fitted :func:`make_preprocessor` pipeline."""
-    values = pipeline.named_steps["columns"].named_transformers_["numeric"].named_transformers["values"]
-    return values.named_steps["impute"], values.named_steps["scale"]
+def _fitted_scaler(pipeline):
+    """The numeric scaler of a fitted :func:`make_preprocessor` pipeline."""
+    return pipeline.named_steps["columns"].named_transformers_["numeric"].named_transformers["values"]
 
 
 def _fitted_indicator(pipeline):
@@ -142,12 +141,12 @@ def test_zero_means_missing_for_glucose_not_pregnancies(diabetes):
     assert (clean["Pregnancies"] == 0).sum() == (x["Pregnancies"] == 0).sum()
 
 
-def test_zeros_are_imputed_with_the_mean_of_measured_values(diabetes):
+def test_zeros_are_missing_values_imputed_from_the_rest_of_the_row(diabetes):
     schema = infer_schema(diabetes)
     x = diabetes.frame[schema.features]
     pipeline = make_preprocessor(schema).fit(x)
-    imputer, _ = _fitted_numeric(pipeline)
-    stats = dict(zip(schema.numeric, imputer.statistics_, strict=True))
+    # Scaled by the measured values only: a zero that means "not measured" counts in neither mean nor spread.
+    stats = dict(zip(schema.numeric, _fitted_scaler(pipeline).mean_, strict=True))
     glucose = x["Glucose"].astype("float64")
     assert stats["Glucose"] == pytest.approx(glucose[glucose != 0].mean(), rel=1e-6)
     insulin = x["Insulin"].astype("float64")
@@ -163,9 +162,47 @@ def test_zeros_are_imputed_with_the_mean_of_measured_values(diabetes):
     assert np.isfinite(out).all()
     # The indicators stay 0/1, unscaled: 1 where the card made a zero missing.
     np.testing.assert_array_equal(out[:, len(schema.numeric):], (x[flagged] == 0).to_numpy())
-    # A zero glucose row lands at 0 after scaling (the mean): a linear term of an unmeasured value vanishes.
-    zero_rows = (glucose == 0).to_numpy()
-    np.testing.assert_allclose(out[zero_rows, schema.numeric.index("Glucose")], 0.0, atol=1e-5)
+    # An unmeasured insulin (half the rows) is what the row's other values make likely, not one mean for all:
+    # measured insulin rises with glucose, and so do the imputed values.
+    unmeasured = (insulin == 0).to_numpy() & (glucose != 0).to_numpy()
+    imputed = out[unmeasured, schema.numeric.index("Insulin")]
+    assert imputed.std() > 0.1
+    assert np.corrcoef(imputed, glucose[unmeasured])[0, 1] > 0.5
+
+
+def test_a_missing_number_is_imputed_from_the_row_s_categories(titanic):
+    """Titanic's missing ages: first-class passengers were older (38 on average, third class 25), and so are the
+    ages imputed for them."""
+    schema = infer_schema(titanic)
+    x = titanic.frame[schema.features]
+    out = make_preprocessor(schema).fit(x).transform(x)
+    age = out[:, schema.numeric.index("Age")]
+    unknown = x["Age"].isna().to_numpy()
+    first, third = (unknown & (x["Pclass"] == k).to_numpy() for k in (1, 3))
+    assert first.sum() >= 20 and third.sum() >= 20
+    assert age[first].mean() > age[third].mean() + 0.5  # in standard deviations of the measured ages
+
+
+def test_a_row_with_nothing_measured_takes_its_group_s_expected_values():
+    """Penguins' test row with no measurements, in small: at the mean of every number it would look like neither
+    species; imputed from its island it looks like that island's commonest species."""
+    rng = np.random.default_rng(0)
+    island = np.repeat(["Biscoe", "Dream"], 60)
+    big = np.r_[rng.random(60) < 0.75, rng.random(60) < 0.1]  # Biscoe's are mostly the big species
+    size = np.where(big, 50.0, 40.0) + rng.normal(0, 1, 120)
+    frame = pd.DataFrame({"island": island, "length": size, "mass": size * 100 + rng.normal(0, 300, 120),
+                          "big": big.astype(int)})
+    frame.loc[0, ["length", "mass"]] = np.nan  # the one training row without measurements, as in penguins
+    ds = _dataset(frame, "big")
+    schema = infer_schema(ds)
+    pipeline = make_preprocessor(schema).fit(frame[schema.features])
+    blank = pd.DataFrame({"island": ["Biscoe", "Dream"], "length": [np.nan] * 2, "mass": [np.nan] * 2})
+    out = pipeline.transform(blank.astype({"island": frame["island"].dtype}))
+    length = schema.numeric.index("length")
+    scaled = lambda v: (v - frame["length"].mean()) / frame["length"].std(ddof=0)  # noqa: E731
+    expected = [scaled(frame.loc[frame.island == i, "length"].mean()) for i in ("Biscoe", "Dream")]
+    np.testing.assert_allclose(out[:, length], expected, atol=0.2)
+    assert out[0, length] > 0.3 > -0.3 > out[1, length]  # mean imputation: 0 for both
 
 
 def test_a_column_missing_in_fewer_than_five_training_rows_gets_no_flag():
@@ -184,22 +221,21 @@ def test_preprocessor_learns_from_training_rows_only(diabetes):
     x = diabetes.frame[schema.features]
     train, test = train_test_split(x, test_size=0.3, random_state=0, stratify=diabetes.frame["Outcome"])
     pipeline = make_preprocessor(schema).fit(train)
-    imputer, scaler = _fitted_numeric(pipeline)
+    scaler = _fitted_scaler(pipeline)
 
-    def means(rows: pd.DataFrame) -> np.ndarray:
-        return np.array([rows[c][rows[c] != 0].astype("float64").mean() if c in ZERO_MEANS_MISSING
-                         else rows[c].astype("float64").mean() for c in schema.numeric])
+    def measured(rows: pd.DataFrame) -> pd.DataFrame:
+        return pd.DataFrame({c: (rows[c].mask(rows[c] == 0) if c in ZERO_MEANS_MISSING else rows[c]).astype("float64")
+                             for c in schema.numeric})
 
-    def spread(rows: pd.DataFrame) -> np.ndarray:  # of the mean-imputed values
-        fill = dict(zip(schema.numeric, means(train), strict=True))
-        return np.array([(rows[c].mask(rows[c] == 0) if c in ZERO_MEANS_MISSING else rows[c]).astype("float64")
-                         .fillna(fill[c]).std(ddof=0) for c in schema.numeric])
-
-    np.testing.assert_allclose(imputer.statistics_, means(train), rtol=1e-6)
-    np.testing.assert_allclose(scaler.scale_, spread(train), rtol=1e-5)
+    np.testing.assert_allclose(scaler.mean_, measured(train).mean(), rtol=1e-6)
+    np.testing.assert_allclose(scaler.scale_, measured(train).std(ddof=0), rtol=1e-5)
     # ... and not from the full table, which would leak the test rows.
-    assert not np.allclose(imputer.statistics_, means(x))
-    assert not np.allclose(scaler.scale_, spread(x))
+    assert not np.allclose(scaler.mean_, measured(x).mean())
+    assert not np.allclose(scaler.scale_, measured(x).std(ddof=0))
+    # The imputer's regressions too: refitted on the full table they would impute the test rows otherwise.
+    numbers = len(schema.numeric)
+    leaky = make_preprocessor(schema).fit(x).transform(test)[:, :numbers]
+    assert not np.allclose(pipeline.transform(test)[:, :numbers], leaky)
     # Transforming test rows changes nothing that was learnt.
     before = scaler.mean_.copy()
     pipeline.transform(test)
