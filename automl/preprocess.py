@@ -312,7 +312,8 @@ class ConditionalImputer(BaseEstimator, TransformerMixin):
     row says. Penguins' test row with no measurements is a Gentoo on Biscoe: at the mean of every measurement each
     model called it an Adelie (0.80); at Biscoe's expected measurements it is a Gentoo, as 74 % of Biscoe's are.
 
-    Runs after scaling (a mean-imputed cell is 0): only rows with a missing cell are transformed, in place.
+    Runs after scaling and one-hot encoding, so the regressions read the row's categories too; only rows with a
+    missing cell are transformed.
     """
 
     def __init__(self, max_rows: int = IMPUTE_MAX_ROWS, seed: int = 0):
