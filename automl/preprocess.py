@@ -28,7 +28,7 @@ from automl.errors import InputError
 from automl.images import PixelScaler
 
 __all__ = ["Schema", "infer_schema", "encode_target", "make_preprocessor", "dense_width", "CleanFrame",
-           "DatetimeParts", "ManyLevelsTarget"]
+           "ConditionalImputer", "DatetimeParts", "ManyLevelsTarget"]
 
 #: Text columns with more distinct values than this (and mostly unique) are free text or ids.
 _MAX_CATEGORIES = 50
@@ -336,11 +336,13 @@ class ConditionalImputer(BaseEstimator, TransformerMixin):
         return self
 
     def transform(self, x: Any) -> np.ndarray:
-        x = np.array(x, dtype="float32")
+        x = np.asarray(x, dtype="float32")
         rows = np.flatnonzero(np.isnan(x).any(axis=1))
+        if len(rows):
+            x = x.copy()  # a table without blanks (most) passes through without a copy
         for start in range(0, len(rows), IMPUTE_BLOCK_ROWS):  # rows are imputed one by one: blocks change only rounding
             block = rows[start:start + IMPUTE_BLOCK_ROWS]
-            # A column complete in training and missing here gets 0, its training mean once scaled.
+            # A column complete in training and missing here gets its training mean: about 0 once scaled.
             x[block] = self.imputer_.transform(x[block]) if self.imputer_ is not None else np.nan_to_num(x[block])
         return x
 
