@@ -1,12 +1,19 @@
-"""Quality suite: our CLI, H2O AutoML and FLAML at the same budget on fixed splits of six public tables.
+"""Quality suite: our CLI, H2O AutoML, FLAML and AutoGluon at the same budget on fixed splits of twelve public tables.
 
 Datasets (``--datasets``, default all): ``diabetes`` (``Outcome``, binary), ``titanic`` (``Survived``,
 binary), ``churn`` (``churn``, binary), ``penguins`` (``species``, multiclass), ``diamonds`` (``price``,
 regression), all from ``../shared/datasets/``, and ``diabetes-progression`` (scikit-learn's
-``load_diabetes(scaled=False)``, ``target``, regression). Each table is split once, 80/20 with
+``load_diabetes(scaled=False)``, ``target``, regression); then six more tables of ``../shared/datasets/``, each
+named by its file (its README says where they come from and which leaking columns were dropped):
+``loans_full_schema`` (``interest_rate``, regression; 10,000 rows, free-text ``emp_title``), ``nass_cds``
+(``dead``, binary, 4.5 % dead; 26,217 rows), ``mpls_stops`` (``personSearch``, binary, 12 % YES; 43,699 rows,
+read from Parquet, its ``date`` written as ``2017-01-01 06:00:42+00:00``), ``movies`` (``rating``, regression, a
+weak signal; 58,788 rows, free-text ``title``), ``help_baseline`` (``LINKSTATUS``, binary; 447 rows × 628
+columns, p > n) and ``caravan`` (``Purchase``, binary, 6 % Yes; 5,822 rows). Each table is split once, 80/20 with
 ``random_state=0`` (stratified by the target for classification), and cached as ``train.csv``/``test.csv``
-under ``--out``/``data/<dataset>/``. The shared files are copied cell by cell as text, so the split files
-hold the public values unchanged; every column stays in (each tool decides what an identifier is).
+under ``--out``/``data/<dataset>/``. The shared files are copied cell by cell as text (a Parquet file as the text
+pandas writes to CSV, a missing value blank), so the split files hold the public values unchanged; every column
+stays in (each tool decides what an identifier is).
 
 Tools (``--tools``, default all), each in a child process of its own at ``--max-runtime-secs`` (120):
 
@@ -24,43 +31,58 @@ FLAML's default is log loss already).
 - ``flaml``: ``flaml.AutoML().fit(X, y, task=K, time_budget=B, seed=S, n_jobs=cores)``, text columns as
   pandas categories. ``models``: trials, i.e. models fitted (``config_history`` keeps only the improving
   ones); ``learners``: the estimators that had a trial.
+- ``autogluon``: ``TabularPredictor(label=T, problem_type=K, eval_metric="roc_auc"|"log_loss"|
+  "root_mean_squared_error", path=DIR/autogluon).fit(train, time_limit=B, presets="best_quality")``, then its
+  ``predict_proba``/``predict`` on the test rows (AutoGluon takes no seed). ``models``: ``model_names()``, the
+  bagged models and weighted ensembles it kept; ``leader``: ``model_best``. It runs in an interpreter of its own
+  (``--autogluon-python``, else ``$AUTOGLUON_PYTHON``, else this one): AutoGluon 1.6 requires pandas < 2.4 and must
+  never be a dependency of ``automl``, so it lives in a separate virtualenv::
+
+      python3 -m venv /work/agvenv && /work/agvenv/bin/pip install "autogluon.tabular[all]==1.6.3"  # ~2.7 GB
+      AUTOGLUON_PYTHON=/work/agvenv/bin/python python bench/suite.py --tools autogluon
 
 Every tool's test predictions go through one ``preds.csv`` form (``predict`` and ``p_<class>``) and are
 scored here with scikit-learn: binary ``auc`` (of the larger label), multiclass ``logloss`` and ``accuracy``
-(arg-max of the probabilities), regression ``rmse`` and ``r2``. Our rows add ``vs_h2o`` and ``vs_flaml``:
-per metric, ``{diff, low, high}``, the difference on the test rows and its 95 % paired-bootstrap percentile
-interval (1,000 resamples of the test rows, the same rows for both tools; a resample where a metric is
+(arg-max of the probabilities), regression ``rmse`` and ``r2``. Our rows add ``vs_h2o``, ``vs_flaml`` and
+``vs_autogluon``: per metric, ``{diff, low, high}``, the difference on the test rows and its 95 % paired-bootstrap
+percentile interval (1,000 resamples of the test rows, the same rows for both tools; a resample where a metric is
 undefined, AUC on one class, is skipped), signed so that positive means ours is better.
 
 Output: one JSON line per tool and dataset on stdout (progress on stderr): ``bench``, ``dataset``, ``tool``,
 ``task``, ``budget_s``, ``wall_s`` (launch of the tool's process until its model is trained: our CLI's whole
-run; for H2O and FLAML until ``train``/``fit`` returns, cluster start included), ``models``, the metrics,
+run; for the rivals until ``train``/``fit`` returns, cluster start included), ``models``, the metrics,
 then ``leader``, ``total_s`` (every process of the tool, test predictions included), ``peak_rss_mb`` (of the
 process tree), the split's sizes and ``exit_code``. A failed run still prints its line, with ``error``.
+Our rows also carry ``wall_over_budget`` (``wall_s`` / budget), ``cpu_percent_measured`` (the CPU seconds of the
+CLI's process tree, sampled from ``/proc``, over its wall, in % of one core: Prefect's temporary server and the
+trial workers count), ``board_rows`` (rows of ``leaderboard.csv``) and, where the run's ``run.json`` has the
+scheduler's accounting under ``"schedule"``, its ``families`` (per family ``jobs``, ``skipped``,
+``core_seconds``, ``wasted_core_seconds``), ``core_seconds``, ``wasted_core_seconds`` and ``cpu_percent``.
 
-    python bench/suite.py [--datasets diabetes,titanic] [--tools ours,h2o,flaml] [--max-runtime-secs 120]
-                          [--out DIR] [--seed 1] [--saved-rivals]
+    python bench/suite.py [--datasets diabetes,titanic] [--tools ours,h2o,flaml,autogluon] [--max-runtime-secs 120]
+                          [--out DIR] [--seed 1] [--saved-rivals] [--autogluon-python PYTHON]
 
 ``--saved-rivals`` compares ours with the predictions an earlier run of a rival left in ``--out`` (for a rival
 not in ``--tools``): a change of ours is then measured against the same rival predictions, in half the time
 (H2O moves little from run to run at a seed: diabetes repeats to four digits, titanic's AUC spans 0.8473–0.8515
 over six runs, penguins' log loss was 0.0146 with its GLM leading and once 0.0201 with a deep-learning leader).
 
-H2O and FLAML come from the ``bench`` extra (``pip install -e ".[bench]"``); H2O needs Java.
+H2O and FLAML come from the ``bench`` extra (``pip install -e ".[bench]"``); H2O needs Java. AutoGluon comes from
+its own virtualenv (above).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import importlib.util
+import io
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,8 +94,12 @@ from scale_rows import emit, timeout_for
 from sklearn.metrics import accuracy_score, log_loss, r2_score, roc_auc_score, root_mean_squared_error
 
 SHARED = ROOT.parent / "shared" / "datasets"
-TOOLS = ("ours", "h2o", "flaml")
-RIVALS = ("h2o", "flaml")
+TOOLS = ("ours", "h2o", "flaml", "autogluon")
+RIVALS = ("h2o", "flaml", "autogluon")
+#: The module each rival imports, looked for in the interpreter that runs it.
+RIVAL_MODULES = {"h2o": "h2o", "flaml": "flaml", "autogluon": "autogluon.tabular"}
+#: Where the suite looks for an interpreter with AutoGluon when ``--autogluon-python`` is not given.
+AUTOGLUON_PYTHON = "AUTOGLUON_PYTHON"
 SPLIT_SEED = 0
 BOOTSTRAP_SEED = 0
 RESAMPLES = 1000
@@ -102,6 +128,20 @@ def shared_table(file: str) -> Callable[[], pd.DataFrame]:
     return lambda: pd.read_csv(SHARED / file, dtype=str, keep_default_na=False)
 
 
+def as_text(frame: pd.DataFrame) -> pd.DataFrame:
+    """Every cell of ``frame`` as the text pandas writes to CSV, a missing value as a blank.
+
+    Read back as CSV the text gives the same values: floats are written to round-trip, timestamps in ISO 8601
+    with their offset (``2017-01-01 06:00:42+00:00``).
+    """
+    return pd.read_csv(io.StringIO(frame.to_csv(index=False)), dtype=str, keep_default_na=False)
+
+
+def shared_parquet(file: str) -> Callable[[], pd.DataFrame]:
+    # A typed file read as the CSVs are, so that its split files are CSV text like the others'.
+    return lambda: as_text(pd.read_parquet(SHARED / file))
+
+
 def diabetes_progression() -> pd.DataFrame:
     from sklearn.datasets import load_diabetes
 
@@ -115,6 +155,12 @@ DATASETS = {d.name: d for d in (
     Dataset("penguins", "species", "multiclass", shared_table("penguins.csv")),
     Dataset("diamonds", "price", "regression", shared_table("diamonds.csv")),
     Dataset("diabetes-progression", "target", "regression", diabetes_progression),
+    Dataset("loans_full_schema", "interest_rate", "regression", shared_table("loans_full_schema.csv")),
+    Dataset("nass_cds", "dead", "binary", shared_table("nass_cds.csv")),
+    Dataset("mpls_stops", "personSearch", "binary", shared_parquet("mpls_stops.parquet")),
+    Dataset("movies", "rating", "regression", shared_table("movies.csv")),
+    Dataset("help_baseline", "LINKSTATUS", "binary", shared_table("help_baseline.csv")),
+    Dataset("caravan", "Purchase", "binary", shared_table("caravan.csv")),
 )}
 
 
@@ -269,16 +315,23 @@ def h2o_automl(train: Path, test: Path, target: str, task: str, budget_s: float,
         h2o.cluster().shutdown()
 
 
+def read_frames(train: Path, test: Path, target: str, task: str) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """Both split files as pandas reads them (class labels as text) and the training file's text columns.
+
+    The test file reads those columns as text too, so that no column changes kind between the two.
+    """
+    labels = {target: str} if task != "regression" else {}
+    train_frame = pd.read_csv(train, dtype=labels)
+    text = [c for c in train_frame.columns if c != target and not pd.api.types.is_numeric_dtype(train_frame[c])]
+    return train_frame, pd.read_csv(test, dtype={**labels, **dict.fromkeys(text, str)}), text
+
+
 def flaml_automl(train: Path, test: Path, target: str, task: str, budget_s: float,
                  seed: int) -> tuple[pd.DataFrame, dict[str, Any]]:
     """FLAML on ``train``; its best model's predictions of ``test``."""
     import flaml
 
-    labels = {target: str} if task != "regression" else {}
-    train_frame = pd.read_csv(train, dtype=labels)
-    text = [c for c in train_frame.columns if c != target and not pd.api.types.is_numeric_dtype(train_frame[c])]
-    # The test file read with the training file's text columns as text, then given the training levels.
-    test_frame = pd.read_csv(test, dtype={**labels, **dict.fromkeys(text, str)})
+    train_frame, test_frame, text = read_frames(train, test, target, task)
     x_train, x_test = train_frame.drop(columns=target), test_frame.drop(columns=target)
     for col in text:
         x_train[col] = x_train[col].astype("category")
@@ -298,7 +351,34 @@ def flaml_automl(train: Path, test: Path, target: str, task: str, budget_s: floa
                    "trained_at": trained_at, "version": flaml.__version__}
 
 
-RUNNERS = {"h2o": h2o_automl, "flaml": flaml_automl}
+#: AutoGluon's names for the metric measured here (``eval_metric``: what it ranks and ensembles by).
+AUTOGLUON_METRIC = {"binary": "roc_auc", "multiclass": "log_loss", "regression": "root_mean_squared_error"}
+
+
+def autogluon_automl(train: Path, test: Path, target: str, task: str, budget_s: float,
+                     seed: int) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """AutoGluon's ``best_quality`` preset on ``train`` (models saved under ``autogluon/`` in the working folder);
+    its best model's predictions of ``test``. AutoGluon takes no seed: its models use their own fixed ones."""
+    from importlib.metadata import version
+
+    from autogluon.tabular import TabularPredictor
+
+    train_frame, test_frame, _ = read_frames(train, test, target, task)
+    # The task given, not inferred: a rating with a few dozen values would otherwise be read as classes.
+    predictor = TabularPredictor(label=target, problem_type=task, eval_metric=AUTOGLUON_METRIC[task],
+                                 path=str(Path("autogluon").resolve()))
+    predictor.fit(train_frame, time_limit=budget_s, presets="best_quality")
+    trained_at = time.time()
+    x_test = test_frame.drop(columns=target)
+    preds = pd.DataFrame({"predict": predictor.predict(x_test).to_numpy()})
+    if task != "regression":
+        proba = predictor.predict_proba(x_test)  # a column per class label
+        preds = pd.concat([preds, pd.DataFrame(proba.to_numpy(), columns=[f"p_{c}" for c in proba.columns])], axis=1)
+    return preds, {"leader": predictor.model_best, "models": len(predictor.model_names()),
+                   "trained_at": trained_at, "version": version("autogluon.tabular")}
+
+
+RUNNERS = {"h2o": h2o_automl, "flaml": flaml_automl, "autogluon": autogluon_automl}
 
 
 def child(argv: list[str]) -> int:
@@ -313,10 +393,14 @@ def child(argv: list[str]) -> int:
     parser.add_argument("--budget", type=float, required=True)
     parser.add_argument("--seed", type=int, required=True)
     args = parser.parse_args(argv)
-    with contextlib.redirect_stdout(sys.stderr):  # H2O prints its cluster's state on stdout
-        preds, facts = RUNNERS[args.tool](args.train, args.test, args.target, args.task, args.budget, args.seed)
-        preds.to_csv(args.preds, index=False)
-    print(json.dumps(facts), flush=True)
+    # Everything the tool writes to stdout goes to stderr, at the descriptor, so that the processes it starts
+    # (H2O's cluster, AutoGluon's Ray workers) and its libraries' loggers cannot mix with the facts line.
+    facts_out = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    sys.stdout.flush()
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    preds, facts = RUNNERS[args.tool](args.train, args.test, args.target, args.task, args.budget, args.seed)
+    preds.to_csv(args.preds, index=False)
+    print(json.dumps(facts), file=facts_out, flush=True)
     return 0
 
 
@@ -362,6 +446,19 @@ def finish_row(row: dict[str, Any], case: Split, done: Finished, total_s: float)
         row["error"] = "killed past its time limit" if done.timed_out else done.last_stderr_line
 
 
+#: What ``run.json["schedule"]`` (the scheduler's accounting of cores) gives our rows, where a run writes it.
+SCHEDULE_FIELDS = ("families", "core_seconds", "wasted_core_seconds", "cpu_percent")
+
+
+def schedule_fields(run_json: Path) -> dict[str, Any]:
+    """``SCHEDULE_FIELDS`` from the run's ``run.json`` under ``"schedule"``: those present, none if it has none."""
+    try:
+        schedule = json.loads(run_json.read_text()).get("schedule")
+    except (OSError, ValueError):
+        return {}
+    return {k: schedule[k] for k in SCHEDULE_FIELDS if k in schedule} if isinstance(schedule, dict) else {}
+
+
 def run_ours(case: Split, budget_s: float, seed: int, folder: Path) -> dict[str, Any]:
     """The CLI on the training rows, then its leader on the test rows, each in a fresh process."""
     output, env, row = folder / "output", child_env(folder), new_row(case, "ours", budget_s)
@@ -370,12 +467,15 @@ def run_ours(case: Split, budget_s: float, seed: int, folder: Path) -> dict[str,
                         "--seed", str(seed), *(("--sort-metric", SORT_METRIC[case.dataset.task])
                                                if case.dataset.task in SORT_METRIC else ())],
                        folder, env, timeout_for(budget_s))
-    row["wall_s"] = done.wall_s
+    # The process tree's CPU time over the run's wall (100 = one core busy throughout).
+    row.update(wall_s=done.wall_s, wall_over_budget=round(done.wall_s / budget_s, 3),
+               cpu_percent_measured=round(100 * done.cpu_s / done.wall_s, 1) if done.wall_s else None)
     finish_row(row, case, done, done.wall_s)
     if done.exit_code != 0:
         return row
     board = pd.read_csv(output / "leaderboard.csv")
-    row.update(models=len(board), leader=str(board["model_id"].iloc[0]))
+    row.update(models=len(board), board_rows=len(board), leader=str(board["model_id"].iloc[0]),
+               **schedule_fields(output / "run.json"))
     scored = run_sampled([sys.executable, "-m", "automl.predict", str(output / "leader"), str(case.test),
                           "--output", str(folder / "preds.csv")], folder / "predict", env, timeout_for(60))
     row["total_s"] = round(done.wall_s + scored.wall_s, 1)
@@ -384,11 +484,12 @@ def run_ours(case: Split, budget_s: float, seed: int, folder: Path) -> dict[str,
     return row
 
 
-def run_rival(case: Split, tool: str, budget_s: float, seed: int, folder: Path) -> dict[str, Any]:
-    """``tool`` in a child process of this script; its facts from the child's last stdout line."""
+def run_rival(case: Split, tool: str, budget_s: float, seed: int, folder: Path,
+              python: str = sys.executable) -> dict[str, Any]:
+    """``tool`` in a child process of this script run by ``python``; its facts from the child's last stdout line."""
     row = new_row(case, tool, budget_s)
     launched = time.time()
-    done = run_sampled([sys.executable, str(Path(__file__).resolve()), "child", tool, str(case.train),
+    done = run_sampled([python, str(Path(__file__).resolve()), "child", tool, str(case.train),
                         str(case.test), str(folder / "preds.csv"), "--target", case.dataset.target,
                         "--task", case.dataset.task, "--budget", f"{budget_s:g}", "--seed", str(seed)],
                        folder, child_env(folder), timeout_for(budget_s))
@@ -401,23 +502,30 @@ def run_rival(case: Split, tool: str, budget_s: float, seed: int, folder: Path) 
     return row
 
 
+def saved_predictions(case: Split, tools: Sequence[str], out: Path) -> dict[str, np.ndarray]:
+    """The predictions that an earlier run in ``out`` left of each rival not in ``tools``."""
+    preds: dict[str, np.ndarray] = {}
+    for rival in (r for r in RIVALS if r not in tools):
+        if (saved := out / "runs" / case.dataset.name / rival / "preds.csv").exists():
+            log(f"{case.dataset.name}: {rival}'s predictions from {saved}")
+            preds[rival] = read_predictions(saved, case.dataset, case.classes)
+    return preds
+
+
 def run_dataset(dataset: Dataset, tools: Sequence[str], budget_s: float, seed: int, out: Path,
-                saved_rivals: bool = False) -> bool:
+                saved_rivals: bool = False, pythons: Mapping[str, str] | None = None) -> bool:
     """Every tool on the dataset's split, a line each (ours last, with its intervals); True if all succeeded.
-    ``saved_rivals``: a rival not run now is compared from its predictions of an earlier run in ``out``."""
+    ``saved_rivals``: a rival not run now is compared from its predictions of an earlier run in ``out``;
+    ``pythons``: the interpreter that runs a rival, where it is not this one."""
     case = load_split(dataset, out / "data")
     rows: dict[str, dict[str, Any]] = {}
-    preds: dict[str, np.ndarray] = {}
-    for rival in (r for r in RIVALS if saved_rivals and r not in tools):
-        if (saved := out / "runs" / dataset.name / rival / "preds.csv").exists():
-            log(f"{dataset.name}: {rival}'s predictions from {saved}")
-            preds[rival] = read_predictions(saved, dataset, case.classes)
+    preds = saved_predictions(case, tools, out) if saved_rivals else {}
     for tool in tools:
         folder = out / "runs" / dataset.name / tool
         shutil.rmtree(folder, ignore_errors=True)
         log(f"{dataset.name}: {tool} for {budget_s:g} s")
         row = (run_ours(case, budget_s, seed, folder) if tool == "ours"
-               else run_rival(case, tool, budget_s, seed, folder))
+               else run_rival(case, tool, budget_s, seed, folder, (pythons or {}).get(tool, sys.executable)))
         if row["exit_code"] == 0:
             try:
                 preds[tool] = read_predictions(folder / "preds.csv", dataset, case.classes)
@@ -443,6 +551,15 @@ def names(text: str, known: Sequence[str], what: str, parser: argparse.ArgumentP
     return chosen
 
 
+def has_module(python: str, module: str) -> bool:
+    """Whether the interpreter ``python`` finds ``module`` (looked for without importing it)."""
+    probe = "import importlib.util, sys; sys.exit(importlib.util.find_spec(sys.argv[1]) is None)"
+    try:
+        return subprocess.run([python, "-c", probe, module], capture_output=True, timeout=60).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["child"]:
@@ -456,14 +573,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1, help="every tool's seed (1); the splits are fixed")
     parser.add_argument("--saved-rivals", action="store_true",
                         help="compare ours with the predictions a rival not in --tools left in --out")
+    parser.add_argument("--autogluon-python", default=os.environ.get(AUTOGLUON_PYTHON, sys.executable),
+                        help=f"the interpreter of a virtualenv with autogluon.tabular (${AUTOGLUON_PYTHON}, "
+                             "else this one)")
     args = parser.parse_args(argv)
     datasets = names(args.datasets, list(DATASETS), "datasets", parser)
     tools = names(args.tools, TOOLS, "tools", parser)
-    if missing := [t for t in RIVALS if t in tools and importlib.util.find_spec(t) is None]:
-        print(f"error: {' and '.join(missing)} not installed; install the bench extra: pip install -e \".[bench]\"",
-              file=sys.stderr)
-        return 2
-    ok = [run_dataset(DATASETS[name], tools, args.max_runtime_secs, args.seed, args.out, args.saved_rivals)
+    pythons = {"autogluon": args.autogluon_python}
+    for tool in (t for t in RIVALS if t in tools):
+        python = pythons.get(tool, sys.executable)
+        if not has_module(python, RIVAL_MODULES[tool]):
+            fix = (f"install it in a virtualenv of its own (see the docstring) and give its interpreter as "
+                   f"--autogluon-python or ${AUTOGLUON_PYTHON}" if tool == "autogluon"
+                   else 'install the bench extra: pip install -e ".[bench]"')
+            print(f"error: {RIVAL_MODULES[tool]} not found by {python}; {fix}", file=sys.stderr)
+            return 2
+    ok = [run_dataset(DATASETS[name], tools, args.max_runtime_secs, args.seed, args.out, args.saved_rivals, pythons)
           for name in datasets]
     return 0 if all(ok) else 1
 

@@ -1,7 +1,9 @@
-"""bench/suite.py: fixed stratified splits, the paired bootstrap interval, and class-column alignment."""
+"""bench/suite.py: fixed stratified splits, the paired bootstrap interval, class-column alignment, the added tables,
+Parquet as text, the schedule fields of our rows, saved rival predictions and the rivals' interpreters."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -107,3 +109,76 @@ def test_h2o_columns_are_renamed_by_the_target_levels() -> None:
     for names in (["predict", "yes", "no"], ["predict", "no"], ["no", "yes", "predict"]):
         with pytest.raises(ValueError, match="levels"):
             suite.h2o_columns(names, ["no", "yes"])
+
+
+SHARED_TABLES = {"loans_full_schema": (10000, 46), "nass_cds": (26217, 12), "mpls_stops": (43699, 10),
+                 "movies": (58788, 14), "help_baseline": (447, 628), "caravan": (5822, 86)}
+
+
+@pytest.mark.skipif(not suite.SHARED.is_dir(), reason="no shared/datasets beside the checkout")
+@pytest.mark.parametrize("name", sorted(SHARED_TABLES))
+def test_each_added_table_reads_whole_with_its_target(name: str) -> None:
+    dataset = suite.DATASETS[name]
+    frame = dataset.read()
+    assert frame.shape == SHARED_TABLES[name]
+    assert (frame[dataset.target] != "").all()  # no row without a target
+    if dataset.classifies:
+        assert frame[dataset.target].nunique() == 2
+    else:
+        assert np.isfinite(frame[dataset.target].astype(float)).all()
+
+
+def test_parquet_cells_become_their_csv_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    typed = pd.DataFrame({
+        "when": pd.to_datetime(["2017-01-01T06:00:42Z", None], utc=True),
+        "lat": [44.96661711, 0.1 + 0.2],
+        "count": pd.array([3, None], dtype="Int64"),
+        "word": [" NA ", None],
+    })
+    text = suite.as_text(typed)
+    assert text.to_dict("list") == {"when": ["2017-01-01 06:00:42+00:00", ""],
+                                    "lat": ["44.96661711", "0.30000000000000004"],  # floats round-trip
+                                    "count": ["3", ""], "word": [" NA ", ""]}  # a missing cell blank, a text kept
+    typed.to_parquet(tmp_path / "t.parquet", index=False)
+    monkeypatch.setattr(suite, "SHARED", tmp_path)
+    assert suite.shared_parquet("t.parquet")().equals(text)
+
+
+def test_schedule_fields_are_copied_when_the_run_has_them(tmp_path: Path) -> None:
+    run_json = tmp_path / "run.json"
+    assert suite.schedule_fields(run_json) == {}  # no file
+    run_json.write_text('{"task": "binary"}')
+    assert suite.schedule_fields(run_json) == {}  # no schedule yet
+    families = {"GBM": {"jobs": 5, "skipped": 1, "core_seconds": 40.5, "wasted_core_seconds": 2.0}}
+    run_json.write_text(json.dumps({"schedule": {"families": families, "core_seconds": 200.0,
+                                                 "wasted_core_seconds": 9.5, "cpu_percent": 181.2, "other": 1}}))
+    assert suite.schedule_fields(run_json) == {"families": families, "core_seconds": 200.0,
+                                               "wasted_core_seconds": 9.5, "cpu_percent": 181.2}
+    run_json.write_text('{"schedule": {"cpu_percent": 150.0}}')
+    assert suite.schedule_fields(run_json) == {"cpu_percent": 150.0}
+
+
+def test_saved_predictions_of_every_rival_not_run_now(tmp_path: Path) -> None:
+    case = suite.load_split(toy("multiclass"), tmp_path / "data")
+    proba = pd.DataFrame({f"p_{c}": np.full(len(case.y), 1 / 3) for c in case.classes})
+    for rival in ("h2o", "autogluon"):
+        folder = tmp_path / "runs" / "toy" / rival
+        folder.mkdir(parents=True)
+        proba.assign(predict="a").to_csv(folder / "preds.csv", index=False)
+    saved = suite.saved_predictions(case, ["ours", "h2o"], tmp_path)
+    assert list(saved) == ["autogluon"]  # h2o runs now; flaml left nothing
+    assert saved["autogluon"].shape == (len(case.y), 3)
+    row = suite.in_print_order({"leader": "x", "vs_autogluon": {}, "vs_h2o": {}, **suite.new_row(case, "ours", 1)})
+    assert list(row)[-3:] == ["vs_h2o", "vs_autogluon", "leader"]
+
+
+def test_a_rival_the_interpreter_lacks_stops_the_suite_before_any_run(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    assert suite.has_module(sys.executable, "json")
+    assert not suite.has_module(sys.executable, "no_such_module_here")
+    assert not suite.has_module(str(tmp_path / "no-python"), "json")
+    code = suite.main(["--datasets", "diabetes", "--tools", "ours,autogluon", "--out", str(tmp_path / "out"),
+                       "--autogluon-python", str(tmp_path / "no-python")])
+    assert code == 2
+    assert "--autogluon-python" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
