@@ -70,6 +70,9 @@ class SearchSettings:
     #: from the width, batch size, rows and time left (1: one at a time). At 60 s the population search finds
     #: networks at least as good as one at a time, faster (bench/engines.py, bench/README.md).
     population: int | None = None
+    #: Trials run in worker processes even with one worker, while the run's process trains the scheduler's other
+    #: jobs on its own core (the default on a machine of 2 cores or more, see ``automl.state``); not an option.
+    background: bool = False
 
     def __post_init__(self) -> None:
         _one_of("--engine", self.engine, ENGINES)
@@ -104,6 +107,12 @@ class SearchSettings:
         if self.engine != "optuna":
             return 1
         return self.workers if self.workers is not None else os.cpu_count() or 1
+
+    @property
+    def processes(self) -> int:
+        """Local worker processes the search starts: ``n_workers`` when above 1, one in the background, else none
+        (the trials run in the run's process, or only in remote workers with ``--workers 0``)."""
+        return self.n_workers if self.n_workers > 1 else int(self.background and self.n_workers == 1)
 
 
 @dataclass(frozen=True)

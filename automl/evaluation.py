@@ -25,6 +25,7 @@ from automl.models import BaggedModel, Candidate, FoldModel, predict_raw, take_r
 from automl.preprocess import Schema, make_preprocessor
 
 if TYPE_CHECKING:
+    from automl.schedule import Pace
     from automl.state import RunState
 
 __all__ = ["Evaluated", "Protocol", "choose_protocol", "make_protocol", "make_folds", "holdout_split",
@@ -125,46 +126,65 @@ def _sample_rows(rows: np.ndarray, y: np.ndarray, task: str, size: int) -> np.nd
 
 def cross_validate(candidate: Candidate, x: pd.DataFrame | np.ndarray, y: np.ndarray, schema: Schema,
                    folds: Sequence[tuple[np.ndarray, np.ndarray]], scored: np.ndarray | None = None,
-                   deadline: float | None = None) -> Evaluated:
+                   deadline: float | None = None, pace: Pace | None = None) -> Evaluated:
     """Fit ``candidate`` on each fold's training rows; predict its held-out rows.
 
     ``scored`` (default: every row) are the rows that get a prediction, in order; the
     metrics are computed on them. A fold with more training rows than ``candidate.max_rows`` trains
     on a sample of that many. A fold that would start after ``deadline`` (a
-    ``time.monotonic()`` value) raises :class:`CutShortError`.
+    ``time.monotonic()`` value) raises :class:`CutShortError`. With a scheduler's ``pace``, its deadline is the
+    model's, each fold of a model that takes a deadline gets its share of the time
+    (:meth:`automl.schedule.Pace.fold_deadline`), and after each fold the pace may stop the model
+    (:class:`automl.schedule.JobCutShort`) when the rest will not fit.
     """
+    if pace is not None:
+        deadline = pace.deadline if deadline is None else min(deadline, pace.deadline)
     scored = np.arange(len(y)) if scored is None else scored
     n_out = len(schema.classes) if schema.task != "regression" else 0
     oof = np.zeros((len(scored), n_out)) if n_out else np.zeros(len(scored))
     fold_models, train_s, predict_s = [], 0.0, 0.0
     params = candidate.params
+    now = time.monotonic if pace is None else pace.clock
     for train, test in folds:
-        if deadline is not None and time.monotonic() >= deadline:
+        if deadline is not None and now() >= deadline:
             raise CutShortError(f"{candidate.model_id}: the deadline came after {len(fold_models)} of {len(folds)} "
                                 "folds")
         start = time.perf_counter()
         if candidate.max_rows is not None and len(train) > candidate.max_rows:
             train = _sample_rows(train, y, schema.task, candidate.max_rows)
             params = {**candidate.params, "max_rows": candidate.max_rows}  # on the board: it saw a sample
+        fit_kwargs = candidate.fit_kwargs
+        if pace is not None and "deadline" in fit_kwargs:
+            fit_kwargs = {**fit_kwargs, "deadline": min(fit_kwargs["deadline"] or np.inf,
+                                                        pace.fold_deadline(len(fold_models), len(folds)))}
         pre = make_preprocessor(schema, candidate.features)  # fit_transform: target encoding cross-fits
-        est = candidate.make().fit(pre.fit_transform(take_rows(x, train), y[train]), y[train], **candidate.fit_kwargs)
+        est = candidate.make().fit(pre.fit_transform(take_rows(x, train), y[train]), y[train], **fit_kwargs)
         mid = time.perf_counter()
         oof[np.searchsorted(scored, test)] = predict_raw(est, pre.transform(take_rows(x, test)), schema.task)
         predict_s += time.perf_counter() - mid
         train_s += mid - start
         fold_models.append(FoldModel(pre, est))
+        if pace is not None:
+            pace.check(len(fold_models), len(folds), pace.clock() - pace.start)
     model = BaggedModel(candidate.model_id, candidate.algo, schema, fold_models, params,
                         score_all(schema.task, y[scored], oof))
     return Evaluated(model, oof, 1000 * train_s, 1000 * predict_s / len(scored))
 
 
-def evaluate_candidate(state: RunState, candidate: Candidate, stage: str, deadline: float | None = None
-                       ) -> Evaluated | None:
-    """Cross-validate ``candidate`` on the run's protocol and add it to the state; None if it failed."""
+def evaluate_candidate(state: RunState, candidate: Candidate, stage: str, deadline: float | None = None,
+                       pace: Pace | None = None) -> Evaluated | None:
+    """Cross-validate ``candidate`` on the run's protocol and add it to the state; None if it failed.
+
+    A :class:`automl.schedule.JobCutShort` from ``pace`` goes to the scheduler, which counts and may retry it.
+    """
+    from automl.schedule import JobCutShort
+
     protocol = state.protocol
     try:
         result = cross_validate(candidate, state.x, state.y, state.schema, protocol.folds, protocol.scored,
-                                deadline)
+                                deadline, pace)
+    except JobCutShort:
+        raise
     except CutShortError as exc:
         state.events.warn(stage, f"{exc}; not ranked")
         return None

@@ -37,7 +37,7 @@ class AutoML:
                  leaderboard_frame: str | Path | pd.DataFrame | None = None, project: str | None = None,
                  output_dir: str | Path | None = None, verbose: bool | None = None, started_at: float | None = None,
                  distribute: str | None = None, tensorboard: str | Path | None = None,
-                 population: int | None = 1) -> None:
+                 population: int | None = None) -> None:
         for name, value in locals().items():
             if name != "self":
                 setattr(self, name, value)
@@ -110,16 +110,9 @@ class AutoML:
 
 
 def run_stages(state: Any) -> pd.DataFrame:
-    """Search workers (started first: their start-up overlaps the rest), reference models, the GBM search,
-    the network search, refits of its best configurations, ensembles, refits on all rows under a holdout,
-    outputs; return the board."""
-    from automl import boosting, ensembles, outputs, reference, refit, search
+    """Every training job by the scheduler's queue (``automl.jobs``: reference models, the GBM and network
+    searches and their best configurations, ensembles, refits), then the outputs; return the board."""
+    from automl import jobs, outputs
 
-    search.start_workers(state)
-    reference.fit_reference_models(state)
-    boosting.search_boosting(state)
-    search.search(state)
-    search.evaluate_search(state)
-    ensembles.build_ensembles(state)
-    refit.refit_full(state)
+    jobs.run_jobs(state)
     return outputs.finish(state)

@@ -30,27 +30,29 @@ from automl.models import BaggedModel, FoldModel
 from automl.outputs import board_rows
 from automl.state import RunState
 
-__all__ = ["refit_full", "refit_share", "REFIT_ALGOS", "REFIT_SHARE", "MIN_EXTRA_ROWS", "REFIT_COST_FACTOR"]
+__all__ = ["refit_full", "refit_estimate", "REFIT_ALGOS", "MIN_EXTRA_ROWS", "REFIT_COST_FACTOR"]
 
 #: Families refit on all rows. Networks and forests grow on bounded row samples (30,000 rows; 20,000 a tree):
 #: more rows change little (a DRF refit on the 200k table: -0.0006 test AUC, against +0.0017/+0.0024 for GBMs).
 REFIT_ALGOS = ("GBM", "GLM")
 #: A refit is worth its time only when the holdout adds at least this share to the rows trained on.
 MIN_EXTRA_ROWS = 0.1
-#: Share of the budget the search and the networks' refits leave for this stage when it applies (45 s of a
-#: 300 s run: on the 200k table one LightGBM refit on 160k rows takes 17-28 s on 2 busy cores).
-REFIT_SHARE = 0.15
+#: Refits kept time for: the leader-to-be's most weighted members (on the 200k table one LightGBM refit on 160k
+#: rows takes 17-28 s on 2 busy cores).
+REFIT_MEMBERS = 2
 #: A family's first refit's seconds ≈ this × the model's training seconds × the row ratio (no early-stopping
 #: slice to score, but more rounds on more rows: refit/fit 1.42-1.53 for the three GBMs at 160k/128k rows);
 #: later refits of the family use the factor the first one measured.
 REFIT_COST_FACTOR = 1.25
 
 
-def refit_share(state: RunState) -> float:
-    """The budget share kept for refits: :data:`REFIT_SHARE` under a holdout that adds enough rows to a run
-    with refittable families, else 0 (the same in every search worker: it reads only the config and protocol)."""
-    wanted = set(REFIT_ALGOS) & set(state.config.evaluation.algos)
-    return REFIT_SHARE if wanted and _row_ratio(state) - 1 >= MIN_EXTRA_ROWS else 0.0
+def refit_estimate(state: RunState) -> float:
+    """Seconds the scheduler keeps for this stage: the estimated refits of the best model's first
+    :data:`REFIT_MEMBERS` refittable members (0 without a holdout that adds enough rows, or nothing to refit)."""
+    ratio = _row_ratio(state)
+    if ratio - 1 < MIN_EXTRA_ROWS or not state.evaluated:
+        return 0.0
+    return sum(REFIT_COST_FACTOR * ratio * m.training_time_ms / 1000 for m in _members_by_weight(state)[:REFIT_MEMBERS])
 
 
 def _row_ratio(state: RunState) -> float:

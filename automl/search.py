@@ -11,11 +11,9 @@ each fold's training rows; scored on the protocol's rows like every model).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import shutil
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -24,26 +22,34 @@ import joblib
 import numpy as np
 
 from automl import devices
-from automl.budget import FINISH_SECONDS, REPORT_SECONDS, search_should_stop
+from automl.budget import FINISH_SECONDS, Budget
 from automl.engines import SearchData, SearchJob, StopPolicy, TrialRecord, get_engine
 from automl.evaluation import Evaluated, evaluate_candidate, holdout_split
+from automl.events import StageEvents
 from automl.models import Candidate, take_rows
 from automl.preprocess import make_preprocessor
 from automl.quiet import import_tensorflow
-from automl.refit import refit_share
+from automl.schedule import Pace
 from automl.spaces import MAX_EPOCHS, family_space
 from automl.state import RunState
 
-__all__ = ["start_workers", "search", "search_data", "search_job", "load_worker_files", "evaluate_search", "placement",
-           "best_configurations", "TOP_CONFIGS"]
+__all__ = ["start_workers", "in_background", "join_search", "search_slice", "running_trials", "keep_trials",
+           "search_data", "search_job", "background_stop", "load_worker_files", "network_cost",
+           "evaluate_configuration", "evaluates_beside_workers", "placement", "best_configurations", "TOP_CONFIGS",
+           "KEEP_SHARE"]
 
-#: How many of the best search configurations get a leaderboard row.
+#: How many of the best search configurations the background search keeps time for, under a holdout.
 TOP_CONFIGS = 3
-#: Share of the budget kept after the search for refitting its best configurations, under CV (k fits each)
-#: and under a holdout (one fit each, on up to MAX_REFIT_ROWS rows: with 10 % the best configuration's refit on
-#: the 200k table got 24 s, 3 epochs on 128k rows, and scored 0.7947 where its search trial had 0.805).
-EVALUATE_SHARE = 0.3
-HOLDOUT_EVALUATE_SHARE = 0.2
+#: Share of the budget that the background search leaves, at least, to cross-validate its last configurations
+#: after it and to write the outputs. Under CV they are cross-validated while it runs, the best one since the
+#: last at the end; under a holdout only after the workers end (a network refit on 200k rows needs this
+#: process's TensorFlow, whose memory must not sit beside the workers': 4.3 GB where 4 GB are allowed; with
+#: 10 % the best configuration's refit on the 200k table got 24 s, 3 epochs on 128k rows, and scored 0.7947
+#: where its search trial had 0.805).
+KEEP_SHARE = {"beside": 0.1, "after": 0.2}
+#: This process cross-validates networks while the workers search (TensorFlow in both) on tables of at most
+#: this many cells (rows x features); on larger ones only once they have ended (see KEEP_SHARE).
+BESIDE_WORKERS_CELLS = 5_000_000
 #: Share of rows held out to score search trials.
 SEARCH_HOLDOUT = 0.2
 #: Networks train on at most this many rows, in the search and in their refits: on 2 CPU cores a 100-epoch
@@ -52,8 +58,8 @@ MAX_SEARCH_TRAIN_ROWS = 30_000
 MAX_SEARCH_VAL_ROWS = 10_000
 #: A network's refit trains on at most this many of a fold's training rows (see :func:`evaluate_search`).
 MAX_REFIT_ROWS = 200_000
-#: A refit trains its configuration's best epoch count only if its estimate fits in this share of the time left.
-REFIT_MARGIN = 0.6
+#: A refit trains its configuration's best epoch count only if its estimate fits in this share of its time.
+REFIT_MARGIN = 0.8
 #: The search split's arrays, as worker processes read them (see :func:`load_worker_files`).
 ARRAYS = ("x_train", "y_train", "x_val", "y_val")
 #: Bumped when a space changes meaning: a study searched over another space is not resumed.
@@ -61,48 +67,62 @@ SPACE_VERSION = 1
 
 
 def start_workers(state: RunState) -> None:
-    """Open the study and start the search's worker processes now, if it has any: their start-up (TensorFlow,
-    the data, ~10 s) overlaps the reference models, and they run trials from then on. Remote workers
-    (``state.remote``, started by the orchestrator after this) join the study opened here."""
+    """Open the study and start the search's worker processes now, if it has any: they run trials from then on,
+    beside the scheduler's jobs in this process, until their stop rule (:func:`search_job`) says the search is
+    done. Remote workers (``state.remote``, started by the orchestrator after this) join the study opened here."""
     engine, settings = get_engine(state.config.search.engine), state.config.search
-    parallel = settings.n_workers > 1 or settings.fan_out > 0  # remote workers join a study opened here
-    if engine.SUPPORTS_WORKERS and parallel and _worth_searching(state, quiet=True):
+    if state.workers is not None:  # started already (the flow starts them before its fan-out)
+        return
+    parallel = settings.processes > 0 or settings.fan_out > 0  # remote workers join a study opened here
+    if engine.SUPPORTS_WORKERS and parallel and state.family.upper() in state.config.evaluation.algos:
         state.workers = engine.start(search_job(state, with_spec=True), state.budget, state.events)
 
 
-def search(state: RunState) -> list[TrialRecord]:
-    """Search the run's network family with its engine; the trials are kept in the state."""
-    if state.workers is None and not _worth_searching(state):
+def in_background(state: RunState) -> bool:
+    """The network search runs in worker processes (local or remote) rather than as jobs of this process."""
+    return state.workers is not None or state.remote is not None
+
+
+def join_search(state: RunState) -> list[TrialRecord]:
+    """Wait for the background search to end (its stop rule), collect its trials into the state; they are
+    returned. Nothing to wait for when the search ran as jobs of this process."""
+    if not in_background(state):
         return []
-    job = search_job(state, with_spec=True)
-    # Trials in worker processes build their own search split and place themselves; only trials run here
-    # need the split and this process's devices. With local workers, this process imports TensorFlow for the
-    # refits only once they have exited: its ~460 MB of shared libraries and ~300 MB of its own would otherwise
-    # sit beside theirs for the whole search (4.3 GB at 200k rows, where the issue allows 4 GB). Otherwise the
-    # import (3-8 s) is paid now, off the refits' time.
-    here = state.config.search.n_workers == 1
-    data = search_data(state) if here else None
-    if state.config.search.n_workers <= 1:
-        import_tensorflow(state.config.verbose is True)
-
-    state.events.add("search", f"{state.config.search.engine} search, {state.budget.left():.0f}s left")
     engine = get_engine(state.config.search.engine)
-    with devices.trial_context(0, placement(state)) if here else contextlib.nullcontext():
-        trials = engine.search(job, data, state.budget, state.events, state.workers, state.remote)
-    state.trials += [replace(t, family=state.family) for t in trials]
-    return state.trials
+    trials = engine.search(search_job(state, with_spec=True), None, state.budget, state.events, state.workers,
+                           state.remote)
+    state.workers = state.remote = None
+    keep_trials(state, state.family, trials)
+    return trials
 
 
-def _worth_searching(state: RunState, quiet: bool = False) -> bool:
-    """The family is wanted and the time left covers more than the refit and the outputs."""
-    if state.family.upper() not in state.config.evaluation.algos:
-        return False
-    if search_should_stop(state.budget, [], _refit_fits(state), FINISH_SECONDS, _kept_share(state)):
-        if not quiet:
-            state.events.warn("search", f"skipped: {state.budget.left():.0f}s left, less than the refit and "
-                                        "outputs need; raise --max-runtime-secs")
-        return False
-    return True
+def search_slice(state: RunState, deadline: float) -> list[TrialRecord]:
+    """Search the run's network family in this process until ``deadline`` (a scheduler job); the study is
+    resumed by each slice, so slices add up to one search. Returns the family's trials so far."""
+    budget = Budget(max(deadline - state.budget.clock(), 0.0), clock=state.budget.clock)
+    job = search_job(state, stop=StopPolicy(0.0, 0.0, 0.0))
+    if state.search_cache.get("data") is None:
+        state.search_cache["data"] = search_data(state)
+    import_tensorflow(state.config.verbose is True)
+    engine = get_engine(state.config.search.engine)
+    with devices.trial_context(0, placement(state)):
+        trials = engine.search(job, state.search_cache["data"], budget, StageEvents(state.events, "search"))
+    keep_trials(state, state.family, trials)
+    return trials
+
+
+def keep_trials(state: RunState, family: str, trials: list[TrialRecord]) -> None:
+    """The family's trials in the state become ``trials`` (a resumed study lists its earlier ones again)."""
+    state.trials = [t for t in state.trials if t.family != family] + [replace(t, family=family) for t in trials]
+
+
+def running_trials(state: RunState) -> list[TrialRecord]:
+    """The network family's trials so far: those collected, or, while the background search runs, those its
+    study holds now (read from its storage; every engine with workers has ``trials``)."""
+    if not in_background(state):
+        return [t for t in state.trials if t.family == state.family]
+    engine = get_engine(state.config.search.engine)
+    return [replace(t, family=state.family) for t in engine.trials(search_job(state, with_spec=True))]
 
 
 def search_data(state: RunState, family: str | None = None) -> SearchData:
@@ -147,23 +167,26 @@ def search_job(state: RunState, with_spec: bool = False, family: str | None = No
                 "space": f"{SPACE_VERSION}-{hashlib.sha256(repr(space).encode()).hexdigest()[:12]}"}
     study_name = state.study_name
     if family != state.family:
-        config, study_name = config.replace(workers=1, fan_out=0, population=1), f"{study_name}-{family}"
-    spec = (_worker_spec(state) if with_spec and family == state.family
-            and (config.search.n_workers > 1 or config.search.storage) else None)
+        config, study_name = (config.replace(workers=1, fan_out=0, population=1, background=False),
+                               f"{study_name}-{family}")
+    parallel = config.search.processes > 0 or config.search.fan_out > 0 or config.search.storage
+    spec = _worker_spec(state) if with_spec and family == state.family and parallel else None
     return SearchJob(config, space, warm_starts, state.metric, study_name, state.output / "search", MAX_EPOCHS,
-                     stop or StopPolicy(_refit_fits(state), FINISH_SECONDS, _kept_share(state)), identity, spec)
+                     stop or background_stop(state), identity, spec)
 
 
-def _kept_share(state: RunState) -> float:
-    """The budget share the search leaves for the refits of its configurations, the refit stage and the outputs."""
-    evaluate = EVALUATE_SHARE if state.protocol.name == "cv" else HOLDOUT_EVALUATE_SHARE
-    return evaluate + refit_share(state)
+def background_stop(state: RunState) -> StopPolicy:
+    """When the background search stops: the time it keeps is for this process to cross-validate its last
+    configurations (k fits of a trial's size under CV; each of the best once under a holdout) and for the
+    outputs, at least :data:`KEEP_SHARE` of the budget (more where networks wait for the workers to end)."""
+    cv = state.protocol.name == "cv"
+    return StopPolicy(float(len(state.protocol.folds)) if cv else float(TOP_CONFIGS), FINISH_SECONDS,
+                      KEEP_SHARE["beside" if evaluates_beside_workers(state) else "after"])
 
 
-def _refit_fits(state: RunState) -> float:
-    """Fits of a trial's size that must follow the search: the k folds of the best configuration under CV (its
-    next best ones refit only while time allows), the best configurations' single refits under a holdout."""
-    return float(len(state.protocol.folds) if state.protocol.name == "cv" else TOP_CONFIGS)
+def evaluates_beside_workers(state: RunState) -> bool:
+    """Networks are cross-validated in this process while the background search runs (not only after it)."""
+    return len(state.y) * max(len(state.schema.features), 1) <= BESIDE_WORKERS_CELLS
 
 
 def _worker_spec(state: RunState) -> dict[str, Any]:
@@ -218,59 +241,52 @@ def _builtin_names() -> set[str]:
     return set(builtin_cards())
 
 
-def evaluate_search(state: RunState) -> list[Evaluated]:
-    """Rank the best configurations on the protocol, as many as the budget allows (at least one)."""
+def network_cost(state: RunState, trial: TrialRecord) -> float:
+    """Estimated seconds to cross-validate ``trial``'s configuration on the protocol at its best epoch (every
+    fold's fit, on up to :data:`MAX_REFIT_ROWS` rows)."""
+    return len(state.protocol.folds) * _refit_seconds(trial) * _row_scale(state)
+
+
+def _row_scale(state: RunState) -> float:
+    """A refit's rows over its trial's: refits train on more rows when the folds have them."""
+    return max(1.0, min(len(state.protocol.folds[0][0]), MAX_REFIT_ROWS) / len(_search_rows(state)[0]))
+
+
+def evaluate_configuration(state: RunState, trial: TrialRecord, pace: Pace) -> Evaluated | None:
+    """Rank ``trial``'s configuration on the protocol (a scheduler job); None when it failed or the deadline cut
+    a fold short (an undertrained network would rank on the board as if it were this configuration)."""
     from automl.training import KerasNetwork
 
-    unique = best_configurations(state, state.family)
-    if unique:
-        import_tensorflow(state.config.verbose is True)
-    done: list[Evaluated] = []
+    import_tensorflow(state.config.verbose is True)
     folds = len(state.protocol.folds)
-    cap = state.config.search.max_runtime_secs_per_model
-    kept = refit_share(state) * state.budget.seconds  # for the refit stage after the ensembles
     # Refits train on more rows than the trials when the folds have them (a sample drawn before preprocessing):
     # on the 200k table one configuration scored 0.8014 trained on 30k rows for its 45 epochs and 0.8074 on 128k
     # rows for 11 epochs, the same samples in the same 25 s (0.8098 with 25 epochs).
+    scale = _row_scale(state)
     rows = min(len(state.protocol.folds[0][0]), MAX_REFIT_ROWS)
-    scale = max(1.0, rows / len(_search_rows(state)[0]))
-    configs = unique[:TOP_CONFIGS]
-    for k, trial in enumerate(configs):
-        epoch_seconds = folds * _refit_seconds(trial) / trial.best_epoch * scale  # one epoch of every fold's fit
-        cost = epoch_seconds * max(1, round(trial.best_epoch / scale))
-        if done and state.budget.left() < cost + FINISH_SECONDS + kept:
-            state.events.add("evaluate", f"no time to refit trial {trial.number}; stopping here")
-            break
-        # Refits may use the finish reserve but for the report's share (export is quick), not the refit stage's.
-        deadline = state.budget.deadline - REPORT_SECONDS - kept
-        if cap is not None:
-            deadline = min(deadline, time.monotonic() + cap)
-        available = deadline - time.monotonic()
-        epochs = _refit_epochs(trial, epoch_seconds, available, scale, len(configs) - k)
-        if epochs * scale < trial.best_epoch:
-            state.events.warn("evaluate", f"trial {trial.number} refits with {epochs} epochs on {rows} rows, fewer "
-                                          f"samples than its {trial.best_epoch} epochs on the search's rows: {folds} "
-                                          f"fits estimated at {cost:.0f}s, {available:.0f}s left")
-        algo = state.family.upper()
-        candidate = Candidate(
-            f"{algo}_{trial.number}", algo,
-            lambda t=trial, e=epochs: KerasNetwork(t.params, state.schema.task, epochs=e, seed=state.config.seed,
-                                                   n_classes=state.n_classes, family=state.family),
-            {**trial.params, "epochs": epochs}, fit_kwargs={"deadline": deadline},
-            # A bounded sample, drawn before preprocessing: one-hot encoding all of a fold's rows first took
-            # 1.7 GB at 800k rows, and 18 GB at 8M (the run was killed by the OOM killer).
-            max_rows=MAX_REFIT_ROWS)
-        with devices.trial_context(0, placement(state)):
-            result = evaluate_candidate(state, candidate, "evaluate", deadline)
-        if result is None:
-            break
-        if any(getattr(f.estimator, "cut_short_", False) for f in result.model.folds):
-            # An undertrained network would rank on the board as if it were this configuration.
-            state.evaluated.remove(result)
-            state.events.warn("evaluate", f"{candidate.model_id} dropped: the budget ran out during its refit")
-            break
-        done.append(result)
-    return done
+    epoch_seconds = folds * _refit_seconds(trial) / trial.best_epoch * scale  # one epoch of every fold's fit
+    available = pace.deadline - state.budget.clock()
+    epochs = _refit_epochs(trial, epoch_seconds, available, scale)
+    if epochs * scale < trial.best_epoch:
+        state.events.warn("evaluate", f"trial {trial.number} refits with {epochs} epochs on {rows} rows, fewer "
+                                      f"samples than its {trial.best_epoch} epochs on the search's rows: {folds} "
+                                      f"fits estimated at {network_cost(state, trial):.0f}s, {available:.0f}s left")
+    algo = state.family.upper()
+    candidate = Candidate(
+        f"{algo}_{trial.number}", algo,
+        lambda: KerasNetwork(trial.params, state.schema.task, epochs=epochs, seed=state.config.seed,
+                             n_classes=state.n_classes, family=state.family),
+        {**trial.params, "epochs": epochs}, fit_kwargs={"deadline": pace.deadline},
+        # A bounded sample, drawn before preprocessing: one-hot encoding all of a fold's rows first took
+        # 1.7 GB at 800k rows, and 18 GB at 8M (the run was killed by the OOM killer).
+        max_rows=MAX_REFIT_ROWS)
+    with devices.trial_context(0, placement(state)):
+        result = evaluate_candidate(state, candidate, "evaluate", pace=pace)
+    if result is not None and any(getattr(f.estimator, "cut_short_", False) for f in result.model.folds):
+        state.evaluated.remove(result)
+        state.events.warn("evaluate", f"{candidate.model_id} dropped: the deadline came during its refit")
+        return None
+    return result
 
 
 def best_configurations(state: RunState, family: str) -> list[TrialRecord]:

@@ -35,9 +35,9 @@ DEFAULT_RUNTIME_SECS = 120.0
 DEFAULT_IMAGE_RUNTIME_SECS = 200.0
 #: Environment variable naming the folder that holds ``<project>/`` output folders (default ``runs``).
 RUNS_DIR_ENV = "AUTOML_RUNS_DIR"
-#: Below this budget the search runs in the run's own process: a worker process spends ~10 s of it (more on a
-#: busy machine) importing TensorFlow before its first trial.
-WORKERS_MIN_BUDGET = 90.0
+#: Below this budget the search runs in the run's own process: a worker process spends ~10 s (more on a busy
+#: machine) importing TensorFlow before its first trial, which a shorter run cannot spare.
+WORKERS_MIN_BUDGET = 30.0
 #: More classes than this is not a classification the leaderboard's metrics can rank.
 MAX_CLASSES = 1000
 
@@ -68,6 +68,10 @@ class RunState:
     remote: Any = None
     #: The folder of the search split and job that local worker processes load (``search._worker_spec``).
     worker_files: Path | None = None
+    #: Search splits built once per run for the searches run as scheduler jobs (``search.search_slice``).
+    search_cache: dict[str, Any] = field(default_factory=dict)
+    #: The scheduler's ledger (``automl.schedule.Ledger.as_dict`` and the run's CPU use), for ``run.json``.
+    schedule: dict[str, Any] | None = None
 
     @property
     def output(self) -> Path:
@@ -118,7 +122,7 @@ def start(config: RunConfig, data: str | pd.DataFrame | data_mod.Dataset | None 
     project = config.project or ds.card.name
     config = config.replace(max_runtime_secs=budget_s, project=project, started_at=config.started_at or time.time(),
                             output_dir=config.output_dir or str(Path(os.environ.get(RUNS_DIR_ENV) or "runs") / project),
-                            workers=_workers(config, budget_s))
+                            **_workers(config, budget_s))
     budget = Budget.since_wall_time(budget_s, float(config.started_at or time.time()))
     shape = (f"{len(ds.images)} images of {ds.images.shape[1:]}" if ds.images is not None
              else f"{ds.frame.shape[0]} rows, {ds.frame.shape[1]} columns")
@@ -152,11 +156,16 @@ def start(config: RunConfig, data: str | pd.DataFrame | data_mod.Dataset | None 
     return RunState(config, ds, schema, x, y, metric, protocol, budget, events, holdout)
 
 
-def _workers(config: RunConfig, budget_s: float) -> int | None:
-    """The default worker count: one per core, unless the budget is too short to pay each worker's start-up."""
+def _workers(config: RunConfig, budget_s: float) -> dict[str, Any]:
+    """The default search workers: one process per core but one, in the background, so that the run's process
+    trains the scheduler's other jobs on the core left (none on one core, or when the budget is too short to pay
+    a worker's start-up: the trials then run in the run's process, as scheduler jobs)."""
     if config.search.workers is not None or config.search.engine != "optuna":
-        return config.search.workers
-    return config.search.n_workers if budget_s >= WORKERS_MIN_BUDGET else 1
+        return {"workers": config.search.workers}
+    cores = os.cpu_count() or 1
+    if cores >= 2 and budget_s >= WORKERS_MIN_BUDGET:
+        return {"workers": cores - 1, "background": True}
+    return {"workers": 1}
 
 
 def _ingest(config: RunConfig, data: str | pd.DataFrame | data_mod.Dataset | None) -> data_mod.Dataset:

@@ -96,7 +96,7 @@ def one_setting(workers: int, seconds: float, threads: int | None = None) -> dic
     """
     from automl import search as search_stage
     from automl.config import RunConfig
-    from automl.search import EVALUATE_SHARE
+    from automl.search import KEEP_SHARE
     from automl.state import start
 
     if threads:
@@ -107,9 +107,9 @@ def one_setting(workers: int, seconds: float, threads: int | None = None) -> dic
     import keras  # noqa: F401  - the search pays this import itself; keep it out of the measurement
 
     with tempfile.TemporaryDirectory(prefix="automl-scale-") as tmp:
-        # The search stops when EVALUATE_SHARE of the budget is left (kept for refits); the clock (which worker
-        # processes read from the config) starts with the search.
-        config = RunConfig.from_options(dataset="diabetes", max_runtime_secs=seconds / (1 - EVALUATE_SHARE),
+        # The search stops when KEEP_SHARE of the budget is left (kept for cross-validating its configurations);
+        # the clock (which worker processes read from the config) starts with the search.
+        config = RunConfig.from_options(dataset="diabetes", max_runtime_secs=seconds / (1 - KEEP_SHARE["beside"]),
                                         workers=workers, include_algos=["MLP"], project="scale", output_dir=tmp,
                                         seed=1, verbose=False, started_at=time.time())
         state = start(config)
@@ -117,7 +117,8 @@ def one_setting(workers: int, seconds: float, threads: int | None = None) -> dic
         memory.start()
         begin = time.monotonic()
         search_stage.start_workers(state)
-        records = search_stage.search(state)
+        records = (search_stage.join_search(state) if search_stage.in_background(state)
+                   else search_stage.search_slice(state, state.budget.started + seconds))
         wall = time.monotonic() - begin
         peaks = memory.stop()
         finished = [t for t in _study(Path(tmp) / "search").trials if t.state.is_finished()]
@@ -164,7 +165,7 @@ def via_prefect(storage: str, seconds: float) -> list[dict[str, Any]]:
     import optuna
     import pandas as pd
 
-    from automl.search import EVALUATE_SHARE
+    from automl.search import KEEP_SHARE
 
     results = []
     with tempfile.TemporaryDirectory(prefix="automl-scale-pool-") as tmp, prefect_server():
@@ -183,7 +184,7 @@ def via_prefect(storage: str, seconds: float) -> list[dict[str, Any]]:
                 out = Path(tmp) / project
                 log(f"search through the CLI, {mode}, ~{seconds:g}s ...")
                 subprocess.run([sys.executable, "-m", "automl.run", "diabetes", "--include-algos", "MLP", "--storage",
-                                storage, "--max-runtime-secs", str(round(seconds / (1 - EVALUATE_SHARE))),
+                                storage, "--max-runtime-secs", str(round(seconds / (1 - KEEP_SHARE["beside"]))),
                                 "--project", project, "--output", str(out), *flags], cwd=tmp, env=env, check=True,
                                capture_output=True)
                 events = pd.read_csv(out / "event_log.csv", parse_dates=["timestamp"])

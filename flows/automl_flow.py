@@ -1,8 +1,7 @@
-"""``automl_flow``: ingest → preprocess → reference models → search → evaluate → ensembles → refit → leaderboard →
-publish.
+"""``automl_flow``: ingest → preprocess → train models (the scheduler's queue) → leaderboard → publish.
 
-Each task wraps one stage function of the library (``automl.state.start``,
-``automl.reference``, ``automl.search``, ``automl.ensembles``, ``automl.outputs``). Only
+Each task wraps one stage function of the library (``automl.state.start``, ``automl.jobs.run_jobs``,
+``automl.outputs``). Only
 ingest is cached, keyed on a fingerprint of the source (file bytes + dataset card +
 overrides) that is computed without parsing the table; the later stages hand each other
 the in-memory run state, so they are never cached. ``flows/retrain.py`` reuses
@@ -30,14 +29,14 @@ from prefect.artifacts import (
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from automl import boosting, outputs, reference, refit
+from automl import outputs
 from automl import search as search_stage
 from automl.budget import Budget
 from automl.config import RunConfig
 from automl.data import Dataset, builtin_cards, cards_dir, load
-from automl.ensembles import build_ensembles
 from automl.errors import InputError
 from automl.events import EventLog
+from automl.jobs import run_jobs
 from automl.state import DEFAULT_RUNTIME_SECS, RUNS_DIR_ENV, RunState, start
 from flows.search_worker import check_fan_out, fan_out
 
@@ -133,37 +132,15 @@ def preprocess(config: RunConfig, ds: Dataset, events: EventLog) -> RunState:
 @task(name="start-search-workers", task_run_name="start-search-workers-{state.config.project}",
       cache_policy=NO_CACHE)
 def start_search_workers(state: RunState) -> None:
+    """Open the network search's study and start its worker processes (before the fan-out, which joins it)."""
     search_stage.start_workers(state)
 
 
-@task(name="reference-models", task_run_name="reference-models-{state.config.project}", cache_policy=NO_CACHE)
-def reference_models(state: RunState) -> int:
-    return len(reference.fit_reference_models(state))
-
-
-@task(name="boosting-search", task_run_name="boosting-search-{state.config.project}", cache_policy=NO_CACHE)
-def boosting_search(state: RunState) -> int:
-    return len(boosting.search_boosting(state))
-
-
-@task(name="search", task_run_name="search-{state.config.project}", cache_policy=NO_CACHE)
-def search(state: RunState) -> int:
-    return len(search_stage.search(state))
-
-
-@task(name="evaluate-search", task_run_name="evaluate-search-{state.config.project}", cache_policy=NO_CACHE)
-def evaluate_search(state: RunState) -> int:
-    return len(search_stage.evaluate_search(state))
-
-
-@task(name="ensembles", task_run_name="ensembles-{state.config.project}", cache_policy=NO_CACHE)
-def ensembles(state: RunState) -> int:
-    return len(build_ensembles(state))
-
-
-@task(name="refit-full", task_run_name="refit-full-{state.config.project}", cache_policy=NO_CACHE)
-def refit_full(state: RunState) -> int:
-    return len(refit.refit_full(state))
+@task(name="train-models", task_run_name="train-models-{state.config.project}", cache_policy=NO_CACHE)
+def train_models(state: RunState) -> int:
+    """Every training job of the run, by the scheduler's queue (``automl.jobs``); returns the models ranked."""
+    run_jobs(state)
+    return len(state.evaluated)
 
 
 @task(name="leaderboard", task_run_name="leaderboard-{state.config.project}", cache_policy=NO_CACHE)
@@ -206,12 +183,7 @@ def train(config: RunConfig, ds: Dataset) -> RunState:
         state = preprocess(config, ds, events)
         start_search_workers(state)
         fan_out(state, deployment)
-        reference_models(state)
-        boosting_search(state)
-        search(state)
-        evaluate_search(state)
-        ensembles(state)
-        refit_full(state)
+        train_models(state)
         leaderboard(state)
     finally:
         events.unsubscribe(progress)

@@ -138,85 +138,43 @@ def test_a_refit_on_more_rows_trains_the_trials_samples_and_more_epochs_while_it
     # 4x the rows: 10 epochs see the trial's samples. One epoch costs 2 s.
     assert _refit_epochs(trial, epoch_seconds=2.0, available=10.0, scale=4.0) == int(REFIT_MARGIN * 10 / 2)
     assert _refit_epochs(trial, epoch_seconds=2.0, available=40.0, scale=4.0, configs=3) == 10  # its share: 8 s
-    assert _refit_epochs(trial, epoch_seconds=2.0, available=200.0, scale=4.0, configs=3) == 20  # 40 s: 20 epochs
+    shared = int(REFIT_MARGIN * 200 / 3 / 2)  # its share of 200 s, 2 s an epoch
+    assert _refit_epochs(trial, epoch_seconds=2.0, available=200.0, scale=4.0, configs=3) == shared
     assert _refit_epochs(trial, epoch_seconds=2.0, available=1000.0, scale=4.0) == 40  # never past the best epoch
 
 
-@pytest.mark.parametrize("spent", [0.0, 900.0])
-def test_no_reference_model_trains_past_the_reference_share(monkeypatch, spent):
-    """The first reference model stops at the end of the stage's share too (boosting 8M rows once took 24 of a
-    run's 30 minutes), unless the run starts so late that only its least time is left: then it gets that."""
-    from automl import reference
-    from automl.config import RunConfig
-    from automl.state import start
-
-    state = start(RunConfig.from_options(dataset="diabetes", max_runtime_secs=1000, verbose=False))
-    clock = FakeClock(1e6)  # stands still: deadlines are compared exactly
-    state.budget = Budget(1000, clock=clock, started=clock.now - spent)
-    given: list[float] = []
-    # Every candidate fails (None): each is then a "first" model, the case with the longest deadline.
-    monkeypatch.setattr(reference, "evaluate_candidate", lambda state, cand, stage, deadline: given.append(deadline))
-    reference.fit_reference_models(state)
-    share_end = state.budget.deadline - (1 - reference.REFERENCE_SHARE) * 1000
-    assert len(given) >= 2
-    if spent == 0:
-        assert max(given) == pytest.approx(share_end)
-    else:  # the share ended long ago: the least time, not the rest of the budget
-        assert given == [clock.now + reference.FIRST_MODEL_SECONDS] * len(given)
-        assert max(given) < state.budget.deadline
-
-
-def test_the_search_keeps_its_refits_share_and_the_refit_stages():
-    """Under CV the best configuration refits k times; under a holdout each refits once, on more rows than its
-    trial (automl.search.MAX_REFIT_ROWS), and the refit stage's share comes on top."""
-    from automl import search
-    from automl.config import RunConfig
-    from automl.refit import refit_share
-    from automl.state import start
-
-    kept = {}
-    for validation in ("cv", "holdout"):
-        state = start(RunConfig.from_options(dataset="diabetes", max_runtime_secs=120, validation=validation,
-                                             verbose=False))
-        job = search.search_job(state)
-        kept[validation] = (job.stop.keep_share, job.stop.refit_trials, refit_share(state))
-    assert kept["cv"] == (search.EVALUATE_SHARE, 5.0, 0.0)
-    assert kept["holdout"][2] > 0  # the holdout's rows are worth refitting on
-    assert kept["holdout"][:2] == (pytest.approx(search.HOLDOUT_EVALUATE_SHARE + kept["holdout"][2]),
-                                   search.TOP_CONFIGS)
-
-
-def test_boosting_that_would_take_the_whole_share_leaves_the_row_bounded_models_their_time(monkeypatch):
-    """On 8M rows GBM_1 trained until the share's end and the GLM and forests (seconds each, on row samples) were
-    skipped. Here every GBM trains until its deadline, the others as long as their estimate."""
+def _drive(monkeypatch, state, budget: float, start_up: float, took: dict[str, float]) -> tuple[list[str], FakeClock]:
+    """Run the scheduler's queue (``automl.jobs``) on a fake clock where each reference model takes ``took[algo]``
+    seconds (at most until its deadline) and a GBM search batch its whole time; the models trained, in order."""
     from types import SimpleNamespace
 
-    from automl import reference
-    from automl.config import RunConfig
-    from automl.state import start
+    from automl import boosting, jobs
 
-    state = start(RunConfig.from_options(dataset="diabetes", max_runtime_secs=1000, verbose=False))
     clock = FakeClock(1e6)
-    state.budget = Budget(1000, clock=clock, started=clock.now)
-    trained: dict[str, float] = {}
+    state.budget = Budget(budget, clock=clock, started=clock.now - start_up)
+    trained: list[str] = []
 
-    def train(state, candidate, stage, deadline):
-        seconds = deadline - clock.now if candidate.algo == "GBM" else 1.0
-        clock.advance(seconds)
-        trained[candidate.model_id] = seconds
-        return SimpleNamespace(training_time_ms=1000 * seconds)
+    def train(state, candidate, stage, deadline=None, pace=None):
+        clock.advance(min(took[candidate.algo], pace.deadline - clock.now))
+        trained.append(candidate.model_id)
+        return SimpleNamespace(training_time_ms=1000 * took[candidate.algo])
 
-    monkeypatch.setattr(reference, "evaluate_candidate", train)
-    reference.fit_reference_models(state)
-    assert {"GBM_1", "GLM_1", "DRF_1", "XRT_1"} <= set(trained)  # the GBMs after the first one do not fit
-    assert not {"GBM_2", "GBM_3"} & set(trained)
-    assert clock.now <= state.budget.deadline - (1 - reference.REFERENCE_SHARE) * 1000  # all within the share
+    def batch(state, deadline):
+        clock.advance(deadline - clock.now)
+        trained.append("batch")
+        return []
+
+    monkeypatch.setattr(jobs, "evaluate_candidate", train)
+    monkeypatch.setattr(boosting, "search_batch", batch)
+    jobs.run_jobs(state)
+    return trained, clock
 
 
-def test_on_the_200k_table_every_reference_model_fits_in_the_share(monkeypatch):
-    """The reserve for the GLM and forests must not starve the later GBMs on a mid-size table: the seconds each
-    model took on the 200k synthetic table at 300 s (2026-12-04) all fit in the share, as they did before it."""
+def test_every_family_trains_its_first_model_before_the_portfolio_goes_on(monkeypatch):
+    """The 200k synthetic table at 300 s, each model taking what it took there (2026-12-04): the families' first
+    models, then the other GBMs of the portfolio, then GBM search batches until the time kept for the end."""
     from automl.config import RunConfig
+    from automl.jobs import end_seconds
     from automl.state import start
 
     rng = np.random.default_rng(0)
@@ -225,43 +183,34 @@ def test_on_the_200k_table_every_reference_model_fits_in_the_share(monkeypatch):
     for j in range(5):
         frame[f"c{j}"] = pd.Categorical.from_codes(rng.integers(0, 50, n), [f"lvl{k}" for k in range(50)])
     frame["y"] = rng.integers(0, 2, n)
-    state = start(RunConfig.from_options(target="y", max_runtime_secs=300, verbose=False), frame)
+    state = start(RunConfig.from_options(target="y", max_runtime_secs=300, verbose=False,
+                                         exclude_algos=["MLP"]), frame)
     assert state.protocol.name == "holdout"
-    trained, _ = _trained_references(monkeypatch, state, 300, 3, {"GBM": 20.0, "GLM": 6.8, "DRF": 16.4, "XRT": 9.1})
-    assert trained == ["GBM_1", "GLM_1", "GBM_2", "DRF_1", "GBM_3", "XRT_1"]
+    trained, clock = _drive(monkeypatch, state, 300, 3, {"GBM": 20.0, "GLM": 6.8, "DRF": 16.4, "XRT": 9.1})
+    assert trained[:6] == ["GBM_1", "GLM_1", "DRF_1", "XRT_1", "GBM_2", "GBM_3"]
+    assert "batch" in trained
+    assert clock.now <= state.budget.deadline - end_seconds(state) + 1e-6
 
 
-def _trained_references(monkeypatch, state, budget: float, start_up: float,
-                        took: dict[str, float]) -> tuple[list[str], FakeClock]:
-    """The reference models that train, in order, when each takes ``took[algo]`` seconds (at most until its
-    deadline) and the run started ``start_up`` seconds before them; and the clock after them."""
-    from types import SimpleNamespace
-
-    from automl import reference
-
-    clock = FakeClock(1e6)
-    state.budget = Budget(budget, clock=clock, started=clock.now - start_up)
-    trained: list[str] = []
-
-    def train(state, candidate, stage, deadline):
-        clock.advance(min(took[candidate.algo], deadline - clock.now))
-        trained.append(candidate.model_id)
-        return SimpleNamespace(training_time_ms=1000 * took[candidate.algo])
-
-    monkeypatch.setattr(reference, "evaluate_candidate", train)
-    reference.fit_reference_models(state)
-    return trained, clock
-
-
-def test_a_cheap_reference_model_is_not_skipped_to_keep_time_for_the_ones_after_it(monkeypatch):
-    """Pima at 30 s (2026-12-05) skipped GLM_1, estimated 1 s, to keep time for the forests after it, which then
-    trained: only a model whose cost grows with the rows (boosting) keeps time back for the row-bounded ones."""
-    from automl import reference
+def test_boosting_that_trains_to_its_deadline_leaves_the_other_families_their_time(monkeypatch):
+    """On 8M rows GBM_1 trained until its deadline and the GLM and forests were skipped: their first models are
+    required, so the time their estimates need is kept from GBM_1's deadline."""
     from automl.config import RunConfig
     from automl.state import start
 
-    state = start(RunConfig.from_options(dataset="diabetes", max_runtime_secs=30, verbose=False))
-    # Start-up and training times as measured in that run.
-    trained, clock = _trained_references(monkeypatch, state, 30, 4, {"GBM": 1.5, "GLM": 0.2, "DRF": 2.0, "XRT": 1.8})
-    assert trained[:2] == ["GBM_1", "GLM_1"]
-    assert clock.now <= state.budget.deadline - (1 - reference.REFERENCE_SHARE) * 30
+    state = start(RunConfig.from_options(dataset="diabetes", max_runtime_secs=1000, verbose=False,
+                                         exclude_algos=["MLP"]))
+    trained, _ = _drive(monkeypatch, state, 1000, 0, {"GBM": float("inf"), "GLM": 1.0, "DRF": 1.0, "XRT": 1.0})
+    assert trained[:4] == ["GBM_1", "GLM_1", "DRF_1", "XRT_1"]
+
+
+def test_a_short_run_trains_every_family(monkeypatch):
+    """Pima at 30 s with the start-up and training times measured in such a run (2026-12-05)."""
+    from automl.config import RunConfig
+    from automl.state import start
+
+    state = start(RunConfig.from_options(dataset="diabetes", max_runtime_secs=30, verbose=False,
+                                         exclude_algos=["MLP"]))
+    trained, clock = _drive(monkeypatch, state, 30, 4, {"GBM": 1.5, "GLM": 0.2, "DRF": 2.0, "XRT": 1.8})
+    assert trained[:4] == ["GBM_1", "GLM_1", "DRF_1", "XRT_1"]
+    assert clock.now <= state.budget.deadline

@@ -147,8 +147,11 @@ def test_a_network_refit_preprocesses_only_the_rows_it_trains_on(monkeypatch):
     monkeypatch.setattr(evaluation, "make_preprocessor", recording)
     state.trials = [TrialRecord(0, "COMPLETE", 0.8, best_epoch=2, duration_s=1.0, params=dict(MLP_WARM_STARTS[0]),
                                 family="mlp")]
-    done = search.evaluate_search(state)
-    assert [e.model.model_id for e in done] == ["MLP_0"]
-    assert fitted_rows == [100] and done[0].model.params["max_rows"] == 100
+    from automl.schedule import Pace
+
+    pace = Pace("MLP_0", state.budget.clock(), state.budget.deadline)
+    done = search.evaluate_configuration(state, state.trials[0], pace)
+    assert done is not None and done.model.model_id == "MLP_0"
+    assert fitted_rows == [100] and done.model.params["max_rows"] == 100
     # Still scored on every holdout row.
-    assert len(done[0].oof) == len(state.protocol.scored)
+    assert len(done.oof) == len(state.protocol.scored)

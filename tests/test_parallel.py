@@ -102,7 +102,9 @@ def test_a_killed_workers_trial_is_retried_through_heartbeats(pg_url: str, proje
     config = RunConfig.from_options(max_runtime_secs=900, max_models=0, workers=2, storage=pg_url,
                                     include_algos=["MLP"], project=project, output_dir=str(tmp_path / "out"),
                                     verbose=False)
-    assert search.search(start(config, "diabetes")) == []
+    state = start(config, "diabetes")
+    search.start_workers(state)
+    assert search.join_search(state) == []
     study = _only_study(pg_url, project)
     # Give the unsupervised workers more trials than they will run: the test stops them. Rounds of 4 members
     # (this project's own heartbeats, one thread for a round's trials) keep a round, and so a retry, short.

@@ -117,7 +117,7 @@ def open_study(storage_url: str | None, storage_dir: Path, study_name: str, job:
     # duplicates are still refused by the check in _ask). Parallel workers keep it whatever they train: it is what
     # keeps them from proposing alike.
     settings = None if job is None else job.config.search
-    liar = settings is None or settings.population == 1 or settings.n_workers > 1 or settings.fan_out > 0 \
+    liar = settings is None or settings.population == 1 or settings.processes > 1 or settings.fan_out > 0 \
         or bool(settings.storage)
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=TPE_STARTUP, constant_liar=liar)
     pruner = optuna.pruners.HyperbandPruner(min_resource=HYPERBAND_MIN_EPOCHS, max_resource=max_epochs,
@@ -653,7 +653,7 @@ def start(job: SearchJob, budget: Budget, events: EventLog) -> _Pool:
     """
     study = _open(job, events)
     pool = _Pool(study, job, events)
-    if pool.size > 1:
+    if pool.size > 0:
         if job.spec is None:
             raise ValueError("search with workers > 1 needs the spec that worker processes rebuild the data from")
         pool.start_all(StopRule(budget, job))
@@ -672,9 +672,9 @@ def search(job: SearchJob, data: SearchData | None, budget: Budget, events: Even
     pool = started or start(job, budget, events)
     study = pool.study
     progress = _Progress(study, job, budget, events, pool.created)
-    if pool.size == 1:
+    if pool.size == 0 and job.config.search.n_workers == 1:
         reason = work(study, job, data, stop, on_trial=lambda s, t: progress.show(), events=events)
-    elif pool.size > 1:
+    elif pool.size > 0:
         reason = pool.supervise(stop, progress)
     else:  # no trials here (--workers 0): the remote workers run them all
         reason = None
@@ -684,11 +684,24 @@ def search(job: SearchJob, data: SearchData | None, budget: Budget, events: Even
     (events.warn if reason and "failed" in reason else events.add)("search", f"search stopped: "
                                                                             f"{reason or 'time budget'}")
     listed = _listed(study.trials)
-    if remote is not None or pool.size > 1:
+    if remote is not None or pool.size > 0:
         counts = Counter(_worker_name(t) for t in listed)
         events.add("search", "trials per worker: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     retries = {t.system_attrs["failed_trial"]: t.number for t in study.trials if "failed_trial" in t.system_attrs}
     return [_record(t, retries.get(t.number)) for t in listed]
+
+
+_READERS: dict[tuple[str, str], Any] = {}
+
+
+def trials(job: SearchJob) -> list[TrialRecord]:
+    """The study's trials as they stand now, read from its storage while workers run them (the scheduler polls
+    this between jobs: one study object per storage is kept, so that a journal is read on from where it was)."""
+    storage = job.config.search.storage or str(job.storage_dir / "study.journal")
+    key = (storage, job.study_name)
+    if key not in _READERS:
+        _READERS[key] = open_study(job.config.search.storage, job.storage_dir, job.study_name)
+    return [_record(t) for t in _listed(_READERS[key].get_trials(deepcopy=False))]
 
 
 def _end_remote(remote: RemoteWorkers, study: Any, stop: StopRule, progress: _Progress, events: EventLog) -> None:
@@ -791,8 +804,9 @@ class _Pool:
 
     def __init__(self, study: Any, job: SearchJob, events: EventLog) -> None:
         settings = job.config.search
-        self.study, self.events, self.size, self.created = study, events, settings.n_workers, datetime.now()
-        threads = max(1, (os.cpu_count() or 1) // max(self.size, 1))
+        self.study, self.events, self.size, self.created = study, events, settings.processes, datetime.now()
+        # A background worker leaves the run's process a core of its own: the cores are never oversubscribed.
+        threads = max(1, ((os.cpu_count() or 1) - int(settings.background)) // max(self.size, 1))
         self.command = [sys.executable, "-m", "automl.worker", "--study", job.study_name, "--threads", str(threads),
                         "--storage", settings.storage or str(job.storage_dir / "study.journal"), "--supervised"]
         self.logs = job.storage_dir / "workers"
@@ -802,6 +816,7 @@ class _Pool:
         self.threads = threads
         self._supervised = threading.Event()  # set when supervise() takes over from the keep-alive thread
         self._keeper: threading.Thread | None = None
+        self.stop: StopRule | None = None
 
     def start(self, slot: int, trials: int = TRIALS_PER_PROCESS) -> None:
         # Worker output (TensorFlow's start-up chatter, tracebacks) goes to a log file, not the user's terminal.
@@ -812,6 +827,7 @@ class _Pool:
         self.started[self.procs[slot].pid] = datetime.now()  # the clock of Optuna's datetime_start
 
     def start_all(self, stop: StopRule) -> None:
+        self.stop = stop
         if stop.reason(self.study.trials) is not None:
             return
         for slot in range(self.size):
@@ -821,6 +837,12 @@ class _Pool:
                                   f"thread(s) each; logs in {self.logs}")
         self._keeper = threading.Thread(target=self._keep_alive, args=(stop,), daemon=True)
         self._keeper.start()
+
+    def running(self) -> bool:
+        """The search goes on: a worker process is alive, or the stop rule says go on (a recycled worker is
+        about to be replaced). Without local workers (``--workers 0``), remote ones decide: assumed running."""
+        return self.size == 0 or any(proc.poll() is None for proc in self.procs.values()) or (
+            self.stop is not None and self.stop.reason(self.study.trials) is None)
 
     def supervise(self, stop: StopRule, progress: _Progress) -> str | None:
         """Keep the workers running until the search is done; return the stop reason."""

@@ -1,0 +1,307 @@
+"""The run's jobs: what each stage gives the scheduler, and the run from its first model to its ensembles.
+
+:func:`run_jobs` queues the reference portfolio (each family's first model is *required*: the scheduler keeps its
+time from the jobs before it), the network search (in worker processes beside this one, or as slices of this
+process's time on one core), and, as the queue runs, the jobs that follow from what it measured: a batch of GBM
+search trials whenever nothing else waits (the queue's filler: both cores are busy until the end), the
+cross-validation of every searched configuration that beats the family's best so far (GBM and networks; the
+best network configuration found late too), then the ensembles and, under a holdout, the refits on all rows.
+What the outputs, the ensembles and the refits will need is kept from the queue all along
+(:func:`end_seconds`). Priorities (lower first): the families' first models, the rest of the portfolio in its
+order, then search and evaluation jobs in turn, each family's next job later the more it already had.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+from automl import boosting, ensembles, refit, search
+from automl.budget import FINISH_SECONDS
+from automl.config import ENSEMBLE_ALGO
+from automl.engines import TrialRecord
+from automl.evaluation import evaluate_candidate
+from automl.reference import reference_portfolio
+from automl.schedule import Job, JobCutShort, Pace, Scheduler
+from automl.state import RunState
+
+__all__ = ["run_jobs", "end_seconds", "BATCH_SHARE", "MIN_BATCH_SECONDS", "MAX_BATCH_SECONDS", "FIRST_NETWORK_SHARE"]
+
+#: A GBM search batch (or a network search slice in this process) lasts this share of the budget, within
+#: [MIN_BATCH_SECONDS, MAX_BATCH_SECONDS]: long enough for several trials, short enough that the queue looks
+#: again at what the other families found.
+BATCH_SHARE = 0.05
+MIN_BATCH_SECONDS, MAX_BATCH_SECONDS = 2.0, 30.0
+#: Before any network trial ends, the first network model is expected to cost this share of the budget (5 folds
+#: of a trial's size on a small table: Pima's first MLP ranked in 4-9 s of a 120 s run).
+FIRST_NETWORK_SHARE = 0.08
+#: A retried reference model trains on this share of the rows its cut fold's pace says would fit.
+RETRY_MARGIN = 0.7
+#: A cut model is retried only on at least this share of its rows: fewer would rank a different model.
+MIN_RETRY_ROWS = 0.2
+#: The outputs: seconds for the report and the leaderboard, then per ranked model (each is exported and drawn)
+#: and per feature (the leader's permutation importance). Diabetes at 60 s: 7.4 s for 10 models and 8
+#: features (4.3 s for 15 models once the MLP worker had ended); a 10k-row table of 46 columns: 13 s for 14 models.
+OUTPUT_SECONDS, OUTPUT_SECONDS_PER_MODEL, OUTPUT_SECONDS_PER_FEATURE = 3.0, 0.1, 0.1
+#: Ensembles: seconds per base model and scored row (three stacks, greedy selection on up to 10k rows).
+ENSEMBLE_SECONDS_PER_CELL = 2e-6
+
+
+def run_jobs(state: RunState) -> None:
+    """Train everything the budget allows, by the scheduler's queue; the outputs follow (``automl.outputs``)."""
+    run = _Run(state)
+    run.start()
+    run.scheduler.drain()
+    run.finish()
+
+
+def end_seconds(state: RunState) -> float:
+    """Seconds kept for the end of the run: the ensembles, the refits on all rows (holdout), the outputs."""
+    models = len(state.evaluated) + 3
+    rows = len(state.protocol.scored)
+    ensemble = 0.5 + ENSEMBLE_SECONDS_PER_CELL * rows * models * 3
+    features = len(state.schema.features) if state.schema.task != "image" else 0
+    outputs = OUTPUT_SECONDS + OUTPUT_SECONDS_PER_MODEL * models + min(OUTPUT_SECONDS_PER_FEATURE * features, 10.0)
+    return outputs + ensemble + refit.refit_estimate(state)
+
+
+class _Run:
+    """One run's queue: the jobs it starts with, those it adds as results come in, and the end."""
+
+    def __init__(self, state: RunState) -> None:
+        self.state = state
+        self.scheduler = Scheduler(state.budget, lambda: end_seconds(state), self._log, feed=self._feed)
+        self.family = state.family.upper()
+        self.networks = self.family in state.config.evaluation.algos
+        self.gbm = "GBM" in state.config.evaluation.algos and state.schema.task != "image"
+        self.evaluated: dict[str, set[str]] = {"gbm": set(), "net": set()}  # configurations queued or ranked
+        self.best_queued: dict[str, float] = {}  # the best validation score queued for ranking, per search
+        self.steps: dict[str, int] = {}
+        self.batch_waiting = False
+
+    def _log(self, level: str, message: str) -> None:
+        (self.state.events.warn if level == "warn" else self.state.events.add)("schedule", message)
+
+    @property
+    def batch_seconds(self) -> float:
+        return min(MAX_BATCH_SECONDS, max(MIN_BATCH_SECONDS, BATCH_SHARE * self.state.budget.seconds))
+
+    def _step(self, kind: str) -> float:
+        """A priority after the portfolio: each kind's jobs take turns (2.0, 2.1, … per kind)."""
+        n = self.steps.get(kind, 0)
+        self.steps[kind] = n + 1
+        return 2.0 + 0.1 * n
+
+    def start(self) -> None:
+        state = self.state
+        self.search_started = state.budget.clock()
+        search.start_workers(state)
+        if state.workers is not None:
+            self._limit_threads()
+        for i, ref in enumerate(reference_portfolio(state)):
+            # Each family's first model before the rest of the portfolio, in the portfolio's order.
+            priority = (0.0 if ref.first_of_family else 1.0) + 0.01 * i
+            self.scheduler.add(self._reference_job(ref.candidate, ref.estimate, priority, ref.first_of_family))
+        if self.networks:
+            if search.in_background(state):
+                self.scheduler.add(Job(f"first {self.family}", self.family, 0.005, self._first_network_estimate,
+                                       self._first_network, required=True, cap=self._cap(),
+                                       ready=self._network_ready))
+            else:
+                self.scheduler.add(self._slice_job(0.005, required=True))
+
+    def _limit_threads(self) -> None:
+        """This process trains beside the workers on the core they leave it: one TensorFlow thread (set before
+        TensorFlow starts; LightGBM and scikit-learn read the load average, ``devices.free_cores``)."""
+        os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
+        os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+
+    def _cap(self) -> float | None:
+        return self.state.config.search.max_runtime_secs_per_model
+
+    # -- the reference portfolio ------------------------------------------------------------------------------
+
+    def _reference_job(self, candidate: Any, estimate: float, priority: float, required: bool) -> Job:
+        state = self.state
+
+        def run(pace: Pace) -> Any:
+            if state.schema.task != "image":  # the image references are plain scikit-learn pipelines
+                candidate.fit_kwargs["deadline"] = pace.deadline
+            return evaluate_candidate(state, candidate, "reference", pace=pace)
+
+        def retry(job: Job, cut: JobCutShort) -> Job | None:
+            rows = len(state.protocol.folds[0][0]) if candidate.max_rows is None else candidate.max_rows
+            fewer = int(rows * RETRY_MARGIN * max(self.scheduler.usable(), 0.0) / max(cut.projected, 1e-9))
+            if fewer < MIN_RETRY_ROWS * rows or fewer < 100:
+                return None
+            from dataclasses import replace
+
+            smaller = replace(candidate, max_rows=fewer, fit_kwargs=dict(candidate.fit_kwargs))
+            self._log("info", f"{candidate.model_id} queued again on {fewer} of its {rows} rows")
+            again = self._reference_job(smaller, estimate * fewer / rows, priority, required)
+            again.retry = None  # once
+            return again
+
+        return Job(candidate.model_id, candidate.algo, priority, estimate, run, required=required, cap=self._cap(),
+                   retry=retry)
+
+    # -- the network search -----------------------------------------------------------------------------------
+
+    def _network_ready(self) -> bool:
+        """A network configuration can be ranked: a trial completed, and (holdout) the workers have ended."""
+        if search.in_background(self.state) and not search.evaluates_beside_workers(self.state):
+            return False
+        return bool(self._completed("net"))
+
+    def _first_network_estimate(self) -> float:
+        done = self._completed("net")
+        if done:
+            return search.network_cost(self.state, done[0])
+        return FIRST_NETWORK_SHARE * self.state.budget.seconds
+
+    def _first_network(self, pace: Pace) -> Any:
+        return self._rank_network(self._completed("net")[0], pace)
+
+    def _rank_network(self, trial: TrialRecord, pace: Pace) -> Any:
+        self.evaluated["net"].add(_key(trial))
+        self._track("net", trial)
+        return search.evaluate_configuration(self.state, trial, pace)
+
+    def _slice_job(self, priority: float, required: bool = False) -> Job:
+        """A slice of the network search in this process (one core, or a budget too short for a worker)."""
+
+        seconds = self.batch_seconds * 2
+
+        def run(pace: Pace) -> Any:
+            self.batch_waiting = False
+            return search.search_slice(self.state, min(pace.deadline, pace.start + seconds)) or None
+
+        self.batch_waiting = True
+        return Job(f"{self.family} search slice", self.family, priority, seconds, run, required=required,
+                   elastic=True)
+
+    # -- what follows from results ----------------------------------------------------------------------------
+
+    def _completed(self, search_kind: str) -> list[TrialRecord]:
+        """The search's completed trials, best first, each configuration once."""
+        state = self.state
+        if search_kind == "net":
+            trials = search.running_trials(state) if search.in_background(state) else \
+                [t for t in state.trials if t.family == state.family]
+        else:
+            trials = [t for t in state.trials if t.family == boosting.FAMILY]
+        sign = state.metric.sign()
+        complete = [t for t in trials if t.state == "COMPLETE" and t.best_epoch > 0 and math.isfinite(t.value)]
+        complete.sort(key=lambda t: (-sign * t.value, t.number))
+        unique, seen = [], set()
+        for t in complete:
+            if _key(t) not in seen:
+                seen.add(_key(t))
+                unique.append(t)
+        return unique
+
+    def _track(self, kind: str, trial: TrialRecord) -> None:
+        sign = self.state.metric.sign()
+        best = self.best_queued.get(kind)
+        if best is None or sign * trial.value > sign * best:
+            self.best_queued[kind] = trial.value
+
+    def _better(self, kind: str, trial: TrialRecord) -> bool:
+        """``trial`` beats every configuration of its search queued for ranking so far."""
+        best = self.best_queued.get(kind)
+        return _key(trial) not in self.evaluated[kind] and (
+            best is None or self.state.metric.sign() * (trial.value - best) > 0)
+
+    def _feed(self) -> None:
+        """Before each choice: join a background search that has ended, and queue what its results call for."""
+        state = self.state
+        if search.in_background(state) and self._search_over():
+            self._join()
+        if self.networks and not any(j.family == self.family for j in self.scheduler.queue) and self._network_ready():
+            best = self._completed("net")[:1]
+            if best and self._better("net", best[0]):
+                trial = best[0]
+                self._track("net", trial)
+                self.evaluated["net"].add(_key(trial))
+                self.scheduler.add(Job(f"{self.family}_{trial.number}", self.family, self._step("net"),
+                                       search.network_cost(state, trial),
+                                       lambda pace, t=trial: search.evaluate_configuration(state, t, pace),
+                                       cap=self._cap()))
+        if self.gbm and not self.batch_waiting:
+            best = self._completed("gbm")[:1]
+            if best and self._better("gbm", best[0]):
+                trial = best[0]
+                self._track("gbm", trial)
+                self.evaluated["gbm"].add(_key(trial))
+                candidate = boosting.gbm_candidate(state, trial)
+
+                def rank(pace: Pace, c: Any = candidate) -> Any:
+                    c.fit_kwargs["deadline"] = pace.deadline
+                    return evaluate_candidate(state, c, "boosting", pace=pace)
+
+                self.scheduler.add(Job(candidate.model_id, "GBM", self._step("gbm-rank"),
+                                       boosting.gbm_cost(state, trial), rank, cap=self._cap()))
+            usable = self.scheduler.usable()
+            if usable >= MIN_BATCH_SECONDS:
+                self.batch_waiting = True
+                seconds = min(self.batch_seconds, usable)
+                self.scheduler.add(Job("GBM search batch", "GBM", self._step("gbm-batch"), seconds,
+                                       lambda pace, s=seconds: self._batch(pace, s), elastic=True))
+        elif not self.gbm and self.networks and not search.in_background(state) and not self.batch_waiting \
+                and self.scheduler.usable() >= MIN_BATCH_SECONDS:
+            self.scheduler.add(self._slice_job(self._step("net-slice")))
+
+    def _batch(self, pace: Pace, seconds: float) -> Any:
+        self.batch_waiting = False
+        trials = boosting.search_batch(self.state, min(pace.deadline, pace.start + seconds))
+        # Trials are search bookkeeping: the batch "ranks" something when a trial completed (not wasted).
+        return [t for t in trials if t.state == "COMPLETE"] or None
+
+    def _join(self) -> None:
+        """Collect the background search; its workers' core-seconds go to the network family's ledger."""
+        settings = self.state.config.search
+        cores = max(1, settings.processes) * max(1, ((os.cpu_count() or 1) - int(settings.background))
+                                                 // max(1, settings.processes))
+        seconds = self.state.budget.clock() - self.search_started
+        search.join_search(self.state)
+        self.scheduler.ledger.add(self.family, seconds, cores, ranked=True)
+        self._log("info", f"network search: {settings.processes} worker process(es) for {seconds:.0f}s")
+
+    def _search_over(self) -> bool:
+        pool = self.state.workers
+        return self.state.budget.clock() >= self._search_end() or (pool is not None and not pool.running())
+
+    def _search_end(self) -> float:
+        budget, stop = self.state.budget, search.background_stop(self.state)
+        return budget.deadline - max(stop.finish_seconds, stop.keep_share * budget.seconds)
+
+    # -- the end ----------------------------------------------------------------------------------------------
+
+    def finish(self) -> None:
+        """Collect a background search still running, stack, refit; record the ledger and the run's CPU use."""
+        state = self.state
+        if search.in_background(state):
+            self._join()
+        end = Scheduler(state.budget, lambda: FINISH_SECONDS, self._log)
+        end.ledger = self.scheduler.ledger
+        if ENSEMBLE_ALGO in state.config.evaluation.algos:
+            end.run(Job("ensembles", ENSEMBLE_ALGO, 0, 1.0, lambda pace: ensembles.build_ensembles(state) or None))
+        if refit.refit_estimate(state) > 0:
+            end.run(Job("refits on all rows", "refit", 0, refit.refit_estimate(state),
+                        lambda pace: refit.refit_full(state) or None, cores=2))
+        ledger = self.scheduler.ledger.as_dict()
+        ledger["cpu_percent"] = self.scheduler.cpu_percent(0.0)
+        state.schedule = ledger
+        families = ", ".join(f"{k} {v['ranked']}/{v['jobs']} ranked, {v['core_seconds']:.0f} core-s"
+                             + (f" ({v['wasted_core_seconds']:.0f} wasted)" if v["wasted_core_seconds"] else "")
+                             + (f", {v['skipped']} skipped" if v["skipped"] else "")
+                             for k, v in ledger["families"].items())
+        self._log("info", f"jobs: {families}; CPU {ledger['cpu_percent']:.0f}% of one core so far")
+
+
+def _key(trial: TrialRecord) -> str:
+    import json
+
+    return json.dumps(trial.params, sort_keys=True, default=str)
+

@@ -1,0 +1,302 @@
+"""The run's one scheduler: every training job in one queue, run while its learned cost fits the budget.
+
+A run's work is a queue of :class:`Job` values: the reference models (a portfolio order), batches of the GBM
+search, cross-validations of the best searched configurations (GBM and networks), the ensembles and the refits.
+The network search itself runs beside the queue in worker processes (``automl.search``), on the cores the queue
+does not use. :class:`Scheduler` takes the queue's jobs by priority and starts one only when its estimate — the
+job's own guess in seconds, corrected by how the family's earlier jobs did against theirs — fits before the time
+kept for what must still follow (:meth:`Scheduler.kept`: the outputs and the required jobs still to come, each
+at its estimate). A job that does not fit is skipped with its reason. While a job runs, its :class:`Pace` checks
+each fold: a model whose first fold says the rest will not fit stops after that fold (a few seconds wasted, not
+four folds) and may be queued again on fewer rows. The ledger (:class:`Ledger`) counts per family the jobs run
+and skipped, the core-seconds spent and those wasted (spent on a job that ranked nothing); ``run.json`` and the
+event log carry it.
+
+Stages stay plain functions (``automl.reference``, ``automl.boosting``, ``automl.search``, ``automl.ensembles``,
+``automl.refit``): :func:`automl.pipeline.run_stages` builds their jobs and hands this scheduler the clock.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from automl.budget import Budget
+
+__all__ = ["Job", "Pace", "Ledger", "Scheduler", "JobCutShort", "MIN_CORRECTION", "MAX_CORRECTION"]
+
+#: A family's correction (measured seconds over estimated) stays within these bounds: one job run beside a
+#: busy worker, or a warm-up, must not make the family look free or unaffordable.
+MIN_CORRECTION, MAX_CORRECTION = 0.2, 5.0
+#: A fold that runs this much past its share of the job's time still counts as on pace: fold times vary
+#: (the first fold pays for warm-up), and a job stopped for a near miss wastes its folds.
+PACE_TOLERANCE = 1.25
+
+
+class JobCutShort(RuntimeError):
+    """A job stopped before it could rank anything: its first folds said the rest would not fit.
+
+    ``projected`` is the job's whole cost at the pace measured, in seconds (what the family's estimates
+    learn from); ``done`` of ``total`` folds had trained.
+    """
+
+    def __init__(self, message: str, projected: float, done: int, total: int) -> None:
+        super().__init__(message)
+        self.projected, self.done, self.total = projected, done, total
+
+
+@dataclass
+class Pace:
+    """A running job's time: it started at ``start`` and must end by ``deadline`` (clock readings)."""
+
+    name: str
+    start: float
+    deadline: float
+    clock: Callable[[], float] = time.monotonic
+
+    def fold_deadline(self, k: int, n: int) -> float:
+        """When fold ``k`` (0-based) of ``n`` must end: its share of the job's time, so that one fold that
+        trains until its deadline (boosting on a large table) leaves the others theirs."""
+        return self.start + (self.deadline - self.start) * (k + 1) / n
+
+    def check(self, done: int, total: int, seconds: float) -> None:
+        """After ``done`` of ``total`` folds that took ``seconds``: raise :class:`JobCutShort` when the rest, at
+        that pace, would end past the deadline (beyond :data:`PACE_TOLERANCE`)."""
+        if done >= total or done <= 0:
+            return
+        projected = seconds / done * total
+        if self.start + projected > self.deadline + (PACE_TOLERANCE - 1) * (self.deadline - self.start):
+            raise JobCutShort(f"{self.name}: stopped after fold {done} of {total} ({seconds:.1f}s): {total} folds "
+                              f"would take {projected:.0f}s, {self.deadline - self.start:.0f}s allowed",
+                              projected, done, total)
+
+
+@dataclass
+class Job:
+    """One unit of work: train and rank a model, run a batch of search trials, stack, refit.
+
+    ``run(pace)`` does the work within ``pace.deadline`` and returns what it ranked (anything but None), or None
+    when it ranked nothing (a failure, or a model the deadline cut). ``estimate`` is its own guess of the
+    seconds it takes; :class:`Scheduler` corrects it by its family's record. ``required`` jobs (a family's first
+    model) keep their estimated time from the jobs queued before them. ``retry(job, cut)`` may return a cheaper
+    job (fewer rows) to queue when a :class:`JobCutShort` stopped this one.
+    """
+
+    name: str
+    family: str
+    priority: float
+    #: Seconds, or a function of nothing that says them when asked (an estimate that waits for a measurement).
+    estimate: float | Callable[[], float]
+    run: Callable[[Pace], Any]
+    required: bool = False
+    cores: int = 1
+    #: The longest this job may run (``--max-runtime-secs-per-model``), or None.
+    cap: float | None = None
+    retry: Callable[[Job, JobCutShort], Job | None] | None = None
+    #: False while the job cannot start yet (a network's first model waits for the search's first trial); its
+    #: time is kept meanwhile when it is ``required``.
+    ready: Callable[[], bool] = lambda: True
+    #: A job that works until the time it is given (a search batch): its estimate is that time, never
+    #: corrected, and it teaches its family nothing; one that does not fit is dropped silently unless required
+    #: (it was only filling time).
+    elastic: bool = False
+    #: Order among equal priorities: the order jobs were queued.
+    order: int = 0
+
+
+@dataclass
+class FamilyLedger:
+    """What one family's jobs did."""
+
+    jobs: int = 0
+    ranked: int = 0
+    skipped: int = 0
+    core_seconds: float = 0.0
+    wasted_core_seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"jobs": self.jobs, "ranked": self.ranked, "skipped": self.skipped,
+                "core_seconds": round(self.core_seconds, 1), "wasted_core_seconds": round(self.wasted_core_seconds, 1)}
+
+
+@dataclass
+class Ledger:
+    """Per family: jobs run, ranked and skipped, core-seconds spent and wasted; the reasons for each skip."""
+
+    families: dict[str, FamilyLedger] = field(default_factory=dict)
+    skips: list[str] = field(default_factory=list)
+
+    def of(self, family: str) -> FamilyLedger:
+        return self.families.setdefault(family, FamilyLedger())
+
+    def add(self, family: str, seconds: float, cores: int, ranked: bool) -> None:
+        entry = self.of(family)
+        entry.jobs += 1
+        entry.core_seconds += seconds * cores
+        if ranked:
+            entry.ranked += 1
+        else:
+            entry.wasted_core_seconds += seconds * cores
+
+    def as_dict(self) -> dict[str, Any]:
+        spent = sum(f.core_seconds for f in self.families.values())
+        wasted = sum(f.wasted_core_seconds for f in self.families.values())
+        return {"families": {k: v.as_dict() for k, v in sorted(self.families.items())},
+                "core_seconds": round(spent, 1), "wasted_core_seconds": round(wasted, 1), "skips": list(self.skips)}
+
+
+class Scheduler:
+    """Run queued jobs by priority while their corrected estimates fit before the time kept for what follows.
+
+    ``finish_seconds()`` is what the end of the run needs (asked each time: it grows with the board).
+    ``log(level, message)`` receives the scheduler's decisions (``"info"``/``"warn"``); ``feed()`` is called
+    before each choice, to queue the jobs that the results so far call for.
+    """
+
+    def __init__(self, budget: Budget, finish_seconds: Callable[[], float],
+                 log: Callable[[str, str], None] | None = None, feed: Callable[[], None] | None = None) -> None:
+        self.budget, self.finish_seconds = budget, finish_seconds
+        self.log = log or (lambda level, message: None)
+        self.feed = feed or (lambda: None)
+        self.queue: list[Job] = []
+        self.ledger = Ledger()
+        self.corrections: dict[str, float] = {}
+        self._count = 0
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        return self.budget.clock
+
+    def add(self, job: Job) -> Job:
+        """Queue ``job`` (after the jobs of equal priority already queued)."""
+        self._count += 1
+        job.order = self._count
+        self.queue.append(job)
+        return job
+
+    def estimate(self, job: Job) -> float:
+        """``job``'s seconds: its own estimate times its family's correction."""
+        return _raw(job) * (1.0 if job.elastic else self.corrections.get(job.family, 1.0))
+
+    def learn(self, family: str, estimated: float, measured: float) -> None:
+        """Correct ``family``'s estimates from a job that took ``measured`` seconds against ``estimated`` (raw).
+        The newest job weighs half: costs drift as the search moves to other configurations."""
+        if estimated <= 0 or not math.isfinite(measured):
+            return
+        ratio = min(MAX_CORRECTION, max(MIN_CORRECTION, measured / estimated))
+        old = self.corrections.get(family)
+        self.corrections[family] = ratio if old is None else math.sqrt(old * ratio)
+
+    def kept(self, job: Job | None = None) -> float:
+        """Seconds kept for what must follow ``job``: the outputs, and the other required jobs still queued
+        (those ahead of it by priority have run or been skipped by the time it is asked)."""
+        return self.finish_seconds() + sum(self.estimate(j) for j in self.queue if j.required and j is not job)
+
+    def usable(self, job: Job | None = None) -> float:
+        """Seconds ``job`` may use now: the time left less what is kept for what follows it."""
+        return self.budget.deadline - self.clock() - self.kept(job)
+
+    def next_job(self) -> Job | None:
+        """The first job by priority whose estimate fits the usable time; the jobs before it that did not fit
+        are dropped with their reason (time only shrinks: they will not fit later either)."""
+        for job in sorted(self.queue, key=_key):
+            if not job.ready():
+                continue
+            usable = self.usable(job)
+            estimate = self.estimate(job)
+            if estimate <= usable or (self._first(job) and usable + self.finish_seconds() > 0):
+                self.queue.remove(job)
+                return job
+            if job.elastic and not job.required:
+                self.queue.remove(job)
+            else:
+                self.skip(job, f"estimated {estimate:.1f}s, {max(usable, 0):.1f}s usable")
+        return None
+
+    def _first(self, job: Job) -> bool:
+        """``job`` is required and nothing is ranked yet (a late start, a slow machine)."""
+        return job.required and not any(f.ranked for f in self.ledger.families.values())
+
+    def skip(self, job: Job, why: str) -> None:
+        self.queue.remove(job)
+        self.ledger.of(job.family).skipped += 1
+        self.ledger.skips.append(f"{job.name}: {why}")
+        self.log("warn", f"skipped {job.name} ({job.family}): {why}")
+
+    def run_next(self) -> bool:
+        """Run the next job that fits; False when none does."""
+        self.feed()
+        job = self.next_job()
+        if job is None:
+            return False
+        self.run(job)
+        return True
+
+    def run(self, job: Job) -> Any:
+        """Run ``job`` under its pace now; learn its family's cost; account its core-seconds."""
+        now = self.clock()
+        estimate = self.estimate(job)
+        # A job may run to the end of the usable time (it stops at its deadline keeping what it trained, or its
+        # pace stops it after a fold), never into the time kept for what follows it.
+        deadline = self.budget.deadline - self.kept(job)
+        if self._first(job):  # a run must not end without a board: its first model may use the outputs' time
+            deadline = max(deadline, min(now + estimate * PACE_TOLERANCE, self.budget.deadline - 1.0))
+        if job.cap is not None:
+            deadline = min(deadline, now + job.cap)
+        pace = Pace(job.name, now, max(deadline, now), self.clock)
+        try:
+            result = job.run(pace)
+        except JobCutShort as cut:
+            seconds = self.clock() - now
+            self.ledger.add(job.family, seconds, job.cores, ranked=False)
+            self.learn(job.family, _raw(job), cut.projected)
+            self.log("warn", f"{cut}; {seconds:.1f}s wasted")
+            again = job.retry(job, cut) if job.retry is not None else None
+            if again is not None:
+                self.add(again)
+            return None
+        seconds = self.clock() - now
+        self.ledger.add(job.family, seconds, job.cores, ranked=result is not None)
+        if result is not None and not job.elastic:
+            self.learn(job.family, _raw(job), seconds)
+        return result
+
+    def drain(self, wait: Callable[[float], None] = time.sleep) -> None:
+        """Run jobs until none fits; while only jobs that are not ready yet are queued, ``wait`` for them as
+        long as they could still fit. What is still queued at the end is skipped."""
+        while True:
+            if self.run_next():
+                continue
+            waiting = [j for j in self.queue if not j.ready() and self.estimate(j) <= self.usable(j)]
+            if not waiting:
+                break
+            wait(0.5)
+            self.feed()
+        for job in list(self.queue):
+            if job.elastic and not job.required:
+                self.queue.remove(job)
+            else:
+                self.skip(job, "no time left" if job.ready() else "never ready (no input for it in time)")
+
+    def cpu_percent(self, started_cpu: float) -> float:
+        """This process's and its reaped children's CPU time since ``started_cpu`` over the wall time, in %."""
+        return round(100.0 * (process_cpu_seconds() - started_cpu) / max(self.budget.elapsed(), 1e-9), 1)
+
+
+def _raw(job: Job) -> float:
+    return job.estimate() if callable(job.estimate) else job.estimate
+
+
+def _key(job: Job) -> tuple[float, int]:
+    return job.priority, job.order
+
+
+def process_cpu_seconds() -> float:
+    """User and system CPU seconds of this process and of its children that were waited for."""
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime

@@ -1,0 +1,171 @@
+"""The scheduler's rules on a fake clock with fake costs (no timing asserts): priority order and fitting jobs to
+the time left, the first-fold stop, every family's first model, the budget used to its end."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from automl.budget import Budget
+from automl.schedule import Job, JobCutShort, Pace, Scheduler
+
+
+class FakeClock:
+    """A clock that moves only when a fake job says it worked."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def _scheduler(seconds: float = 100.0, finish: float = 10.0) -> tuple[Scheduler, FakeClock, list[str]]:
+    clock = FakeClock()
+    ran: list[str] = []
+    return Scheduler(Budget(seconds, clock=clock), lambda: finish), clock, ran
+
+
+def _job(name: str, priority: float, estimate: float, clock: FakeClock, ran: list[str], cost: float | None = None,
+         family: str = "GBM", required: bool = False) -> Job:
+    """A job estimated at ``estimate`` seconds that takes ``cost`` (default: its estimate) of the fake clock."""
+
+    def run(pace: Pace) -> str:
+        clock.advance(estimate if cost is None else cost)
+        ran.append(name)
+        return name
+
+    return Job(name, family, priority, estimate, run, required=required)
+
+
+def test_the_queue_runs_by_priority_and_skips_what_does_not_fit_the_time_left():
+    sched, clock, ran = _scheduler(100, finish=10)
+    sched.add(_job("late", 3.0, 5, clock, ran))
+    sched.add(_job("first", 0.0, 30, clock, ran))
+    sched.add(_job("too-long", 1.0, 70, clock, ran))  # 70 s after 30 s: only 60 s usable before the finish's 10
+    sched.add(_job("second", 2.0, 50, clock, ran))
+    sched.drain()
+    assert ran == ["first", "second", "late"]
+    assert sched.ledger.of("GBM").skipped == 1 and "too-long" in sched.ledger.skips[0]
+    assert clock.now - 1000 <= 100 - 10  # the finish's time was never spent
+
+
+def test_a_family_learns_its_cost_from_its_first_job():
+    """GLM_1 took 4x its estimate: GLM_2, estimated like it, no longer fits; the GBM's estimate is untouched."""
+    sched, clock, ran = _scheduler(100, finish=0)
+    sched.add(_job("GLM_1", 0, 10, clock, ran, cost=40, family="GLM"))
+    sched.add(_job("GLM_2", 1, 20, clock, ran, family="GLM"))
+    sched.add(_job("GBM_1", 2, 20, clock, ran))
+    sched.drain()
+    assert ran == ["GLM_1", "GBM_1"]
+    assert sched.corrections["GLM"] == pytest.approx(4.0) and "GBM" in sched.corrections
+    assert sched.ledger.skips == ["GLM_2: estimated 80.0s, 60.0s usable"]
+
+
+def test_every_family_gets_its_first_model_before_the_others_second():
+    """Required jobs (a family's first model) keep their time from the jobs queued before them: a greedy queue
+    would spend the budget on GBMs and leave the network nothing."""
+    sched, clock, ran = _scheduler(100, finish=10)
+    for i in range(6):
+        sched.add(_job(f"GBM_{i}", i, 15, clock, ran, required=i == 0))
+    sched.add(_job("MLP_first", 9, 30, clock, ran, family="MLP", required=True))
+    sched.drain()
+    assert "MLP_first" in ran and ran[0] == "GBM_0"
+    assert sum(name.startswith("GBM") for name in ran) == 4  # 4 x 15 + 30 = 90 s = the budget less the finish
+
+
+def test_a_required_job_that_is_not_ready_keeps_its_time_and_runs_when_ready():
+    sched, clock, ran = _scheduler(100, finish=10)
+    trial_done = {"at": 1040.0}
+    first = _job("MLP_first", 0, 20, clock, ran, family="MLP", required=True)
+    first.ready = lambda: clock.now >= trial_done["at"]
+    sched.add(first)
+    for i in range(10):
+        sched.add(_job(f"GBM_{i}", 1 + i, 10, clock, ran))
+    sched.drain(wait=lambda seconds: clock.advance(seconds))
+    assert "MLP_first" in ran and ran.index("MLP_first") == 4  # ready after the 4th GBM (40 s)
+    assert len(ran) == 8  # 7 GBMs x 10 s + 20 s = 90 s
+
+
+def test_a_model_whose_first_fold_predicts_an_overrun_stops_after_that_fold():
+    """Five folds of 8 s where 20 s are allowed: the first fold says so, the four others never train."""
+    from automl.evaluation import cross_validate
+    from automl.models import Candidate
+    from automl.preprocess import Schema
+
+    sched, clock, _ = _scheduler(100, finish=70)  # 30 s usable
+    fits: list[int] = []
+
+    class Slow:
+        def fit(self, x, y, deadline=None):
+            clock.advance(8.0)
+            fits.append(len(y))
+            return self
+
+        def predict(self, x):
+            return np.zeros(len(x))
+
+    x = pd.DataFrame(np.random.default_rng(0).normal(size=(50, 3)), columns=["a", "b", "c"])
+    y = x["a"].to_numpy()
+    schema = Schema("regression", "y", ["a", "b", "c"], [], [])
+    folds = [(np.setdiff1d(np.arange(50), np.arange(i, 50, 5)), np.arange(i, 50, 5)) for i in range(5)]
+    candidate = Candidate("SLOW_1", "GBM", Slow, features="dense")
+    retried: list[Job] = []
+
+    def run(pace: Pace):
+        return cross_validate(candidate, x, y, schema, folds, pace=pace)
+
+    def retry(job: Job, cut: JobCutShort) -> Job | None:
+        retried.append(job)
+        assert (cut.done, cut.total, cut.projected) == (1, 5, pytest.approx(40.0))
+        return None
+
+    sched.add(Job("SLOW_1", "GBM", 0, 10.0, run, retry=retry))  # estimated 10 s: it starts
+    sched.drain()
+    assert len(fits) == 1 and retried
+    assert sched.ledger.of("GBM").wasted_core_seconds == pytest.approx(8.0)
+    assert sched.corrections["GBM"] == pytest.approx(4.0)  # learned from the pace: 40 s projected for 10 estimated
+
+
+def test_pace_gives_each_fold_its_share_and_tolerates_a_near_miss():
+    pace = Pace("m", start=0.0, deadline=50.0)
+    assert [pace.fold_deadline(k, 5) for k in range(5)] == [10.0, 20.0, 30.0, 40.0, 50.0]
+    pace.check(1, 5, 12.0)  # 60 s projected: within the tolerance of 50
+    with pytest.raises(JobCutShort):
+        pace.check(1, 5, 14.0)
+
+
+@pytest.mark.parametrize("seconds", [30.0, 120.0, 600.0, 3600.0])
+def test_the_budget_is_used_to_its_end(seconds):
+    """A queue with a filler (a search batch re-queued while it fits) ends within the time kept for the
+    outputs, and the outputs' estimate brings the run to its budget: 95-105 % of it."""
+    clock = FakeClock()
+    budget = Budget(seconds, clock=clock)
+    finish = 5.0 + 0.01 * seconds
+    ran: list[str] = []
+    state = {"waiting": False}
+
+    def feed() -> None:
+        if not state["waiting"] and sched.usable() >= 2.0:
+            state["waiting"] = True
+            batch = min(0.05 * seconds, sched.usable())
+
+            def run(pace: Pace, s: float = batch) -> str:
+                state["waiting"] = False
+                clock.advance(min(s, pace.deadline - pace.start))
+                ran.append("batch")
+                return "batch"
+
+            sched.add(Job("batch", "GBM", 2 + len(ran), batch, run))
+
+    sched = Scheduler(budget, lambda: finish, feed=feed)
+    sched.add(_job("GBM_1", 0, 0.1 * seconds, clock, ran, cost=0.13 * seconds, required=True))
+    sched.add(_job("GLM_1", 0.1, 0.02 * seconds, clock, ran, family="GLM", required=True))
+    sched.drain()
+    clock.advance(finish)  # the outputs, as estimated
+    assert 0.95 * seconds <= budget.elapsed() <= 1.05 * seconds
+    assert {"GBM_1", "GLM_1", "batch"} <= set(ran)
