@@ -15,14 +15,36 @@ from functools import partial
 from automl.budget import Budget
 from automl.devices import free_cores
 from automl.engines import StopPolicy, TrialRecord, get_engine
+from automl.evaluation import Evaluated
 from automl.events import StageEvents
 from automl.models import COSTS, Candidate, GradientBoosting, boosting_params
 from automl.search import keep_trials, search_data, search_job
 from automl.state import RunState
 
-__all__ = ["search_batch", "gbm_candidate", "gbm_cost", "FAMILY"]
+__all__ = ["search_boosting", "search_batch", "gbm_candidate", "gbm_cost", "FAMILY", "TOP_CONFIGS"]
 
 FAMILY = "gbm"
+#: How many of the best configurations :func:`search_boosting` ranks.
+TOP_CONFIGS = 3
+
+
+def search_boosting(state: RunState, seconds: float, top: int = TOP_CONFIGS) -> list[Evaluated]:
+    """Search GBM configurations for ``seconds`` in this process, then rank the ``top`` best on the protocol: the
+    family on its own, outside a run's scheduler (a notebook, the tests). Nothing when GBM is excluded or for
+    images."""
+    from automl.evaluation import evaluate_candidate
+    from automl.search import best_configurations
+
+    if state.schema.task == "image" or "GBM" not in state.config.evaluation.algos:
+        return []
+    search_batch(state, state.budget.clock() + seconds)
+    done = []
+    for trial in best_configurations(state, FAMILY)[:top]:
+        candidate = gbm_candidate(state, trial)
+        candidate.fit_kwargs["deadline"] = state.budget.deadline
+        if (result := evaluate_candidate(state, candidate, "boosting")) is not None:
+            done.append(result)
+    return done
 
 
 def search_batch(state: RunState, deadline: float) -> list[TrialRecord]:

@@ -14,7 +14,7 @@ holdout), so every ensemble row is scored on rows its metalearner did not see, l
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -27,13 +27,17 @@ from automl.models import Model
 from automl.preprocess import Schema
 
 if TYPE_CHECKING:
+    from automl.schedule import Pace
     from automl.state import RunState
 
-__all__ = ["Metalearner", "GreedySelection", "StackedEnsemble", "stack", "build_ensembles", "ENSEMBLE_ALGO"]
+__all__ = ["Metalearner", "GreedySelection", "StackedEnsemble", "FeatureStack", "LevelTwoEnsemble", "stack",
+           "build_ensembles", "stack_level_two", "level_two_estimate", "ENSEMBLE_ALGO", "LEVEL_TWO_BASES"]
 
 _EPS = 1e-7
 #: Rounds of greedy selection: weights are multiples of 1/GREEDY_ROUNDS (AutoGluon's default is 25).
 GREEDY_ROUNDS = 25
+#: The level-2 model reads the out-of-fold predictions of this many of the best level-1 base models.
+LEVEL_TWO_BASES = 6
 #: Greedy selection is fitted on at most this many rows (a random sample): its cost is rounds x bases metric
 #: evaluations per fit, and weights in steps of 1/25 do not need more rows to be chosen well (at 50,000 the
 #: stage took 4.9 s of a 300 s run on the 200k table, with 10 s left for it and the outputs).
@@ -235,3 +239,109 @@ def build_ensembles(state: RunState) -> list[Evaluated]:
         state.events.add("ensemble", f"{model_id} {state.sort_metric}={result.model.metrics[state.sort_metric]:.4f}"
                                      f" from {len(members)} models")
     return done
+
+
+@dataclass
+class FeatureStack:
+    """A level-2 metalearner (AutoGluon's stack levels): a bagged model on each row's features plus the level-1
+    bases' predictions for it (``columns``, in the bases' order)."""
+
+    model: Any
+    columns: list[str]
+
+    def augment(self, frame: Any, preds: list[np.ndarray]) -> Any:
+        import pandas as pd
+
+        extra = np.column_stack([_prediction_columns(p) for p in preds])
+        added = pd.DataFrame(extra, columns=self.columns, index=getattr(frame, "index", None))
+        return pd.concat([frame.reset_index(drop=True), added.reset_index(drop=True)], axis=1)
+
+    def predict(self, frame: Any, preds: list[np.ndarray]) -> np.ndarray:
+        return self.model.scored_proba(self.augment(frame, preds))
+
+
+@dataclass
+class LevelTwoEnsemble(StackedEnsemble):
+    """A second stacking level: :class:`FeatureStack` on the bases' predictions and the row's own features."""
+
+    def predict_proba(self, frame: Any) -> np.ndarray:
+        self.check_columns(frame)
+        return self.metalearner.predict(frame, [b.predict_proba(frame) for b in self.bases])
+
+    def scored_proba(self, frame: Any) -> np.ndarray:
+        self.check_columns(frame)
+        return self.metalearner.predict(frame, [b.scored_proba(frame) for b in self.bases])
+
+
+def _prediction_columns(pred: np.ndarray) -> np.ndarray:
+    """A base's prediction as feature columns: a binary model's P(positive), every class's probability, or the
+    value."""
+    pred = np.asarray(pred, dtype="float64")
+    if pred.ndim == 1:
+        return pred[:, None]
+    return pred[:, 1:] if pred.shape[1] == 2 else pred
+
+
+def _level_two_bases(state: RunState) -> list[Evaluated]:
+    bases = [e for e in state.evaluated if e.model.algo != ENSEMBLE_ALGO]
+    bases.sort(key=lambda e: -state.metric.sign() * e.model.metrics[state.sort_metric])
+    return bases[:LEVEL_TWO_BASES]
+
+
+def level_two_estimate(state: RunState) -> float:
+    """Seconds the level-2 stack should take: its LightGBM's cross-validation on the level-one folds, about the
+    cheapest ranked GBM's training time scaled to the rows scored; 0 when it does not apply (images, fewer than
+    two bases, no GBM family)."""
+    gbms = [e.training_time_ms for e in state.evaluated if e.model.algo == "GBM"]
+    if state.schema.task == "image" or len(_level_two_bases(state)) < 2 or not gbms \
+            or ENSEMBLE_ALGO not in state.config.evaluation.algos:
+        return 0.0
+    share = len(state.protocol.scored) / len(state.y)
+    return 2.0 * float(np.median(gbms)) / 1000 * max(share, 0.2) + 1.0
+
+
+def stack_level_two(state: RunState, pace: Pace | None = None) -> Evaluated | None:
+    """``StackedEnsemble_L2``: LightGBM (the portfolio's first configuration) on each scored row's features and
+    the best level-1 bases' out-of-fold predictions, cross-validated on the level-one folds. It joins the board
+    only when its out-of-fold score beats every level-1 row's (AutoGluon checks that stacking does not
+    overfit before using it): None otherwise, or when it does not apply."""
+    from functools import partial
+
+    from automl.devices import free_cores
+    from automl.evaluation import CutShortError, cross_validate
+    from automl.models import COSTS, GBM_PORTFOLIO, Candidate, GradientBoosting, take_rows
+
+    if level_two_estimate(state) <= 0:
+        return None
+    bases, scored = _level_two_bases(state), state.protocol.scored
+    columns = [f"level1_{b.model.model_id}_{k}" for b in bases for k in range(_prediction_columns(b.oof).shape[1])]
+    stack_features = FeatureStack(None, columns)
+    x = stack_features.augment(take_rows(state.x, scored), [b.oof for b in bases])
+    schema = replace(state.schema, numeric=[*state.schema.numeric, *columns])
+    candidate = Candidate("StackedEnsemble_L2", ENSEMBLE_ALGO,
+                          partial(GradientBoosting, task=state.schema.task, params=dict(GBM_PORTFOLIO[0]),
+                                  seed=state.config.seed, n_jobs=free_cores()),
+                          dict(GBM_PORTFOLIO[0]), fit_kwargs={"deadline": None}, cost=COSTS["GBM"],
+                          features="trees")
+    try:  # a pace that says the folds will not fit stops it after its first (automl.schedule.JobCutShort)
+        fitted = cross_validate(candidate, x, state.y[scored], schema, list(state.protocol.level_one), pace=pace)
+    except CutShortError as exc:
+        state.events.warn("ensemble", f"{exc}; level 2 not used")
+        return None
+    best = max((e for e in state.evaluated), key=lambda e: state.metric.sign() * e.model.metrics[state.sort_metric])
+    score, level_one = fitted.model.metrics[state.sort_metric], best.model.metrics[state.sort_metric]
+    if state.metric.sign() * (score - level_one) <= 0:
+        state.events.add("ensemble", f"StackedEnsemble_L2 {state.sort_metric}={score:.4f} out of fold, not better "
+                                     f"than level 1's best ({best.model.model_id} {level_one:.4f}): not used")
+        return None
+    stack_features.model = fitted.model
+    params = {"base_models": [b.model.model_id for b in bases], "level": 2,
+              "metalearner": "LightGBM on the features and the bases' out-of-fold predictions", **candidate.params}
+    model = LevelTwoEnsemble("StackedEnsemble_L2", ENSEMBLE_ALGO, state.schema, [b.model for b in bases],
+                             stack_features, params, fitted.model.metrics)
+    result = Evaluated(model, fitted.oof, fitted.training_time_ms + sum(b.training_time_ms for b in bases),
+                       fitted.predict_time_per_row_ms + sum(b.predict_time_per_row_ms for b in bases))
+    state.evaluated.append(result)
+    state.events.add("ensemble", f"StackedEnsemble_L2 {state.sort_metric}={score:.4f} from {len(bases)} models "
+                                 f"and the features (level 1's best: {best.model.model_id} {level_one:.4f})")
+    return result

@@ -20,7 +20,7 @@ from typing import Any
 
 import joblib
 
-from automl.ensembles import StackedEnsemble
+from automl.ensembles import LevelTwoEnsemble, StackedEnsemble
 from automl.errors import InputError
 from automl.io import atomic_dir, atomic_write_text
 from automl.models import BaggedModel, FoldModel, Model
@@ -133,8 +133,9 @@ def load_model(path: Path | str) -> Model:
     schema = Schema(**card["schema"])
     if card.get("kind") == "stacked_ensemble":
         bases = [load_model(path / "bases" / model_id) for model_id in card["base_models"]]
-        return StackedEnsemble(card["model_id"], card["algo"], schema, bases,
-                               joblib.load(path / "metalearner.joblib"), card["hyperparameters"], card["metrics"])
+        kind = LevelTwoEnsemble if card["hyperparameters"].get("level") == 2 else StackedEnsemble
+        return kind(card["model_id"], card["algo"], schema, bases, joblib.load(path / "metalearner.joblib"),
+                    card["hyperparameters"], card["metrics"])
     folds = [_load_fold(path / f"fold_{i}") for i in range(card["n_folds"])]
     full = _load_fold(path / "full") if (path / "full").is_dir() else None
     return BaggedModel(card["model_id"], card["algo"], schema, folds, card["hyperparameters"], card["metrics"], full)

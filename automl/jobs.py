@@ -18,7 +18,6 @@ import os
 from typing import Any
 
 from automl import boosting, ensembles, refit, search
-from automl.budget import FINISH_SECONDS
 from automl.config import ENSEMBLE_ALGO
 from automl.engines import TrialRecord
 from automl.evaluation import evaluate_candidate
@@ -58,12 +57,20 @@ def run_jobs(state: RunState) -> None:
 
 def end_seconds(state: RunState) -> float:
     """Seconds kept for the end of the run: the ensembles, the refits on all rows (holdout), the outputs."""
-    models = len(state.evaluated) + 3
-    rows = len(state.protocol.scored)
-    ensemble = 0.5 + ENSEMBLE_SECONDS_PER_CELL * rows * models * 3
+    return (outputs_seconds(state) + ensembles_seconds(state) + ensembles.level_two_estimate(state)
+            + refit.refit_estimate(state))
+
+
+def outputs_seconds(state: RunState) -> float:
+    """Seconds the outputs should take: export, the leader's importances, the report."""
     features = len(state.schema.features) if state.schema.task != "image" else 0
-    outputs = OUTPUT_SECONDS + OUTPUT_SECONDS_PER_MODEL * models + min(OUTPUT_SECONDS_PER_FEATURE * features, 10.0)
-    return outputs + ensemble + refit.refit_estimate(state)
+    return (OUTPUT_SECONDS + OUTPUT_SECONDS_PER_MODEL * (len(state.evaluated) + 4)
+            + min(OUTPUT_SECONDS_PER_FEATURE * features, 10.0))
+
+
+def ensembles_seconds(state: RunState) -> float:
+    """Seconds the three level-1 stacks should take (greedy selection on up to 10k rows dominates)."""
+    return 0.5 + ENSEMBLE_SECONDS_PER_CELL * min(len(state.protocol.scored), 10_000) * len(state.evaluated) * 3
 
 
 class _Run:
@@ -283,13 +290,19 @@ class _Run:
         state = self.state
         if search.in_background(state):
             self._join()
-        end = Scheduler(state.budget, lambda: FINISH_SECONDS, self._log)
+        # The end's own queue: the level-1 stacks, a level-2 stack if it fits, the refits of the leader's members
+        # (they read the leader), each kept time for by the run's queue (end_seconds).
+        end = Scheduler(state.budget, lambda: outputs_seconds(state), self._log)
         end.ledger = self.scheduler.ledger
         if ENSEMBLE_ALGO in state.config.evaluation.algos:
-            end.run(Job("ensembles", ENSEMBLE_ALGO, 0, 1.0, lambda pace: ensembles.build_ensembles(state) or None))
+            end.add(Job("ensembles", ENSEMBLE_ALGO, 0, ensembles_seconds(state),
+                        lambda pace: ensembles.build_ensembles(state) or None, required=True))
+            end.add(Job("level-2 stack", ENSEMBLE_ALGO, 1, lambda: ensembles.level_two_estimate(state),
+                        lambda pace: ensembles.stack_level_two(state, pace)))
         if refit.refit_estimate(state) > 0:
-            end.run(Job("refits on all rows", "refit", 0, refit.refit_estimate(state),
-                        lambda pace: refit.refit_full(state) or None, cores=2))
+            end.add(Job("refits on all rows", "refit", 2, lambda: refit.refit_estimate(state),
+                        lambda pace: refit.refit_full(state) or None, required=True, cores=2, elastic=True))
+        end.drain()
         ledger = self.scheduler.ledger.as_dict()
         ledger["cpu_percent"] = self.scheduler.cpu_percent(0.0)
         state.schedule = ledger

@@ -106,7 +106,17 @@ def summary(state: RunState) -> dict[str, Any]:
             "max_runtime_secs": state.config.max_runtime_secs, "elapsed_secs": round(state.budget.elapsed(), 2),
             "engine": state.config.search.engine, "seed": state.config.seed, "evaluation": _evaluation(state),
             "nfolds": state.protocol.nfolds, "trials": states, "output_dir": str(state.output),
-            "config": json.loads(state.config.to_json())}
+            "schedule": _schedule(state), "config": json.loads(state.config.to_json())}
+
+
+def _schedule(state: RunState) -> dict[str, Any] | None:
+    """The scheduler's ledger (jobs, skips, core-seconds spent and wasted per family) and the CPU used by the
+    run's process and its reaped workers since the process started, in % of one core over the run's wall time."""
+    if state.schedule is None:
+        return None
+    from automl.schedule import process_cpu_seconds
+
+    return {**state.schedule, "cpu_percent": round(100 * process_cpu_seconds() / max(state.budget.elapsed(), 1e-9), 1)}
 
 
 def trials_frame(state: RunState) -> pd.DataFrame:

@@ -56,7 +56,7 @@ SEARCH_HOLDOUT = 0.2
 #: MLP on 30,000 rows takes about a minute; more rows would leave no time for the search itself.
 MAX_SEARCH_TRAIN_ROWS = 30_000
 MAX_SEARCH_VAL_ROWS = 10_000
-#: A network's refit trains on at most this many of a fold's training rows (see :func:`evaluate_search`).
+#: A network's refit trains on at most this many of a fold's training rows (see :func:`evaluate_configuration`).
 MAX_REFIT_ROWS = 200_000
 #: A refit trains its configuration's best epoch count only if its estimate fits in this share of its time.
 REFIT_MARGIN = 0.8

@@ -150,3 +150,69 @@ def test_ensembles_rank_export_and_predict_in_a_fresh_process(tmp_path):
         fresh = pd.read_csv(tmp_path / "preds.csv")
         in_process = next(e.model for e in aml.evaluated if e.model.model_id == ens_id).predict(frame.head(50))
         np.testing.assert_allclose(fresh["p_1"], in_process["p_1"], rtol=1e-6)
+
+
+class _Noise:
+    """A classifier that has learned nothing: seeded random probabilities."""
+
+    def fit(self, x, y, deadline=None):
+        return self
+
+    def predict_proba(self, x):
+        p = np.random.default_rng(len(x)).uniform(size=len(x))
+        return np.column_stack([1 - p, p])
+
+
+def _level_two_state(tmp_path, oofs: dict[str, np.ndarray | None]):
+    """A diabetes run's state whose ranked models are ``oofs``: a real uninformative model where None, else a
+    stand-in with those out-of-fold predictions."""
+    from automl.config import RunConfig
+    from automl.evaluation import Evaluated
+    from automl.metrics import score_all
+    from automl.models import BaggedModel, Candidate
+    from automl.state import start
+
+    state = start(RunConfig.from_options(dataset="diabetes", max_runtime_secs=60, output_dir=str(tmp_path),
+                                         verbose=False))
+    for model_id, oof in oofs.items():
+        if oof is None:
+            state.evaluated.append(cross_validate(Candidate(model_id, "GBM", _Noise, features="dense"), state.x,
+                                                  state.y, state.schema, state.protocol.folds))
+        else:
+            model = BaggedModel(model_id, "GBM", state.schema, [], {}, score_all("binary", state.y, oof))
+            state.evaluated.append(Evaluated(model, oof, 1000.0, 0.01))
+    return state
+
+
+def test_a_level_two_stack_joins_the_board_when_it_beats_level_one_out_of_fold(tmp_path):
+    """Bases that learned nothing: the level-2 model reads the features too, so it beats them out of fold; it
+    predicts from raw rows through its bases, and round-trips through export."""
+    from automl.ensembles import stack_level_two
+    from automl.export import load_model, save_model
+
+    state = _level_two_state(tmp_path, {"NOISE_1": None, "NOISE_2": None})
+    result = stack_level_two(state)
+    assert result is not None and result in state.evaluated
+    best_base = max(e.model.metrics["auc"] for e in state.evaluated[:2])
+    assert result.model.metrics["auc"] > best_base + 0.1  # diabetes' signal, not the noise
+    rows = state.x.head(30)
+    proba = result.model.predict_proba(rows)
+    assert proba.shape == (30, 2) and np.allclose(proba.sum(axis=1), 1)
+    for base in state.evaluated[:2]:
+        save_model(base.model, tmp_path / "models" / base.model.model_id, state.protocol.describe())
+    save_model(result.model, tmp_path / "models" / "L2", state.protocol.describe(), saved=tmp_path / "models",
+               metrics=result.model.metrics)
+    np.testing.assert_allclose(load_model(tmp_path / "models" / "L2").predict_proba(rows), proba, rtol=1e-6)
+
+
+def test_a_level_two_stack_that_does_not_beat_level_one_is_not_used(tmp_path):
+    """A base already perfect out of fold: no level-2 model can beat it, so none joins the board."""
+    from automl.ensembles import stack_level_two
+
+    state = _level_two_state(tmp_path, {"NOISE_1": None, "PERFECT": None})
+    perfect = np.eye(2)[state.y]
+    state.evaluated[1].oof[:] = perfect
+    state.evaluated[1].model.metrics.update(auc=1.0)
+    n = len(state.evaluated)
+    assert stack_level_two(state) is None and len(state.evaluated) == n
+    assert any("not used" in r["message"] for r in state.events.rows)
