@@ -86,6 +86,8 @@ class _Run:
         self.best_queued: dict[str, float] = {}  # the best validation score queued for ranking, per search
         self.steps: dict[str, int] = {}
         self.batch_waiting = False
+        self.gbm_search_over, self.gbm_finished = False, 0
+        self.net_search_over, self.net_finished = False, 0
 
     def _log(self, level: str, message: str) -> None:
         (self.state.events.warn if level == "warn" else self.state.events.add)("schedule", message)
@@ -182,7 +184,11 @@ class _Run:
 
         def run(pace: Pace) -> Any:
             self.batch_waiting = False
-            return search.search_slice(self.state, min(pace.deadline, pace.start + seconds)) or None
+            trials = search.search_slice(self.state, min(pace.deadline, pace.start + seconds))
+            finished = sum(t.state != "RUNNING" for t in trials)
+            self.net_search_over = finished == self.net_finished
+            self.net_finished = finished
+            return trials or None
 
         self.batch_waiting = True
         return Job(f"{self.family} search slice", self.family, priority, seconds, run, required=required,
@@ -221,13 +227,16 @@ class _Run:
             best is None or self.state.metric.sign() * (trial.value - best) > 0)
 
     def _feed(self) -> None:
-        """Before each choice: join a background search that has ended, and queue what its results call for."""
+        """Before each choice: join a background search that has ended, and queue what the results call for: the
+        best new configuration of each search when it beats the family's best queued so far, and a filler (a GBM
+        batch or a network slice, in turns) when none waits."""
         state = self.state
         if search.in_background(state) and self._search_over():
             self._join()
-        if self.networks and not any(j.family == self.family for j in self.scheduler.queue) and self._network_ready():
+        waiting = {j.name for j in self.scheduler.queue}
+        if self.networks and self._network_ready():
             best = self._completed("net")[:1]
-            if best and self._better("net", best[0]):
+            if best and self._better("net", best[0]) and f"first {self.family}" not in waiting:
                 trial = best[0]
                 self._track("net", trial)
                 self.evaluated["net"].add(_key(trial))
@@ -235,7 +244,7 @@ class _Run:
                                        search.network_cost(state, trial),
                                        lambda pace, t=trial: search.evaluate_configuration(state, t, pace),
                                        cap=self._cap()))
-        if self.gbm and not self.batch_waiting:
+        if self.gbm:
             best = self._completed("gbm")[:1]
             if best and self._better("gbm", best[0]):
                 trial = best[0]
@@ -249,19 +258,30 @@ class _Run:
 
                 self.scheduler.add(Job(candidate.model_id, "GBM", self._step("gbm-rank"),
                                        boosting.gbm_cost(state, trial), rank, cap=self._cap()))
-            usable = self.scheduler.usable()
-            if usable >= MIN_BATCH_SECONDS:
-                self.batch_waiting = True
-                seconds = min(self.batch_seconds, usable)
-                self.scheduler.add(Job("GBM search batch", "GBM", self._step("gbm-batch"), seconds,
-                                       lambda pace, s=seconds: self._batch(pace, s), elastic=True))
-        elif not self.gbm and self.networks and not search.in_background(state) and not self.batch_waiting \
-                and self.scheduler.usable() >= MIN_BATCH_SECONDS:
-            self.scheduler.add(self._slice_job(self._step("net-slice")))
+        if self.batch_waiting or self.scheduler.usable() < MIN_BATCH_SECONDS:
+            return
+        fillers = []
+        if self.gbm and not self.gbm_search_over:
+            fillers.append("gbm-batch")
+        if self.networks and not search.in_background(state) and not self.net_search_over:
+            fillers.append("net-slice")
+        if fillers:  # in turns: the kind with fewer jobs so far
+            kind = min(fillers, key=lambda k: self.steps.get(k, 0))
+            self.scheduler.add(self._batch_job() if kind == "gbm-batch" else self._slice_job(self._step(kind)))
+
+    def _batch_job(self) -> Job:
+        self.batch_waiting = True
+        seconds = min(self.batch_seconds, self.scheduler.usable())
+        return Job("GBM search batch", "GBM", self._step("gbm-batch"), seconds,
+                   lambda pace: self._batch(pace, seconds), elastic=True)
 
     def _batch(self, pace: Pace, seconds: float) -> Any:
         self.batch_waiting = False
         trials = boosting.search_batch(self.state, min(pace.deadline, pace.start + seconds))
+        finished = sum(t.state != "RUNNING" for t in trials)
+        # A batch that finished no trial will not be the last: --max-models is reached, or the space is spent.
+        self.gbm_search_over = finished == self.gbm_finished
+        self.gbm_finished = finished
         # Trials are search bookkeeping: the batch "ranks" something when a trial completed (not wasted).
         return [t for t in trials if t.state == "COMPLETE"] or None
 

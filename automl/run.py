@@ -137,8 +137,8 @@ def main(argv: list[str] | None = None) -> int:
 
         # A first run's server migrates its database for 10-60 s: TensorFlow's ~6 s import fits inside. On a
         # warm machine the server answers in ~4 s and the first models (GBM) need no TensorFlow: it waits.
-        # With local worker processes, networks train in those: this process imports it after them (see
-        # automl.search.search), its memory never beside theirs.
+        # With local worker processes, networks train in those: this process imports it when it first
+        # cross-validates one (automl.search.evaluate_configuration), one thread beside them (automl.jobs).
         import_tensorflow(args.verbose)
     # What Prefect imports at a flow run's first call (~0.35 s): here it overlaps the temporary server's start-up.
     import fastapi.encoders  # noqa: F401  (Prefect serializes flow parameters with it)

@@ -192,8 +192,10 @@ class Scheduler:
 
     def kept(self, job: Job | None = None) -> float:
         """Seconds kept for what must follow ``job``: the outputs, and the other required jobs still queued
-        (those ahead of it by priority have run or been skipped by the time it is asked)."""
-        return self.finish_seconds() + sum(self.estimate(j) for j in self.queue if j.required and j is not job)
+        (those ahead of it by priority have run or been skipped by the time it is asked), each with the pace's
+        tolerance (a job stopped at its deadline ends a little after it)."""
+        return self.finish_seconds() + PACE_TOLERANCE * sum(self.estimate(j) for j in self.queue
+                                                            if j.required and j is not job)
 
     def usable(self, job: Job | None = None) -> float:
         """Seconds ``job`` may use now: the time left less what is kept for what follows it."""

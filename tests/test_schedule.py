@@ -75,7 +75,8 @@ def test_every_family_gets_its_first_model_before_the_others_second():
     sched.add(_job("MLP_first", 9, 30, clock, ran, family="MLP", required=True))
     sched.drain()
     assert "MLP_first" in ran and ran[0] == "GBM_0"
-    assert sum(name.startswith("GBM") for name in ran) == 4  # 4 x 15 + 30 = 90 s = the budget less the finish
+    # 90 s less the finish: the network's 30 s are kept with the pace's tolerance (37.5 s), so 3 GBMs of 15 s.
+    assert sum(name.startswith("GBM") for name in ran) == 3
 
 
 def test_a_required_job_that_is_not_ready_keeps_its_time_and_runs_when_ready():
