@@ -22,7 +22,7 @@ from automl.config import ENSEMBLE_ALGO
 from automl.engines import TrialRecord
 from automl.evaluation import evaluate_candidate
 from automl.reference import reference_portfolio
-from automl.schedule import Job, JobCutShort, Pace, Scheduler
+from automl.schedule import PACE_TOLERANCE, Job, JobCutShort, Pace, Scheduler
 from automl.state import RunState
 
 __all__ = ["run_jobs", "end_seconds", "BATCH_SHARE", "MIN_BATCH_SECONDS", "MAX_BATCH_SECONDS", "FIRST_NETWORK_SHARE"]
@@ -116,7 +116,7 @@ class _Run:
             if search.in_background(state):
                 self.scheduler.add(Job(f"first {self.family}", self.family, 0.005, self._first_network_estimate,
                                        self._first_network, required=True, cap=self._cap(),
-                                       ready=self._network_ready))
+                                       ready=self._network_ready))  # its trial's cap applies once it runs
             else:
                 self.scheduler.add(self._slice_job(0.005, required=True))
 
@@ -166,11 +166,19 @@ class _Run:
     def _first_network_estimate(self) -> float:
         done = self._completed("net")
         if done:
-            return search.network_cost(self.state, done[0])
+            return search.network_cost(self.state, done[0], least=True)
         return FIRST_NETWORK_SHARE * self.state.budget.seconds
 
+    def _network_cap(self, trial: TrialRecord) -> float:
+        """A network's cross-validation is admitted at its least cost and may use up to its whole cost (its
+        trial's best epoch on more rows), never more: the other families keep their turns."""
+        full = PACE_TOLERANCE * search.network_cost(self.state, trial)
+        return full if self._cap() is None else min(full, self._cap())
+
     def _first_network(self, pace: Pace) -> Any:
-        return self._rank_network(self._completed("net")[0], pace)
+        trial = self._completed("net")[0]
+        pace.deadline = min(pace.deadline, pace.start + self._network_cap(trial))
+        return self._rank_network(trial, pace)
 
     def _rank_network(self, trial: TrialRecord, pace: Pace) -> Any:
         self.evaluated["net"].add(_key(trial))
@@ -241,9 +249,9 @@ class _Run:
                 self._track("net", trial)
                 self.evaluated["net"].add(_key(trial))
                 self.scheduler.add(Job(f"{self.family}_{trial.number}", self.family, self._step("net"),
-                                       search.network_cost(state, trial),
+                                       search.network_cost(state, trial, least=True),
                                        lambda pace, t=trial: search.evaluate_configuration(state, t, pace),
-                                       cap=self._cap()))
+                                       cap=self._network_cap(trial)))
         if self.gbm:
             best = self._completed("gbm")[:1]
             if best and self._better("gbm", best[0]):

@@ -26,7 +26,8 @@ from typing import Any
 
 from automl.budget import Budget
 
-__all__ = ["Job", "Pace", "Ledger", "Scheduler", "JobCutShort", "MIN_CORRECTION", "MAX_CORRECTION"]
+__all__ = ["Job", "Pace", "Ledger", "Scheduler", "JobCutShort", "process_cpu_seconds", "MIN_CORRECTION",
+           "MAX_CORRECTION", "PACE_TOLERANCE"]
 
 #: A family's correction (measured seconds over estimated) stays within these bounds: one job run beside a
 #: busy worker, or a warm-up, must not make the family look free or unaffordable.
@@ -259,6 +260,14 @@ class Scheduler:
             again = job.retry(job, cut) if job.retry is not None else None
             if again is not None:
                 self.add(again)
+            return None
+        except Exception as exc:  # one failing job must not sink the run; input the user must fix still does
+            from automl.errors import InputError
+
+            if isinstance(exc, InputError):
+                raise
+            self.ledger.add(job.family, self.clock() - now, job.cores, ranked=False)
+            self.log("warn", f"{job.name} failed: {type(exc).__name__}: {exc}")
             return None
         seconds = self.clock() - now
         self.ledger.add(job.family, seconds, job.cores, ranked=result is not None)

@@ -40,13 +40,13 @@ __all__ = ["start_workers", "in_background", "join_search", "search_slice", "run
 
 #: How many of the best search configurations the background search keeps time for, under a holdout.
 TOP_CONFIGS = 3
-#: Share of the budget that the background search leaves, at least, to cross-validate its last configurations
-#: after it and to write the outputs. Under CV they are cross-validated while it runs, the best one since the
-#: last at the end; under a holdout only after the workers end (a network refit on 200k rows needs this
-#: process's TensorFlow, whose memory must not sit beside the workers': 4.3 GB where 4 GB are allowed; with
-#: 10 % the best configuration's refit on the 200k table got 24 s, 3 epochs on 128k rows, and scored 0.7947
-#: where its search trial had 0.805).
-KEEP_SHARE = {"beside": 0.1, "after": 0.2}
+#: Share of the budget that the background search leaves, at least, for what follows it. Where this process
+#: ranks configurations while the workers search ("beside"), only the end of the run: the worker keeps the
+#: second core busy meanwhile. Where it ranks them only once the workers have ended ("after"), their refits too:
+#: a network refit on 200k rows needs this process's TensorFlow, whose memory must not sit beside the workers'
+#: (4.3 GB where 4 GB are allowed); with 10 % the best configuration's refit on the 200k table got 24 s, 3 epochs
+#: on 128k rows, and scored 0.7947 where its search trial had 0.805.
+KEEP_SHARE = {"beside": 0.05, "after": 0.2}
 #: This process cross-validates networks while the workers search (TensorFlow in both) on tables of at most
 #: this many cells (rows x features); on larger ones only once they have ended (see KEEP_SHARE).
 BESIDE_WORKERS_CELLS = 5_000_000
@@ -179,9 +179,11 @@ def background_stop(state: RunState) -> StopPolicy:
     """When the background search stops: the time it keeps is for this process to cross-validate its last
     configurations (k fits of a trial's size under CV; each of the best once under a holdout) and for the
     outputs, at least :data:`KEEP_SHARE` of the budget (more where networks wait for the workers to end)."""
+    if evaluates_beside_workers(state):  # configurations are ranked as they come: the workers search to the end
+        return StopPolicy(0.0, FINISH_SECONDS, KEEP_SHARE["beside"])
     cv = state.protocol.name == "cv"
     return StopPolicy(float(len(state.protocol.folds)) if cv else float(TOP_CONFIGS), FINISH_SECONDS,
-                      KEEP_SHARE["beside" if evaluates_beside_workers(state) else "after"])
+                      KEEP_SHARE["after"])
 
 
 def evaluates_beside_workers(state: RunState) -> bool:
@@ -241,10 +243,11 @@ def _builtin_names() -> set[str]:
     return set(builtin_cards())
 
 
-def network_cost(state: RunState, trial: TrialRecord) -> float:
+def network_cost(state: RunState, trial: TrialRecord, least: bool = False) -> float:
     """Estimated seconds to cross-validate ``trial``'s configuration on the protocol at its best epoch (every
-    fold's fit, on up to :data:`MAX_REFIT_ROWS` rows)."""
-    return len(state.protocol.folds) * _refit_seconds(trial) * _row_scale(state)
+    fold's fit, on up to :data:`MAX_REFIT_ROWS` rows); ``least``: for as many samples as its trial saw (on more
+    rows, fewer epochs: what :func:`evaluate_configuration` trains at the least)."""
+    return len(state.protocol.folds) * _refit_seconds(trial) * (1.0 if least else _row_scale(state))
 
 
 def _row_scale(state: RunState) -> float:

@@ -66,6 +66,19 @@ def project(pg_url: str) -> Iterator[str]:
     storage.engine.dispose()
 
 
+class FakeClock:
+    """A clock that moves only when told to (for budgets and schedules without timing)."""
+
+    def __init__(self, now: float = 100.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 def subprocess_env(**extra: str) -> dict[str, str]:
     """The environment for child processes: the installed package, or this checkout if not installed."""
     env = {**os.environ, **extra}

@@ -10,19 +10,7 @@ import pytest
 
 from automl import budget as budget_mod
 from automl.budget import Budget, search_deadline, search_should_stop
-
-
-class FakeClock:
-    """A clock that moves only when told to."""
-
-    def __init__(self, now: float = 100.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from conftest import FakeClock
 
 
 def test_budget_counts_from_creation():

@@ -9,23 +9,11 @@ import pytest
 
 from automl.budget import Budget
 from automl.schedule import Job, JobCutShort, Pace, Scheduler
-
-
-class FakeClock:
-    """A clock that moves only when a fake job says it worked."""
-
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from conftest import FakeClock
 
 
 def _scheduler(seconds: float = 100.0, finish: float = 10.0) -> tuple[Scheduler, FakeClock, list[str]]:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     ran: list[str] = []
     return Scheduler(Budget(seconds, clock=clock), lambda: finish), clock, ran
 
@@ -144,7 +132,7 @@ def test_pace_gives_each_fold_its_share_and_tolerates_a_near_miss():
 def test_the_budget_is_used_to_its_end(seconds):
     """A queue with a filler (a search batch re-queued while it fits) ends within the time kept for the
     outputs, and the outputs' estimate brings the run to its budget: 95-105 % of it."""
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     budget = Budget(seconds, clock=clock)
     finish = 5.0 + 0.01 * seconds
     ran: list[str] = []
