@@ -329,7 +329,7 @@ class _Run:
                         lambda pace: ensembles.stack_level_two(state, pace)))
         if refit.refit_estimate(state) > 0:
             end.add(Job("refits on all rows", "refit", 2, lambda: refit.refit_estimate(state),
-                        lambda pace: refit.refit_full(state) or None, required=True, cores=2, elastic=True))
+                        lambda pace: refit.refit_full(state, pace.deadline) or None, required=True, cores=2, elastic=True))
         end.drain()
         ledger = self.scheduler.ledger.as_dict()
         ledger["cpu_percent"] = self.scheduler.cpu_percent(0.0)

@@ -62,12 +62,13 @@ def _row_ratio(state: RunState) -> float:
     return len(state.y) / len(state.protocol.folds[0][0])
 
 
-def refit_full(state: RunState) -> list[str]:
-    """Refit the leader-to-be's members on all rows while time allows; return the ids refit."""
+def refit_full(state: RunState, deadline: float | None = None) -> list[str]:
+    """Refit the leader-to-be's members on all rows while time allows (until ``deadline``, by default the time
+    the outputs need before the budget's end); return the ids refit."""
     ratio = _row_ratio(state)
     if ratio - 1 < MIN_EXTRA_ROWS or not state.evaluated:
         return []
-    deadline = state.budget.deadline - FINISH_SECONDS
+    deadline = state.budget.deadline - FINISH_SECONDS if deadline is None else deadline
     done: list[str] = []
     # Refit seconds over (row ratio x training seconds), per family: the first guess, then what this run measured
     # (models trained beside busy search workers; the refits run alone, 0.55-0.8 on the 200k table).
