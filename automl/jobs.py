@@ -22,7 +22,7 @@ from automl.config import ENSEMBLE_ALGO
 from automl.engines import TrialRecord
 from automl.evaluation import evaluate_candidate
 from automl.reference import reference_portfolio
-from automl.schedule import PACE_TOLERANCE, Job, JobCutShort, Pace, Scheduler
+from automl.schedule import Job, JobCutShort, Pace, Scheduler
 from automl.state import RunState
 
 __all__ = ["run_jobs", "end_seconds", "BATCH_SHARE", "MIN_BATCH_SECONDS", "MAX_BATCH_SECONDS", "FIRST_NETWORK_SHARE"]
@@ -35,6 +35,12 @@ MIN_BATCH_SECONDS, MAX_BATCH_SECONDS = 2.0, 30.0
 #: Before any network trial ends, the first network model is expected to cost this share of the budget (5 folds
 #: of a trial's size on a small table: Pima's first MLP ranked in 4-9 s of a 120 s run).
 FIRST_NETWORK_SHARE = 0.08
+#: A network's cross-validation may take this many times its whole estimate (its trial's best epoch on more
+#: rows; the estimate comes from a trial that may have trained in a population, where it costs less), and at
+#: least MIN_NETWORK_CAP seconds.
+NETWORK_CAP_FACTOR, MIN_NETWORK_CAP = 2.5, 15.0
+#: What the first network search slice in this process adds for TensorFlow's import and the search split.
+FIRST_SLICE_SECONDS = 6.0
 #: A retried reference model trains on this share of the rows its cut fold's pace says would fit.
 RETRY_MARGIN = 0.7
 #: A cut model is retried only on at least this share of its rows: fewer would rank a different model.
@@ -172,7 +178,8 @@ class _Run:
     def _network_cap(self, trial: TrialRecord) -> float:
         """A network's cross-validation is admitted at its least cost and may use up to its whole cost (its
         trial's best epoch on more rows), never more: the other families keep their turns."""
-        full = PACE_TOLERANCE * search.network_cost(self.state, trial)
+        correction = self.scheduler.corrections.get(self.family, 1.0)
+        full = max(NETWORK_CAP_FACTOR * correction * search.network_cost(self.state, trial), MIN_NETWORK_CAP)
         return full if self._cap() is None else min(full, self._cap())
 
     def _first_network(self, pace: Pace) -> Any:
@@ -188,13 +195,15 @@ class _Run:
     def _slice_job(self, priority: float, required: bool = False) -> Job:
         """A slice of the network search in this process (one core, or a budget too short for a worker)."""
 
-        seconds = self.batch_seconds * 2
+        # The first slice also pays for TensorFlow's import and the search split (~5 s on 2 busy cores).
+        seconds = self.batch_seconds * 2 + (FIRST_SLICE_SECONDS if required else 0.0)
 
         def run(pace: Pace) -> Any:
             self.batch_waiting = False
             trials = search.search_slice(self.state, min(pace.deadline, pace.start + seconds))
             finished = sum(t.state != "RUNNING" for t in trials)
-            self.net_search_over = finished == self.net_finished
+            # A slice that finished no trial after others had: --max-models is reached, or the space is spent.
+            self.net_search_over = finished == self.net_finished > 0
             self.net_finished = finished
             return trials or None
 
@@ -287,8 +296,8 @@ class _Run:
         self.batch_waiting = False
         trials = boosting.search_batch(self.state, min(pace.deadline, pace.start + seconds))
         finished = sum(t.state != "RUNNING" for t in trials)
-        # A batch that finished no trial will not be the last: --max-models is reached, or the space is spent.
-        self.gbm_search_over = finished == self.gbm_finished
+        # A batch that finished no trial after others had: --max-models is reached, or the space is spent.
+        self.gbm_search_over = finished == self.gbm_finished > 0
         self.gbm_finished = finished
         # Trials are search bookkeeping: the batch "ranks" something when a trial completed (not wasted).
         return [t for t in trials if t.state == "COMPLETE"] or None
@@ -329,7 +338,8 @@ class _Run:
                         lambda pace: ensembles.stack_level_two(state, pace)))
         if refit.refit_estimate(state) > 0:
             end.add(Job("refits on all rows", "refit", 2, lambda: refit.refit_estimate(state),
-                        lambda pace: refit.refit_full(state, pace.deadline) or None, required=True, cores=2, elastic=True))
+                        lambda pace: refit.refit_full(state, pace.deadline) or None, required=True, cores=2,
+                        elastic=True))
         end.drain()
         ledger = self.scheduler.ledger.as_dict()
         ledger["cpu_percent"] = self.scheduler.cpu_percent(0.0)

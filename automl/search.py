@@ -99,11 +99,11 @@ def join_search(state: RunState) -> list[TrialRecord]:
 def search_slice(state: RunState, deadline: float) -> list[TrialRecord]:
     """Search the run's network family in this process until ``deadline`` (a scheduler job); the study is
     resumed by each slice, so slices add up to one search. Returns the family's trials so far."""
-    budget = Budget(max(deadline - state.budget.clock(), 0.0), clock=state.budget.clock)
     job = search_job(state, stop=StopPolicy(0.0, 0.0, 0.0))
     if state.search_cache.get("data") is None:
         state.search_cache["data"] = search_data(state)
     import_tensorflow(state.config.verbose is True)
+    budget = Budget(max(deadline - state.budget.clock(), 0.0), clock=state.budget.clock)  # what the import left
     engine = get_engine(state.config.search.engine)
     with devices.trial_context(0, placement(state)):
         trials = engine.search(job, state.search_cache["data"], budget, StageEvents(state.events, "search"))
