@@ -13,8 +13,10 @@ order, then search and evaluation jobs in turn, each family's next job later the
 
 from __future__ import annotations
 
+import json
 import math
 import os
+from dataclasses import replace
 from typing import Any
 
 from automl import boosting, ensembles, refit, search
@@ -87,6 +89,8 @@ class _Run:
         self.scheduler = Scheduler(state.budget, lambda: end_seconds(state), self._log, feed=self._feed)
         self.family = state.family.upper()
         self.networks = self.family in state.config.evaluation.algos
+        # Network search slices run in this process only where no worker process searches (set in start()).
+        self.slices = False
         self.gbm = "GBM" in state.config.evaluation.algos and state.schema.task != "image"
         self.evaluated: dict[str, set[str]] = {"gbm": set(), "net": set()}  # configurations queued or ranked
         self.best_queued: dict[str, float] = {}  # the best validation score queued for ranking, per search
@@ -118,8 +122,9 @@ class _Run:
             # Each family's first model before the rest of the portfolio, in the portfolio's order.
             priority = (0.0 if ref.first_of_family else 1.0) + 0.01 * i
             self.scheduler.add(self._reference_job(ref.candidate, ref.estimate, priority, ref.first_of_family))
+        self.slices = self.networks and not search.in_background(state)
         if self.networks:
-            if search.in_background(state):
+            if not self.slices:
                 self.scheduler.add(Job(f"first {self.family}", self.family, 0.005, self._first_network_estimate,
                                        self._first_network, required=True, cap=self._cap(),
                                        ready=self._network_ready))  # its trial's cap applies once it runs
@@ -150,8 +155,6 @@ class _Run:
             fewer = int(rows * RETRY_MARGIN * max(self.scheduler.usable(), 0.0) / max(cut.projected, 1e-9))
             if fewer < MIN_RETRY_ROWS * rows or fewer < 100:
                 return None
-            from dataclasses import replace
-
             smaller = replace(candidate, max_rows=fewer, fit_kwargs=dict(candidate.fit_kwargs))
             self._log("info", f"{candidate.model_id} queued again on {fewer} of its {rows} rows")
             again = self._reference_job(smaller, estimate * fewer / rows, priority, required)
@@ -185,9 +188,6 @@ class _Run:
     def _first_network(self, pace: Pace) -> Any:
         trial = self._completed("net")[0]
         pace.deadline = min(pace.deadline, pace.start + self._network_cap(trial))
-        return self._rank_network(trial, pace)
-
-    def _rank_network(self, trial: TrialRecord, pace: Pace) -> Any:
         self.evaluated["net"].add(_key(trial))
         self._track("net", trial)
         return search.evaluate_configuration(self.state, trial, pace)
@@ -280,7 +280,7 @@ class _Run:
         fillers = []
         if self.gbm and not self.gbm_search_over:
             fillers.append("gbm-batch")
-        if self.networks and not search.in_background(state) and not self.net_search_over:
+        if self.slices and not self.net_search_over:
             fillers.append("net-slice")
         if fillers:  # in turns: the kind with fewer jobs so far
             kind = min(fillers, key=lambda k: self.steps.get(k, 0))
@@ -352,7 +352,5 @@ class _Run:
 
 
 def _key(trial: TrialRecord) -> str:
-    import json
-
     return json.dumps(trial.params, sort_keys=True, default=str)
 

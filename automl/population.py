@@ -416,7 +416,9 @@ class _Graph:
             return x
         tf, e = self.tf, self.embedder
         frequencies, kernel, bias = self.embedding
-        v, others = tf.gather(x, e.columns, axis=-1), tf.gather(x, e.others, axis=-1)
+        # As int32 constants: an empty list of other columns (every input numeric) would convert to float32.
+        v = tf.gather(x, tf.constant(e.columns, tf.int32), axis=-1)
+        others = tf.gather(x, tf.constant(e.others, tf.int32), axis=-1)
         if shared_input:
             v, others = v[None], tf.broadcast_to(others[None], [self.size, *tf.unstack(tf.shape(others))])
         angles = 2.0 * math.pi * v[..., None] * frequencies[:, None]  # (P, rows, c, k)

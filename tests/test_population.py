@@ -185,3 +185,14 @@ def test_scaled_and_embedded_members_train_as_the_single_trainer_does(pima, inpu
 def test_members_must_share_their_inputs():
     with pytest.raises(ValueError, match="one input_scaling and one numeric_embedding"):
         PopulationMLP([BASE, {**BASE, "numeric_embedding": "periodic"}], [0, 1], "binary")
+
+
+def test_periodic_members_train_when_every_input_is_numeric(pima):
+    """A table with no 0/1 column beside its numbers (no blanks, no categories) leaves the embedding no other
+    columns: the population's graph gathered them as an empty float list and every such round failed."""
+    x, y, x_val, y_val = pima
+    numeric = [c for c in range(x.shape[1]) if len(np.unique(x[:, c])) > 2]
+    periodic = {**BASE, "numeric_embedding": "periodic"}
+    members = PopulationMLP([periodic, {**periodic, "units": 32}], [1, 2], "binary", epochs=2).fit(
+        x[:, numeric], y, x_val[:, numeric], _auc(y_val))
+    assert all(not m.error and m.proba is not None for m in members), [m.error for m in members]
