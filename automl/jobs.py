@@ -332,8 +332,14 @@ class _Run:
         end = Scheduler(state.budget, lambda: outputs_seconds(state), self._log)
         end.ledger = self.scheduler.ledger
         if ENSEMBLE_ALGO in state.config.evaluation.algos:
-            end.add(Job("ensembles", ENSEMBLE_ALGO, 0, ensembles_seconds(state),
-                        lambda pace: ensembles.build_ensembles(state) or None, required=True))
+            # The level-1 stacks cost a second or less and often lead: they run whenever the outputs' least time
+            # is left, even where the queue's last jobs ran into the time kept for them.
+            stacks = Job("ensembles", ENSEMBLE_ALGO, 0, ensembles_seconds(state),
+                         lambda pace: ensembles.build_ensembles(state) or None, required=True)
+            if state.budget.left() > ensembles_seconds(state) + OUTPUT_SECONDS:
+                end.run(stacks)
+            else:
+                end.add(stacks)
             end.add(Job("level-2 stack", ENSEMBLE_ALGO, 1, lambda: ensembles.level_two_estimate(state),
                         lambda pace: ensembles.stack_level_two(state, pace)))
         if refit.refit_estimate(state) > 0:

@@ -59,9 +59,11 @@ class Pace:
     clock: Callable[[], float] = time.monotonic
 
     def fold_deadline(self, k: int, n: int) -> float:
-        """When fold ``k`` (0-based) of ``n`` must end: its share of the job's time, so that one fold that
-        trains until its deadline (boosting on a large table) leaves the others theirs."""
-        return self.start + (self.deadline - self.start) * (k + 1) / n
+        """When fold ``k`` (0-based) of ``n``, starting now, must end: its share of the time left, so that one
+        fold that trains until its deadline (boosting on a large table) leaves the others theirs, and a first
+        fold that started late (TensorFlow's import before it) still gets its share."""
+        now = self.clock()
+        return now + max(self.deadline - now, 0.0) / (n - k)
 
     def check(self, done: int, total: int, seconds: float) -> None:
         """After ``done`` of ``total`` folds that took ``seconds``: raise :class:`JobCutShort` when the rest, at

@@ -60,12 +60,15 @@ scheduler's accounting under ``"schedule"``, its ``families`` (per family ``jobs
 ``core_seconds``, ``wasted_core_seconds``), ``core_seconds``, ``wasted_core_seconds`` and ``cpu_percent``.
 
     python bench/suite.py [--datasets diabetes,titanic] [--tools ours,h2o,flaml,autogluon] [--max-runtime-secs 120]
-                          [--out DIR] [--seed 1] [--saved-rivals] [--autogluon-python PYTHON]
+                          [--out DIR] [--seed 1] [--saved-rivals] [--compare] [--autogluon-python PYTHON]
 
-``--saved-rivals`` compares ours with the predictions an earlier run of a rival left in ``--out`` (for a rival
-not in ``--tools``): a change of ours is then measured against the same rival predictions, in half the time
-(H2O moves little from run to run at a seed: diabetes repeats to four digits, titanic's AUC spans 0.8473–0.8515
-over six runs, penguins' log loss was 0.0146 with its GLM leading and once 0.0201 with a deep-learning leader).
+``--compare`` trains nothing: it prints, per dataset, every tool's test metrics and ours against each rival from
+the predictions earlier runs left in ``--out`` (tools run apart, one after the other on a quiet machine, are
+compared on the same rows). ``--saved-rivals`` compares ours with the predictions an earlier run of a rival left
+in ``--out`` (for a rival not in ``--tools``): a change of ours is then measured against the same rival
+predictions, in half the time (H2O moves little from run to run at a seed: diabetes repeats to four digits,
+titanic's AUC spans 0.8473–0.8515 over six runs, penguins' log loss was 0.0146 with its GLM leading and once
+0.0201 with a deep-learning leader).
 
 H2O and FLAML come from the ``bench`` extra (``pip install -e ".[bench]"``); H2O needs Java. AutoGluon comes from
 its own virtualenv (above).
@@ -512,6 +515,20 @@ def saved_predictions(case: Split, tools: Sequence[str], out: Path) -> dict[str,
     return preds
 
 
+def compare_saved(dataset: Dataset, out: Path) -> None:
+    """One line for the dataset: each tool's test metrics and ours against every rival (paired intervals), all
+    from the predictions earlier runs left in ``out``; nothing is trained."""
+    case = load_split(dataset, out / "data")
+    preds = {tool: read_predictions(path, dataset, case.classes) for tool in TOOLS
+             if (path := out / "runs" / dataset.name / tool / "preds.csv").exists()}
+    row: dict[str, Any] = {"bench": "suite-compare", "dataset": dataset.name, "task": dataset.task,
+                           **{tool: scores(dataset.task, case.y, p) for tool, p in preds.items()}}
+    for rival in (r for r in RIVALS if "ours" in preds and r in preds):
+        row[f"vs_{rival}"] = {m.name: paired_interval(m, case.y, preds["ours"], preds[rival])
+                              for m in METRICS[dataset.task]}
+    emit(row)
+
+
 def run_dataset(dataset: Dataset, tools: Sequence[str], budget_s: float, seed: int, out: Path,
                 saved_rivals: bool = False, pythons: Mapping[str, str] | None = None) -> bool:
     """Every tool on the dataset's split, a line each (ours last, with its intervals); True if all succeeded.
@@ -573,11 +590,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1, help="every tool's seed (1); the splits are fixed")
     parser.add_argument("--saved-rivals", action="store_true",
                         help="compare ours with the predictions a rival not in --tools left in --out")
+    parser.add_argument("--compare", action="store_true",
+                        help="train nothing: ours against every rival, from the predictions earlier runs left in --out")
     parser.add_argument("--autogluon-python", default=os.environ.get(AUTOGLUON_PYTHON, sys.executable),
                         help=f"the interpreter of a virtualenv with autogluon.tabular (${AUTOGLUON_PYTHON}, "
                              "else this one)")
     args = parser.parse_args(argv)
     datasets = names(args.datasets, list(DATASETS), "datasets", parser)
+    if args.compare:
+        for name in datasets:
+            compare_saved(DATASETS[name], args.out)
+        return 0
     tools = names(args.tools, TOOLS, "tools", parser)
     pythons = {"autogluon": args.autogluon_python}
     for tool in (t for t in RIVALS if t in tools):
