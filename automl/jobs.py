@@ -323,10 +323,8 @@ class _Run:
     # -- the end ----------------------------------------------------------------------------------------------
 
     def finish(self) -> None:
-        """Collect a background search still running, stack, refit; record the ledger and the run's CPU use."""
+        """Stack, refit, collect a background search still running; record the ledger and the run's CPU use."""
         state = self.state
-        if search.in_background(state):
-            self._join()
         # The end's own queue: the level-1 stacks, a level-2 stack if it fits, the refits of the leader's members
         # (they read the leader), each kept time for by the run's queue (end_seconds).
         end = Scheduler(state.budget, lambda: outputs_seconds(state), self._log)
@@ -347,6 +345,8 @@ class _Run:
                         lambda pace: refit.refit_full(state, pace.deadline) or None, required=True, cores=2,
                         elastic=True))
         end.drain()
+        if search.in_background(state):  # only now: its last trials run on the other core meanwhile
+            self._join()
         ledger = self.scheduler.ledger.as_dict()
         ledger["cpu_percent"] = self.scheduler.cpu_percent(0.0)
         state.schedule = ledger
