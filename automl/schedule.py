@@ -283,6 +283,8 @@ class Scheduler:
         while True:
             if self.run_next():
                 continue
+            if any(j.ready() for j in self.queue):  # ready since it was passed over (a trial just ended): again
+                continue
             waiting = [j for j in self.queue if not j.ready() and self.estimate(j) <= self.usable(j)]
             if not waiting:
                 break

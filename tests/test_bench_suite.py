@@ -182,3 +182,20 @@ def test_a_rival_the_interpreter_lacks_stops_the_suite_before_any_run(tmp_path: 
     assert code == 2
     assert "--autogluon-python" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_compare_scores_every_saved_tool_and_ours_against_each_rival(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """``--compare`` trains nothing: ours is the true class's certainty, AutoGluon a uniform guess."""
+    dataset = toy("multiclass")
+    case = suite.load_split(dataset, tmp_path / "data")
+    uniform = pd.DataFrame({f"p_{c}": np.full(len(case.y), 1 / 3) for c in case.classes})
+    sure = pd.DataFrame({f"p_{c}": (case.y == i).astype(float) * 0.98 + 0.01 for i, c in enumerate(case.classes)})
+    for tool, preds in (("ours", sure), ("autogluon", uniform)):
+        folder = tmp_path / "runs" / "toy" / tool
+        folder.mkdir(parents=True)
+        preds.assign(predict="a").to_csv(folder / "preds.csv", index=False)
+    suite.compare_saved(dataset, tmp_path)
+    row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(row) >= {"ours", "autogluon", "vs_autogluon"} and "vs_h2o" not in row
+    assert row["ours"]["accuracy"] == 1.0 and row["vs_autogluon"]["logloss"]["low"] > 0

@@ -222,7 +222,7 @@ def test_runs_publish_artifacts_and_readable_task_names(diabetes_runs):
     assert second["challenger"] in summary and second["reason"] in summary
     assert ("**promoted**" in summary) == (second["promoted"] == "yes")
     assert float(artifacts["progress-diabetes"].data) == 100
-    assert {"ingest-diabetes", "split-holdout-diabetes", "preprocess-diabetes", "search-diabetes",
+    assert {"ingest-diabetes", "split-holdout-diabetes", "preprocess-diabetes", "train-models-diabetes",
             "leaderboard-diabetes", "champion-challenger-diabetes", "publish-diabetes"} <= task_names
 
 
