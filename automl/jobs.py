@@ -13,8 +13,6 @@ order, then search and evaluation jobs in turn, each family's next job later the
 
 from __future__ import annotations
 
-import json
-import math
 import os
 from dataclasses import replace
 from typing import Any
@@ -186,10 +184,8 @@ class _Run:
         return full if self._cap() is None else min(full, self._cap())
 
     def _first_network(self, pace: Pace) -> Any:
-        trial = self._completed("net")[0]
+        trial = self._claim_best("net") or self._completed("net")[0]
         pace.deadline = min(pace.deadline, pace.start + self._network_cap(trial))
-        self.evaluated["net"].add(_key(trial))
-        self._track("net", trial)
         return search.evaluate_configuration(self.state, trial, pace)
 
     def _slice_job(self, priority: float, required: bool = False) -> Job:
@@ -216,32 +212,21 @@ class _Run:
     def _completed(self, search_kind: str) -> list[TrialRecord]:
         """The search's completed trials, best first, each configuration once."""
         state = self.state
-        if search_kind == "net":
-            trials = search.running_trials(state) if search.in_background(state) else \
-                [t for t in state.trials if t.family == state.family]
-        else:
-            trials = [t for t in state.trials if t.family == boosting.FAMILY]
-        sign = state.metric.sign()
-        complete = [t for t in trials if t.state == "COMPLETE" and t.best_epoch > 0 and math.isfinite(t.value)]
-        complete.sort(key=lambda t: (-sign * t.value, t.number))
-        unique, seen = [], set()
-        for t in complete:
-            if _key(t) not in seen:
-                seen.add(_key(t))
-                unique.append(t)
-        return unique
+        if search_kind == "gbm":
+            return search.best_configurations(state, boosting.FAMILY)
+        return search.best_configurations(state, state.family, search.running_trials(state))
 
-    def _track(self, kind: str, trial: TrialRecord) -> None:
-        sign = self.state.metric.sign()
-        best = self.best_queued.get(kind)
-        if best is None or sign * trial.value > sign * best:
-            self.best_queued[kind] = trial.value
-
-    def _better(self, kind: str, trial: TrialRecord) -> bool:
-        """``trial`` beats every configuration of its search queued for ranking so far."""
-        best = self.best_queued.get(kind)
-        return _key(trial) not in self.evaluated[kind] and (
-            best is None or self.state.metric.sign() * (trial.value - best) > 0)
+    def _claim_best(self, kind: str) -> TrialRecord | None:
+        """The search's best configuration, marked queued, when it beats every one queued for ranking so far."""
+        best = self._completed(kind)[:1]
+        if not best or search.configuration_key(best[0]) in self.evaluated[kind]:
+            return None
+        queued = self.best_queued.get(kind)
+        if queued is not None and self.state.metric.sign() * (best[0].value - queued) <= 0:
+            return None
+        self.evaluated[kind].add(search.configuration_key(best[0]))
+        self.best_queued[kind] = best[0].value
+        return best[0]
 
     def _feed(self) -> None:
         """Before each choice: join a background search that has ended, and queue what the results call for: the
@@ -250,31 +235,21 @@ class _Run:
         state = self.state
         if search.in_background(state) and self._search_over():
             self._join()
-        waiting = {j.name for j in self.scheduler.queue}
-        if self.networks and self._network_ready():
-            best = self._completed("net")[:1]
-            if best and self._better("net", best[0]) and f"first {self.family}" not in waiting:
-                trial = best[0]
-                self._track("net", trial)
-                self.evaluated["net"].add(_key(trial))
-                self.scheduler.add(Job(f"{self.family}_{trial.number}", self.family, self._step("net"),
-                                       search.network_cost(state, trial, least=True),
-                                       lambda pace, t=trial: search.evaluate_configuration(state, t, pace),
-                                       cap=self._network_cap(trial)))
-        if self.gbm:
-            best = self._completed("gbm")[:1]
-            if best and self._better("gbm", best[0]):
-                trial = best[0]
-                self._track("gbm", trial)
-                self.evaluated["gbm"].add(_key(trial))
-                candidate = boosting.gbm_candidate(state, trial)
+        first_waiting = any(j.name == f"first {self.family}" for j in self.scheduler.queue)
+        if self.networks and not first_waiting and self._network_ready() and (trial := self._claim_best("net")):
+            self.scheduler.add(Job(f"{self.family}_{trial.number}", self.family, self._step("net"),
+                                   search.network_cost(state, trial, least=True),
+                                   lambda pace, t=trial: search.evaluate_configuration(state, t, pace),
+                                   cap=self._network_cap(trial)))
+        if self.gbm and (trial := self._claim_best("gbm")):
+            candidate = boosting.gbm_candidate(state, trial)
 
-                def rank(pace: Pace, c: Any = candidate) -> Any:
-                    c.fit_kwargs["deadline"] = pace.deadline
-                    return evaluate_candidate(state, c, "boosting", pace=pace)
+            def rank(pace: Pace, c: Any = candidate) -> Any:
+                c.fit_kwargs["deadline"] = pace.deadline
+                return evaluate_candidate(state, c, "boosting", pace=pace)
 
-                self.scheduler.add(Job(candidate.model_id, "GBM", self._step("gbm-rank"),
-                                       boosting.gbm_cost(state, trial), rank, cap=self._cap()))
+            self.scheduler.add(Job(candidate.model_id, "GBM", self._step("gbm-rank"),
+                                   boosting.gbm_cost(state, trial), rank, cap=self._cap()))
         if self.batch_waiting or self.scheduler.usable() < MIN_BATCH_SECONDS:
             return
         fillers = []
@@ -355,8 +330,4 @@ class _Run:
                              + (f", {v['skipped']} skipped" if v["skipped"] else "")
                              for k, v in ledger["families"].items())
         self._log("info", f"jobs: {families}; CPU {ledger['cpu_percent']:.0f}% of one core so far")
-
-
-def _key(trial: TrialRecord) -> str:
-    return json.dumps(trial.params, sort_keys=True, default=str)
 

@@ -193,26 +193,29 @@ class Scheduler:
         old = self.corrections.get(family)
         self.corrections[family] = ratio if old is None else math.sqrt(old * ratio)
 
-    def kept(self, job: Job | None = None) -> float:
+    def kept(self, job: Job | None = None, finish: float | None = None) -> float:
         """Seconds kept for what must follow ``job``: the outputs, and the other required jobs still queued
         (those ahead of it by priority have run or been skipped by the time it is asked), each with the pace's
         tolerance (a job stopped at its deadline ends a little after it)."""
-        return self.finish_seconds() + PACE_TOLERANCE * sum(self.estimate(j) for j in self.queue
+        finish = self.finish_seconds() if finish is None else finish
+        return finish + PACE_TOLERANCE * sum(self.estimate(j) for j in self.queue
                                                             if j.required and j is not job)
 
-    def usable(self, job: Job | None = None) -> float:
-        """Seconds ``job`` may use now: the time left less what is kept for what follows it."""
-        return self.budget.deadline - self.clock() - self.kept(job)
+    def usable(self, job: Job | None = None, finish: float | None = None) -> float:
+        """Seconds ``job`` may use now: the time left less what is kept for what follows it (``finish``: the
+        end's seconds when the caller has them already)."""
+        return self.budget.deadline - self.clock() - self.kept(job, finish)
 
     def next_job(self) -> Job | None:
         """The first job by priority whose estimate fits the usable time; the jobs before it that did not fit
         are dropped with their reason (time only shrinks: they will not fit later either)."""
+        finish = self.finish_seconds()  # the end's estimate reads the board: once per choice, not per job
         for job in sorted(self.queue, key=_key):
             if not job.ready():
                 continue
-            usable = self.usable(job)
+            usable = self.usable(job, finish)
             estimate = self.estimate(job)
-            if estimate <= usable or (self._first(job) and usable + self.finish_seconds() > 0):
+            if estimate <= usable or (self._first(job) and usable + finish > 0):
                 self.queue.remove(job)
                 return job
             if job.elastic and not job.required:

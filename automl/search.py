@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -35,8 +36,8 @@ from automl.state import RunState
 
 __all__ = ["start_workers", "in_background", "join_search", "search_slice", "running_trials", "keep_trials",
            "search_data", "search_job", "background_stop", "load_worker_files", "network_cost",
-           "evaluate_configuration", "evaluates_beside_workers", "placement", "best_configurations", "TOP_CONFIGS",
-           "KEEP_SHARE"]
+           "evaluate_configuration", "evaluates_beside_workers", "placement", "best_configurations",
+           "configuration_key", "TOP_CONFIGS", "KEEP_SHARE"]
 
 #: How many of the best search configurations the background search keeps time for, under a holdout.
 TOP_CONFIGS = 3
@@ -121,8 +122,10 @@ def running_trials(state: RunState) -> list[TrialRecord]:
     study holds now (read from its storage; every engine with workers has ``trials``)."""
     if not in_background(state):
         return [t for t in state.trials if t.family == state.family]
+    if "job" not in state.search_cache:  # polled between jobs: the job (space hash, spec) is built once
+        state.search_cache["job"] = search_job(state, with_spec=True)
     engine = get_engine(state.config.search.engine)
-    return [replace(t, family=state.family) for t in engine.trials(search_job(state, with_spec=True))]
+    return [replace(t, family=state.family) for t in engine.trials(state.search_cache["job"])]
 
 
 def search_data(state: RunState, family: str | None = None) -> SearchData:
@@ -295,18 +298,24 @@ def evaluate_configuration(state: RunState, trial: TrialRecord, pace: Pace) -> E
     return result
 
 
-def best_configurations(state: RunState, family: str) -> list[TrialRecord]:
-    """The family's completed trials, best first, each configuration once (Hyperband may run one configuration
-    several times, more epochs each: its best run is kept)."""
-    complete = [t for t in state.trials if t.family == family and t.state == "COMPLETE" and t.best_epoch > 0]
+def best_configurations(state: RunState, family: str,
+                        trials: list[TrialRecord] | None = None) -> list[TrialRecord]:
+    """The family's completed trials (of ``trials``, default the state's), best first, each configuration once
+    (Hyperband may run one configuration several times, more epochs each: its best run is kept)."""
+    complete = [t for t in (state.trials if trials is None else trials) if t.family == family
+                and t.state == "COMPLETE" and t.best_epoch > 0 and math.isfinite(t.value)]
     complete.sort(key=lambda t: (-state.metric.sign() * t.value, t.number))
     unique, seen = [], set()
     for t in complete:
-        key = json.dumps(t.params, sort_keys=True)
-        if key not in seen:
+        if (key := configuration_key(t)) not in seen:
             seen.add(key)
             unique.append(t)
     return unique
+
+
+def configuration_key(trial: TrialRecord) -> str:
+    """What identifies a trial's configuration: its parameters as sorted JSON."""
+    return json.dumps(trial.params, sort_keys=True, default=str)
 
 
 def placement(state: RunState) -> devices.Placement:
