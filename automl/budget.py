@@ -7,12 +7,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-__all__ = ["Budget", "search_should_stop", "search_deadline", "FINISH_SECONDS", "REPORT_SECONDS"]
+__all__ = ["Budget", "search_should_stop", "search_deadline", "model_deadline", "FINISH_SECONDS", "REPORT_SECONDS",
+           "CAP_TOLERANCE_SECONDS"]
 
 #: Seconds kept back for writing the leaderboard, exporting models, explaining the leader and the report.
 FINISH_SECONDS = 10.0
 #: Seconds of those reserved for drawing the report after the feature importances.
 REPORT_SECONDS = 4.0
+#: How far past ``--max-runtime-secs-per-model`` a model may end: trainers look at their deadline between steps
+#: (a LightGBM round, a chunk of L-BFGS iterations or of trees, a network's call of about a second), and a
+#: fold's scoring follows its training. The README states it.
+CAP_TOLERANCE_SECONDS = 2.0
 
 
 @dataclass
@@ -66,3 +71,9 @@ def search_deadline(budget: Budget, finish_seconds: float, keep_share: float) ->
     search open and leave no time to refit the best configuration.
     """
     return budget.deadline - max(finish_seconds, keep_share * budget.seconds)
+
+
+def model_deadline(deadline: float, cap: float | None, clock: Callable[[], float] = time.monotonic) -> float:
+    """When a model starting now must end: ``deadline``, or sooner when ``cap`` (``--max-runtime-secs-per-model``)
+    seconds from now come first."""
+    return deadline if cap is None else min(deadline, clock() + cap)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from automl.devices import DISTRIBUTE  # cheap: devices loads TensorFlow only when asked
+from automl.devices import DISTRIBUTE, usable_cores  # cheap: devices loads TensorFlow only when asked
 from automl.errors import InputError
 
 __all__ = ["RunConfig", "SearchSettings", "EvaluationSettings", "ENGINES", "TUNERS", "VALIDATIONS", "ALGOS",
@@ -103,10 +103,11 @@ class SearchSettings:
 
     @property
     def n_workers(self) -> int:
-        """Worker processes to run: the setting, else one per core for Optuna."""
+        """Worker processes to run: the setting, else one per usable core for Optuna (the run chooses fewer by
+        default, see :func:`automl.devices.default_workers`)."""
         if self.engine != "optuna":
             return 1
-        return self.workers if self.workers is not None else os.cpu_count() or 1
+        return self.workers if self.workers is not None else usable_cores()
 
     @property
     def processes(self) -> int:

@@ -20,14 +20,22 @@ import sys
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NamedTuple
 
-__all__ = ["free_cores", "Device", "Placement", "STRATEGIES", "DISTRIBUTE", "detect", "plan", "configure", "strategy",
+__all__ = ["free_cores", "usable_cores", "memory_bytes", "default_workers", "WORKER_MEMORY_BYTES", "Device",
+           "Placement", "STRATEGIES", "DISTRIBUTE", "detect", "plan", "configure", "strategy",
            "trial_device", "trial_context"]
 
 STRATEGIES = ("default", "mirrored", "tpu")
 #: Values of ``distribute`` besides ``None`` (let :func:`plan` choose).
 DISTRIBUTE = ("mirrored",)
+#: What a search worker process holds at its peak (TensorFlow, the memory-mapped split, a population): measured
+#: 0.9-1.1 GB on the 200k table (bench/scale_rows.py ``peak_by_process``), rounded up.
+WORKER_MEMORY_BYTES = 1.25 * 2**30
+#: Memory the run's own process and the Prefect server keep beside the workers (1.2 GB + 0.2 GB measured).
+RUN_MEMORY_BYTES = 1.5 * 2**30
+CGROUP = Path("/sys/fs/cgroup")
 #: float16 runs on tensor cores from Volta (7.0) on; older GPUs get slower, not faster.
 MIXED_PRECISION_MIN_CAPABILITY = (7, 0)
 
@@ -207,9 +215,53 @@ def trial_context(i: int, placement: Placement) -> Iterator[None]:
             yield
 
 
+def usable_cores(cgroup: Path = CGROUP) -> int:
+    """Cores this process may use: the machine's, fewer under a CPU affinity mask or a container's CPU quota
+    (cgroup v2 ``cpu.max``, v1 ``cpu.cfs_quota_us``), at least one. ``os.cpu_count()`` says 64 in a 2-CPU
+    container on a 64-core host."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    quota = _read(cgroup / "cpu.max")  # "max 100000" or "200000 100000"
+    if quota is None:
+        v1 = _read(cgroup / "cpu" / "cpu.cfs_quota_us"), _read(cgroup / "cpu" / "cpu.cfs_period_us")
+        quota = f"{v1[0]} {v1[1]}" if None not in v1 else None
+    if quota is not None:
+        limit, _, period = quota.partition(" ")
+        if limit.lstrip("-").isdigit() and int(limit) > 0 and period.isdigit() and int(period) > 0:
+            cores = min(cores, max(1, int(int(limit) / int(period) + 0.5)))
+    return max(1, cores)
+
+
+def memory_bytes(cgroup: Path = CGROUP, meminfo: Path = Path("/proc/meminfo")) -> float:
+    """Memory this process may use: the machine's available memory (``MemAvailable``: free and reclaimable), or
+    less under a container's limit; infinite where neither can be read."""
+    available = float("inf")
+    for line in (_read(meminfo) or "").splitlines():
+        if line.startswith("MemAvailable:"):
+            available = int(line.split()[1]) * 1024
+    for name in ("memory.max", "memory/memory.limit_in_bytes"):
+        limit = _read(cgroup / name)
+        if limit is not None and limit.isdigit():
+            available = min(available, int(limit))
+    return float(available)
+
+
+def default_workers(cgroup: Path = CGROUP, meminfo: Path = Path("/proc/meminfo")) -> int:
+    """Search worker processes to start by default: one per usable core but one (the run's process trains the
+    scheduler's jobs on it), no more than the memory holds, at least one."""
+    by_memory = (memory_bytes(cgroup, meminfo) - RUN_MEMORY_BYTES) // WORKER_MEMORY_BYTES
+    return int(max(1, min(usable_cores(cgroup) - 1, by_memory)))
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
 def free_cores() -> int:
     """Cores for scikit-learn/LightGBM: those not busy with other work (load average), at least one."""
-    cores = os.cpu_count() or 1
+    cores = usable_cores()
     try:
         others = max(0.0, os.getloadavg()[0] - 1)  # this process is one of the busy ones
     except OSError:

@@ -13,12 +13,14 @@ order, then search and evaluation jobs in turn, each family's next job later the
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import replace
 from typing import Any
 
 from automl import boosting, ensembles, refit, search
 from automl.config import ENSEMBLE_ALGO
+from automl.devices import usable_cores
 from automl.engines import TrialRecord
 from automl.evaluation import evaluate_candidate
 from automl.reference import reference_portfolio
@@ -125,7 +127,8 @@ class _Run:
             if not self.slices:
                 self.scheduler.add(Job(f"first {self.family}", self.family, 0.005, self._first_network_estimate,
                                        self._first_network, required=True, cap=self._cap(),
-                                       ready=self._network_ready))  # its trial's cap applies once it runs
+                                       # its trial's cap applies once it runs
+                                       ready=self._network_ready, prepare=self._prepare_networks))
             else:
                 self.scheduler.add(self._slice_job(0.005, required=True))
 
@@ -149,8 +152,9 @@ class _Run:
             return evaluate_candidate(state, candidate, "reference", pace=pace)
 
         def retry(job: Job, cut: JobCutShort) -> Job | None:
-            rows = len(state.protocol.folds[0][0]) if candidate.max_rows is None else candidate.max_rows
-            fewer = int(rows * RETRY_MARGIN * max(self.scheduler.usable(), 0.0) / max(cut.projected, 1e-9))
+            rows = min(len(state.protocol.folds[0][0]), candidate.max_rows or math.inf)
+            usable = self.scheduler.usable() if job.cap is None else min(self.scheduler.usable(), job.cap)
+            fewer = int(rows * RETRY_MARGIN * max(usable, 0.0) / max(cut.projected, 1e-9))
             if fewer < MIN_RETRY_ROWS * rows or fewer < 100:
                 return None
             smaller = replace(candidate, max_rows=fewer, fit_kwargs=dict(candidate.fit_kwargs))
@@ -182,6 +186,9 @@ class _Run:
         correction = self.scheduler.corrections.get(self.family, 1.0)
         full = max(NETWORK_CAP_FACTOR * correction * search.network_cost(self.state, trial), MIN_NETWORK_CAP)
         return full if self._cap() is None else min(full, self._cap())
+
+    def _prepare_networks(self) -> None:
+        search.prepare_networks(self.state)
 
     def _first_network(self, pace: Pace) -> Any:
         trial = self._claim_best("net") or self._completed("net")[0]
@@ -240,7 +247,7 @@ class _Run:
             self.scheduler.add(Job(f"{self.family}_{trial.number}", self.family, self._step("net"),
                                    search.network_cost(state, trial, least=True),
                                    lambda pace, t=trial: search.evaluate_configuration(state, t, pace),
-                                   cap=self._network_cap(trial)))
+                                   cap=self._network_cap(trial), prepare=self._prepare_networks))
         if self.gbm and (trial := self._claim_best("gbm")):
             candidate = boosting.gbm_candidate(state, trial)
 
@@ -280,7 +287,7 @@ class _Run:
     def _join(self) -> None:
         """Collect the background search; its workers' core-seconds go to the network family's ledger."""
         settings = self.state.config.search
-        cores = max(1, settings.processes) * max(1, ((os.cpu_count() or 1) - int(settings.background))
+        cores = max(1, settings.processes) * max(1, (usable_cores() - int(settings.background))
                                                  // max(1, settings.processes))
         seconds = self.state.budget.clock() - self.search_started
         search.join_search(self.state)
@@ -314,7 +321,7 @@ class _Run:
             else:
                 end.add(stacks)
             end.add(Job("level-2 stack", ENSEMBLE_ALGO, 1, lambda: ensembles.level_two_estimate(state),
-                        lambda pace: ensembles.stack_level_two(state, pace)))
+                        lambda pace: ensembles.stack_level_two(state, pace), cap=self._cap()))
         if refit.refit_estimate(state) > 0:
             end.add(Job("refits on all rows", "refit", 2, lambda: refit.refit_estimate(state),
                         lambda pace: refit.refit_full(state, pace.deadline) or None, required=True, cores=2,

@@ -23,7 +23,7 @@ from typing import Any
 from sklearn.base import clone
 
 from automl import leaderboard as lb
-from automl.budget import FINISH_SECONDS
+from automl.budget import FINISH_SECONDS, model_deadline
 from automl.config import ENSEMBLE_ALGO
 from automl.evaluation import Evaluated
 from automl.models import BaggedModel, FoldModel
@@ -73,16 +73,21 @@ def refit_full(state: RunState, deadline: float | None = None) -> list[str]:
     # Refit seconds over (row ratio x training seconds), per family: the first guess, then what this run measured
     # (models trained beside busy search workers; the refits run alone, 0.55-0.8 on the 200k table).
     factors: dict[str, float] = {}
+    cap = state.config.search.max_runtime_secs_per_model
     for member in _members_by_weight(state):
         fit_seconds = ratio * member.training_time_ms / 1000
         estimate = factors.get(member.model.algo, REFIT_COST_FACTOR) * fit_seconds
         left = deadline - time.monotonic()
+        if cap is not None and estimate > cap:
+            state.events.add("refit", f"{member.model.model_id} not refit on all {len(state.y)} rows: estimated "
+                                      f"{estimate:.0f}s, over --max-runtime-secs-per-model {cap:g}")
+            continue
         if estimate > left:
             state.events.add("refit", f"no time to refit {member.model.model_id} on all {len(state.y)} rows "
                                       f"(estimated {estimate:.0f}s, {max(left, 0):.0f}s left)")
             continue
         started = time.perf_counter()
-        full = _refit(member.model, state, ratio, deadline)
+        full = _refit(member.model, state, ratio, model_deadline(deadline, cap))
         if full is None:
             state.events.warn("refit", f"refit of {member.model.model_id} cut short by the deadline; "
                                        "it keeps its holdout model")

@@ -27,7 +27,7 @@ from typing import Any
 from automl.budget import Budget
 
 __all__ = ["Job", "Pace", "Ledger", "Scheduler", "JobCutShort", "process_cpu_seconds", "MIN_CORRECTION",
-           "MAX_CORRECTION", "PACE_TOLERANCE"]
+           "MAX_CORRECTION", "PACE_TOLERANCE", "CAP_SLACK_SECONDS"]
 
 #: A family's correction (measured seconds over estimated) stays within these bounds: one job run beside a
 #: busy worker, or a warm-up, must not make the family look free or unaffordable.
@@ -35,6 +35,8 @@ MIN_CORRECTION, MAX_CORRECTION = 0.2, 5.0
 #: A fold that runs this much past its share of the job's time still counts as on pace: fold times vary
 #: (the first fold pays for warm-up), and a job stopped for a near miss wastes its folds.
 PACE_TOLERANCE = 1.25
+#: The pace's slack, in seconds, for a job under ``--max-runtime-secs-per-model``.
+CAP_SLACK_SECONDS = 1.0
 
 
 class JobCutShort(RuntimeError):
@@ -57,6 +59,9 @@ class Pace:
     start: float
     deadline: float
     clock: Callable[[], float] = time.monotonic
+    #: Seconds past the deadline a job may project and go on; None: :data:`PACE_TOLERANCE` of its time. Under
+    #: ``--max-runtime-secs-per-model`` a second: each fold's fit stops at its share of the cap anyway.
+    slack: float | None = None
 
     def fold_deadline(self, k: int, n: int) -> float:
         """When fold ``k`` (0-based) of ``n``, starting now, must end: its share of the time left, so that one
@@ -67,11 +72,12 @@ class Pace:
 
     def check(self, done: int, total: int, seconds: float) -> None:
         """After ``done`` of ``total`` folds that took ``seconds``: raise :class:`JobCutShort` when the rest, at
-        that pace, would end past the deadline (beyond :data:`PACE_TOLERANCE`)."""
+        that pace, would end past the deadline (beyond its ``slack``)."""
         if done >= total or done <= 0:
             return
         projected = seconds / done * total
-        if self.start + projected > self.deadline + (PACE_TOLERANCE - 1) * (self.deadline - self.start):
+        slack = (PACE_TOLERANCE - 1) * (self.deadline - self.start) if self.slack is None else self.slack
+        if self.start + projected > self.deadline + slack:
             raise JobCutShort(f"{self.name}: stopped after fold {done} of {total} ({seconds:.1f}s): {total} folds "
                               f"would take {projected:.0f}s, {self.deadline - self.start:.0f}s allowed",
                               projected, done, total)
@@ -96,8 +102,11 @@ class Job:
     run: Callable[[Pace], Any]
     required: bool = False
     cores: int = 1
-    #: The longest this job may run (``--max-runtime-secs-per-model``), or None.
+    #: The longest this job may run (``--max-runtime-secs-per-model``), or None: a hard deadline, no tolerance.
     cap: float | None = None
+    #: Work before the job's time starts (TensorFlow's import before a network's first fit: seconds, once, that
+    #: say nothing of the model's cost nor count against its cap).
+    prepare: Callable[[], None] | None = None
     retry: Callable[[Job, JobCutShort], Job | None] | None = None
     #: False while the job cannot start yet (a network's first model waits for the search's first trial); its
     #: time is kept meanwhile when it is ``required``.
@@ -215,6 +224,9 @@ class Scheduler:
                 continue
             usable = self.usable(job, finish)
             estimate = self.estimate(job)
+            if job.cap is not None and estimate > job.cap + CAP_SLACK_SECONDS and job.retry is None:
+                self.skip(job, f"estimated {estimate:.1f}s, over its {job.cap:g}s cap")
+                continue
             if estimate <= usable or (self._first(job) and usable + finish > 0):
                 self.queue.remove(job)
                 return job
@@ -245,6 +257,9 @@ class Scheduler:
 
     def run(self, job: Job) -> Any:
         """Run ``job`` under its pace now; learn its family's cost; account its core-seconds."""
+        started = self.clock()  # the ledger counts the preparation's core-seconds; the estimates and cap do not
+        if job.prepare is not None:
+            job.prepare()
         now = self.clock()
         estimate = self.estimate(job)
         # A job may run to the end of the usable time (it stops at its deadline keeping what it trained, or its
@@ -252,13 +267,14 @@ class Scheduler:
         deadline = self.budget.deadline - self.kept(job)
         if self._first(job):  # a run must not end without a board: its first model may use the outputs' time
             deadline = max(deadline, min(now + estimate * PACE_TOLERANCE, self.budget.deadline - 1.0))
-        if job.cap is not None:
-            deadline = min(deadline, now + job.cap)
-        pace = Pace(job.name, now, max(deadline, now), self.clock)
+        capped = job.cap is not None and now + job.cap <= deadline
+        if capped:
+            deadline = now + job.cap
+        pace = Pace(job.name, now, max(deadline, now), self.clock, CAP_SLACK_SECONDS if capped else None)
         try:
             result = job.run(pace)
         except JobCutShort as cut:
-            seconds = self.clock() - now
+            seconds = self.clock() - started
             self.ledger.add(job.family, seconds, job.cores, ranked=False)
             self.learn(job.family, _raw(job), cut.projected)
             self.log("warn", f"{cut}; {seconds:.1f}s wasted")
@@ -271,13 +287,12 @@ class Scheduler:
 
             if isinstance(exc, InputError):
                 raise
-            self.ledger.add(job.family, self.clock() - now, job.cores, ranked=False)
+            self.ledger.add(job.family, self.clock() - started, job.cores, ranked=False)
             self.log("warn", f"{job.name} failed: {type(exc).__name__}: {exc}")
             return None
-        seconds = self.clock() - now
-        self.ledger.add(job.family, seconds, job.cores, ranked=result is not None)
+        self.ledger.add(job.family, self.clock() - started, job.cores, ranked=result is not None)
         if result is not None and not job.elastic:
-            self.learn(job.family, _raw(job), seconds)
+            self.learn(job.family, _raw(job), self.clock() - now)
         return result
 
     def drain(self, wait: Callable[[float], None] = time.sleep) -> None:

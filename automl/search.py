@@ -36,7 +36,7 @@ from automl.state import RunState
 
 __all__ = ["start_workers", "in_background", "join_search", "search_slice", "running_trials", "keep_trials",
            "search_data", "search_job", "background_stop", "load_worker_files", "network_cost",
-           "evaluate_configuration", "evaluates_beside_workers", "placement", "best_configurations",
+           "evaluate_configuration", "prepare_networks", "evaluates_beside_workers", "placement", "best_configurations",
            "configuration_key", "TOP_CONFIGS", "KEEP_SHARE"]
 
 #: How many of the best search configurations the background search keeps time for, under a holdout.
@@ -258,15 +258,18 @@ def _row_scale(state: RunState) -> float:
     return max(1.0, min(len(state.protocol.folds[0][0]), MAX_REFIT_ROWS) / len(_search_rows(state)[0]))
 
 
+def prepare_networks(state: RunState) -> None:
+    """TensorFlow imported and the devices placed: seconds, once a process, before a network's first fit."""
+    import_tensorflow(state.config.verbose is True)
+    placement(state)
+
+
 def evaluate_configuration(state: RunState, trial: TrialRecord, pace: Pace) -> Evaluated | None:
     """Rank ``trial``'s configuration on the protocol (a scheduler job); None when it failed or the deadline cut
     a fold short (an undertrained network would rank on the board as if it were this configuration)."""
     from automl.training import KerasNetwork
 
-    import_tensorflow(state.config.verbose is True)
-    placement(state)
-    # The pace measures the folds from here: TensorFlow's import (seconds, once) says nothing of their cost.
-    pace = Pace(pace.name, pace.clock(), pace.deadline, pace.clock)
+    prepare_networks(state)  # a no-op when the job's ``prepare`` did it before its time started
     folds = len(state.protocol.folds)
     # Refits train on more rows than the trials when the folds have them (a sample drawn before preprocessing):
     # on the 200k table one configuration scored 0.8014 trained on 30k rows for its 45 epochs and 0.8074 on 128k

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from automl import data as data_mod
+from automl import devices
 from automl.budget import Budget
 from automl.config import RunConfig
 from automl.engines import TrialRecord
@@ -157,14 +158,14 @@ def start(config: RunConfig, data: str | pd.DataFrame | data_mod.Dataset | None 
 
 
 def _workers(config: RunConfig, budget_s: float) -> dict[str, Any]:
-    """The default search workers: one process per core but one, in the background, so that the run's process
-    trains the scheduler's other jobs on the core left (none on one core, or when the budget is too short to pay
+    """The default search workers (:func:`automl.devices.default_workers`: one process per usable core but one,
+    as many as the memory holds), in the background, so that the run's process trains the scheduler's other
+    jobs on the core left (none on one core, or when the budget is too short to pay
     a worker's start-up: the trials then run in the run's process, as scheduler jobs)."""
     if config.search.workers is not None or config.search.engine != "optuna":
         return {"workers": config.search.workers}
-    cores = os.cpu_count() or 1
-    if cores >= 2 and budget_s >= WORKERS_MIN_BUDGET:
-        return {"workers": cores - 1, "background": True}
+    if devices.usable_cores() >= 2 and budget_s >= WORKERS_MIN_BUDGET:
+        return {"workers": devices.default_workers(), "background": True}
     return {"workers": 1}
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -137,3 +138,57 @@ def test_importing_devices_does_not_import_tensorflow():
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=subprocess_env(), capture_output=True,
                           text=True, timeout=120)
     assert done.stdout.strip() == "False", done.stderr
+
+
+def _cgroup(tmp_path, cpu_max: str | None = None, memory_max: str | None = None, available_gib: float = 200.0):
+    root = tmp_path / "cgroup"
+    root.mkdir()
+    if cpu_max is not None:
+        (root / "cpu.max").write_text(cpu_max + "\n")
+    if memory_max is not None:
+        (root / "memory.max").write_text(memory_max + "\n")
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text(f"MemTotal: 270000000 kB\nMemAvailable: {int(available_gib * 2**20)} kB\n")
+    return root, meminfo
+
+
+def test_the_default_worker_count_follows_the_cpu_quota_not_the_hosts_cores(tmp_path, monkeypatch):
+    """A 2-CPU container on a 64-core host: one worker (one core left to the run), not 63 TensorFlow processes."""
+    from automl.devices import default_workers, usable_cores
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)))
+    unlimited, meminfo = _cgroup(tmp_path, cpu_max="max 100000")
+    assert usable_cores(unlimited) == 64 and default_workers(unlimited, meminfo) == 63
+    (unlimited / "cpu.max").write_text("200000 100000\n")  # a quota of 2 CPUs
+    assert usable_cores(unlimited) == 2 and default_workers(unlimited, meminfo) == 1
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})  # taskset -c 0-3
+    (unlimited / "cpu.max").write_text("max 100000\n")
+    assert usable_cores(unlimited) == 4 and default_workers(unlimited, meminfo) == 3
+
+
+def test_the_default_worker_count_follows_the_memory(tmp_path, monkeypatch):
+    """64 cores and 8 GiB of memory (the container's limit, or what the host has available): as many ~1.25 GB
+    workers as fit beside the run's own process."""
+    from automl.devices import RUN_MEMORY_BYTES, WORKER_MEMORY_BYTES, default_workers
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)))
+    limited, meminfo = _cgroup(tmp_path, memory_max=str(8 * 2**30))
+    fits = int((8 * 2**30 - RUN_MEMORY_BYTES) // WORKER_MEMORY_BYTES)
+    assert default_workers(limited, meminfo) == fits == 5
+    (limited / "memory.max").write_text("max\n")
+    assert default_workers(limited, meminfo) == 63
+    meminfo.write_text(f"MemAvailable: {2 * 2**20} kB\n")  # 2 GiB available
+    assert default_workers(limited, meminfo) == 1  # never none: the search needs one
+
+
+def test_a_run_starts_the_default_worker_count(tmp_path, monkeypatch):
+    """The run's state asks devices.default_workers when --workers is not given."""
+    from automl import devices
+    from automl.config import RunConfig
+    from automl.state import _workers
+
+    monkeypatch.setattr(devices, "usable_cores", lambda cgroup=None: 64)
+    monkeypatch.setattr(devices, "default_workers", lambda cgroup=None, meminfo=None: 5)
+    assert _workers(RunConfig.from_options(), 120.0) == {"workers": 5, "background": True}
+    assert _workers(RunConfig.from_options(workers=2), 120.0) == {"workers": 2}

@@ -90,3 +90,16 @@ def test_a_boosted_refit_cut_short_is_kept_only_once_it_has_its_validated_rounds
     assert kept is not None and kept.estimator.cut_short_ and kept.estimator.best_iteration_ == 1
     model.folds[0].estimator.best_iteration_ = 2  # validated at 2 rounds: 1 is an undertrained model
     assert _refit(model, aml.state_, 10.0, past) is None
+
+
+def test_no_refit_is_started_that_would_train_longer_than_the_per_model_cap(holdout_run):
+    """``--max-runtime-secs-per-model`` binds the refits: one estimated over the cap is not started."""
+    aml, _, _ = holdout_run
+    state = aml.state_
+    for e in state.evaluated:
+        e.model.full = None
+    roomy = replace(state, budget=Budget(600.0))
+    capped = replace(roomy, config=roomy.config.replace(max_runtime_secs_per_model=1e-6))
+    assert refit_full(capped) == []
+    assert any("over --max-runtime-secs-per-model" in r["message"] for r in capped.events.rows)
+    assert refit_full(roomy) != []  # the same state without the cap refits

@@ -161,3 +161,36 @@ def test_the_budget_is_used_to_its_end(seconds):
     clock.advance(finish)  # the outputs, as estimated
     assert 0.95 * seconds <= budget.elapsed() <= 1.05 * seconds
     assert {"GBM_1", "GLM_1", "batch"} <= set(ran)
+
+
+def test_a_capped_job_ends_by_its_cap_whatever_its_preparation_took():
+    """``--max-runtime-secs-per-model``: the job's deadline is its start plus the cap, counted after its
+    ``prepare`` (TensorFlow's import), and the pace lets it project only CAP_SLACK_SECONDS past it."""
+    from automl.schedule import CAP_SLACK_SECONDS
+
+    sched, clock, ran = _scheduler(100, finish=0)
+    seen: list[Pace] = []
+
+    def run(pace: Pace) -> str:
+        seen.append(pace)
+        clock.advance(2)
+        pace.check(1, 5, 2.0)  # 5 folds at 2 s each: 10 s, past the 5 s cap beyond its slack
+        return "never"
+
+    job = Job("MLP_1", "MLP", 0, 4.0, run, cap=5.0, prepare=lambda: clock.advance(7))
+    assert sched.run(job) is None
+    assert seen[0].deadline - seen[0].start == 5.0 and seen[0].start == 1007.0
+    assert seen[0].slack == CAP_SLACK_SECONDS
+    assert sched.ledger.of("MLP").wasted_core_seconds == 9.0  # the import's seconds are counted, not hidden
+    # Without a cap the same pace goes on within PACE_TOLERANCE: 10 s projected of 40 s allowed.
+    sched.run(Job("MLP_2", "MLP", 0, 4.0, run))
+    assert seen[1].slack is None and seen[1].deadline - seen[1].start > 5.0
+
+
+def test_a_job_estimated_over_its_cap_is_skipped_with_the_reason():
+    sched, clock, ran = _scheduler(100, finish=0)
+    sched.add(Job("MLP_3", "MLP", 0, 30.0, lambda pace: ran.append("MLP_3"), cap=5.0))
+    sched.add(_job("GBM_1", 1, 3, clock, ran))
+    sched.drain()
+    assert ran == ["GBM_1"]
+    assert sched.ledger.skips == ["MLP_3: estimated 30.0s, over its 5s cap"]

@@ -25,7 +25,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-from automl.budget import Budget, search_deadline, search_should_stop
+from automl.budget import Budget, model_deadline, search_deadline, search_should_stop
 from automl.engines import (
     HYPERBAND_MIN_EPOCHS,
     MAX_CONSECUTIVE_FAILURES,
@@ -125,7 +125,8 @@ def search(job: SearchJob, data: SearchData, budget: Budget, events: EventLog, s
     stop = False
 
     def run(number: int, params: dict[str, Any], epochs: int) -> tuple[float, int]:
-        deadline = search_deadline(budget, job.stop.finish_seconds, job.stop.keep_share)
+        deadline = model_deadline(search_deadline(budget, job.stop.finish_seconds, job.stop.keep_share),
+                                  job.config.search.max_runtime_secs_per_model)
         return train_trial(params, data, metric, seed + number, None, deadline, epochs,
                            name=f"trial_{number}")
 

@@ -30,7 +30,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from automl.budget import Budget, search_deadline, search_should_stop
+from automl.budget import Budget, model_deadline, search_deadline, search_should_stop
+from automl.devices import usable_cores
 from automl.engines import (
     HYPERBAND_MIN_EPOCHS,
     MAX_CONSECUTIVE_FAILURES,
@@ -296,6 +297,7 @@ def _train_alone(trial: Any, params: dict[str, Any], job: SearchJob, data: Searc
         if trial.should_prune():
             raise optuna.TrialPruned()
 
+    deadline = model_deadline(deadline, job.config.search.max_runtime_secs_per_model)
     try:
         value, best_epoch = train_trial(params, data, job.metric, job.config.seed + trial.number, report, deadline,
                                         job.max_epochs, name=f"trial_{trial.number}")
@@ -500,6 +502,8 @@ def _train_members(study: Any, job: SearchJob, data: SearchData, members: list[t
     from optuna.exceptions import UpdateFinishedTrialError
 
     trials, ended = [t for t, _ in members], set()
+    # A round's members (those a refill admits too) train no longer than the round: its deadline carries the cap.
+    deadline = model_deadline(deadline, job.config.search.max_runtime_secs_per_model)
 
     def report(i: int, value: float, epoch: int) -> bool:
         claims.guard()
@@ -806,7 +810,7 @@ class _Pool:
         settings = job.config.search
         self.study, self.events, self.size, self.created = study, events, settings.processes, datetime.now()
         # A background worker leaves the run's process a core of its own: the cores are never oversubscribed.
-        threads = max(1, ((os.cpu_count() or 1) - int(settings.background)) // max(self.size, 1))
+        threads = max(1, (usable_cores() - int(settings.background)) // max(self.size, 1))
         self.command = [sys.executable, "-m", "automl.worker", "--study", job.study_name, "--threads", str(threads),
                         "--storage", settings.storage or str(job.storage_dir / "study.journal"), "--supervised"]
         self.logs = job.storage_dir / "workers"
