@@ -275,8 +275,12 @@ class GradientBoosting(_Reference):
                                  f"min {float(np.min(y))}")
             y = np.log1p(y)
         objective = {"binary": "binary", "multiclass": "multiclass"}.get(self.task, "regression")
+        # The thread count follows the load average (devices.free_cores): deterministic histograms make the model
+        # the same whatever it is (1 vs 2 threads on diamonds: 1.8e-12 apart without, identical with; no slower
+        # on diamonds, caravan or the 628-column help_baseline).
         params = {"objective": objective, "num_class": int(y.max()) + 1 if objective == "multiclass" else 1,
-                  "seed": self.seed, "num_threads": self.n_jobs, "verbosity": -1, **(self.params or {})}
+                  "seed": self.seed, "num_threads": self.n_jobs, "deterministic": True, "force_row_wise": True,
+                  "verbosity": -1, **(self.params or {})}
         watch = _Watch(self.patience, deadline)
         if validation is not None and self.log_target:
             validation = (validation[0], np.log1p(validation[1]))
