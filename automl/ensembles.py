@@ -170,11 +170,15 @@ class StackedEnsemble(Model):
 
     def predict_proba(self, frame: Any) -> np.ndarray:
         self.check_columns(frame)
-        return self.metalearner.predict([b.predict_proba(frame) for b in self.bases])
+        return self.combine(frame, [b.predict_proba(frame) for b in self.bases])
 
     def scored_proba(self, frame: Any) -> np.ndarray:
         self.check_columns(frame)
-        return self.metalearner.predict([b.scored_proba(frame) for b in self.bases])
+        return self.combine(frame, [b.scored_proba(frame) for b in self.bases])
+
+    def combine(self, frame: Any, predictions: list[np.ndarray]) -> np.ndarray:
+        """The ensemble's prediction of ``frame``'s rows from its bases' ``predictions`` of them (in order)."""
+        return self.metalearner.predict(predictions)
 
 
 def stack(model_id: str, bases: list[Evaluated], y: np.ndarray, schema: Schema,
@@ -264,13 +268,8 @@ class FeatureStack:
 class LevelTwoEnsemble(StackedEnsemble):
     """A second stacking level: :class:`FeatureStack` on the bases' predictions and the row's own features."""
 
-    def predict_proba(self, frame: Any) -> np.ndarray:
-        self.check_columns(frame)
-        return self.metalearner.predict(frame, [b.predict_proba(frame) for b in self.bases])
-
-    def scored_proba(self, frame: Any) -> np.ndarray:
-        self.check_columns(frame)
-        return self.metalearner.predict(frame, [b.scored_proba(frame) for b in self.bases])
+    def combine(self, frame: Any, predictions: list[np.ndarray]) -> np.ndarray:
+        return self.metalearner.predict(frame, predictions)
 
 
 def _prediction_columns(pred: np.ndarray) -> np.ndarray:

@@ -55,10 +55,9 @@ def permutation_importance(model: Any, x: pd.DataFrame, y: np.ndarray,
     For fold ``i``, fold model ``model.folds[i]`` predicts fold ``i``'s held-out rows with
     one raw column of ``x`` shuffled (so a one-hot group moves together); the importance
     is the drop in ``metric`` against the unshuffled rows (positive: the feature helps),
-    averaged over folds and repeats. A model without ``.folds`` (a stacked ensemble) is
-    scored with ``model.scored_proba`` on the held-out rows instead (its bases' fold models,
-    not their refits on all rows), which is in-sample for its base models under CV: an
-    optimistic baseline, still a fair ranking of features.
+    averaged over folds and repeats. A stacked ensemble predicts fold ``i``'s rows with its
+    metalearner on its bases' fold ``i`` models, so that no model scores rows it trained on (the
+    metalearner learnt from every row's out-of-fold predictions, as it does for the board).
 
     Each fold scores a seeded, class-stratified sample of its held-out rows, about
     ``max_rows`` over all folds together (every class keeps at least one row).
@@ -154,7 +153,15 @@ def _row_sample(test: np.ndarray, y: np.ndarray, task: str, size: int, seed: tup
 
 
 def _fold_predictors(model: Any, folds: list[tuple[np.ndarray, np.ndarray]], task: str) -> list[Predict]:
-    """Fold ``i``'s own fold model, or the whole model when it has no fold models."""
+    """Fold ``i``'s own fold model; for a stacked ensemble, its metalearner on its bases' fold ``i`` models;
+    the whole model when it has neither."""
+    if hasattr(model, "bases") and hasattr(model, "combine"):
+        bases = [_fold_predictors(b, folds, task) for b in model.bases]
+
+        def stacked(i: int) -> Predict:
+            return lambda frame: model.combine(frame, [base[i](frame) for base in bases])
+
+        return [stacked(i) for i in range(len(folds))]
     fold_models = getattr(model, "folds", None)
     if fold_models is None:
         return [model.scored_proba] * len(folds)

@@ -198,3 +198,31 @@ def test_rejects_folds_the_model_was_not_trained_on(diabetes: dict[str, Any]) ->
         _importance(diabetes, "auc", max_rows=0)
     with pytest.raises(ValueError, match="Glucose"):
         _importance(diabetes | {"x": diabetes["x"].drop(columns=["Glucose"])}, "auc")
+
+
+def test_a_stacked_ensemble_is_explained_out_of_fold_through_its_bases_fold_models() -> None:
+    """Fold i's rows are predicted by the metalearner on each base's fold-i model, which never saw them. The
+    in-sample alternative (every base's average of its fold models) scores rows four of five fold models
+    trained on: a GBM that fits a column of noise then looks as if the noise mattered."""
+    from automl.ensembles import stack
+    from automl.evaluation import Evaluated
+
+    noise = np.random.default_rng(1).normal(size=len(load("diabetes").frame))
+    run = _fit_glm("diabetes", {"Noise": noise})
+    schema = run["model"].schema
+    gbm = next(c for c in reference_candidates(schema.task, 0) if c.algo == "GBM")
+    bases = [cross_validate(gbm, run["x"], run["y"], schema, run["folds"]),
+             cross_validate(next(c for c in reference_candidates(schema.task, 0) if c.algo == "GLM"),
+                            run["x"], run["y"], schema, run["folds"])]
+    assert all(isinstance(b, Evaluated) for b in bases)
+    ensemble = stack("StackedEnsemble_Test", bases, run["y"], schema, run["folds"]).model
+    predictors = explain._fold_predictors(ensemble, run["folds"], run["task"])
+    for i, (_, test) in enumerate(run["folds"]):
+        rows = run["x"].iloc[test]
+        expected = ensemble.combine(rows, [predict_raw(b.model.folds[i].estimator,
+                                                       b.model.folds[i].preprocessor.transform(rows), "binary")
+                                           for b in bases])
+        np.testing.assert_allclose(predictors[i](rows), expected)
+        assert not np.allclose(predictors[i](rows), ensemble.scored_proba(rows))  # not the in-sample prediction
+    imp = _importance(run | {"model": ensemble}, "auc", n_repeats=2).set_index("feature")["importance"]
+    assert imp.index[0] == "Glucose" and abs(imp["Noise"]) < 0.1 * imp["Glucose"]
