@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -32,6 +33,8 @@ VALIDATIONS = ("auto", "cv", "holdout")
 ENSEMBLE_ALGO = "StackedEnsemble"
 #: The search-worker deployment of ``prefect.yaml`` (flow ``search-worker``, work pool ``automl-search``).
 FAN_OUT_DEPLOYMENT = "search-worker/automl-search"
+#: The largest ``--seed``: trials are seeded with ``seed + trial number``, which must stay below NumPy's 2**32.
+MAX_SEED = 2**31 - 1
 ALGOS = ("GLM", "GBM", "DRF", "XRT", "SVM", "MLP", "CNN", ENSEMBLE_ALGO)
 _ALGO_ALIASES = {a.lower(): a for a in ALGOS} | {"deeplearning": "MLP"}
 
@@ -110,6 +113,12 @@ class SearchSettings:
         return self.workers if self.workers is not None else usable_cores()
 
     @property
+    def reproducible(self) -> bool:
+        """``--max-models N --workers 1``: the run follows trial counts, not the clock, wherever it can (each search
+        runs to its count before its best configuration is ranked; no network is capped by its learned cost)."""
+        return self.max_models is not None and self.workers == 1
+
+    @property
     def processes(self) -> int:
         """Local worker processes the search starts: ``n_workers`` when above 1, one in the background, else none
         (the trials run in the run's process, or only in remote workers with ``--workers 0``)."""
@@ -177,6 +186,8 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         _positive("--max-runtime-secs", self.max_runtime_secs)
+        if not 0 <= self.seed <= MAX_SEED:
+            raise InputError(f"--seed must be between 0 and {MAX_SEED}, but got seed={self.seed}")
         if self.task is not None:
             _one_of("--task", self.task, ("binary", "multiclass", "regression", "image"))
         if self.dataset is not None and os.path.exists(self.dataset):
@@ -229,5 +240,6 @@ def _one_of(option: str, value: Any, allowed: tuple[str, ...]) -> None:
 
 
 def _positive(option: str, value: float | None) -> None:
-    if value is not None and not value > 0:
-        raise InputError(f"{option} must be positive, but got {value!r}")
+    """Seconds: positive and finite (``inf`` or ``nan`` would make every deadline after it meaningless)."""
+    if value is not None and not 0 < value < math.inf:
+        raise InputError(f"{option} must be positive and finite (leave it out for the default), but got {value!r}")

@@ -98,6 +98,7 @@ class _Run:
         self.batch_waiting = False
         self.gbm_search_over, self.gbm_finished = False, 0
         self.net_search_over, self.net_finished = False, 0
+        self.reproducible = state.config.search.reproducible
 
     def _log(self, level: str, message: str) -> None:
         (self.state.events.warn if level == "warn" else self.state.events.add)("schedule", message)
@@ -169,8 +170,11 @@ class _Run:
     # -- the network search -----------------------------------------------------------------------------------
 
     def _network_ready(self) -> bool:
-        """A network configuration can be ranked: a trial completed, and (holdout) the workers have ended."""
+        """A network configuration can be ranked: a trial completed, and (holdout) the workers have ended; in
+        reproducible mode, the search has run to its count."""
         if search.in_background(self.state) and not search.evaluates_beside_workers(self.state):
+            return False
+        if self.reproducible and not self.net_search_over:
             return False
         return bool(self._completed("net"))
 
@@ -180,9 +184,11 @@ class _Run:
             return search.network_cost(self.state, done[0], least=True)
         return FIRST_NETWORK_SHARE * self.state.budget.seconds
 
-    def _network_cap(self, trial: TrialRecord) -> float:
+    def _network_cap(self, trial: TrialRecord) -> float | None:
         """A network's cross-validation is admitted at its least cost and may use up to its whole cost (its
         trial's best epoch on more rows), never more: the other families keep their turns."""
+        if self.reproducible:  # a cap learnt from measured times would make the board depend on the machine
+            return self._cap()
         correction = self.scheduler.corrections.get(self.family, 1.0)
         full = max(NETWORK_CAP_FACTOR * correction * search.network_cost(self.state, trial), MIN_NETWORK_CAP)
         return full if self._cap() is None else min(full, self._cap())
@@ -203,10 +209,13 @@ class _Run:
 
         def run(pace: Pace) -> Any:
             self.batch_waiting = False
-            trials = search.search_slice(self.state, min(pace.deadline, pace.start + seconds))
+            # In reproducible mode one slice runs the search to its count: where slices end would change what
+            # the sampler and the claims see.
+            until = pace.deadline if self.reproducible else min(pace.deadline, pace.start + seconds)
+            trials = search.search_slice(self.state, until)
             finished = sum(t.state != "RUNNING" for t in trials)
             # A slice that finished no trial after others had: --max-models is reached, or the space is spent.
-            self.net_search_over = finished == self.net_finished > 0
+            self.net_search_over = finished == self.net_finished > 0 or self.reproducible
             self.net_finished = finished
             return trials or None
 
@@ -248,7 +257,7 @@ class _Run:
                                    search.network_cost(state, trial, least=True),
                                    lambda pace, t=trial: search.evaluate_configuration(state, t, pace),
                                    cap=self._network_cap(trial), prepare=self._prepare_networks))
-        if self.gbm and (trial := self._claim_best("gbm")):
+        if self.gbm and (self.gbm_search_over or not self.reproducible) and (trial := self._claim_best("gbm")):
             candidate = boosting.gbm_candidate(state, trial)
 
             def rank(pace: Pace, c: Any = candidate) -> Any:
@@ -276,10 +285,12 @@ class _Run:
 
     def _batch(self, pace: Pace, seconds: float) -> Any:
         self.batch_waiting = False
-        trials = boosting.search_batch(self.state, min(pace.deadline, pace.start + seconds))
+        # Reproducible mode: one batch to the count (a batch re-seeds the sampler where it resumes the study).
+        until = pace.deadline if self.reproducible else min(pace.deadline, pace.start + seconds)
+        trials = boosting.search_batch(self.state, until)
         finished = sum(t.state != "RUNNING" for t in trials)
         # A batch that finished no trial after others had: --max-models is reached, or the space is spent.
-        self.gbm_search_over = finished == self.gbm_finished > 0
+        self.gbm_search_over = finished == self.gbm_finished > 0 or self.reproducible
         self.gbm_finished = finished
         # Trials are search bookkeeping: the batch "ranks" something when a trial completed (not wasted).
         return [t for t in trials if t.state == "COMPLETE"] or None

@@ -97,11 +97,17 @@ def test_periodic_embeddings_learn_what_a_linear_input_cannot(pima):
 
 
 def test_a_population_search_searches_every_network_option(tmp_path):
-    def job(population):
-        state = start(RunConfig.from_options(dataset="diabetes", output_dir=str(tmp_path / str(population)),
-                                             verbose=False, workers=1, population=population))
-        return search_job(state)
+    """A real population search (4 members a round): every option of the space takes more than one value. The
+    members of a round share batch size, width, input scaling and embedding (one compiled graph); TPE, seeing
+    all of a round share them, kept the first round's, and one round admitted every trial: 32 trials, one batch
+    size, one input scaling. Rounds now turn over by count and try the shares no trial has tried."""
+    from automl import search
 
-    for population in (1, 8):  # members of a round share their inputs (the engine groups them): nothing is held
-        found = job(population)
-        assert found.space == MLP_SPACE and found.warm_starts == MLP_WARM_STARTS
+    state = start(RunConfig.from_options(dataset="diabetes", output_dir=str(tmp_path), verbose=False, workers=1,
+                                         population=4, max_models=16, max_runtime_secs=120))
+    assert search_job(state).space == MLP_SPACE
+    trials = search.search_slice(state, state.budget.clock() + 90)
+    assert len(trials) == 16
+    for option in MLP_SPACE:
+        values = {repr(t.params[option.name]) for t in trials}
+        assert len(values) > 1, f"{option.name}: only {values} searched"

@@ -89,6 +89,9 @@ TPE_STARTUP = 8
 #: 60 s, seeds 1-6 (bench/engines.py's search): 0.8432 with 1/3, 0.8449 with 1/2, 0.8425 with 2/3; one trial
 #: at a time 0.8438 (a seed's best varies by ±0.006: the shares are within noise of each other).
 REFILL_SHARE = 1 / 2
+#: ... and at most this many times its size: rounds turn over, and each may try other shares (see
+#: :func:`_explore_shares`). With the time share alone one round admitted all 32 trials of a 43 s search on Pima.
+ROUND_ADMITS = 2
 #: Set on a population member that the deadline stopped before it was trained enough to rank (told pruned).
 _CUT = "cut_by_deadline"
 #: A population member's share of its round's training time (the round's wall time is every member's duration).
@@ -390,6 +393,7 @@ def _round_of(study: Any, job: SearchJob, data: SearchData, size: int | None, st
     from automl.population import choose_size
 
     known = _claiming(study)
+    _explore_shares(study, job, known)
     first = _ask(study, job, claims, known, beats)
     if first is None:
         return
@@ -415,14 +419,16 @@ def _round_of(study: Any, job: SearchJob, data: SearchData, size: int | None, st
         else:
             _train_members(study, job, data, members, deadline, claims, None, told)
     admit_until = min(time.monotonic() + REFILL_SHARE * (deadline - time.monotonic()), deadline - MIN_ROUND_SECONDS)
-    refill = _refill(study, job, main[0][1], admit_until, stop, claims, known, beats)
+    refill = _refill(study, job, main[0][1], admit_until, stop, claims, known, beats,
+                     admits=ROUND_ADMITS * len(main))
     _train_members(study, job, data, main, deadline, claims, refill, told)
 
 
 def _refill(study: Any, job: SearchJob, shared: dict[str, Any], admit_until: float, stop: StopRule, claims: _Claims,
-            known: list[Any], beats: _Heartbeats) -> Callable[[], tuple[Any, dict[str, Any]] | None]:
+            known: list[Any], beats: _Heartbeats, admits: int) -> Callable[[], tuple[Any, dict[str, Any]] | None]:
     """``ask()``: a new trial with ``shared``'s :data:`ROUND_SHARES` for a freed slot of a round, or None once the
-    round admits no more (``admit_until``, the stop rule, ``--max-models``, or trials queued for the next round)."""
+    round admits no more (``admits`` members, ``admit_until``, the stop rule, ``--max-models``, or trials queued
+    for the next round)."""
     import optuna
     from optuna.exceptions import ExperimentalWarning
     from optuna.trial import TrialState
@@ -436,10 +442,12 @@ def _refill(study: Any, job: SearchJob, shared: dict[str, Any], admit_until: flo
         # A dead worker's trial is failed and queued again here too, not only as a round starts: its retry then
         # waits for this round to drain, not for its admission to end (half the time left, minutes on long runs).
         _fail_stale(study)
+        nonlocal admits
         trials = study.get_trials(deepcopy=False)
-        if time.monotonic() >= admit_until or stop.reason(trials) is not None or stop.all_claimed(trials) \
-                or any(t.state == TrialState.WAITING for t in trials):
+        if admits <= 0 or time.monotonic() >= admit_until or stop.reason(trials) is not None \
+                or stop.all_claimed(trials) or any(t.state == TrialState.WAITING for t in trials):
             return None
+        admits -= 1
         for _ in range(MAX_REPEATS):  # a repeat is refused (told pruned): ask again
             # TPE draws the rest (not a queued trial: another worker could take it, and this one a stranger).
             sampler, study.sampler = study.sampler, partial
@@ -597,6 +605,28 @@ def _ask_batch(study: Any, job: SearchJob, size: int, shared: dict[str, Any], st
         elif stop.reason(trials := study.trials) is not None or stop.all_claimed(trials):
             break
     return asked
+
+
+def _explore_shares(study: Any, job: SearchJob, known: list[Any]) -> None:
+    """Fix the next round's untried :data:`ROUND_SHARES` options: TPE, seeing every member of a round share
+    them, kept to the first round's (32 trials on Pima: every batch size 32, every input scaling standard).
+
+    Each shared choice that has a value no trial has tried takes the first such value; the others are left to
+    TPE. Nothing is fixed while queued trials (warm starts, retries) wait: they lead their rounds as they are.
+    """
+    from optuna.trial import TrialState
+
+    if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        return
+    fixed = {}
+    for name in ROUND_SHARES:
+        choices = next((getattr(p, "choices", ()) for p in job.space if p.name == name), ())
+        tried = {t.params.get(name) for t in known}
+        untried = [c for c in choices if c not in tried]
+        if untried:
+            fixed[name] = untried[0]
+    if fixed:
+        study.enqueue_trial(fixed)
 
 
 def _shares(params: dict[str, Any]) -> dict[str, Any]:
