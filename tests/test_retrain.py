@@ -185,6 +185,33 @@ def test_two_runs_leave_two_history_rows_and_the_better_champion(diabetes_runs):
     assert not list(project.rglob("*.tmp")), "temporary files left behind"
 
 
+def test_a_better_challenger_replaces_the_champion(on_server, tmp_path):
+    """Forced both ways: the champion is a model trained on diabetes with its outcomes shuffled (AUC about 0.5 on
+    the holdout), the challenger one trained on the real outcomes; the whole interval of the gain is above 0, so it
+    is promoted and the champion folder becomes its leader. (The two-run test above holds whichever way its run
+    goes.)"""
+    from flows.retrain import retrain_flow
+
+    frame = load("diabetes").frame
+    shuffled = frame.assign(Outcome=np.random.default_rng(0).permutation(frame["Outcome"].to_numpy()))
+    noise = tmp_path / "noise" / "diabetes.csv"
+    noise.parent.mkdir()
+    shuffled.to_csv(noise, index=False)
+    options = {**BUDGET, "project": "forced", "include_algos": ["GLM"], "target": "Outcome"}
+    weak = retrain_flow(dataset=str(noise), output_root=str(tmp_path), options=options)
+    strong = retrain_flow(dataset="diabetes", output_root=str(tmp_path), options=options)
+    project = tmp_path / "forced"
+    history = pd.read_csv(project / "leaderboard_history.csv")
+    row = history.iloc[1]
+    assert list(history["promoted"]) == ["yes", "yes"], history.to_dict("records")
+    assert row["champion_before"] == weak["challenger"] and row["champion_holdout"] < 0.65
+    assert row["ci_low"] > 0 and row["challenger_holdout"] > 0.75
+    champion = json.loads((project / "champion" / "champion.json").read_text())
+    assert champion["champion"] == strong["challenger"] == strong["champion"] != weak["challenger"]
+    leader = project / "challengers" / strong["run_id"] / "leader"
+    assert (project / "champion" / "model.json").read_bytes() == (leader / "model.json").read_bytes()
+
+
 def test_champion_is_a_model_folder_the_predict_cli_accepts(diabetes_runs, tmp_path):
     project = diabetes_runs[2]
     rows = load("diabetes").frame.drop(columns=["Outcome"]).iloc[:25]
