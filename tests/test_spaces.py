@@ -47,5 +47,18 @@ def test_optuna_and_keras_tuner_see_the_same_parameters(family, skewed):
             assert (rendered[p.name].min_value, rendered[p.name].max_value) == (p.low, p.high)
 
 
-def test_epoch_bound_is_a_positive_int():
-    assert isinstance(MAX_EPOCHS, int) and MAX_EPOCHS >= 10
+def test_the_epoch_bound_reaches_the_search_and_binds_a_trial(tmp_path):
+    """A run's search job carries MAX_EPOCHS, and a trial trains no more epochs than its job's bound, however
+    long its patience (a real network on Pima, reporting after each chunk of epochs)."""
+    from automl.config import RunConfig
+    from automl.engines import train_trial
+    from automl.search import search_data, search_job
+    from automl.spaces import MLP_WARM_STARTS
+    from automl.state import start
+
+    state = start(RunConfig.from_options(dataset="diabetes", output_dir=str(tmp_path), verbose=False, workers=1))
+    assert search_job(state).max_epochs == MAX_EPOCHS
+    epochs: list[int] = []
+    _, best = train_trial(dict(MLP_WARM_STARTS[0]), search_data(state), state.metric, 0,
+                          lambda value, epoch: epochs.append(epoch), None, max_epochs=3)
+    assert epochs and max(epochs) <= 3 and 1 <= best <= 3
