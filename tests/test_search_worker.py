@@ -67,7 +67,6 @@ def test_fan_out_to_two_pool_workers_and_one_of_them_dying(prefect_api, pg_url, 
                           "--include-algos", "MLP,GLM", "--max-runtime-secs", "60", "--project", pooled,
                           "--output", tmp_path / "pooled", cwd=tmp_path, CI="true")
         assert proc.returncode == 0, proc.stderr[-3000:]
-        assert json.loads((tmp_path / "pooled" / "run.json").read_text())["elapsed_secs"] <= 1.1 * 60
         pooled_trials = pd.read_csv(tmp_path / "pooled" / "trials.csv")
         assert set(pooled_trials["worker"]) == {f"{pooled}-search-0", f"{pooled}-search-1"}
         assert pooled_trials["params"].is_unique

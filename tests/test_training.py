@@ -7,7 +7,6 @@ import logging
 import subprocess
 import sys
 import textwrap
-import time
 
 import numpy as np
 import pytest
@@ -17,9 +16,9 @@ from automl import data, training
 from automl.errors import FailedTrialError
 from automl.evaluation import holdout_split
 from automl.preprocess import encode_target, infer_schema, make_preprocessor
-from automl.spaces import CNN_WARM_STARTS, MLP_WARM_STARTS
+from automl.spaces import MLP_WARM_STARTS
 from automl.training import KerasNetwork
-from conftest import REPO, subprocess_env
+from conftest import REPO, FakeClock, subprocess_env
 
 
 def _split(name: str):
@@ -68,21 +67,24 @@ def test_a_past_deadline_stops_training_after_one_step():
     assert [e for e, _ in net.history_] == [1] and net.best_epoch_ == 1  # a partial epoch counts as one
 
 
-def test_a_deadline_binds_inside_an_epoch():
-    """An epoch of this CNN costs far more than the time left: training stops inside it, soon after the deadline."""
-    import tensorflow  # noqa: F401  (importing it, seconds on busy cores, is not what the deadline bounds)
+def test_a_deadline_binds_inside_an_epoch(monkeypatch):
+    """The pacer sizes its compiled calls in steps from the last call's pace: an epoch far longer than the time
+    left is stopped inside, at the first call that ends past the deadline, whatever the hardware (a fake clock
+    that each trained step moves by 0.25 s; the first call times one step)."""
+    clock = FakeClock(0.0)
+    monkeypatch.setattr(training.time, "monotonic", clock)
+    calls: list[int] = []
 
-    rng = np.random.default_rng(0)
-    x = rng.random((20_000, 28, 28, 1), dtype=np.float32)
-    params = dict(CNN_WARM_STARTS[0], filters=128, n_blocks=3)  # ~0.7 GFLOP per image and step
-    net = KerasNetwork(params, "image", epochs=100, seed=0, n_classes=10, family="cnn")
-    # Building and tracing the graph count against the deadline too: up to 15 s on 2 busy cores.
-    deadline = time.monotonic() + 20.0
-    net.fit(x, rng.integers(0, 10, len(x)), deadline=deadline)
-    overrun = time.monotonic() - deadline
-    assert net.cut_short_ and 1 <= net.n_steps_ < -(-len(x) // params["batch_size"]) and net.best_epoch_ == 1
-    assert overrun < 10.0  # a whole epoch (once the unit of a compiled call) takes minutes on 2 cores
-    assert net.predict_proba(x[:5]).shape == (5, 10)
+    def train(first: int, count: int) -> float:
+        calls.append(count)
+        clock.advance(0.25 * count)
+        return 0.5
+
+    pacer = training._Pacer(train, steps_per_epoch=10_000, deadline=20.0)
+    done = pacer.train_until(0, 10_000)
+    assert calls[0] == 1 and sum(calls) == done < 10_000  # stopped inside the epoch
+    assert 20.0 <= clock.now <= 20.0 + 0.25  # each call fits the time left: the deadline binds within a step
+    assert max(calls) <= training.CHUNK_SECONDS / 0.25  # no call longer than a chunk
 
 
 def test_how_steps_are_split_into_calls_does_not_change_the_network(monkeypatch):
