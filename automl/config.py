@@ -116,7 +116,7 @@ class SearchSettings:
     def reproducible(self) -> bool:
         """``--max-models N --workers 1``: the run follows trial counts, not the clock, wherever it can (each search
         runs to its count before its best configuration is ranked; no network is capped by its learned cost)."""
-        return self.max_models is not None and self.workers == 1
+        return self.max_models is not None and self.workers == 1 and not self.background
 
     @property
     def processes(self) -> int:

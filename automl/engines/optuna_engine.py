@@ -301,6 +301,7 @@ def _train_alone(trial: Any, params: dict[str, Any], job: SearchJob, data: Searc
             raise optuna.TrialPruned()
 
     deadline = model_deadline(deadline, job.config.search.max_runtime_secs_per_model)
+    started = time.monotonic()
     try:
         value, best_epoch = train_trial(params, data, job.metric, job.config.seed + trial.number, report, deadline,
                                         job.max_epochs, name=f"trial_{trial.number}")
@@ -309,6 +310,9 @@ def _train_alone(trial: Any, params: dict[str, Any], job: SearchJob, data: Searc
     except Exception as exc:  # any failure of one trial is recorded; the search goes on
         trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
         raise FailedTrialError(str(exc)) from exc
+    finally:
+        # Its own training time: a round's trial trained alone was asked with the round, and waited for the others.
+        trial.set_user_attr(_SECONDS, round(time.monotonic() - started, 3))
     trial.set_user_attr("best_epoch", best_epoch)
     return value
 
