@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 
 __all__ = ["free_cores", "usable_cores", "memory_bytes", "default_workers", "WORKER_MEMORY_BYTES", "Device",
            "Placement", "STRATEGIES", "DISTRIBUTE", "detect", "plan", "configure", "strategy",
-           "trial_device", "trial_context"]
+           "trial_device", "trial_context", "distributed"]
 
 STRATEGIES = ("default", "mirrored", "tpu")
 #: Values of ``distribute`` besides ``None`` (let :func:`plan` choose).
@@ -130,7 +130,8 @@ def plan(devices: Sequence[tuple], n_trials_parallel: int | None = None, distrib
       sharing it; ``distribute="mirrored"`` mirrors over the (logical) CPUs.
 
     GPUs get memory growth, and mixed precision when every GPU in use has compute
-    capability 7.0 or more.
+    capability 7.0 or more: networks trained one at a time then compute in float16 with a dynamically
+    scaled loss (``automl.training``); population rounds keep float32 (their variables and loop are their own).
     """
     if distribute is not None and distribute not in DISTRIBUTE:
         raise ValueError(f"distribute must be None or one of {', '.join(DISTRIBUTE)}, but got {distribute=}")
@@ -202,6 +203,13 @@ def trial_device(i: int, placement: Placement) -> str:
         raise ValueError(f"a {placement.strategy!r} placement trains each trial on several devices; "
                          "use strategy(placement) or trial_context(i, placement)")
     return placement.workers[i % len(placement.workers)][0]
+
+
+def distributed() -> bool:
+    """Inside a mirrored or TPU strategy's scope (:func:`trial_context`): networks then train one at a time, each
+    across the strategy's devices (a population round's custom loop runs on one device)."""
+    tf = sys.modules.get("tensorflow")
+    return tf is not None and tf.distribute.has_strategy()
 
 
 @contextlib.contextmanager

@@ -125,9 +125,15 @@ class KerasNetwork:
             lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=SCHEDULE_EPOCHS * steps_per_epoch)
         name = self.params["optimizer"]
         if name == "sgd":
-            return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True)
-        return {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,
-                "rmsprop": keras.optimizers.RMSprop}[name](lr)
+            optimizer = keras.optimizers.SGD(lr, momentum=0.9, nesterov=True)
+        else:
+            optimizer = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,
+                         "rmsprop": keras.optimizers.RMSprop}[name](lr)
+        if keras.config.dtype_policy().name == "mixed_float16":  # automl.devices.configure set it (a capable GPU)
+            # float16 gradients underflow: the loss is scaled up before them and they are unscaled before the step
+            # (dynamically; a step with an overflow is skipped), in the compiled loop as in Keras' fit.
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        return optimizer
 
     def _loss(self) -> Callable:
         import keras
@@ -429,7 +435,9 @@ def _compiled_steps(tf: Any, model: Any, optimizer: Any, loss_fn: Any, x: np.nda
                 loss = loss_fn(yb, model(xb, training=True))
                 if model.losses:
                     loss += tf.add_n(model.losses)
-            optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights, strict=True))
+                # The loss itself, unless the optimizer scales it (mixed precision, see _optimizer).
+                scaled = optimizer.scale_loss(loss)
+            optimizer.apply_gradients(zip(tape.gradient(scaled, weights), weights, strict=True))
         return loss
 
     # A concrete function: one trace per network, never counted by TensorFlow as a retrace.

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 
+import pandas as pd
 import pytest
 
 from automl.devices import Placement, plan, trial_device
@@ -116,6 +117,27 @@ def test_mirrored_strategy_trains_across_two_logical_cpus(tmp_path):
     assert result["strategy"] == "mirrored" and result["replicas"] == 2
     assert result["variable"] == "MirroredVariable"  # the model was built, and so trains, under the strategy
     assert result["loss"][-1] < 0.6 * result["loss"][0]  # it learnt, with gradients summed over both replicas
+
+
+def test_the_cli_trains_every_network_under_distribute_mirrored(prefect_api, tmp_path):
+    """``--distribute mirrored`` through the real CLI: the networks train under the strategy, one at a time (a
+    population round's custom loop would train on one device; the worker once crashed leaving the scope, which
+    clearing Keras's session had reset)."""
+    import optuna
+
+    out = tmp_path / "out"
+    proc = run_module("automl.run", "diabetes", "--distribute", "mirrored", "--max-runtime-secs", 90, "--workers", 1,
+                      "--max-models", 3, "--nfolds", 3, "--include-algos", "MLP,GLM", "--output", out, cwd=tmp_path,
+                      CI="true")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    events = (out / "event_log.csv").read_text()
+    assert "strategy='mirrored'" in events
+    assert "MLP" in set(pd.read_csv(out / "leaderboard.csv")["algo"]), events[-3000:]
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(
+        str(out / "search" / "study.journal")))
+    (name,) = [n for n in optuna.study.get_all_study_names(storage) if not n.endswith("-gbm")]
+    trials = optuna.load_study(study_name=name, storage=storage).trials
+    assert len(trials) == 3 and not any("population" in t.user_attrs for t in trials)  # each trained alone
 
 
 def test_matrix_power_experiment_on_cpu(tmp_path):

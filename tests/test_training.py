@@ -151,3 +151,33 @@ def test_a_network_trains_in_steps_under_a_mirrored_strategy():
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["replicas"] == 2 and result["steps"] == 10 * 7  # 400 rows in batches of 64
     assert [e for e, _ in result["history"]] == [5, 10] and result["history"][-1][1] > 0.9
+
+
+_MIXED = textwrap.dedent("""
+    import json, keras
+    from sklearn.metrics import roc_auc_score
+    keras.mixed_precision.set_global_policy("mixed_float16")  # what automl.devices.configure sets on a capable GPU
+    from automl import data
+    from automl.preprocess import encode_target, infer_schema, make_preprocessor
+    from automl.spaces import MLP_WARM_STARTS
+    from automl.training import KerasNetwork
+    ds = data.load("diabetes"); schema = infer_schema(ds)
+    x = make_preprocessor(schema, "dense").fit_transform(ds.frame.drop(columns=["Outcome"]), None).astype("float32")
+    y = encode_target(schema, ds.frame["Outcome"])
+    net = KerasNetwork(dict(MLP_WARM_STARTS[0]), "binary", epochs=30, seed=0).fit(x[:600], y[:600])
+    print(json.dumps({"auc": roc_auc_score(y[600:], net.predict_proba(x[600:])[:, 1]),
+                      "optimizer": type(net._optimizer(10)).__name__,
+                      "compute": sorted({layer.compute_dtype for layer in net.model_.layers[1:]})}))
+""")
+
+
+def test_mixed_precision_trains_with_a_scaled_loss():
+    """Under the mixed_float16 policy the compiled loop's networks compute in float16 and scale their loss (a
+    LossScaleOptimizer; unscaled float16 gradients underflow), and still learn (on the CPU here: the policy is
+    the same on a GPU)."""
+    done = subprocess.run([sys.executable, "-c", _MIXED], cwd=REPO, env=subprocess_env(), capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["optimizer"] == "LossScaleOptimizer" and "float16" in result["compute"]
+    assert result["auc"] > 0.75

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from automl.config import ENGINES, RunConfig
+from automl.devices import distributed
 
 if TYPE_CHECKING:  # the CLI reads ENGINES for --help: keep this import free of numpy and scikit-learn
     import numpy as np
@@ -207,8 +208,10 @@ def _train_network(params: dict[str, Any], data: SearchData, metric: Metric, see
     finally:
         if writer is not None:
             writer.close()
-        # free_memory=False skips a gc.collect() that costs up to 0.6 s a trial (TOOLCHAIN.md).
-        keras.backend.clear_session(free_memory=False)
+        # free_memory=False skips a gc.collect() that costs up to 0.6 s a trial (TOOLCHAIN.md). Not inside a mirrored
+        # or TPU strategy's scope: clearing resets the graph that holds the scope, whose exit then fails.
+        if not distributed():
+            keras.backend.clear_session(free_memory=False)
     return value, net.best_epoch_
 
 

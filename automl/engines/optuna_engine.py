@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from automl.budget import Budget, model_deadline, search_deadline, search_should_stop
-from automl.devices import usable_cores
+from automl.devices import distributed, usable_cores
 from automl.engines import (
     HYPERBAND_MIN_EPOCHS,
     MAX_CONSECUTIVE_FAILURES,
@@ -319,8 +319,9 @@ def _train_alone(trial: Any, params: dict[str, Any], job: SearchJob, data: Searc
 
 def population_size(job: SearchJob, data: SearchData | None) -> int | None:
     """Members per round: ``--population``; 1 where populations do not apply (CNNs, TensorBoard logs: one log
-    per trial); None: each round chooses (:func:`automl.population.choose_size`)."""
-    if data is None or data.family != "mlp" or data.log_dir is not None:
+    per trial, a mirrored or TPU strategy: each network across its devices); None: each round chooses
+    (:func:`automl.population.choose_size`)."""
+    if data is None or data.family != "mlp" or data.log_dir is not None or distributed():
         return 1
     return job.config.search.population
 
