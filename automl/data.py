@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import errno
 import hashlib
 import importlib
 import json
@@ -36,6 +37,8 @@ MAX_CLASSES = 1000
 _SNIFF_BYTES = 1024
 #: CSV files of this size or more are parsed and converted in blocks of CSV_BLOCK_BYTES (see :func:`_read_csv`).
 STREAM_CSV_BYTES, CSV_BLOCK_BYTES = 256 << 20, 32 << 20
+#: An error about many columns names this many of them (it stays one readable line).
+_NAMED_COLUMNS = 10
 #: ``pandas.api.types.infer_dtype`` kinds of an object column that hold numbers (or nothing).
 _NUMBER_KINDS = ("boolean", "integer", "floating", "mixed-integer-float", "decimal", "empty")
 
@@ -118,6 +121,7 @@ def _load(name_or_path: str, target: str | None, task: str | None) -> Dataset:
         raise InputError(f"unknown task {task!r}: use one of {', '.join(TASKS)}")
     cards = builtin_cards()
     path = Path(name_or_path)
+    found = name_or_path not in cards and _exists(path)  # before any other look-up: a path too long fails here
     if name_or_path in cards and cards[name_or_path].task == "image":
         return _image_dataset(cards[name_or_path], *_load_builtin_images(cards[name_or_path]))
     if name_or_path not in cards and is_image_source(path):
@@ -128,7 +132,7 @@ def _load(name_or_path: str, target: str | None, task: str | None) -> Dataset:
     if name_or_path in cards:
         card = cards[name_or_path]
         frame, source = _load_builtin(card, target or card.target)
-    elif path.suffix.lower() in (".csv", ".parquet", ".pq") or path.exists():
+    elif path.suffix.lower() in (".csv", ".parquet", ".pq") or found:
         frame, source = read_table(path, target), str(path)
         card = DatasetCard(name=_slug(path.stem))
     else:
@@ -198,7 +202,7 @@ def read_table(path: Path, target: str | None = None) -> pd.DataFrame:
     A CSV may start with a UTF-8 byte order mark and use ``,``, ``;``, tab or ``|`` as separator
     (sniffed from its first KB); with ``;``, decimal commas are read as numbers.
     """
-    if not path.exists():
+    if not _exists(path):
         raise InputError(f"{path}: file not found; check the path")
     if path.is_dir():
         raise InputError(f"{path}: is a folder; give a .csv or .parquet file")
@@ -218,6 +222,20 @@ def read_table(path: Path, target: str | None = None) -> pd.DataFrame:
                          "give a UTF-8 CSV with a header row or a Parquet file") from None
 
 
+def _exists(path: Path) -> bool:
+    """Whether ``path`` exists; an :class:`InputError` for a path the system refuses to look up at all
+    (``Path.exists`` raises for a name too long for the file system, or a folder on the way that cannot be read)."""
+    try:
+        path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError as exc:
+        fix = ("use a shorter file name or path" if exc.errno == errno.ENAMETOOLONG
+               else "check the path and its folders' permissions")
+        raise InputError(f"{path}: cannot be looked up ({exc.strerror}); {fix}") from None
+    return True
+
+
 def _columns(parts: Any, target: str | None, path: Path) -> dict[str, pd.Series]:
     """The columns of ``parts`` (a list of pyarrow tables, or a CSV stream reader), compact: numbers become
     float32 as each part arrives, text is dictionary-encoded at the end (pyarrow's hashing beats pandas'
@@ -226,6 +244,7 @@ def _columns(parts: Any, target: str | None, path: Path) -> dict[str, pd.Series]
 
     schema = parts.schema if hasattr(parts, "schema") else parts[0].schema
     _check_unique_names(schema.names, path)
+    _check_flat(schema, path)
 
     def as_text(spec: Any) -> bool:
         return spec.name == target or pa.types.is_string(spec.type) or pa.types.is_large_string(spec.type)
@@ -375,6 +394,18 @@ def _check_csv_header(path: Path, delimiter: str) -> None:
     _check_unique_names(header, path)
 
 
+def _check_flat(schema: Any, path: Path) -> None:
+    """Reject Parquet columns of lists, structs or maps: no model reads them, and pandas cannot even hash them."""
+    import pyarrow as pa
+
+    nested = [f"{spec.name!r} ({str(spec.type).split('<')[0]})" for spec in schema if pa.types.is_nested(spec.type)]
+    if nested:
+        named = ", ".join(nested[:_NAMED_COLUMNS]) + (f" and {len(nested) - _NAMED_COLUMNS} more"
+                                                     if len(nested) > _NAMED_COLUMNS else "")
+        raise InputError(f"{path}: column(s) {named} hold lists, structs or maps, which models cannot read; "
+                         "flatten them into plain columns of numbers or text, or drop them")
+
+
 def _check_unique_names(names: list[str], source: Path | str) -> None:
     seen: set[str] = set()
     dupes = sorted({str(n) for n in names if n in seen or seen.add(n)})  # type: ignore[func-returns-value]
@@ -412,6 +443,8 @@ def validate(frame: pd.DataFrame, card: DatasetCard, source: str) -> None:
         values = frame[col]
         if values.isna().all():
             raise InputError(f"{source}: column {col!r} is empty in every row; drop it or fill it")
+        if col not in card.drop:
+            _check_finite(values, str(col), source)
         if (col != target and col not in card.drop and not pd.api.types.is_numeric_dtype(values.dtype)
                 and not pd.api.types.is_datetime64_any_dtype(values.dtype)):
             _check_numeric_typos(values, str(col), source)
@@ -421,6 +454,21 @@ def distinct_counts(values: pd.Series) -> pd.Series:
     """How often each value occurs (missing cells left out): per category for a categorical, so it scales."""
     counts = values.value_counts(sort=False)
     return counts[counts > 0]
+
+
+def _check_finite(values: pd.Series, col: str, source: str) -> None:
+    """Infinite numbers (``inf``, ``-inf``, or beyond float32, to which features are compacted) break scaling and
+    losses in every model; which value was meant is the user's call, so they are an error, not a missing cell."""
+    if not pd.api.types.is_float_dtype(values.dtype):
+        return
+    # A NumPy column is read in place (no float64 copy of a large table); a nullable one needs its NA as NaN.
+    numbers = values.to_numpy() if isinstance(values.dtype, np.dtype) else values.to_numpy("float64", na_value=np.nan)
+    infinite = np.isinf(numbers)
+    if infinite.any():
+        first = int(np.argmax(infinite))
+        raise InputError(f"{source}: column {col!r} holds infinite values (inf, -inf, or beyond float32's "
+                         f"+-3.4e38) in {int(infinite.sum()):,} row(s), the first in row {values.index[first] + 1}; "
+                         "replace them with numbers or leave the cells blank")
 
 
 def _check_numeric_typos(values: pd.Series, col: str, source: str) -> None:

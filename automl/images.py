@@ -6,6 +6,8 @@ separate array. Every problem with the input becomes an :class:`InputError`.
 
 from __future__ import annotations
 
+import zipfile
+import zlib
 from collections import Counter
 from pathlib import Path
 
@@ -34,10 +36,15 @@ def load_images(path: Path) -> tuple[np.ndarray, np.ndarray | None, list[str] | 
 
 def load_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None, None]:
     """Arrays ``x`` (n, h, w[, c]) and, for training, ``y`` (n,) from an ``.npz`` file."""
+    # numpy takes what is not a zip archive for a pickle and says so: the wrong hint for an empty or cut-short file.
+    if not zipfile.is_zipfile(path):
+        raise InputError(f"{path}: not a whole .npz archive (empty, cut short or another format); save it with "
+                         "numpy.savez(path, x=..., y=...)")
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {k: archive[k] for k in archive.files}
-    except (OSError, ValueError) as exc:
+    # A cut-short or damaged archive fails in numpy (EOFError), zipfile (no directory, bad CRC) or zlib.
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise InputError(f"{path}: cannot be read as .npz ({exc}); save it with numpy.savez(path, x=..., y=...)"
                          ) from None
     if "x" not in arrays:

@@ -12,9 +12,12 @@ import argparse
 import gc
 import logging
 import os
+import stat
 import sys
+import tempfile
 import time
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
 
 from automl.config import DISTRIBUTE, ENGINES, FAN_OUT_DEPLOYMENT, TUNERS, VALIDATIONS
 
@@ -23,8 +26,15 @@ __all__ = ["main", "build_parser"]
 _STARTED_AT = time.time()  # the budget counts from process start, not from flow start
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """A bad flag is bad input like any other: one ``error:`` line, exit code 2 (argparse adds its usage lines)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message}; see {self.prog} --help\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _OneLineParser(
         prog="python -m automl.run",
         description="Search Keras networks and reference models on a dataset; write a ranked, "
                     "exported leaderboard under --output (default runs/<project>).",
@@ -182,16 +192,50 @@ def _one_line_errors() -> None:
 
 
 def _check_source(config: Any) -> None:
-    """A dataset that is neither a built-in name nor an existing path fails now, with ``load``'s own message.
+    """A dataset that is neither a built-in name nor an existing path fails now, with ``load``'s own message;
+    so does an ``--output`` that cannot be written.
 
     Without importing pandas for a name that exists: the server's start-up begins right after.
     """
     from automl.config import cards_dir
 
-    if not (cards_dir() / f"{config.dataset}.yaml").is_file() and not os.path.exists(config.dataset):
+    if config.output_dir is not None:
+        _check_output(config.output_dir)
+    # os.path's checks are False for a path too long to look up (Path.is_file raises): load names that case.
+    if not os.path.isfile(cards_dir() / f"{config.dataset}.yaml") and not os.path.exists(config.dataset):
         from automl.data import load
 
         load(config.dataset, config.target, config.task)  # raises at once: there is nothing to read
+
+
+def _check_output(folder: str) -> None:
+    """An output folder that is a file, or that cannot be made or written in, fails now: a run finds out only at its
+    first write, which may be at its end.
+
+    The folder, or its nearest existing parent, is probed by making and removing a folder in it: ``os.access`` says
+    yes to root on a file system that refuses everyone (``/proc``, a read-only mount).
+    """
+    from automl.errors import InputError
+
+    existing = Path(os.path.abspath(folder))
+    while True:
+        try:
+            mode = existing.stat().st_mode
+            break
+        except (FileNotFoundError, NotADirectoryError):  # made by the run; "/" always exists
+            existing = existing.parent
+        except OSError as exc:  # a name too long, a folder on the way that cannot be read
+            raise InputError(f"--output {folder}: cannot be looked up ({exc.strerror}); choose another folder"
+                             ) from None
+    where = "" if str(existing) == os.path.abspath(folder) else f" ({existing})"
+    if not stat.S_ISDIR(mode):
+        raise InputError(f"--output {folder}: is a file{where}, not a folder; choose another --output or move the "
+                         "file")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".automl-probe-", dir=existing))
+    except OSError as exc:
+        raise InputError(f"--output {folder}: cannot write in {existing} ({exc.strerror}); choose another --output "
+                         "or make it writable") from None
 
 
 def _check_data(config: Any) -> None:

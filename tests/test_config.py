@@ -43,6 +43,15 @@ def test_the_cli_builds_the_same_config():
     ("tuner", "grid", "--tuner"),
     ("validation", "bootstrap", "--validation"),
     ("max_runtime_secs_per_model", 0, "--max-runtime-secs-per-model"),
+    # Infinite or NaN seconds once ran forever or broke the schedule's window arithmetic.
+    ("max_runtime_secs", float("inf"), "--max-runtime-secs must be positive and finite .* got inf"),
+    ("max_runtime_secs", float("nan"), "--max-runtime-secs must be positive and finite .* got nan"),
+    ("max_runtime_secs_per_model", float("inf"), "--max-runtime-secs-per-model .* got inf"),
+    ("max_runtime_secs_per_model", float("nan"), "--max-runtime-secs-per-model .* got nan"),
+    ("max_runtime_secs_per_model", -1, "--max-runtime-secs-per-model .* got -1"),
+    # A negative seed failed deep in the folds (StratifiedKFold), after the server had started.
+    ("seed", -1, "--seed must be between 0 and 2147483647, but got seed=-1"),
+    ("seed", 2**31, "--seed .* got seed=2147483648"),
     ("include_algos", ["XGBoost"], "'XGBoost'"),
     ("task", "ranking", "--task"),
     ("colour", "blue", "unknown option 'colour'"),
@@ -50,6 +59,10 @@ def test_the_cli_builds_the_same_config():
 def test_bad_values_are_named(option, value, match):
     with pytest.raises(InputError, match=match):
         RunConfig.from_options(**{option: value})
+
+
+def test_the_seeds_at_the_edges_are_accepted():
+    assert RunConfig(seed=0).seed == 0 and RunConfig(seed=2**31 - 1).seed == 2**31 - 1
 
 
 def test_combinations_that_cannot_work_are_refused():

@@ -101,6 +101,37 @@ def _empty_parquet(folder: Path) -> None:
     (folder / "empty.parquet").write_bytes(b"")
 
 
+def _nested_parquet(folder: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    n = 40
+    pq.write_table(pa.table({"x": np.arange(n, dtype=float), "tags": [["a", "b"]] * n, "where": [{"lat": 1.0}] * n,
+                             "counts": pa.array([[("a", 1)]] * n, type=pa.map_(pa.string(), pa.int64())),
+                             "y": np.arange(n) % 2}), folder / "nested.parquet")
+
+
+def _infinite_feature(folder: Path) -> None:
+    frame = _diabetes().astype({"Glucose": float})
+    frame.loc[[3, 9], "Glucose"] = [np.inf, -np.inf]
+    frame.to_csv(folder / "inf.csv", index=False)  # written as "inf" and "-inf", which CSV readers parse
+
+
+def _infinite_target(folder: Path) -> None:
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=50)
+    y[7] = np.inf
+    pd.DataFrame({"x": rng.normal(size=50), "y": y}).to_csv(folder / "inf_target.csv", index=False)
+
+
+def _empty_npz(folder: Path) -> None:
+    (folder / "images.npz").write_bytes(b"")
+
+
+#: A file name longer than the file system's 255 bytes: looking it up raises ENAMETOOLONG, not "not found".
+LONG_NAME = "a" * 300 + ".csv"
+
+
 def _many_classes(folder: Path) -> None:
     rng = np.random.default_rng(0)
     pd.DataFrame({"x": rng.normal(size=20_000), "label": [f"c{i % 10_000}" for i in range(20_000)]}).to_csv(
@@ -131,12 +162,28 @@ BAD_INPUTS: dict[str, tuple[Callable[[Path], None], list[str], list[str]]] = {
     "too-many-classes": (_many_classes, ["labels.csv", "--target", "label"],
                          ["labels.csv", "'label'", "10,000 classes", "too many for classification",
                           "--task regression"]),
+    "nested-parquet": (_nested_parquet, ["nested.parquet", "--target", "y"],
+                       ["nested.parquet", "'tags' (list), 'where' (struct), 'counts' (map)", "flatten", "drop"]),
+    "infinite-feature": (_infinite_feature, ["inf.csv", "--target", "Outcome"],
+                         ["inf.csv", "'Glucose'", "infinite", "in 2 row(s), the first in row 4"]),
+    "infinite-target": (_infinite_target, ["inf_target.csv", "--target", "y"],
+                        ["inf_target.csv", "'y'", "infinite", "in 1 row(s), the first in row 8"]),
+    "empty-npz": (_empty_npz, ["images.npz"], ["images.npz", "not a whole .npz archive", "numpy.savez"]),
+    "path-too-long": (_no_files, [LONG_NAME, "--target", "y"], [LONG_NAME, "File name too long", "shorter"]),
 }
 #: Bad arguments that never reach ``automl.data``: checked through the CLI only.
 BAD_ARGUMENTS: dict[str, tuple[Callable[[Path], None], list[str], list[str]]] = {
     "unknown-sort-metric": (_no_files, ["diabetes", "--sort-metric", "f1"], ["--sort-metric", "'f1'", "auc"]),
     "zero-runtime": (_no_files, ["diabetes", "--max-runtime-secs", "0"], ["--max-runtime-secs", "0"]),
     "negative-runtime": (_no_files, ["diabetes", "--max-runtime-secs=-5"], ["--max-runtime-secs", "-5"]),
+    "infinite-runtime": (_no_files, ["diabetes", "--max-runtime-secs", "inf"], ["--max-runtime-secs", "finite", "inf"]),
+    "nan-runtime": (_no_files, ["diabetes", "--max-runtime-secs", "nan"], ["--max-runtime-secs", "nan"]),
+    "infinite-model-runtime": (_no_files, ["diabetes", "--max-runtime-secs-per-model", "inf"],
+                               ["--max-runtime-secs-per-model", "finite", "inf"]),
+    "negative-seed": (_no_files, ["diabetes", "--seed=-1"], ["--seed", "between 0 and", "seed=-1"]),
+    # argparse's own errors: one line too, without its usage lines.
+    "unknown-task-flag": (_no_files, ["diabetes", "--task", "clustering"], ["--task", "'clustering'", "--help"]),
+    "seed-not-a-number": (_no_files, ["diabetes", "--seed", "abc"], ["--seed", "'abc'"]),
 }
 CLI_CASES = {**BAD_INPUTS, **BAD_ARGUMENTS}
 

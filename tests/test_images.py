@@ -80,3 +80,23 @@ def test_cnn_search_on_digits_ranks_and_predicts(tmp_path, digits_folder):
                       "--output", tmp_path / "folder.csv", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert pd.read_csv(tmp_path / "folder.csv")["file"].str.endswith(".png").all()
+
+
+@pytest.mark.parametrize("keep", [0.0, 0.5, 0.99])
+def test_an_empty_or_cut_short_npz_is_an_input_error(tmp_path, keep):
+    # numpy raises EOFError for 0 bytes and zipfile.BadZipFile for a cut-short archive: neither is an OSError.
+    np.savez(tmp_path / "whole.npz", x=np.zeros((6, 5, 5)), y=np.array([0, 1] * 3))
+    whole = (tmp_path / "whole.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(whole[:int(len(whole) * keep)])
+    with pytest.raises(InputError, match=r"cut\.npz: not a whole \.npz archive .*numpy\.savez") as info:
+        data.load(str(tmp_path / "cut.npz"))
+    assert "\n" not in str(info.value)
+
+
+def test_a_damaged_npz_member_is_an_input_error(tmp_path):
+    np.savez_compressed(tmp_path / "bad.npz", x=np.random.default_rng(0).random((20, 8, 8)), y=np.arange(20) % 2)
+    damaged = bytearray((tmp_path / "bad.npz").read_bytes())
+    damaged[len(damaged) // 3] ^= 0xFF  # inside x's compressed data; the zip directory at the end stays whole
+    (tmp_path / "bad.npz").write_bytes(bytes(damaged))
+    with pytest.raises(InputError, match=r"bad\.npz: cannot be read as \.npz"):
+        load_images(tmp_path / "bad.npz")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -144,3 +146,31 @@ def test_the_temporary_server_migrates_a_new_home_once_and_stops_with_the_run(tm
             api.stop()
         assert not _healthy(api.kind.split()[-1], timeout=1.0)
     assert (tmp_path / "home" / "prefect.db").is_file()
+
+
+def _unwritable_folder(tmp_path: Path) -> Path:
+    """A folder this user cannot write in: root writes through permissions, but not into /proc."""
+    if os.geteuid() == 0:
+        return Path("/proc")
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    return folder
+
+
+@pytest.mark.parametrize("where", ["a-file", "below-a-file", "unwritable"])
+def test_an_output_that_cannot_be_written_is_refused_before_the_run(tmp_path, where):
+    # Once found at the first write, which may be the end of the run; now before the Prefect server starts.
+    existing = tmp_path / "results.csv"
+    existing.write_text("keep me\n")
+    output = {"a-file": existing, "below-a-file": existing / "run",
+              "unwritable": _unwritable_folder(tmp_path) / "run"}[where]
+    proc = run_module("automl.run", "diabetes", "--max-runtime-secs", 10, "--output", output, cwd=tmp_path,
+                      timeout=120)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-3000:]
+    assert lines[0].startswith(f"error: --output {output}: ") and "choose another --output" in lines[0]
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+    assert existing.read_text() == "keep me\n"
+    assert not output.exists() or output == existing
+    assert not list(tmp_path.glob("**/.automl-probe-*"))
