@@ -9,6 +9,7 @@ exactly what is exported, and no extra full-data refit eats the time budget.
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -289,8 +290,8 @@ class GradientBoosting(_Reference):
                                           self.seed)
             # ``x`` is a DataFrame from the "trees" preprocessor: its categorical columns are split on natively.
             x, y, validation = take_rows(x, train), y[train], (take_rows(x, val), y[val])
-        data = lgb.Dataset(x, y)
-        valid_sets = [] if validation is None else [data.create_valid(*validation)]
+        data = lgb.Dataset(_for_lightgbm(x), y)
+        valid_sets = [] if validation is None else [data.create_valid(_for_lightgbm(validation[0]), validation[1])]
         self.booster_ = lgb.train(params, data, self.max_rounds, valid_sets=valid_sets, callbacks=[watch])
         self.best_iteration_ = watch.best_iteration + 1
         self.cut_short_ = watch.cut_short
@@ -303,7 +304,7 @@ class GradientBoosting(_Reference):
         return refit
 
     def _raw(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(self.booster_.predict(x, num_iteration=self.best_iteration_))
+        return np.asarray(self.booster_.predict(_for_lightgbm(x), num_iteration=self.best_iteration_))
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         p = self._raw(x)
@@ -366,6 +367,31 @@ class _Watch:
             raise EarlyStopException(self.best_iteration, self.best_score)
         if env.iteration - self.best_iteration >= self.patience:
             raise EarlyStopException(self.best_iteration, self.best_score)
+
+
+#: What LightGBM refuses in a feature name (JSON's special characters), and whitespace, which it replaces with "_"
+#: itself, so that "a b" beside "a_b" would be a duplicate feature.
+_LIGHTGBM_UNSAFE = re.compile(r'[,:"\[\]{}\s]')
+
+
+def _lightgbm_names(columns: Sequence[Any]) -> list[str]:
+    """Feature names LightGBM accepts, unique and close to ``columns``: each character it refuses becomes "_",
+    and a name taken already gets a suffix "_2", "_3", …. The user's names stay everywhere else (schema,
+    importance, outputs): these live only inside the booster."""
+    names: dict[str, None] = {}
+    for column in columns:
+        base = _LIGHTGBM_UNSAFE.sub("_", str(column)) or "_"
+        name, number = base, 1
+        while name in names:
+            number += 1
+            name = f"{base}_{number}"
+        names[name] = None
+    return list(names)
+
+
+def _for_lightgbm(x: pd.DataFrame | np.ndarray) -> pd.DataFrame | np.ndarray:
+    """A table with :func:`_lightgbm_names` (its columns are read by position); an array as it is."""
+    return x.set_axis(_lightgbm_names(list(x.columns)), axis=1) if isinstance(x, pd.DataFrame) else x
 
 
 def take_rows(x: pd.DataFrame | np.ndarray, rows: np.ndarray) -> pd.DataFrame | np.ndarray:

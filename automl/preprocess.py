@@ -411,11 +411,25 @@ class TreeColumns(BaseEstimator, TransformerMixin):
     def transform(self, x: pd.DataFrame) -> pd.DataFrame:
         out: dict[str, Any] = {col: x[col].to_numpy(dtype="float32", na_value=np.nan) for col in self.numeric}
         if self.dates_ is not None:
-            names = [f"{col}_{part}" for col, parts in self.dates_.parts_.items() for part in parts]
+            names = _date_part_names(self.dates_.parts_, taken={*self.numeric, *self.categorical})
             out.update(zip(names, self.dates_.transform(x[self.datetime]).T, strict=True))
         for col in self.categorical:
             out[col] = pd.Categorical(x[col], categories=self.categories_[col])
         return pd.DataFrame(out, index=x.index)
+
+
+def _date_part_names(parts: dict[str, list[str]], taken: set[str]) -> list[str]:
+    """``<date>_<part>`` for each date part, with "_" added until it names no column in ``taken`` nor another part:
+    a table with a date ``d`` and a column ``d_year`` keeps both (the part silently replaced the column)."""
+    names: list[str] = []
+    for col, col_parts in parts.items():
+        for part in col_parts:
+            name = f"{col}_{part}"
+            while name in taken:
+                name += "_"
+            taken.add(name)
+            names.append(name)
+    return names
 
 
 def dense_width(x: pd.DataFrame, schema: Schema) -> int:

@@ -228,3 +228,29 @@ def test_a_noise_category_with_many_levels_does_not_leak_into_out_of_fold_scores
     gbm = next(c for c in reference_candidates("binary", 0) if c.algo == "GBM")
     result = cross_validate(gbm, frame.drop(columns=["y"]), y, schema, make_folds(y, "binary", 5, seed=0))
     assert abs(result.model.metrics["auc"] - 0.5) < 0.04, result.model.metrics["auc"]
+
+
+def test_gbm_trains_on_columns_named_with_characters_lightgbm_refuses() -> None:
+    """LightGBM refuses , : " [ ] { } in feature names, and turns "i j" into a duplicate of "i_j": every GBM of
+    such a table once failed silently. It gets safe names inside; the model and its rows keep the user's."""
+    from automl.evaluation import cross_validate, make_folds
+
+    rng = np.random.default_rng(0)
+    n = 600
+    names = ["a,b", "c:d", 'e"f', "[g]", "{h}", "i j", "i_j"]
+    frame = pd.DataFrame({name: rng.normal(size=n) for name in names})
+    frame["k: kind"] = rng.choice(["p", "q", "r"], n)
+    frame["y"] = (frame["a,b"] + frame["{h}"] + (frame["k: kind"] == "p") > 0.5).astype(int)
+    ds = data.from_frame(frame, "odd-names", "y")
+    schema = infer_schema(ds)
+    assert schema.features == [*names, "k: kind"]
+    y = encode_target(schema, frame["y"])
+    gbm = next(c for c in reference_candidates("binary", 0, n_jobs=1) if c.algo == "GBM")
+    result = cross_validate(gbm, frame.drop(columns=["y"]), y, schema, make_folds(y, "binary", 3, seed=0))
+    assert result.model.metrics["auc"] > 0.9, result.model.metrics
+    assert result.model.predict(frame.head(5))["predict"].tolist() == frame["y"].head(5).tolist()
+    # A search trial's fit (early-stopped on given rows) and the names inside the booster: safe and unique.
+    x = make_preprocessor(schema, "trees").fit_transform(frame.drop(columns=["y"]))
+    trial = GradientBoosting("binary", n_jobs=1).fit(x.iloc[:500], y[:500], validation=(x.iloc[500:], y[500:]))
+    assert trial.booster_.feature_name() == ["a_b", "c_d", "e_f", "_g_", "_h_", "i_j", "i_j_2", "k__kind"]
+    assert roc_auc_score(y[500:], trial.predict_proba(x.iloc[500:])[:, 1]) > 0.9

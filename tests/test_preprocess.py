@@ -459,3 +459,24 @@ def test_many_level_codes_get_one_encoding_per_class_when_multiclass():
     x, y = frame.drop(columns=["y"]), encode_target(schema, frame["y"])
     out = make_preprocessor(schema).fit(x, y).transform(x.iloc[:5])
     assert out.shape == (5, 1 + 64 + 3) and out.dtype == np.float32
+
+
+def test_a_date_part_does_not_replace_a_column_of_its_name():
+    # A date "d" makes "d_year", "d_month", …: beside a column "d_year" the part once silently replaced it.
+    rng = np.random.default_rng(0)
+    n = 120
+    dates = pd.Series(pd.date_range("2001-01-01", periods=n, freq="45D")).dt.strftime("%Y-%m-%d")
+    frame = pd.DataFrame({"d": dates, "d_year": rng.normal(size=n), "d_month": rng.choice(["a", "b", "c"], n),
+                          "d_day": rng.normal(size=n), "d_day_": rng.normal(size=n), "y": rng.integers(0, 2, n)})
+    schema = infer_schema(from_frame(frame, "dates", target="y"))
+    assert schema.datetime == ["d"] and schema.categorical == ["d_month"]
+    x = frame.drop(columns="y")
+    trees = make_preprocessor(schema, "trees").fit(x).transform(x)
+    assert list(trees.columns) == ["d_year", "d_day", "d_day_", "d_year_", "d_month_", "d_day__", "d_day_of_week",
+                                   "d_month"]
+    for col in ("d_year", "d_day", "d_day_"):  # the user's columns, whole
+        np.testing.assert_allclose(trees[col], frame[col].astype("float32"))
+    assert list(trees["d_month"].astype(str)) == list(frame["d_month"])
+    parsed = pd.to_datetime(dates)
+    for name, part in (("d_year_", "year"), ("d_month_", "month"), ("d_day__", "day")):
+        np.testing.assert_array_equal(trees[name], getattr(parsed.dt, part))
