@@ -95,3 +95,19 @@ def test_fit_twice_starts_from_nothing(split, tmp_path):
     second = aml.fit(train.drop(columns=["Insulin"]), target="Outcome").leaderboard
     assert list(first["model_id"]) == list(second["model_id"]) == ["GLM_1"]  # not the first fit's models too
     assert "Insulin" not in aml.leader.schema.features
+
+
+def test_the_constructor_takes_the_clis_options_with_the_clis_defaults():
+    """README: ``AutoML(...)`` takes the options above. Each CLI option (but those only a flow or ``fit`` takes)
+    is a constructor parameter with the same default: ``population`` is "auto" (None) in both, not 1."""
+    import inspect
+
+    from automl import AutoML
+    from automl.run import build_parser, options
+
+    cli = options(build_parser().parse_args(["diabetes"]))
+    api = {k: p.default for k, p in inspect.signature(AutoML.__init__).parameters.items() if k != "self"}
+    flow_or_fit = {"fan_out", "fan_out_deployment", "target", "task", "started_at"}
+    assert set(cli) - flow_or_fit == set(api) - flow_or_fit
+    assert {k: cli[k] for k in set(cli) - flow_or_fit} == {k: api[k] for k in set(cli) - flow_or_fit}
+    assert api["population"] is None and api["workers"] is None
