@@ -197,8 +197,12 @@ class _Run:
         search.prepare_networks(self.state)
 
     def _first_network(self, pace: Pace) -> Any:
-        trial = self._claim_best("net") or self._completed("net")[0]
-        pace.deadline = min(pace.deadline, pace.start + self._network_cap(trial))
+        return self._rank_network(self._claim_best("net") or self._completed("net")[0], pace)
+
+    def _rank_network(self, trial: TrialRecord, pace: Pace) -> Any:
+        """Cross-validate ``trial``'s configuration within its network cap (the job's own cap is the user's)."""
+        if (cap := self._network_cap(trial)) is not None:
+            pace.deadline = min(pace.deadline, pace.start + cap)
         return search.evaluate_configuration(self.state, trial, pace)
 
     def _slice_job(self, priority: float, required: bool = False) -> Job:
@@ -255,8 +259,8 @@ class _Run:
         if self.networks and not first_waiting and self._network_ready() and (trial := self._claim_best("net")):
             self.scheduler.add(Job(f"{self.family}_{trial.number}", self.family, self._step("net"),
                                    search.network_cost(state, trial, least=True),
-                                   lambda pace, t=trial: search.evaluate_configuration(state, t, pace),
-                                   cap=self._network_cap(trial), prepare=self._prepare_networks))
+                                   lambda pace, t=trial: self._rank_network(t, pace),
+                                   cap=self._cap(), prepare=self._prepare_networks))
         if self.gbm and (self.gbm_search_over or not self.reproducible) and (trial := self._claim_best("gbm")):
             candidate = boosting.gbm_candidate(state, trial)
 

@@ -62,7 +62,7 @@ class Pace:
     deadline: float
     clock: Callable[[], float] = time.monotonic
     #: Seconds past the deadline a job may project and go on; None: :data:`PACE_TOLERANCE` of its time. Under
-    #: ``--max-runtime-secs-per-model`` a second: each fold's fit stops at its share of the cap anyway.
+    #: ``--max-runtime-secs-per-model``: :data:`CAP_SLACK_SECONDS` (each fold's fit stops at its share anyway).
     slack: float | None = None
 
     def fold_deadline(self, k: int, n: int) -> float:
@@ -104,7 +104,8 @@ class Job:
     run: Callable[[Pace], Any]
     required: bool = False
     cores: int = 1
-    #: The longest this job may run (``--max-runtime-secs-per-model``), or None: a hard deadline, no tolerance.
+    #: The longest this job may run (``--max-runtime-secs-per-model``), or None; its pace then has
+    #: :data:`CAP_SLACK_SECONDS` of slack, not :data:`PACE_TOLERANCE`.
     cap: float | None = None
     #: Work before the job's time starts (TensorFlow's import before a network's first fit: seconds, once, that
     #: say nothing of the model's cost nor count against its cap).
