@@ -74,8 +74,10 @@ def test_diabetes_end_to_end(prefect_api, tmp_path):
 
 def test_titanic_csv_with_target(prefect_api, tmp_path):
     out = tmp_path / "out"
+    # Without the forests: at 40 s on 2 busy cores they left the first network 5 s for its 5 folds (no MLP row).
     proc = run_module("automl.run", REPO / "datasets" / "titanic.csv", "--target", "Survived",
-                      "--max-runtime-secs", 40, "--max-models", 4, "--output", out, cwd=tmp_path)
+                      "--max-runtime-secs", 40, "--max-models", 4, "--exclude-algos", "DRF,XRT", "--output", out,
+                      cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     board, summary = _read_run(out)
     _check_outputs(out, board, "binary", "auc")

@@ -63,9 +63,10 @@ def test_fan_out_to_two_pool_workers_and_one_of_them_dying(prefect_api, pg_url, 
     pooled = f"{project}-pool"
     try:
         # First every trial in the pool (--workers 0): both flow runs end by themselves, none left Running.
+        # 3 folds: two pool workers and the run share 2 cores, and a 5-fold network once did not fit its 15 s.
         proc = run_module("automl.run", "diabetes", "--fan-out", "2", "--workers", "0", "--storage", pg_url,
-                          "--include-algos", "MLP,GLM", "--max-runtime-secs", "60", "--project", pooled,
-                          "--output", tmp_path / "pooled", cwd=tmp_path, CI="true")
+                          "--include-algos", "MLP,GLM", "--max-runtime-secs", "60", "--nfolds", "3",
+                          "--project", pooled, "--output", tmp_path / "pooled", cwd=tmp_path, CI="true")
         assert proc.returncode == 0, proc.stderr[-3000:]
         pooled_trials = pd.read_csv(tmp_path / "pooled" / "trials.csv")
         assert set(pooled_trials["worker"]) == {f"{pooled}-search-0", f"{pooled}-search-1"}
