@@ -545,6 +545,10 @@ class Forest(_Reference):
                 self.cut_short_ = True
                 break
             self.model_.set_params(n_estimators=min(grown + batch, self.n_estimators))
+        # Predictions in one thread: scikit-learn's threads add the trees' outputs in the order they finish, so
+        # two runs of reproducible mode gave XRT_1 out-of-fold predictions apart in the last bits (and a stack
+        # over it weights apart in the sixth decimal). One thread adds them in tree order.
+        self.model_.set_params(n_jobs=1)
         return self
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
