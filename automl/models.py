@@ -290,8 +290,13 @@ class GradientBoosting(_Reference):
                                           self.seed)
             # ``x`` is a DataFrame from the "trees" preprocessor: its categorical columns are split on natively.
             x, y, validation = take_rows(x, train), y[train], (take_rows(x, val), y[val])
-        data = lgb.Dataset(_for_lightgbm(x), y)
-        valid_sets = [] if validation is None else [data.create_valid(_for_lightgbm(validation[0]), validation[1])]
+        names, categorical = "auto", "auto"
+        if isinstance(x, pd.DataFrame):  # by position: the booster's names are not the frame's
+            names = _lightgbm_names(x.columns)
+            categorical = [i for i, dtype in enumerate(x.dtypes) if isinstance(dtype, pd.CategoricalDtype)]
+        data = lgb.Dataset(x, y, feature_name=names, categorical_feature=categorical)
+        valid_sets = [] if validation is None else [lgb.Dataset(*validation, reference=data, feature_name=names,
+                                                                categorical_feature=categorical)]
         self.booster_ = lgb.train(params, data, self.max_rounds, valid_sets=valid_sets, callbacks=[watch])
         self.best_iteration_ = watch.best_iteration + 1
         self.cut_short_ = watch.cut_short
@@ -304,7 +309,8 @@ class GradientBoosting(_Reference):
         return refit
 
     def _raw(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(self.booster_.predict(_for_lightgbm(x), num_iteration=self.best_iteration_))
+        # Columns are read by position: the booster's own names need not be the frame's.
+        return np.asarray(self.booster_.predict(x, num_iteration=self.best_iteration_))
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         p = self._raw(x)
@@ -377,7 +383,7 @@ _LIGHTGBM_UNSAFE = re.compile(r'[,:"\[\]{}\s]')
 def _lightgbm_names(columns: Sequence[Any]) -> list[str]:
     """Feature names LightGBM accepts, unique and close to ``columns``: each character it refuses becomes "_",
     and a name taken already gets a suffix "_2", "_3", …. The user's names stay everywhere else (schema,
-    importance, outputs): these live only inside the booster."""
+    importance, outputs): these are given to the booster's datasets only (no renamed copy of the table)."""
     names: dict[str, None] = {}
     for column in columns:
         base = _LIGHTGBM_UNSAFE.sub("_", str(column)) or "_"
@@ -387,11 +393,6 @@ def _lightgbm_names(columns: Sequence[Any]) -> list[str]:
             name = f"{base}_{number}"
         names[name] = None
     return list(names)
-
-
-def _for_lightgbm(x: pd.DataFrame | np.ndarray) -> pd.DataFrame | np.ndarray:
-    """A table with :func:`_lightgbm_names` (its columns are read by position); an array as it is."""
-    return x.set_axis(_lightgbm_names(list(x.columns)), axis=1) if isinstance(x, pd.DataFrame) else x
 
 
 def take_rows(x: pd.DataFrame | np.ndarray, rows: np.ndarray) -> pd.DataFrame | np.ndarray:
