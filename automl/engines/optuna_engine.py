@@ -618,8 +618,9 @@ def _explore_shares(study: Any, job: SearchJob, known: list[Any]) -> None:
     """Fix the next round's untried :data:`ROUND_SHARES` options: TPE, seeing every member of a round share
     them, kept to the first round's (32 trials on Pima: every batch size 32, every input scaling standard).
 
-    Each shared choice that has a value no trial has tried takes the first such value; the others are left to
-    TPE. Nothing is fixed while queued trials (warm starts, retries) wait: they lead their rounds as they are.
+    Each shared choice that has a value no trial has tried takes the cheapest such value
+    (:data:`_CHEAPEST_FIRST`); the others are left to TPE. Nothing is fixed while queued trials (warm starts,
+    retries) wait: they lead their rounds as they are.
     """
     from optuna.trial import TrialState
 
