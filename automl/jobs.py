@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 from automl import boosting, ensembles, refit, search
@@ -129,7 +130,7 @@ class _Run:
                 self.scheduler.add(Job(f"first {self.family}", self.family, 0.005, self._first_network_estimate,
                                        self._first_network, required=True, cap=self._cap(),
                                        # its trial's cap applies once it runs
-                                       ready=self._network_ready, prepare=self._prepare_networks))
+                                       ready=self._network_ready, prepare=partial(search.prepare_networks, state)))
             else:
                 self.scheduler.add(self._slice_job(0.005, required=True))
 
@@ -192,9 +193,6 @@ class _Run:
         correction = self.scheduler.corrections.get(self.family, 1.0)
         full = max(NETWORK_CAP_FACTOR * correction * search.network_cost(self.state, trial), MIN_NETWORK_CAP)
         return full if self._cap() is None else min(full, self._cap())
-
-    def _prepare_networks(self) -> None:
-        search.prepare_networks(self.state)
 
     def _first_network(self, pace: Pace) -> Any:
         return self._rank_network(self._claim_best("net") or self._completed("net")[0], pace)
@@ -260,7 +258,7 @@ class _Run:
             self.scheduler.add(Job(f"{self.family}_{trial.number}", self.family, self._step("net"),
                                    search.network_cost(state, trial, least=True),
                                    lambda pace, t=trial: self._rank_network(t, pace),
-                                   cap=self._cap(), prepare=self._prepare_networks))
+                                   cap=self._cap(), prepare=partial(search.prepare_networks, state)))
         if self.gbm and (self.gbm_search_over or not self.reproducible) and (trial := self._claim_best("gbm")):
             candidate = boosting.gbm_candidate(state, trial)
 
