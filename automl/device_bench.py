@@ -1,4 +1,4 @@
-"""The CPU-vs-GPU experiment behind ``python -m automl.devices``.
+"""The CPU-vs-GPU experiment: ``python -m automl.device_bench [--size N] [--power P] [--repeats R]``.
 
 It lists the devices TensorFlow sees and the placement :func:`automl.devices.plan`
 would choose, then times M**P (P-1 matrix products) on each device and reports
@@ -88,7 +88,7 @@ def _print_speeds(rows: list[dict[str, Any]], size: int, power: int, repeats: in
 
 def main(argv: list[str] | None = None) -> int:
     """The CLI: device list, placement, a speed table, and a last line of JSON; 2 on bad arguments."""
-    p = argparse.ArgumentParser(prog="python -m automl.devices",
+    p = argparse.ArgumentParser(prog="python -m automl.device_bench",
                                 description="List the devices TensorFlow sees and the placement automl would use; "
                                             "time M**power on each device and report GFLOP/s (last line: JSON).")
     p.add_argument("--size", type=int, default=2048, help="matrix side (default 2048)")
@@ -107,3 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({"size": args.size, "power": args.power, "repeats": args.repeats,
                       "placement": placement.strategy, "devices": rows}))
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

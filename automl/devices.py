@@ -5,9 +5,9 @@ growth and logical devices can still be set); :func:`plan` is a pure decision on
 list; :func:`configure` applies it; :func:`strategy`, :func:`trial_device` and
 :func:`trial_context` give the rest of the code a scope to train a trial in.
 
-``python -m automl.devices [--size N] [--power P]`` lists the devices and runs the
-CPU-vs-GPU experiment of :mod:`automl.device_bench`. TensorFlow is imported inside
-functions only: importing this module is cheap.
+``python -m automl.device_bench [--size N] [--power P]`` lists the devices and runs the
+CPU-vs-GPU experiment. TensorFlow is imported inside functions only: importing this
+module is cheap.
 """
 
 from __future__ import annotations
@@ -275,10 +275,4 @@ def free_cores() -> int:
     except OSError:
         others = 0.0
     return max(1, cores - int(others))
-
-
-if __name__ == "__main__":
-    from automl.device_bench import main
-
-    sys.exit(main())
 

@@ -1,5 +1,5 @@
 """Device placement: decisions on simulated device lists, a real MirroredStrategy; the M**n experiment
-(automl.device_bench) through ``python -m automl.devices``."""
+through ``python -m automl.device_bench``."""
 
 from __future__ import annotations
 
@@ -141,7 +141,7 @@ def test_the_cli_trains_every_network_under_distribute_mirrored(prefect_api, tmp
 
 
 def test_matrix_power_experiment_on_cpu(tmp_path):
-    done = run_module("automl.devices", "--size", "256", "--power", "3", cwd=tmp_path, timeout=300)
+    done = run_module("automl.device_bench", "--size", "256", "--power", "3", cwd=tmp_path, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "GFLOP/s" in done.stdout and "CPU" in done.stdout
     result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -151,7 +151,7 @@ def test_matrix_power_experiment_on_cpu(tmp_path):
 
 
 def test_bad_experiment_arguments_exit_2(tmp_path):
-    done = run_module("automl.devices", "--power", "1", cwd=tmp_path, timeout=120)
+    done = run_module("automl.device_bench", "--power", "1", cwd=tmp_path, timeout=120)
     assert done.returncode == 2 and "--power >= 2" in done.stderr and "Traceback" not in done.stderr
 
 
