@@ -16,9 +16,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __all__ = ["AutoML", "load_model", "InputError"]
-__version__ = "0.1.0"
 
 from automl.errors import InputError  # noqa: E402
+from automl.version import __version__ as __version__  # noqa: E402
 
 
 def __getattr__(name: str) -> Any:

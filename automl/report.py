@@ -30,6 +30,7 @@ import pandas as pd
 
 from automl.io import atomic_write_text
 from automl.metrics import Metric, get
+from automl.version import __version__
 
 __all__ = ["write_report", "section_ids", "chart_rows", "history_points"]
 
@@ -447,8 +448,6 @@ def _table(frame: pd.DataFrame, row_classes: list[str]) -> str:
 
 
 def _page(title: str, facts: dict[str, str], sections: list[_Section]) -> str:
-    from automl import __version__
-
     nav = " ".join(f'<a href="#{s.id}">{html.escape(s.heading)}</a>' for s in sections)
     meta = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in facts.items())
     body = "\n".join(f'<section id="{s.id}">\n<h2>{html.escape(s.heading)}</h2>\n{s.body}\n</section>'
