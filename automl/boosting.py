@@ -32,7 +32,7 @@ def search_boosting(state: RunState, seconds: float, top: int = TOP_CONFIGS) -> 
     """Search GBM configurations for ``seconds`` in this process, then rank the ``top`` best on the protocol: the
     family on its own, outside a run's scheduler (a notebook, the tests). Nothing when GBM is excluded or for
     images."""
-    from automl.evaluation import evaluate_candidate
+    from automl.ranking import evaluate_candidate
     from automl.search import best_configurations
 
     if state.schema.task == "image" or "GBM" not in state.config.evaluation.algos:

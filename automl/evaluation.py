@@ -26,10 +26,9 @@ from automl.preprocess import Schema, make_preprocessor
 
 if TYPE_CHECKING:
     from automl.schedule import Pace
-    from automl.state import RunState
 
 __all__ = ["Evaluated", "Protocol", "choose_protocol", "make_protocol", "make_folds", "holdout_split",
-           "cross_validate", "evaluate_candidate", "take_rows", "CutShortError"]
+           "cross_validate", "take_rows", "CutShortError"]
 
 #: k-fold CV while rows × columns stay under this many cells per second of budget.
 CV_CELLS_PER_SECOND = 3000
@@ -169,29 +168,3 @@ def cross_validate(candidate: Candidate, x: pd.DataFrame | np.ndarray, y: np.nda
     model = BaggedModel(candidate.model_id, candidate.algo, schema, fold_models, params,
                         score_all(schema.task, y[scored], oof))
     return Evaluated(model, oof, 1000 * train_s, 1000 * predict_s / len(scored))
-
-
-def evaluate_candidate(state: RunState, candidate: Candidate, stage: str, deadline: float | None = None,
-                       pace: Pace | None = None) -> Evaluated | None:
-    """Cross-validate ``candidate`` on the run's protocol and add it to the state; None if it failed.
-
-    A :class:`automl.schedule.JobCutShort` from ``pace`` goes to the scheduler, which counts and may retry it.
-    """
-    from automl.schedule import JobCutShort
-
-    protocol = state.protocol
-    try:
-        result = cross_validate(candidate, state.x, state.y, state.schema, protocol.folds, protocol.scored,
-                                deadline, pace)
-    except JobCutShort:
-        raise
-    except CutShortError as exc:
-        state.events.warn(stage, f"{exc}; not ranked")
-        return None
-    except Exception as exc:  # one failing model must not sink the run
-        state.events.warn(stage, f"{candidate.model_id} failed: {type(exc).__name__}: {exc}")
-        return None
-    state.evaluated.append(result)
-    state.events.add(stage, f"{candidate.model_id} {state.sort_metric}={result.model.metrics[state.sort_metric]:.4f} "
-                            f"({result.training_time_ms / 1000:.1f}s), {state.budget.left():.0f}s left")
-    return result

@@ -23,7 +23,7 @@ from automl import boosting, ensembles, refit, search
 from automl.config import ENSEMBLE_ALGO
 from automl.devices import usable_cores
 from automl.engines import TrialRecord
-from automl.evaluation import evaluate_candidate
+from automl.ranking import evaluate_candidate
 from automl.reference import reference_portfolio
 from automl.schedule import Job, JobCutShort, Pace, Scheduler
 from automl.state import RunState

@@ -25,11 +25,12 @@ import numpy as np
 from automl import devices
 from automl.budget import FINISH_SECONDS, Budget
 from automl.engines import SearchData, SearchJob, StopPolicy, TrialRecord, get_engine
-from automl.evaluation import Evaluated, evaluate_candidate, holdout_split
+from automl.evaluation import Evaluated, holdout_split
 from automl.events import StageEvents
 from automl.models import Candidate, take_rows
 from automl.preprocess import make_preprocessor
 from automl.quiet import import_tensorflow
+from automl.ranking import evaluate_candidate
 from automl.schedule import Pace
 from automl.spaces import MAX_EPOCHS, family_space
 from automl.state import RunState
