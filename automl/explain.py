@@ -68,14 +68,7 @@ def permutation_importance(model: Any, x: pd.DataFrame, y: np.ndarray,
     ``attrs["evaluations"]`` counts the (repeat, fold) passes and ``attrs["complete"]``
     says whether all of them ran.
     """
-    if n_repeats < 1:
-        raise ValueError(f"n_repeats must be at least 1, but got {n_repeats=}")
-    if max_rows < 1:
-        raise ValueError(f"max_rows must be at least 1, but got {max_rows=}")
-    features = list(model.schema.features)
-    missing = [f for f in features if f not in x.columns]
-    if missing:
-        raise ValueError(f"x lacks the model's feature column(s) {missing}; pass the frame it was trained on")
+    features = _checked_features(model, x, n_repeats, max_rows)
     predictors = _fold_predictors(model, folds, task)
     held_out = sum(len(test) for _, test in folds)
     scored = [_row_sample(test, y, task, max(1, max_rows * len(test) // max(held_out, 1)), (seed, i))
@@ -104,6 +97,25 @@ def permutation_importance(model: Any, x: pd.DataFrame, y: np.ndarray,
             done += 1
         evaluations += done == len(features)  # a pass the deadline cut short does not count as one
         last_pass = monotonic() - started
+    return _importance_frame(features, drops, evaluations, len(passes))
+
+
+def _checked_features(model: Any, x: pd.DataFrame, n_repeats: int, max_rows: int) -> list[str]:
+    """``model.schema.features``, once the arguments are valid and ``x`` has every one of them."""
+    if n_repeats < 1:
+        raise ValueError(f"n_repeats must be at least 1, but got {n_repeats=}")
+    if max_rows < 1:
+        raise ValueError(f"max_rows must be at least 1, but got {max_rows=}")
+    features = list(model.schema.features)
+    missing = [f for f in features if f not in x.columns]
+    if missing:
+        raise ValueError(f"x lacks the model's feature column(s) {missing}; pass the frame it was trained on")
+    return features
+
+
+def _importance_frame(features: list[str], drops: dict[str, list[float]], evaluations: int,
+                      passes: int) -> pd.DataFrame:
+    """Each feature's mean and spread of its score drops, most important first (NaN: never scored)."""
     frame = pd.DataFrame({
         "feature": features,
         "importance": [float(np.mean(drops[f])) if drops[f] else np.nan for f in features],
@@ -111,7 +123,7 @@ def permutation_importance(model: Any, x: pd.DataFrame, y: np.ndarray,
     })
     frame = frame.sort_values("importance", ascending=False, na_position="last", kind="mergesort")
     frame = frame.reset_index(drop=True)
-    frame.attrs.update(evaluations=evaluations, complete=evaluations == len(passes))
+    frame.attrs.update(evaluations=evaluations, complete=evaluations == passes)
     return frame
 
 
