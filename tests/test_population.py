@@ -123,11 +123,11 @@ def _alone(params: dict, seed: int, data: tuple, epochs: int) -> KerasNetwork:
 
 
 def test_members_left_when_most_ended_train_on_in_a_smaller_graph_as_alone(pima, monkeypatch):
-    from automl import population
+    from automl.population_graph import PopulationGraph
 
     sizes: list[int] = []
-    subset = population._Graph.subset
-    monkeypatch.setattr(population._Graph, "subset", lambda self, keep: sizes.append(len(keep)) or subset(self, keep))
+    subset = PopulationGraph.subset
+    monkeypatch.setattr(PopulationGraph, "subset", lambda self, keep: sizes.append(len(keep)) or subset(self, keep))
     x, y, x_val, y_val = pima
     configs = CONFIGS + [{**BASE, "n_layers": 3, "activation": "elu"}]
     seeds = [21, 22, 23, 24, 25, 26]
