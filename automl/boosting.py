@@ -15,9 +15,10 @@ from functools import partial
 from automl.budget import Budget
 from automl.devices import free_cores
 from automl.engines import StopPolicy, TrialRecord, get_engine
+from automl.estimators import GradientBoosting, boosting_params
 from automl.evaluation import Evaluated
 from automl.events import StageEvents
-from automl.models import COSTS, Candidate, GradientBoosting, boosting_params
+from automl.models import COSTS, Candidate
 from automl.search import keep_trials, search_data, search_job
 from automl.state import RunState
 

@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy.optimize import minimize
 
+from automl.bagging import Model
 from automl.config import ENSEMBLE_ALGO
 from automl.evaluation import Evaluated
 from automl.metrics import Metric, get, score_all
-from automl.models import Model
 from automl.preprocess import Schema
 
 if TYPE_CHECKING:
@@ -306,9 +306,11 @@ def stack_level_two(state: RunState, pace: Pace | None = None) -> Evaluated | No
     overfit before using it): None otherwise, or when it does not apply."""
     from functools import partial
 
+    from automl.bagging import take_rows
     from automl.devices import free_cores
+    from automl.estimators import GradientBoosting
     from automl.evaluation import CutShortError, cross_validate
-    from automl.models import COSTS, GBM_PORTFOLIO, Candidate, GradientBoosting, take_rows
+    from automl.models import COSTS, GBM_PORTFOLIO, Candidate
 
     if level_two_estimate(state) <= 0:
         return None

@@ -20,8 +20,9 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
+from automl.bagging import BaggedModel, FoldModel, predict_raw, take_rows
 from automl.metrics import score_all
-from automl.models import BaggedModel, Candidate, FoldModel, predict_raw, take_rows
+from automl.models import Candidate
 from automl.preprocess import Schema, make_preprocessor
 
 if TYPE_CHECKING:

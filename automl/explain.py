@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from automl.bagging import predict_raw
 from automl.metrics import Metric
-from automl.models import predict_raw
 
 __all__ = ["permutation_importance", "row_permutation"]
 

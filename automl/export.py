@@ -20,10 +20,10 @@ from typing import Any
 
 import joblib
 
+from automl.bagging import BaggedModel, FoldModel, Model
 from automl.ensembles import LevelTwoEnsemble, StackedEnsemble
 from automl.errors import InputError
 from automl.io import atomic_dir, atomic_write_text
-from automl.models import BaggedModel, FoldModel, Model
 from automl.preprocess import Schema
 from automl.training import KerasNetwork
 

@@ -4,7 +4,7 @@ A holdout protocol scores every model trained on the other rows; the rows it hel
 unused at predict time. AutoGluon's ``refit_full`` and H2O's final models train on all of them: on
 the 200k synthetic table (128k rows scored by a 32k holdout) a LightGBM refit on all 160k rows
 gained 0.002-0.003 test AUC. Each refit keeps its model's settings (a boosted model: its
-early-stopped rounds scaled by the rows, see :meth:`automl.models.GradientBoosting.for_refit`)
+early-stopped rounds scaled by the rows, see :meth:`automl.estimators.GradientBoosting.for_refit`)
 and replaces the model's predictions; its leaderboard metrics stay those of the holdout model,
 which the exported folder keeps beside the refit (``fold_0/`` and ``full/``).
 
@@ -23,10 +23,10 @@ from typing import Any
 from sklearn.base import clone
 
 from automl import leaderboard as lb
+from automl.bagging import BaggedModel, FoldModel
 from automl.budget import FINISH_SECONDS, model_deadline
 from automl.config import ENSEMBLE_ALGO
 from automl.evaluation import Evaluated
-from automl.models import BaggedModel, FoldModel
 from automl.outputs import board_rows
 from automl.state import RunState
 

@@ -23,11 +23,12 @@ import joblib
 import numpy as np
 
 from automl import devices
+from automl.bagging import take_rows
 from automl.budget import FINISH_SECONDS, Budget
 from automl.engines import SearchData, SearchJob, StopPolicy, TrialRecord, get_engine
 from automl.evaluation import Evaluated, holdout_split
 from automl.events import StageEvents
-from automl.models import Candidate, take_rows
+from automl.models import Candidate
 from automl.preprocess import make_preprocessor
 from automl.quiet import import_tensorflow
 from automl.ranking import evaluate_candidate

@@ -109,9 +109,9 @@ CNN_WARM_STARTS: tuple[dict[str, Any], ...] = (
      "optimizer": "adam", "batch_size": 32},
 )
 
-#: LightGBM's gradient boosting (``automl.models.train_boosted``): what FLAML's and H2O's GBM grids search.
+#: LightGBM's gradient boosting (``automl.estimators.train_boosted``): what FLAML's and H2O's GBM grids search.
 #: ``patience`` is the early-stopping rounds on the search's validation rows; a trial's "epochs" are rounds in
-#: steps of ``automl.models.ROUNDS_PER_EPOCH`` (Hyperband's resource, for both engines).
+#: steps of ``automl.estimators.ROUNDS_PER_EPOCH`` (Hyperband's resource, for both engines).
 GBM_SPACE: tuple[Param, ...] = (
     Float("learning_rate", 0.01, 0.3, log=True),
     Int("num_leaves", 4, 256, log=True),

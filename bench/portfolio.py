@@ -25,7 +25,8 @@ from sklearn.metrics import log_loss, roc_auc_score
 from suite import DATASETS, cached_split
 
 from automl.data import load
-from automl.models import GBM_PORTFOLIO, GLM_CS, SKEWED_PORTFOLIO, GradientBoosting, LinearModel, boosting_params
+from automl.estimators import GLM_CS, GradientBoosting, LinearModel, boosting_params
+from automl.models import GBM_PORTFOLIO, SKEWED_PORTFOLIO
 from automl.preprocess import encode_target, infer_schema, make_preprocessor
 
 #: GBM_1 on the log of the target, the skewed-target member before SKEWED_PORTFOLIO.

@@ -58,8 +58,9 @@ def synthetic(csv: Path, rows: list[int], n_jobs: int) -> None:
     from sklearn.metrics import roc_auc_score
 
     from automl import data
+    from automl.bagging import predict_raw
     from automl.evaluation import holdout_split
-    from automl.models import predict_raw, reference_candidates
+    from automl.models import reference_candidates
     from automl.preprocess import encode_target, infer_schema, make_preprocessor
 
     if not csv.exists():

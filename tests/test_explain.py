@@ -10,11 +10,12 @@ import pandas as pd
 import pytest
 
 from automl import explain
+from automl.bagging import BaggedModel, predict_raw
 from automl.data import load
 from automl.evaluation import cross_validate, make_folds
 from automl.explain import permutation_importance
 from automl.metrics import get
-from automl.models import BaggedModel, predict_raw, reference_candidates
+from automl.models import reference_candidates
 from automl.preprocess import encode_target, infer_schema
 
 NFOLDS = 5

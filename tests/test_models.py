@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import joblib
 import numpy as np
 import pandas as pd
@@ -10,8 +12,10 @@ from sklearn.datasets import load_iris
 from sklearn.linear_model import Ridge
 from sklearn.metrics import r2_score, roc_auc_score
 
-from automl import data, models
-from automl.models import Forest, GradientBoosting, LinearModel, predict_raw, reference_candidates
+from automl import data, estimators, models
+from automl.bagging import predict_raw
+from automl.estimators import Forest, GradientBoosting, LinearModel
+from automl.models import reference_candidates
 from automl.preprocess import encode_target, infer_schema, make_preprocessor
 
 
@@ -102,7 +106,7 @@ def test_a_past_deadline_cuts_training_short_but_leaves_a_model(make, diabetes) 
 
 def test_glm_checks_the_deadline_between_chunks(diabetes, monkeypatch: pytest.MonkeyPatch) -> None:
     x, y = diabetes
-    monkeypatch.setattr(models, "GLM_CHUNK", 1)  # one L-BFGS step per chunk: far from converged
+    monkeypatch.setattr(estimators, "GLM_CHUNK", 1)  # one L-BFGS step per chunk: far from converged
     assert LinearModel("binary").fit(x, y, deadline=0.0).cut_short_
     assert not LinearModel("binary").fit(x, y).cut_short_
 
@@ -121,22 +125,22 @@ def test_a_small_tables_logistic_glm_chooses_its_penalty_by_cross_validation(dia
     from sklearn.linear_model import LogisticRegressionCV
 
     x, y = diabetes
-    path = LinearModel("binary", Cs=models.GLM_CS).fit(x, y)
-    assert isinstance(path.model_, LogisticRegressionCV) and float(np.ravel(path.model_.C_)[0]) in models.GLM_CS
+    path = LinearModel("binary", Cs=estimators.GLM_CS).fit(x, y)
+    assert isinstance(path.model_, LogisticRegressionCV) and float(np.ravel(path.model_.C_)[0]) in estimators.GLM_CS
     assert path.predict_proba(x).shape == (len(y), 2)
-    monkeypatch.setattr(models, "GLM_PATH_ROWS", len(y) - 1)  # a larger table: the fixed penalty, no 16 fits
-    assert LinearModel("binary", Cs=models.GLM_CS).fit(x, y).model_.C == 0.1
+    monkeypatch.setattr(estimators, "GLM_PATH_ROWS", len(y) - 1)  # a larger table: the fixed penalty, no 16 fits
+    assert LinearModel("binary", Cs=estimators.GLM_CS).fit(x, y).model_.C == 0.1
     monkeypatch.undo()
     rare = y.copy()
     rare[np.flatnonzero(rare == 1)[2:]] = 0  # a class of two rows has no row in some of three folds
-    assert LinearModel("binary", Cs=models.GLM_CS).fit(x, rare).model_.C == 0.1
+    assert LinearModel("binary", Cs=estimators.GLM_CS).fit(x, rare).model_.C == 0.1
 
 
 def test_ridge_gcv_matches_scikit_learn_ridge_at_the_chosen_penalty(progression, monkeypatch) -> None:
     x, y = progression
-    monkeypatch.setattr(models, "RIDGE_BLOCK_ROWS", 100)  # the Gram matrix summed over several blocks
+    monkeypatch.setattr(estimators, "RIDGE_BLOCK_ROWS", 100)  # the Gram matrix summed over several blocks
     est = LinearModel("regression").fit(x, y)
-    assert est.alpha_ in models.RIDGE_ALPHAS
+    assert est.alpha_ in estimators.RIDGE_ALPHAS
     reference = Ridge(alpha=est.alpha_).fit(x.astype("float64"), y)
     assert np.allclose(est.coef_, reference.coef_, rtol=1e-6, atol=1e-6)
     assert np.allclose(est.predict(x), reference.predict(x), rtol=1e-5)
@@ -158,6 +162,13 @@ def test_fitted_models_survive_pickling(task: str, diabetes, progression, tmp_pa
         joblib.dump(est, tmp_path / "m.joblib")
         loaded = joblib.load(tmp_path / "m.joblib")
         assert np.array_equal(predict_raw(loaded, x, task), predict_raw(est, x, task)), candidate.model_id
+
+
+def test_estimators_pickled_under_their_old_module_still_load() -> None:
+    """Model folders saved before the estimators moved to automl.estimators pickled them as automl.models.*."""
+    saved = pickle.dumps(GradientBoosting("binary", n_jobs=1), protocol=0)
+    assert b"automl.estimators\n" in saved
+    assert type(pickle.loads(saved.replace(b"automl.estimators\n", b"automl.models\n"))) is GradientBoosting
 
 
 def test_candidates_put_gradient_boosting_first() -> None:
@@ -209,7 +220,8 @@ def test_cost_estimates_grow_with_cells_and_stop_growing_for_subsampled_forests(
     for candidate in by_algo.values():
         assert 0 < candidate.estimate_seconds(1_000, 10) < candidate.estimate_seconds(100_000, 100)
     drf = by_algo["DRF"]
-    assert drf.estimate_seconds(10 * models.FOREST_MAX_ROWS, 100) == drf.estimate_seconds(models.FOREST_MAX_ROWS, 100)
+    subsample = estimators.FOREST_MAX_ROWS
+    assert drf.estimate_seconds(10 * subsample, 100) == drf.estimate_seconds(subsample, 100)
     assert reference_candidates("image", 0)[0].estimate_seconds(1_000, 64) == 0.0
 
 
