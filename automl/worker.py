@@ -39,13 +39,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from automl.engines.optuna_engine import WorkerExit
     from automl.errors import InputError
 
     try:
         return _work(args)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return WorkerExit.BAD_INPUT
 
 
 def _work(args: argparse.Namespace) -> int:
@@ -54,7 +55,7 @@ def _work(args: argparse.Namespace) -> int:
     from automl import devices
     from automl.budget import Budget
     from automl.config import RunConfig
-    from automl.engines.optuna_engine import RECYCLE_EXIT, StopRule, open_study, work
+    from automl.engines.optuna_engine import StudyAttr, StudyStop, WorkerExit, open_study, work
     from automl.errors import InputError
     from automl.events import EventLog
     from automl.search import load_worker_files, search_data, search_job
@@ -65,7 +66,7 @@ def _work(args: argparse.Namespace) -> int:
     if journal and not Path(args.storage).is_file():
         raise InputError(f"--storage {args.storage}: no such journal file; give the search's study.journal")
     name = args.study or _newest_study(url, folder, args.project)
-    spec = open_study(url, folder, name).user_attrs.get("spec")
+    spec = open_study(url, folder, name).user_attrs.get(StudyAttr.SPEC)
     if spec is None:
         raise InputError(f"study {name!r} has no automl spec; join a search started by python -m automl.run")
     from automl.quiet import import_tensorflow
@@ -96,20 +97,20 @@ def _work(args: argparse.Namespace) -> int:
     devices.configure(placement)
     print(f"worker {args.index}: {placement}", flush=True)
     with devices.trial_context(args.index, placement):
-        reason = work(study, job, data, StopRule(budget, job), n_trials=args.trials, orphan_check=args.supervised,
+        reason = work(study, job, data, StudyStop(budget, job), n_trials=args.trials, orphan_check=args.supervised,
                       label=args.label)
-    return 0 if reason is not None else RECYCLE_EXIT
+    return WorkerExit.DONE if reason is not None else WorkerExit.RECYCLE
 
 
 def _newest_study(url: str | None, folder: Path, project: str) -> str:
     import optuna
 
-    from automl.engines.optuna_engine import open_storage
+    from automl.engines.optuna_engine import StudyAttr, open_storage
     from automl.errors import InputError
 
     # Only searches that workers can join carry a spec: the run's GBM search (``<study>-gbm``) has none.
     summaries = [s for s in optuna.get_all_study_summaries(open_storage(url, folder), include_best_trial=False)
-                 if s.study_name.startswith(f"{project}-") and "spec" in s.user_attrs]
+                 if s.study_name.startswith(f"{project}-") and StudyAttr.SPEC in s.user_attrs]
     if not summaries:
         raise InputError(f"no search of project {project!r} in that storage; start one with "
                          f"python -m automl.run ... --project {project} --storage URL")

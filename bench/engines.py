@@ -87,7 +87,8 @@ def _best_at(curve: list[list[float]], second: float) -> float | None:
 
 def _cnn_speed(epochs: int, trials: int) -> dict:
     from automl import data
-    from automl.engines import SearchData, train_trial
+    from automl.engines import SearchData
+    from automl.engines.trainers import train_trial
     from automl.evaluation import holdout_split
     from automl.metrics import get
     from automl.preprocess import encode_target, infer_schema, make_preprocessor

@@ -36,16 +36,16 @@ def search_worker_flow(study: str, storage: str, index: int = 1, threads: int | 
 
     ``index`` makes this worker's sampler distinct (seed + index); ``threads`` caps TensorFlow's
     threads. Trials run in ``python -m automl.worker`` child processes, each replaced after
-    ``TRIALS_PER_PROCESS`` trials (as the run's local workers are); the trials carry this flow run's
+    ``WorkerPolicy.trials_per_process`` trials (as the run's local workers are); the trials carry this flow run's
     name. Returns the number of worker processes that ran.
     """
     from prefect.runtime import flow_run
 
-    from automl.engines.optuna_engine import RECYCLE_EXIT, TRIALS_PER_PROCESS
+    from automl.engines.optuna_engine import DEFAULT_POLICY, WorkerExit
 
     logger = get_run_logger()
     command = [sys.executable, "-m", "automl.worker", "--study", study, "--storage", storage, "--index", str(index),
-               "--label", str(flow_run.name), "--trials", str(TRIALS_PER_PROCESS),
+               "--label", str(flow_run.name), "--trials", str(DEFAULT_POLICY.trials_per_process),
                "--supervised"]  # a child whose flow run process died stops at its next epoch
     if threads:
         command += ["--threads", str(threads)]
@@ -54,10 +54,10 @@ def search_worker_flow(study: str, storage: str, index: int = 1, threads: int | 
         processes += 1
         done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         last = next((line for line in reversed(done.stdout.splitlines()) if line.strip()), "no output")
-        if done.returncode == 0:
+        if done.returncode == WorkerExit.DONE:
             logger.info("the search is done (%d worker process(es))", processes)
             return processes
-        if done.returncode != RECYCLE_EXIT:
+        if done.returncode != WorkerExit.RECYCLE:
             raise RuntimeError(f"python -m automl.worker exited with code {done.returncode}: {last}")
 
 

@@ -128,16 +128,15 @@ def test_resume_leaves_a_live_runs_trial_alone(tmp_path):
         live.kill()
 
 
-def test_an_untagged_orphan_is_retried_after_its_grace_without_surplus_trials(tmp_path, monkeypatch):
+def test_an_untagged_orphan_is_retried_after_its_grace_without_surplus_trials(tmp_path):
     # A run killed between creating a trial and tagging it leaves it RUNNING with no owner. Resumed within the
     # grace, the search once counted it as claimed and asked surplus trials until its time ran out (550 in 68 s),
     # ending one short of --max-models; now it waits, and retries the trial once the grace is over.
-    from automl.engines import optuna_engine
+    from automl.engines.optuna_engine import WorkerPolicy
 
-    monkeypatch.setattr(optuna_engine, "GRACE_SECONDS", 3.0)
     job = _population_job(tmp_path, 3, 2)
     orphan = open_study(None, Path(tmp_path), "p", job).ask()  # RUNNING, untagged, just created
-    records = search(job, _search_data(), Budget(120), EventLog(verbose=False))
+    records = search(job, _search_data(), Budget(120), EventLog(verbose=False), policy=WorkerPolicy(grace_seconds=3.0))
     trials = open_study(None, Path(tmp_path), "p").trials
     assert trials[orphan.number].state.name == "FAIL" and trials[orphan.number].user_attrs["interrupted"]
     assert len([r for r in records if not r.error.startswith("interrupted")]) == 3  # --max-models results
@@ -172,7 +171,7 @@ def _population_job(tmp_path, max_trials: int | None, population: int | None, na
 
 
 def test_a_population_round_tells_each_member_as_its_own_trial(tmp_path):
-    from automl.engines import train_trial
+    from automl.engines.trainers import train_trial
 
     data = _search_data()
     records = search(_population_job(tmp_path, 8, 8), data, Budget(120), EventLog(verbose=False))

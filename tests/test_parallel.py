@@ -27,7 +27,8 @@ from automl import search
 from automl.budget import Budget
 from automl.config import RunConfig
 from automl.engines import SearchJob, StopPolicy
-from automl.engines.optuna_engine import GRACE_SECONDS, StopRule, _Pool
+from automl.engines.optuna_engine import DEFAULT_POLICY, StudyStop, WorkerPolicy
+from automl.engines.optuna_engine.pool import Pool
 from automl.events import EventLog
 from automl.metrics import get
 from automl.pipeline import AutoML
@@ -150,7 +151,7 @@ def test_a_killed_workers_trial_is_retried_through_heartbeats(pg_url: str, proje
             return None
 
         # The survivor fails the trial once it misses heartbeats for GRACE_SECONDS, and runs it again.
-        retried = wait_for(f"the retry of trial {victim.number}", retry, 6 * GRACE_SECONDS + 120,
+        retried = wait_for(f"the retry of trial {victim.number}", retry, 6 * DEFAULT_POLICY.grace_seconds + 120,
                             lambda: survivor.poll() is None)
     finally:
         for proc in procs:
@@ -173,7 +174,7 @@ def test_a_killed_workers_trial_is_retried_through_heartbeats(pg_url: str, proje
     counted = len(finished) - len(lost)
 
     def stop(max_trials: int) -> str | None:
-        return StopRule(Budget(600), _job(max_trials, keep_share=0)).reason(trials)
+        return StudyStop(Budget(600), _job(max_trials, keep_share=0)).reason(trials)
 
     assert stop(counted) == f"{counted} trials done"
     assert stop(counted + 1) is None
@@ -191,7 +192,7 @@ def test_keras_tuner_refuses_several_workers(tmp_path: Path) -> None:
 
 def test_the_stop_rule_looks_ahead_for_replacement_workers() -> None:
     # A recycled worker is replaced only if a new one would be ready before the search ends.
-    stop = StopRule(Budget(100), _job(None, keep_share=0.3))
+    stop = StudyStop(Budget(100), _job(None, keep_share=0.3))
     assert stop.reason([]) is None
     assert stop.reason([], ahead=50) is None
     assert stop.reason([], ahead=80) == "time budget"  # 20 s would be left: less than the 30 % kept
@@ -216,7 +217,7 @@ def test_worker_start_up_is_read_from_its_first_trial_not_from_when_the_supervis
     # Workers start while the reference models train; the supervisor first looks minutes later. A start-up
     # measured at that first look (330 s on 1M rows) kept recycled workers from being replaced.
     job = replace(_job(None, keep_share=0.3), storage_dir=tmp_path)
-    pool = _Pool(None, job, EventLog(verbose=False))
+    pool = Pool(None, job, EventLog(verbose=False))
     began = datetime.now() - timedelta(minutes=5)
     pool.started = {4242: began}
     trial = SimpleNamespace(user_attrs={"worker": f"{socket.gethostname()}:4242"},
@@ -242,17 +243,17 @@ def test_a_worker_joining_by_project_skips_the_runs_gbm_search(tmp_path: Path) -
     assert _newest_study(None, tmp_path, "proj") == "proj-abc"
 
 
-def test_workers_that_recycle_before_the_search_stage_are_replaced(tmp_path: Path, monkeypatch) -> None:
+def test_workers_that_recycle_before_the_search_stage_are_replaced(tmp_path: Path) -> None:
     """Workers start while the reference models and the GBM search train, minutes before the search stage
     supervises them; one that recycled meanwhile had stayed gone (Pima at 120 s: no network from 40 s to 70 s)."""
     from automl.engines import optuna_engine
 
-    monkeypatch.setattr(optuna_engine, "TRIALS_PER_PROCESS", 2)  # the first worker recycles after one trial
     config = RunConfig.from_options(max_runtime_secs=900, workers=2, include_algos=["MLP"],
                                     output_dir=str(tmp_path / "out"), verbose=False)
     state = start(config, "diabetes")
-    search.start_workers(state)
-    pool = state.workers
+    # What search.start_workers does, with workers that recycle sooner: the first one after one trial.
+    pool = optuna_engine.start(search.search_job(state, with_spec=True), state.budget, state.events,
+                               WorkerPolicy(trials_per_process=2))
     try:
         def ran_in() -> set[int]:
             return {_owner_pid(t) for t in pool.study.get_trials(deepcopy=False) if t.state.is_finished()} - {None}

@@ -51,7 +51,7 @@ def _trials(out: Path) -> list[FrozenTrial]:
 
 def _counted(trials: list[FrozenTrial]) -> list[FrozenTrial]:
     """Finished trials that are results: not interrupted, not surplus, not a skipped repeat of an earlier
-    configuration (the rule of ``StopRule.reason``)."""
+    configuration (the rule of ``automl.engines.stop.StopRule.reason``)."""
     return [t for t in trials if t.state.is_finished() and not t.user_attrs.get("interrupted")
             and not t.user_attrs.get("surplus") and "duplicate_of" not in t.user_attrs]
 

@@ -198,10 +198,11 @@ class _Pool:
         return dict(self.state)
 
 
-def test_the_search_end_cancels_queued_workers_crashes_dead_ones_and_waits_for_the_rest(monkeypatch):
+def test_the_search_end_cancels_queued_workers_crashes_dead_ones_and_waits_for_the_rest():
     from types import SimpleNamespace
 
-    from automl.engines import optuna_engine
+    from automl.engines.optuna_engine.policy import WorkerPolicy
+    from automl.engines.optuna_engine.remote import end_remote
     from automl.events import EventLog
 
     study = optuna.create_study()
@@ -219,9 +220,8 @@ def test_the_search_end_cancels_queued_workers_crashes_dead_ones_and_waits_for_t
     stop = SimpleNamespace(reason=lambda trials: "time budget", all_claimed=lambda trials: False,
                            trial_deadline=lambda: ended)
     pool = _Pool({"queued": "Scheduled", "dead": "Running", "late": "Running", "done": "Completed"})
-    monkeypatch.setattr(optuna_engine, "REMOTE_GRACE_SECONDS", 2.0)
     events = EventLog(False)
-    optuna_engine._end_remote(pool, study, stop, SimpleNamespace(show=lambda: None), events)
+    end_remote(pool, study, stop, SimpleNamespace(show=lambda: None), events, WorkerPolicy(remote_grace_seconds=2.0))
     # Queued ones at once, the dead one as soon as it is seen, the late one after the grace period.
     assert pool.calls == [("cancel", {"queued"}), ("crashed", {"dead"}), ("cancel", {"late"})]
     assert not pool.active()
@@ -234,7 +234,7 @@ def test_workers_with_every_trial_told_are_left_to_end_by_themselves():
     the search's end does not wait for it, nor cancel it."""
     from types import SimpleNamespace
 
-    from automl.engines import optuna_engine
+    from automl.engines.optuna_engine.remote import end_remote
     from automl.events import EventLog
 
     study = optuna.create_study()
@@ -243,7 +243,7 @@ def test_workers_with_every_trial_told_are_left_to_end_by_themselves():
                            trial_deadline=lambda: time.monotonic() + 60)
     pool = _Pool({"ending": "Running", "done": "Completed"})
     events = EventLog(False)
-    optuna_engine._end_remote(pool, study, stop, SimpleNamespace(show=lambda: None), events)
+    end_remote(pool, study, stop, SimpleNamespace(show=lambda: None), events)
     # Only the queued ones (none) were cancelled: waiting until the grace period would have cancelled "ending".
     assert pool.calls == [("cancel", set())]
     assert events.rows[-1]["level"] == "INFO" and "end by themselves" in events.rows[-1]["message"]

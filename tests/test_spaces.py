@@ -51,7 +51,7 @@ def test_the_epoch_bound_reaches_the_search_and_binds_a_trial(tmp_path):
     """A run's search job carries MAX_EPOCHS, and a trial trains no more epochs than its job's bound, however
     long its patience (a real network on Pima, reporting after each chunk of epochs)."""
     from automl.config import RunConfig
-    from automl.engines import train_trial
+    from automl.engines.trainers import train_trial
     from automl.search import search_data, search_job
     from automl.spaces import MLP_WARM_STARTS
     from automl.state import start
