@@ -68,10 +68,12 @@ def source_key(dataset: str, target: str | None = None, task_type: str | None = 
     """
     import automl
     import automl.data
+    import automl.tables
 
     digest = hashlib.sha256(json.dumps([automl.__version__, dataset, target, task_type]).encode())
     # The loading code is part of the result: a changed loader must not be served an old pickle.
-    digest.update(Path(automl.data.__file__).read_bytes())
+    for loader in (automl.data, automl.tables):
+        digest.update(Path(loader.__file__).read_bytes())
     card = builtin_cards().get(dataset)
     if card is not None:
         digest.update(json.dumps(dataclasses.asdict(card), sort_keys=True, default=str).encode())

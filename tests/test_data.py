@@ -412,7 +412,7 @@ def test_mixed_types_are_read_compactly(tmp_path):
 def test_a_csv_read_in_blocks_equals_the_csv_read_at_once(tmp_path, monkeypatch, late):
     """A large CSV is parsed and converted block by block; a later block that does not fit the types inferred
     from the first (decimals after integers, text after numbers) falls back to reading the whole file."""
-    from automl import data as data_mod
+    from automl import tables
 
     rng = np.random.default_rng(0)
     n = 3000
@@ -422,10 +422,10 @@ def test_a_csv_read_in_blocks_equals_the_csv_read_at_once(tmp_path, monkeypatch,
         frame.loc[n - 1, "count"] = 2.5 if late == "decimals" else "many"
     path = tmp_path / "blocks.csv"
     frame.to_csv(path, index=False)
-    whole = data_mod.read_table(path, "y")
-    monkeypatch.setattr(data_mod, "STREAM_CSV_BYTES", 0)
-    monkeypatch.setattr(data_mod, "CSV_BLOCK_BYTES", 4096)  # ~20 blocks
-    blocks = data_mod.read_table(path, "y")
+    whole = tables.read_table(path, "y")
+    monkeypatch.setattr(tables, "STREAM_CSV_BYTES", 0)
+    monkeypatch.setattr(tables, "CSV_BLOCK_BYTES", 4096)  # ~20 blocks
+    blocks = tables.read_table(path, "y")
     pd.testing.assert_frame_equal(blocks, whole)
     assert blocks["price"].dtype == np.float32 and isinstance(blocks["city"].dtype, pd.CategoricalDtype)
     assert blocks["count"].dtype == (np.float32 if late != "text" else "category")
