@@ -115,7 +115,7 @@ def compare(challenger: Any, champion: Any | None, holdout: Dataset, metric_name
     The rule: no champion → promote. Otherwise, with ``margin`` None, promote when the
     lower end of the 95 % bootstrap interval of the paired gain is above 0 (better by
     more than noise); with a ``margin``, promote when the gain itself exceeds it.
-    Models are :class:`automl.models.Model` objects (``schema`` and ``predict_proba``).
+    Models are :class:`automl.bagging.Model` objects (``schema`` and ``predict_proba``).
     """
     from automl.metrics import get
     from automl.preprocess import encode_target

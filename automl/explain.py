@@ -1,6 +1,6 @@
 """Explanations: out-of-fold permutation importance of a bagged model.
 
-A :class:`~automl.models.BaggedModel` holds one fold model per cross-validation
+A :class:`~automl.bagging.BaggedModel` holds one fold model per cross-validation
 fold, and fold model ``i`` never saw fold ``i``'s held-out rows. Permuting a raw
 input column in those rows and scoring fold model ``i`` on them measures what the
 column is worth on unseen data, with no refit and no held-back rows.
