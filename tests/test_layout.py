@@ -117,3 +117,63 @@ def test_light_commands_do_not_import_tensorflow(command):
     assert imported, "no -X importtime report"
     heavy = sorted(m for m in imported if m.split(".")[0] == "tensorflow")
     assert not heavy, f"python {' '.join(command)} imported TensorFlow ({', '.join(heavy[:3])}, ...)"
+
+
+#: The one module that may touch Optuna's private storage handles and raw system attributes.
+OPTUNA_ADAPTER = "automl.engines.optuna_engine.storage"
+#: Calls whose first argument is a trial or study attribute key.
+_ATTRIBUTE_CALLS = {"set_user_attr", "set_trial_user_attr"}
+
+
+def _private_optuna_reads(path: Path) -> list[str]:
+    """``x._storage``, ``x._trial_id`` and ``x.system_attrs`` in ``path``, as ``line: name``."""
+    return [f"{node.lineno}: {node.attr}" for node in ast.walk(ast.parse(path.read_text(), str(path)))
+            if isinstance(node, ast.Attribute) and node.attr in ("_storage", "_trial_id", "system_attrs")]
+
+
+def _bare_attribute_keys(path: Path) -> list[str]:
+    """String literals used as a trial's or study's attribute key: ``user_attrs["k"]``, ``user_attrs.get("k")``,
+    ``"k" in x.user_attrs``, ``set_user_attr("k", ...)``, ``user_attrs={"k": ...}``."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        keys: list[ast.expr] = []
+        if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Attribute) \
+                and node.value.attr == "user_attrs":
+            keys = [node.slice]
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            owner = node.func.value
+            if node.func.attr in _ATTRIBUTE_CALLS or (node.func.attr == "get" and isinstance(owner, ast.Attribute)
+                                                      and owner.attr == "user_attrs"):
+                keys = node.args[:1] if node.func.attr != "set_trial_user_attr" else node.args[1:2]
+            keys += [k for kw in node.keywords if kw.arg == "user_attrs" and isinstance(kw.value, ast.Dict)
+                     for k in kw.value.keys if k is not None]
+        elif isinstance(node, ast.Compare) and any(isinstance(c, ast.Attribute) and c.attr == "user_attrs"
+                                                   for c in node.comparators):
+            keys = [node.left]
+        found += [f"{key.lineno}: {key.value!r}" for key in keys
+                  if isinstance(key, ast.Constant) and isinstance(key.value, str)]
+    return found
+
+
+@pytest.mark.parametrize("name", sorted(n for n in MODULES if n != OPTUNA_ADAPTER))
+def test_only_the_adapter_reaches_into_optunas_privates(name):
+    found = _private_optuna_reads(MODULES[name])
+    assert not found, f"{MODULES[name].relative_to(REPO)} reads Optuna's privates ({', '.join(found)}); go " \
+                      f"through {OPTUNA_ADAPTER}"
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_attribute_keys_come_from_the_vocabulary(name):
+    found = _bare_attribute_keys(MODULES[name])
+    assert not found, f"{MODULES[name].relative_to(REPO)} names attribute keys as bare strings ({', '.join(found)}); " \
+                      "use automl.engines.optuna_engine.ledger's Attr or StudyAttr"
+
+
+def test_the_vocabulary_checks_find_what_they_look_for(tmp_path):
+    sample = tmp_path / "sample.py"
+    sample.write_text('t.set_user_attr("worker", 1)\nx = t.user_attrs.get("error")\nif "surplus" in t.user_attrs:\n'
+                      '    pass\ns.enqueue_trial({}, user_attrs={"retry_of": 3})\ny = t.user_attrs["best_epoch"]\n'
+                      'z = study._storage.get_trial(trial._trial_id).system_attrs\nok = t.user_attrs.get(Attr.ERROR)\n')
+    assert sorted(k.split(": ")[1] for k in _bare_attribute_keys(sample)) == sorted(
+        ["'worker'", "'error'", "'surplus'", "'retry_of'", "'best_epoch'"])  # not Attr.ERROR
+    assert sorted(r.split(": ")[1] for r in _private_optuna_reads(sample)) == ["_storage", "_trial_id", "system_attrs"]
