@@ -29,7 +29,8 @@ from automl.io import atomic_dir, atomic_write_text, write_csv
 from automl.preprocess import infer_schema
 
 __all__ = ["Decision", "ChampionUnreadable", "load_champion", "holdout_mask", "split_holdout", "compare",
-           "project_lock", "append_history", "promote", "prune_challengers", "HISTORY_FILE", "HISTORY_COLUMNS"]
+           "project_lock", "append_history", "promote", "prune_challengers", "HISTORY_FILE", "HISTORY_COLUMNS",
+           "PROFILE_FILE"]
 
 #: One row in this many belongs to the fixed holdout.
 HOLDOUT_BUCKETS = 5
@@ -38,9 +39,12 @@ MIN_HOLDOUT_ROWS = 20
 #: Each class needs this many holdout rows for a stratified bootstrap.
 MIN_HOLDOUT_PER_CLASS = 2
 HISTORY_FILE = "leaderboard_history.csv"
+#: In ``champion/``: the champion's training rows and holdout predictions as :class:`automl.drift.Profile` JSON,
+#: what scoring and retraining runs compare new rows with.
+PROFILE_FILE = "drift_profile.json"
 HISTORY_COLUMNS = ["run_id", "time", "project", "dataset_fingerprint", "metric", "challenger", "champion_before",
                    "challenger_cv", "challenger_holdout", "champion_holdout", "gain", "ci_low", "ci_high", "margin",
-                   "holdout_rows", "promoted", "reason"]
+                   "holdout_rows", "promoted", "reason", "rows", "source", "drift"]
 
 
 # -- the fixed holdout ------------------------------------------------------------------
@@ -190,11 +194,14 @@ def append_history(project_dir: Path, row: dict[str, Any]) -> None:
     write_csv(new, path)
 
 
-def promote(leader_dir: Path, champion_dir: Path, info: dict[str, Any]) -> None:
-    """Replace ``champion_dir`` whole with a copy of ``leader_dir`` plus ``champion.json``. Hold the lock."""
+def promote(leader_dir: Path, champion_dir: Path, info: dict[str, Any], files: dict[str, str] | None = None) -> None:
+    """Replace ``champion_dir`` whole with a copy of ``leader_dir`` plus ``champion.json`` and ``files`` (name ->
+    text, e.g. the training rows' drift profile). Hold the lock."""
     with atomic_dir(champion_dir) as tmp:
         shutil.copytree(leader_dir, tmp, dirs_exist_ok=True)
         atomic_write_text(tmp / "champion.json", json.dumps(info, indent=1, default=str))
+        for name, text in (files or {}).items():
+            atomic_write_text(tmp / name, text)
 
 
 class ChampionUnreadable(AutoMLError):

@@ -113,7 +113,8 @@ class Profile:
 
     @classmethod
     def from_frame(cls, frame: pd.DataFrame, target: str | None = None, predictions: Any = None) -> Profile:
-        """Profile ``frame``'s columns but ``target``, and the model's ``predictions`` for its rows.
+        """Profile ``frame``'s columns but ``target``, and the model's ``predictions`` (for its rows, or for others
+        like them: a champion's holdout, which no model trained on, as new rows will be).
 
         ``predictions``: a 1-D array of scores, probabilities of the positive class or regression values; a 2-D
         array or frame of class probabilities (a model's ``predict()`` frame works: its ``p_<class>`` columns are
@@ -123,7 +124,7 @@ class Profile:
         _check(frame)
         features = tuple(ColumnProfile.from_values(str(col), frame[col]) for col in frame.columns
                          if str(col) != target)
-        scored = _prediction_columns(predictions, len(frame))
+        scored = _prediction_columns(predictions, None)
         return cls(len(frame), target, features,
                    tuple(ColumnProfile.from_values(name, values) for name, values in scored.items()))
 
@@ -391,8 +392,9 @@ def _show(value: float, kind: str) -> str:
     return f"{value:.4g}"
 
 
-def _prediction_columns(predictions: Any, rows: int) -> dict[str, pd.Series]:
-    """Name -> values of each prediction column (see :meth:`Profile.from_frame`)."""
+def _prediction_columns(predictions: Any, rows: int | None) -> dict[str, pd.Series]:
+    """Name -> values of each prediction column (see :meth:`Profile.from_frame`); ``rows``: the count they must
+    have (None: any)."""
     if predictions is None:
         return {}
     if isinstance(predictions, pd.DataFrame):
@@ -406,7 +408,7 @@ def _prediction_columns(predictions: Any, rows: int) -> dict[str, pd.Series]:
         if array.ndim not in (1, 2):
             raise ValueError(f"predictions must be 1-D or 2-D, but got {array.shape=}")
         table = pd.DataFrame(array.reshape(len(array), -1))
-    if len(table) != rows:
+    if rows is not None and len(table) != rows:
         raise ValueError(f"predictions must have one row per row of the frame ({rows}), but got {len(table)=}")
     table = table.reset_index(drop=True)
     if table.shape[1] <= 2:  # one score, or two classes: the second's probability says it all

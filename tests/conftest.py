@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import os
 import signal
@@ -137,6 +138,21 @@ def prefect_api() -> str:
         except subprocess.TimeoutExpired:
             server.kill()
         log.close()
+
+
+@pytest.fixture(scope="module")
+def on_server(prefect_api: str) -> Iterator[str]:
+    """This module's tests talk to the session's Prefect server."""
+    with prefect_server(prefect_api) as url:
+        yield url
+
+
+def tree_digest(folder: Path) -> str:
+    """A digest of every file under ``folder`` with its relative path: equal digests, untouched trees."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(folder)).encode() + path.read_bytes())
+    return digest.hexdigest()
 
 
 @contextmanager

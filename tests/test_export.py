@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,7 +16,7 @@ from automl.evaluation import cross_validate, make_folds
 from automl.export import FORMAT_VERSION, load_model, save_model
 from automl.models import BaggedModel, reference_candidates
 from automl.preprocess import encode_target, infer_schema
-from conftest import REPO, subprocess_env
+from conftest import REPO, subprocess_env, tree_digest
 
 CV = {"protocol": "cv", "nfolds": 3, "rows_scored": 768, "seed": 0,
       "label": "3-fold cross-validation, out-of-fold predictions (seed 0)"}
@@ -32,13 +30,6 @@ def glm() -> tuple[BaggedModel, pd.DataFrame]:
     x, y = ds.frame.drop(columns=[ds.target]), encode_target(schema, ds.frame[ds.target])
     candidate = next(c for c in reference_candidates(schema.task, 0, n_jobs=1) if c.algo == "GLM")
     return cross_validate(candidate, x, y, schema, make_folds(y, schema.task, 3, seed=0)).model, x
-
-
-def _digest(folder: Path) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(folder)).encode() + path.read_bytes())
-    return digest.hexdigest()
 
 
 def test_a_saved_model_predicts_the_same_in_a_fresh_process(glm, tmp_path):
@@ -95,7 +86,7 @@ def test_a_failure_mid_save_leaves_no_half_folder(glm, tmp_path, monkeypatch, ex
     target = tmp_path / "GLM_1"
     if existing:
         save_model(model, target, CV)
-    before = _digest(target) if existing else None
+    before = tree_digest(target) if existing else None
     calls = []
     real_dump = export.joblib.dump
 
@@ -111,6 +102,6 @@ def test_a_failure_mid_save_leaves_no_half_folder(glm, tmp_path, monkeypatch, ex
     assert len(calls) == 3
     assert [p.name for p in tmp_path.iterdir()] == (["GLM_1"] if existing else [])
     if existing:
-        assert _digest(target) == before
+        assert tree_digest(target) == before
         monkeypatch.undo()
         assert load_model(target).predict_proba(glm[1].head(5)).shape == (5, 2)
