@@ -13,6 +13,7 @@ This module is imported by ``--help``: it must stay free of numpy, pandas and Te
 from __future__ import annotations
 
 import dataclasses
+import glob
 import json
 import math
 import os
@@ -22,6 +23,7 @@ from typing import Any
 
 from automl.devices import DISTRIBUTE, usable_cores  # cheap: devices loads TensorFlow only when asked
 from automl.errors import InputError
+from automl.sources import Source, is_database_url
 
 __all__ = ["RunConfig", "SearchSettings", "EvaluationSettings", "ENGINES", "TUNERS", "VALIDATIONS", "ALGOS",
            "DISTRIBUTE", "ENSEMBLE_ALGO", "FAN_OUT_DEPLOYMENT", "resolve_algo", "cards_dir"]
@@ -168,10 +170,16 @@ class EvaluationSettings:
 class RunConfig:
     """Everything a run is told: the data, the budget, the seed, where outputs go, and its two parts."""
 
-    #: A built-in dataset name or a file/folder path; None for data handed over in memory.
+    #: A built-in dataset name, a file/folder path, a glob pattern or a database URL; None for data handed over in
+    #: memory.
     dataset: str | None = None
     target: str | None = None
     task: str | None = None
+    #: The SELECT whose rows are the table, with a database URL as ``dataset`` (see :class:`automl.sources.Source`).
+    query: str | None = None
+    #: Only the newest N days: rows within N days of ``date_column``'s newest date, else files modified in the last N.
+    newest_days: float | None = None
+    date_column: str | None = None
     #: Wall-time budget counted from ``started_at``; None: the task's default (``automl.budget``).
     max_runtime_secs: float | None = None
     seed: int = 1
@@ -190,10 +198,20 @@ class RunConfig:
             raise InputError(f"--seed must be between 0 and {MAX_SEED}, but got seed={self.seed}")
         if self.task is not None:
             _one_of("--task", self.task, ("binary", "multiclass", "regression", "image"))
-        if self.dataset is not None and os.path.exists(self.dataset):
+        if self.dataset is not None and not is_database_url(self.dataset) and (
+                os.path.exists(self.dataset) or glob.has_magic(self.dataset)):
             object.__setattr__(self, "dataset", os.path.abspath(self.dataset))  # workers may run elsewhere
+        if self.dataset is not None:  # the source options are checked against the dataset (data in memory has none)
+            object.__setattr__(self, "query", self.source.query)  # as normalized
         if self.output_dir is not None:
             object.__setattr__(self, "output_dir", os.path.abspath(self.output_dir))
+
+    @property
+    def source(self) -> Source:
+        """What ``dataset`` and the source options say to read (checked when built)."""
+        if self.dataset is None:
+            raise InputError("no dataset: give a dataset name, path, glob pattern or database URL")
+        return Source(self.dataset, self.query, self.newest_days, self.date_column)
 
     @property
     def is_verbose(self) -> bool:

@@ -1,5 +1,5 @@
-"""Ingest: dataset cards, loading them or the user's file (read by :mod:`automl.tables`), and validating the
-table once at the boundary.
+"""Ingest: dataset cards, loading them or the user's source (a file, a folder, a glob pattern or a query, read by
+:mod:`automl.sources` and :mod:`automl.tables`), and validating the table once at the boundary.
 
 Every problem with the user's input becomes an :class:`InputError` whose one-line
 message names the file, column or value and says what to do.
@@ -20,7 +20,17 @@ import pandas as pd
 
 from automl.config import cards_dir
 from automl.errors import InputError
-from automl.images import is_image_source, load_images
+from automl.images import IMAGE_SUFFIXES, is_image_source, load_images
+from automl.sources import (
+    TABLE_SUFFIXES,
+    Source,
+    as_source,
+    fingerprint,
+    is_table_file,
+    newest_rows,
+    provenance,
+    read,
+)
 from automl.tables import check_unique_names, compact, path_exists, read_table
 
 __all__ = ["DatasetCard", "Dataset", "cards_dir", "builtin_cards", "load", "from_frame", "read_table", "compact",
@@ -71,6 +81,9 @@ class Dataset:
     fingerprint: str
     #: For image data: the pixels, shape (n, height, width, channels); ``frame`` holds the labels.
     images: np.ndarray | None = None
+    #: What was read, as plain JSON (``run.json``'s ``source``, the champion's history): see
+    #: :func:`automl.sources.provenance`.
+    provenance: dict[str, Any] = field(default_factory=dict)
 
     @property
     def target(self) -> str:
@@ -84,52 +97,85 @@ def builtin_cards() -> dict[str, DatasetCard]:
     return {c.name: c for c in cards}
 
 
-def load(name_or_path: str, target: str | None = None, task: str | None = None) -> Dataset:
-    """Load a built-in dataset by name, or a CSV/Parquet file with ``target``; validate it.
+def load(name_or_path: str | Source, target: str | None = None, task: str | None = None) -> Dataset:
+    """Load a built-in dataset by name, or a file, folder, glob pattern or query (a :class:`Source`, or the dataset
+    argument alone) with ``target``; validate it.
 
-    The last result is kept for this process: the CLI checks the data before the flow's ingest
-    task loads it again, and a large file should be read once. A file changed since (size or
-    modification time) is read again.
+    The last result is kept for this process: the CLI checks the data before the flow's ingest task loads it
+    again, and a large source should be read once. A source changed since (:func:`automl.sources.fingerprint`:
+    the files' sizes and modification times, a query's checksum) is read again; a query on a database other than
+    PostgreSQL, which has no checksum, every time.
     """
-    try:
-        stat = os.stat(name_or_path)
-        version: tuple[int, int] | None = (stat.st_mtime_ns, stat.st_size)
+    source = as_source(name_or_path)
+    version = fingerprint(source)
+    if version is None and source.kind == "sql":
+        return _load(source, target, task, None)
+    try:  # a folder of images has no fingerprint: its own modification time changes when a file is added
+        stat = os.stat(source.location)
+        changed: tuple[int, int] | None = (stat.st_mtime_ns, stat.st_size)
     except OSError:
-        version = None
-    key = (name_or_path, target, task, version)
+        changed = None
+    key = (source, target, task, version, changed)
     if _LAST_LOAD.get("key") != key:
         _LAST_LOAD.clear()
-        _LAST_LOAD.update(key=key, dataset=_load(name_or_path, target, task))
+        _LAST_LOAD.update(key=key, dataset=_load(source, target, task, version))
     return _LAST_LOAD["dataset"]
 
 
-#: ``load``'s one-entry memo: {"key": (name, target, task, file version), "dataset": Dataset}.
+#: ``load``'s one-entry memo: {"key": (source, target, task, fingerprint, stat), "dataset": Dataset}.
 _LAST_LOAD: dict[str, Any] = {}
 
 
-def _load(name_or_path: str, target: str | None, task: str | None) -> Dataset:
+def _load(source: Source, target: str | None, task: str | None, version: str | None) -> Dataset:
     if task is not None and task not in TASKS:
         raise InputError(f"unknown task {task!r}: use one of {', '.join(TASKS)}")
-    cards = builtin_cards()
-    path = Path(name_or_path)
-    found = name_or_path not in cards and path_exists(path)  # before any other look-up: a path too long fails here
-    if name_or_path in cards and cards[name_or_path].task == "image":
-        return _image_dataset(cards[name_or_path], *_load_builtin_images(cards[name_or_path]))
-    if name_or_path not in cards and is_image_source(path):
+    card = builtin_cards().get(source.location)
+    path = Path(source.location)
+    # Before any other look-up: a path too long fails here.
+    found = card is None and source.kind != "sql" and path_exists(path)
+    if card is not None and card.task == "image":
+        return _with_provenance(_image_dataset(card, *_load_builtin_images(card)), "builtin", card.name)
+    if card is None and _holds_images(source, path):
         if task not in (None, "image"):
             raise InputError(f"{path}: image data, but --task {task}; drop --task or use --task image")
         x, y, _ = load_images(path)
-        return _image_dataset(DatasetCard(name=_slug(path.stem), target="label", task="image"), x, y, str(path))
-    if name_or_path in cards:
-        card = cards[name_or_path]
-        frame, source = _load_builtin(card, target or card.target)
-    elif path.suffix.lower() in (".csv", ".parquet", ".pq") or found:
-        frame, source = read_table(path, target), str(path)
-        card = DatasetCard(name=_slug(path.stem))
+        ds = _image_dataset(DatasetCard(name=_slug(path.stem), target="label", task="image"), x, y, str(path))
+        return _with_provenance(ds, source.kind, str(path), [path] if path.is_file() else [])
+    if card is not None:
+        if source.newest_days is not None and source.date_column is None:
+            raise InputError(f"{card.name}: --newest-days without --date-column picks files by modification time; "
+                             "a built-in dataset is one file: add --date-column COL")
+        frame, where, files = _load_builtin(card, target or card.target)
+        kind, location = "builtin", card.name
+        version = fingerprint(replace(source, location=str(files[0]))) if files else None
+    elif source.kind != "file" or path.suffix.lower() in TABLE_SUFFIXES or found:
+        (frame, files), where = read(source, target), source.shown
+        kind, location, card = source.kind, where, DatasetCard(name=_slug(source.name))
     else:
-        raise InputError(f"unknown dataset {name_or_path!r}: use one of {', '.join(sorted(cards))} "
-                         "or the path of a .csv or .parquet file")
-    return _checked(frame, _with_overrides(card, target, task, source), source)
+        raise InputError(f"unknown dataset {source.location!r}: use one of {', '.join(sorted(builtin_cards()))}, "
+                         "the path of a .csv or .parquet file or of a folder of them, a glob pattern, or a database "
+                         "URL with --query")
+    kept = newest_rows(frame, source, where)
+    ds = _checked(kept, _with_overrides(card, target, task, where), where)
+    return _with_provenance(ds, kind, location, files, source, len(frame), version)
+
+
+def _holds_images(source: Source, path: Path) -> bool:
+    """An ``.npz`` file, or a folder of images (class subfolders, or pictures) and no tables."""
+    if source.kind != "folder":
+        return source.kind == "file" and is_image_source(path)
+    entries = list(path.iterdir())
+    return not any(is_table_file(e) for e in entries) and any(
+        e.is_dir() or e.suffix.lower() in IMAGE_SUFFIXES for e in entries)
+
+
+def _with_provenance(ds: Dataset, kind: str, location: str, files: list[Path] | None = None,
+                     source: Source | None = None, rows_read: int | None = None,
+                     source_fingerprint: str | None = None) -> Dataset:
+    rows = len(ds.images) if ds.images is not None else len(ds.frame)
+    ds.provenance = provenance(kind, location, source, files or [], rows if rows_read is None else rows_read, rows,
+                               source_fingerprint)
+    return ds
 
 
 def from_frame(frame: pd.DataFrame, name: str, target: str | None, task: str | None = None) -> Dataset:
@@ -138,7 +184,8 @@ def from_frame(frame: pd.DataFrame, name: str, target: str | None, task: str | N
         raise InputError(f"unknown task {task!r}: use one of {', '.join(TASKS)}")
     card = _with_overrides(DatasetCard(name=name), target, task, "DataFrame")
     check_unique_names(list(frame.columns), "DataFrame")
-    return _checked(compact(frame.reset_index(drop=True), card.target), card, "DataFrame")
+    return _with_provenance(_checked(compact(frame.reset_index(drop=True), card.target), card, "DataFrame"), "frame",
+                            "DataFrame")
 
 
 def _checked(frame: pd.DataFrame, card: DatasetCard, source: str) -> Dataset:
@@ -146,12 +193,13 @@ def _checked(frame: pd.DataFrame, card: DatasetCard, source: str) -> Dataset:
     return Dataset(frame, card, source, _fingerprint(frame, card))
 
 
-def _load_builtin(card: DatasetCard, target: str | None) -> tuple[pd.DataFrame, str]:
+def _load_builtin(card: DatasetCard, target: str | None) -> tuple[pd.DataFrame, str, list[Path]]:
+    """The card's table, where it came from, and the file read (none for a bundled loader)."""
     if card.file:
         path = cards_dir() / card.file
-        return read_table(path, target), str(path)
+        return read_table(path, target), str(path), [path]
     bunch = _call_loader(replace(card, loader_kwargs={"as_frame": True, **card.loader_kwargs}))
-    return compact(bunch.frame, target), f"{card.loader}({card.loader_kwargs})"
+    return compact(bunch.frame, target), f"{card.loader}({card.loader_kwargs})", []
 
 
 def _load_builtin_images(card: DatasetCard) -> tuple[np.ndarray, np.ndarray, str]:

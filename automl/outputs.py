@@ -101,8 +101,9 @@ def _evaluation(state: RunState) -> dict[str, Any]:
 def summary(state: RunState) -> dict[str, Any]:
     """What the run did, for ``run.json`` and the Prefect artifact."""
     states = pd.Series([t.state for t in state.trials], dtype="object").value_counts().to_dict()
-    return {"project": state.config.project, "dataset": state.dataset_info(), "task": state.schema.task,
-            "sort_metric": state.sort_metric, "leader": state.leader.model_id if state.leader else None,
+    return {"project": state.config.project, "dataset": state.dataset_info(), "source": state.dataset.provenance,
+            "task": state.schema.task, "sort_metric": state.sort_metric,
+            "leader": state.leader.model_id if state.leader else None,
             "max_runtime_secs": state.config.max_runtime_secs, "elapsed_secs": round(state.budget.elapsed(), 2),
             "engine": state.config.search.engine, "seed": state.config.seed, "evaluation": _evaluation(state),
             "nfolds": state.protocol.nfolds, "trials": states, "output_dir": str(state.output),

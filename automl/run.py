@@ -40,11 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "exported leaderboard under --output (default runs/<project>).",
         epilog="Built-in datasets: diabetes, titanic, diabetes-progression, digits. Example: "
                "python -m automl.run data.csv --target label --max-runtime-secs 300")
-    p.add_argument("dataset", help="a built-in dataset name, a .csv/.parquet file, or images: an .npz file "
-                                   "(x, y) or a folder with one subfolder per class")
-    p.add_argument("--target", help="column to predict (required for files)")
-    p.add_argument("--task", choices=("binary", "multiclass", "regression", "image"),
-                   help="override the inferred task type")
+    _data_arguments(p)
     p.add_argument("--max-runtime-secs", type=float, default=None,
                    help="wall-time budget for the whole run, start-up included (default 120; 200 for images)")
     p.add_argument("--max-models", type=int, default=None,
@@ -92,6 +88,24 @@ def build_parser() -> argparse.ArgumentParser:
     noise.add_argument("--verbose", action="store_true", help="progress lines even when CI=true, and every "
                                                                "library's warnings")
     return p
+
+
+def _data_arguments(p: argparse.ArgumentParser) -> None:
+    """What to read and what to predict."""
+    p.add_argument("dataset", help="a built-in dataset name, a .csv/.parquet file, a folder of them, a quoted glob "
+                                   "pattern ('data/2026-*.parquet'), a database URL with --query "
+                                   "(postgresql://user@host:5432/db), or images: an .npz file (x, y) or a folder "
+                                   "with one subfolder per class")
+    p.add_argument("--target", help="column to predict (required for files)")
+    p.add_argument("--query", metavar="SQL", help="the SELECT whose rows are the table, run read-only on the database "
+                                                  "URL given as dataset; the URL may hold ${VAR} placeholders filled "
+                                                  "from the environment, and PGPASSWORD works")
+    p.add_argument("--newest-days", type=float, default=None, metavar="N",
+                   help="only the newest N days: with --date-column, the rows within N days of its newest date; "
+                        "without, the files modified in the last N days")
+    p.add_argument("--date-column", metavar="COL", help="the date column --newest-days counts back from")
+    p.add_argument("--task", choices=("binary", "multiclass", "regression", "image"),
+                   help="override the inferred task type")
 
 
 def _population(text: str) -> int | None:
@@ -192,8 +206,8 @@ def _one_line_errors() -> None:
 
 
 def _check_source(config: Any) -> None:
-    """A dataset that is neither a built-in name nor an existing path fails now, with ``load``'s own message;
-    so does an ``--output`` that cannot be written.
+    """A dataset that is neither a built-in name, an existing path, a glob pattern nor a database URL fails now,
+    with ``load``'s own message; so does an ``--output`` that cannot be written.
 
     Without importing pandas for a name that exists: the server's start-up begins right after.
     """
@@ -202,10 +216,12 @@ def _check_source(config: Any) -> None:
     if config.output_dir is not None:
         _check_output(config.output_dir)
     # os.path's checks are False for a path too long to look up (Path.is_file raises): load names that case.
-    if not os.path.isfile(cards_dir() / f"{config.dataset}.yaml") and not os.path.exists(config.dataset):
+    # A glob pattern or a query is read by _check_data, while the server starts.
+    if not os.path.isfile(cards_dir() / f"{config.dataset}.yaml") and not os.path.exists(config.dataset) \
+            and config.source.kind == "file":
         from automl.data import load
 
-        load(config.dataset, config.target, config.task)  # raises at once: there is nothing to read
+        load(config.source, config.target, config.task)  # raises at once: there is nothing to read
 
 
 def _check_output(folder: str) -> None:
@@ -246,7 +262,7 @@ def _check_data(config: Any) -> None:
     from automl.preprocess import infer_schema
     from automl.state import load_leaderboard_frame
 
-    schema = infer_schema(load(str(config.dataset), config.target, config.task))
+    schema = infer_schema(load(config.source, config.target, config.task))
     if config.evaluation.sort_metric:
         try:
             get(config.evaluation.sort_metric, schema.task)

@@ -27,6 +27,7 @@ from automl.evaluation import Evaluated, Protocol, choose_protocol, make_protoco
 from automl.events import EventLog
 from automl.metrics import DEFAULT_SORT, Metric, get
 from automl.preprocess import Schema, encode_target, infer_schema
+from automl.sources import Source, describe
 
 __all__ = ["RunState", "start", "load_leaderboard_frame", "DEFAULT_RUNTIME_SECS", "DEFAULT_IMAGE_RUNTIME_SECS",
            "RUNS_DIR_ENV"]
@@ -121,13 +122,17 @@ def start(config: RunConfig, data: str | pd.DataFrame | data_mod.Dataset | None 
     budget_s = config.max_runtime_secs or (DEFAULT_IMAGE_RUNTIME_SECS if ds.images is not None
                                            else DEFAULT_RUNTIME_SECS)
     project = config.project or ds.card.name
-    config = config.replace(max_runtime_secs=budget_s, project=project, started_at=config.started_at or time.time(),
+    # From here the config (run.json, worker files) names a database URL with its password masked.
+    config = config.replace(dataset=None if config.dataset is None else config.source.shown,
+                            max_runtime_secs=budget_s, project=project, started_at=config.started_at or time.time(),
                             output_dir=config.output_dir or str(Path(os.environ.get(RUNS_DIR_ENV) or "runs") / project),
                             **_workers(config, budget_s))
     budget = Budget.since_wall_time(budget_s, float(config.started_at or time.time()))
     shape = (f"{len(ds.images)} images of {ds.images.shape[1:]}" if ds.images is not None
              else f"{ds.frame.shape[0]} rows, {ds.frame.shape[1]} columns")
     events.add("ingest", f"{ds.source}: {shape}, target {ds.target!r}, fingerprint {ds.fingerprint}")
+    if ds.provenance.get("kind") in ("folder", "glob", "sql") or ds.provenance.get("date_column"):
+        events.add("ingest", describe(ds.provenance))
     frame = ds.frame[ds.frame[ds.target].notna()].reset_index(drop=True)
     if len(frame) < len(ds.frame):
         events.warn("preprocess", f"dropped {len(ds.frame) - len(frame)} rows with no target value")
@@ -176,7 +181,8 @@ def _ingest(config: RunConfig, data: str | pd.DataFrame | data_mod.Dataset | Non
         return data_mod.from_frame(data, config.project or "frame", config.target, config.task)
     if data is None:
         raise InputError("no data: give a dataset name or path, or a DataFrame")
-    return data_mod.load(str(data), config.target, config.task)
+    return data_mod.load(Source(str(data), config.query, config.newest_days, config.date_column), config.target,
+                         config.task)
 
 
 def _protocol(config: RunConfig, ds: data_mod.Dataset, schema: Schema, y: np.ndarray, budget_s: float) -> Protocol:

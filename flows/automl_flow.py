@@ -2,8 +2,8 @@
 
 Each task wraps one stage function of the library (``automl.state.start``, ``automl.jobs.run_jobs``,
 ``automl.outputs``). Only
-ingest is cached, keyed on a fingerprint of the source (file bytes + dataset card +
-overrides) that is computed without parsing the table; the later stages hand each other
+ingest is cached, keyed on a fingerprint of the source (file bytes, or a folder's file sizes and times, or a
+query's checksum; + dataset card + options) that is computed without parsing the table; the later stages hand each other
 the in-memory run state, so they are never cached. ``flows/retrain.py`` reuses
 :func:`ingest` and :func:`train`.
 """
@@ -37,11 +37,12 @@ from automl.data import Dataset, builtin_cards, cards_dir, load
 from automl.errors import InputError
 from automl.events import EventLog
 from automl.jobs import run_jobs
+from automl.sources import Source, as_source, fingerprint
 from automl.state import DEFAULT_RUNTIME_SECS, RUNS_DIR_ENV, RunState, start
 from flows.search_worker import check_fan_out, fan_out
 
 __all__ = ["automl_flow", "artifact_key", "ingest", "train", "publish_leaderboard", "runs_root",
-           "source_key", "RunProgress", "RUNS_DIR_ENV"]
+           "source_key", "secret_dataset", "RunProgress", "RUNS_DIR_ENV"]
 
 #: A cached ingest is reused this long at most, even when the source is unchanged.
 INGEST_CACHE_TTL = timedelta(days=7)
@@ -59,22 +60,27 @@ def artifact_key(prefix: str, name: str) -> str:
     return f"{prefix}-" + "-".join(filter(None, slug.split("-")))
 
 
-def source_key(dataset: str, target: str | None = None, task_type: str | None = None) -> str | None:
-    """A cheap fingerprint of what :func:`automl.data.load` would return: source bytes, card, overrides.
+def source_key(source: Source | str, target: str | None = None, task_type: str | None = None) -> str | None:
+    """A cheap fingerprint of what :func:`automl.data.load` would return: the source, card, options, overrides.
 
-    Also covers the loading code and the package version; hashes the file instead of
-    parsing it. ``None`` (do not cache) when there is no readable file: loading then
-    fails with the user's error message, uncached.
+    Also covers the loading code and the package version. A file (a built-in's too) is hashed, not parsed; a
+    folder or glob pattern by its files' paths, sizes and modification times (not gigabytes of bytes), a query by
+    the masked URL, the query and a checksum its PostgreSQL server computes (:func:`automl.sources.fingerprint`).
+    ``None`` (do not cache) when that cannot be told (no readable file, a database other than PostgreSQL):
+    loading then reads the source again, or fails with the user's error message, uncached.
     """
     import automl
     import automl.data
+    import automl.sources
     import automl.tables
 
-    digest = hashlib.sha256(json.dumps([automl.__version__, dataset, target, task_type]).encode())
+    source = as_source(source)
+    digest = hashlib.sha256(json.dumps([automl.__version__, source.shown, source.query, source.newest_days,
+                                        source.date_column, target, task_type]).encode())
     # The loading code is part of the result: a changed loader must not be served an old pickle.
-    for loader in (automl.data, automl.tables):
+    for loader in (automl.data, automl.sources, automl.tables):
         digest.update(Path(loader.__file__).read_bytes())
-    card = builtin_cards().get(dataset)
+    card = builtin_cards().get(source.location)
     if card is not None:
         digest.update(json.dumps(dataclasses.asdict(card), sort_keys=True, default=str).encode())
         if card.loader:  # a bundled loader (scikit-learn): its data changes only with its package
@@ -83,7 +89,14 @@ def source_key(dataset: str, target: str | None = None, task_type: str | None = 
             return digest.hexdigest()[:16]
         path = cards_dir() / str(card.file)
     else:
-        path = Path(dataset)
+        if source.kind != "file" or source.newest_days is not None:  # what is read, and which files the window keeps
+            found = fingerprint(source)
+            if found is None:
+                return None
+            digest.update(found.encode())
+            if source.kind != "file":
+                return digest.hexdigest()[:16]
+        path = Path(source.location)
     try:
         digest.update(str(path.resolve()).encode())
         with path.open("rb") as fh:
@@ -95,7 +108,7 @@ def source_key(dataset: str, target: str | None = None, task_type: str | None = 
 
 
 def _ingest_cache_key(context: Any, parameters: dict[str, Any]) -> str | None:
-    key = source_key(parameters["dataset"], parameters.get("target"), parameters.get("task_type"))
+    key = source_key(parameters["source"], parameters.get("target"), parameters.get("task_type"))
     return None if key is None else f"automl-ingest-{key}"
 
 
@@ -111,18 +124,19 @@ def _retry_unless_input_error(task: Any, task_run: Any, state: Any) -> bool:
 
 
 def _ingest_run_name() -> str:
-    """``ingest-<dataset name or file name>``: a full path makes an unreadable run name."""
+    """``ingest-<dataset name, file name, pattern or database>``: a full path makes an unreadable run name."""
     from prefect.runtime import task_run
 
-    return f"ingest-{Path(str(task_run.parameters['dataset'])).name}"
+    return f"ingest-{Path(as_source(task_run.parameters['source']).shown).name}"
 
 
 @task(name="ingest", task_run_name=_ingest_run_name, retries=2, retry_delay_seconds=1,
       retry_condition_fn=_retry_unless_input_error, cache_key_fn=_ingest_cache_key,
       cache_expiration=INGEST_CACHE_TTL)
-def ingest(dataset: str, target: str | None = None, task_type: str | None = None) -> Dataset:
-    """Load and validate a built-in dataset or a file; cached on :func:`source_key`, never on a DataFrame."""
-    return load(dataset, target, task_type)
+def ingest(source: Source | str, target: str | None = None, task_type: str | None = None) -> Dataset:
+    """Load and validate a built-in dataset, a file, a folder, a glob pattern or a query (``RunConfig.source``);
+    cached on :func:`source_key`, never on a DataFrame."""
+    return load(source, target, task_type)
 
 
 @task(name="preprocess", task_run_name="preprocess-{ds.card.name}", cache_policy=NO_CACHE)
@@ -226,17 +240,38 @@ def publish(state: RunState) -> dict[str, Any]:
     return summary
 
 
+def secret_dataset(dataset: str | None, database_url_secret: str | None) -> str:
+    """``dataset``, or the database URL held in the Prefect ``Secret`` block named ``database_url_secret``."""
+    if (dataset is None) == (database_url_secret is None):
+        raise InputError(f"give dataset or database_url_secret (a Prefect Secret block holding a database URL), "
+                         f"not {'both' if dataset else 'neither'}")
+    if database_url_secret is None:
+        return str(dataset)
+    from prefect.blocks.system import Secret
+
+    try:
+        return str(Secret.load(database_url_secret).get())
+    except ValueError as exc:  # no such block
+        raise InputError(f"database_url_secret {database_url_secret!r}: {exc}; create it with "
+                         "Secret(value='postgresql://…').save(name)") from None
+
+
 @flow(name="automl", task_runner=ThreadPoolTaskRunner(max_workers=2), validate_parameters=True)
-def automl_flow(dataset: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Run AutoML on a built-in dataset name or a CSV/Parquet path; return the run summary.
+def automl_flow(dataset: str | None = None, options: dict[str, Any] | None = None,
+                database_url_secret: str | None = None) -> dict[str, Any]:
+    """Run AutoML on a built-in dataset name, a CSV/Parquet path, a folder, a glob pattern or a database URL with
+    ``options["query"]``; return the run summary.
 
     ``options`` are the run's settings by their ``python -m automl.run`` names
-    (``max_runtime_secs``, ``max_models``, ``include_algos``, …; see
+    (``max_runtime_secs``, ``max_models``, ``include_algos``, ``query``, ``newest_days``, …; see
     :class:`automl.config.RunConfig`). Outputs go to ``output_dir``, else
-    ``$AUTOML_RUNS_DIR/<project>``, else ``runs/<project>``.
+    ``$AUTOML_RUNS_DIR/<project>``, else ``runs/<project>``. ``database_url_secret`` names a Prefect ``Secret``
+    block holding the database URL, in place of ``dataset``: the URL (and a password in it) is then no flow
+    parameter, and run.json and the logs show it masked as always.
     """
+    dataset = secret_dataset(dataset, database_url_secret)
     # Checked before any data loads; the budget counts from the CLI's start, else from here.
     config = RunConfig.from_options(**{"started_at": time.time(), **(options or {}), "dataset": dataset})
-    ds = ingest(dataset, config.target, config.task)
+    ds = ingest(config.source, config.target, config.task)
     state = train(config, ds)
     return publish(state)

@@ -182,7 +182,7 @@ def retrain_flow(dataset: str, options: dict[str, Any] | None = None, margin: fl
     _check_inputs(options.get("project"), margin, keep_challengers)
     # Checks the settings before any data loads; the budget counts from here.
     config = RunConfig.from_options(**{"started_at": time.time(), **options, "dataset": dataset})
-    ds = ingest(dataset, config.target, config.task)
+    ds = ingest(config.source, config.target, config.task)
     project = config.project or ds.card.name
     _check_inputs(project, margin, keep_challengers)
     project_dir = runs_root(output_root) / project
