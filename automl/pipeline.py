@@ -26,7 +26,8 @@ class AutoML:
     >>> aml.leaderboard.head(); aml.predict(new_rows)          # doctest: +SKIP
 
     Parameters are the options of ``python -m automl.run`` (see ``--help``);
-    ``leaderboard_frame`` may also be a DataFrame.
+    ``leaderboard_frame`` may also be a DataFrame. ``query``, ``newest_days`` and ``date_column`` say what
+    ``fit`` reads of a database URL, folder or glob pattern (see :class:`automl.sources.Source`).
     """
 
     def __init__(self, max_runtime_secs: float | None = None, max_models: int | None = None, seed: int = 1,
@@ -37,7 +38,8 @@ class AutoML:
                  leaderboard_frame: str | Path | pd.DataFrame | None = None, project: str | None = None,
                  output_dir: str | Path | None = None, verbose: bool | None = None, started_at: float | None = None,
                  distribute: str | None = None, tensorboard: str | Path | None = None,
-                 population: int | None = None) -> None:
+                 population: int | None = None, query: str | None = None, newest_days: float | None = None,
+                 date_column: str | None = None) -> None:
         for name, value in locals().items():
             if name != "self":
                 setattr(self, name, value)
@@ -50,7 +52,8 @@ class AutoML:
 
     def fit(self, data: str | pd.DataFrame | data_mod.Dataset, target: str | None = None,
             task: str | None = None) -> AutoML:
-        """Run every stage on ``data`` (a built-in name, a path, a DataFrame or a Dataset)."""
+        """Run every stage on ``data`` (a built-in name, a path, a glob pattern, a database URL, a DataFrame or a
+        Dataset)."""
         from automl.state import start
 
         options = self.get_params()

@@ -82,7 +82,8 @@ def expand_url(url: str) -> str:
             name = match.group(1)
             if name not in os.environ:
                 raise InputError(f"{mask_url(url)}: the URL names ${{{name}}}, which is not set in the environment; "
-                                 f"export {name} (or leave the password out and set PGPASSWORD)")
+                                 f"export {name}, or leave it out of the URL (libpq reads PGUSER, PGPASSWORD, "
+                                 "~/.pgpass)")
             return os.environ[name]
 
         return _PLACEHOLDER.sub(value, text)
