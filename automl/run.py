@@ -97,9 +97,9 @@ def _data_arguments(p: argparse.ArgumentParser) -> None:
                                    "(postgresql://user@host:5432/db), or images: an .npz file (x, y) or a folder "
                                    "with one subfolder per class")
     p.add_argument("--target", help="column to predict (required for files)")
-    p.add_argument("--query", metavar="SQL", help="the SELECT whose rows are the table, run read-only on the database "
-                                                  "URL given as dataset; the URL may hold ${VAR} placeholders filled "
-                                                  "from the environment, and PGPASSWORD works")
+    p.add_argument("--query", metavar="SQL",
+                   help="the SELECT whose rows are the table, run read-only on the database URL given as dataset; "
+                        "the URL may hold ${VAR} placeholders (or be one) read from the environment; PGPASSWORD works")
     p.add_argument("--newest-days", type=float, default=None, metavar="N",
                    help="only the newest N days: with --date-column, the rows within N days of its newest date; "
                         "without, the files modified in the last N days")

@@ -44,8 +44,9 @@ QUERY_SHOWN = 80
 CHUNK_ROWS = 100_000
 #: Seconds to wait for a PostgreSQL server (libpq waits forever by default); the URL's ``connect_timeout`` wins.
 CONNECT_TIMEOUT = 10
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+#: A URL, or a whole URL in an environment variable (``${DATABASE_URL}``: no part of it on the command line).
+_URL = re.compile(rf"[A-Za-z][A-Za-z0-9+.-]*://|{_PLACEHOLDER.pattern}$")
 _SELECT = re.compile(r"[\s(]*(select|with)\b", re.IGNORECASE)
 _FROM_TABLE = re.compile(r"\bfrom\s+([\w.\"]+)", re.IGNORECASE)
 #: An order-independent checksum of a query's rows, computed by PostgreSQL: no row leaves the server, no sort, no
@@ -55,7 +56,8 @@ _PG_CHECKSUM = ("SELECT count(*), coalesce(sum(('x' || left(md5(t::text), 16))::
 
 
 def is_database_url(text: str) -> bool:
-    """Whether ``text`` is a URL (``postgresql://…``, ``sqlite:///…``) rather than a name or a path."""
+    """Whether ``text`` is a URL (``postgresql://…``, ``sqlite:///…``, or ``${VAR}`` holding one) rather than a name
+    or a path."""
     return bool(_URL.match(text))
 
 
@@ -64,6 +66,8 @@ def mask_url(url: str) -> str:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
+    if _PLACEHOLDER.fullmatch(url):
+        return url  # the variable's name, never its value
     try:
         shown = make_url(url).render_as_string(hide_password=True)
     except (ArgumentError, ValueError):  # not parsed: show no more than the scheme

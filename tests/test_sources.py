@@ -161,6 +161,14 @@ def test_a_query_is_read_with_its_provenance_and_checksum(pg_url, pima_table, mo
     assert "hunter2" not in json.dumps(read)
 
 
+def test_a_whole_url_may_come_from_the_environment(pg_url, pima_table, monkeypatch):
+    monkeypatch.setenv("AUTOML_TEST_DATABASE_URL", _with_password(pg_url, "hunter2"))
+    source = RunConfig.from_options(dataset="${AUTOML_TEST_DATABASE_URL}", query=f"SELECT * FROM {pima_table}").source
+    ds = load(source, "Outcome")
+    assert source.kind == "sql" and len(ds.frame) == 768
+    assert ds.provenance["location"] == ds.source == "${AUTOML_TEST_DATABASE_URL}"
+
+
 def test_the_query_checksum_follows_the_rows(pg_url, pima_table):
     from sqlalchemy import create_engine, text
 
