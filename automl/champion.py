@@ -74,7 +74,7 @@ def _subset(ds: Dataset, rows: np.ndarray, source: str) -> Dataset:
     extra = {} if images is None else {"images": images[rows]}
     fingerprint = hashlib.sha256(f"{ds.fingerprint}:{source}".encode()).hexdigest()[:16]
     return Dataset(ds.frame.iloc[rows].reset_index(drop=True), ds.card, f"{ds.source} ({source})", fingerprint,
-                   **extra)
+                   provenance=ds.provenance, **extra)
 
 
 def split_holdout(ds: Dataset) -> tuple[Dataset, Dataset]:

@@ -124,7 +124,7 @@ class Profile:
         _check(frame)
         features = tuple(ColumnProfile.from_values(str(col), frame[col]) for col in frame.columns
                          if str(col) != target)
-        scored = _prediction_columns(predictions, None)
+        scored = _prediction_columns(predictions)
         return cls(len(frame), target, features,
                    tuple(ColumnProfile.from_values(name, values) for name, values in scored.items()))
 
@@ -156,7 +156,8 @@ class Profile:
 
 
 def compare(profile: Profile, frame: pd.DataFrame, predictions: Any = None) -> pd.DataFrame:
-    """Compare ``frame`` (and the model's ``predictions`` for it) with the reference ``profile``.
+    """Compare ``frame`` (and the model's ``predictions``, for its rows or for others from the same source, such as
+    a holdout) with the reference ``profile``.
 
     One row per reference column, per new column (``new``, informational) and per prediction column when
     ``predictions`` is given (shaped as for :meth:`Profile.from_frame`); :data:`COLUMNS`, worst first: problems
@@ -176,7 +177,7 @@ def compare(profile: Profile, frame: pd.DataFrame, predictions: Any = None) -> p
     known = {ref.name for ref in profile.features} | {profile.target}
     rows += [_new_row(name, values, "feature") for name, values in by_name.items() if name not in known]
     if predictions is not None:
-        scored = _prediction_columns(predictions, len(frame))
+        scored = _prediction_columns(predictions)
         rows += [_compare_column(ref, scored.get(ref.name), profile.rows, "prediction")
                  for ref in profile.predictions]
         referenced = {ref.name for ref in profile.predictions}
@@ -392,9 +393,8 @@ def _show(value: float, kind: str) -> str:
     return f"{value:.4g}"
 
 
-def _prediction_columns(predictions: Any, rows: int | None) -> dict[str, pd.Series]:
-    """Name -> values of each prediction column (see :meth:`Profile.from_frame`); ``rows``: the count they must
-    have (None: any)."""
+def _prediction_columns(predictions: Any) -> dict[str, pd.Series]:
+    """Name -> values of each prediction column (see :meth:`Profile.from_frame`)."""
     if predictions is None:
         return {}
     if isinstance(predictions, pd.DataFrame):
@@ -408,8 +408,6 @@ def _prediction_columns(predictions: Any, rows: int | None) -> dict[str, pd.Seri
         if array.ndim not in (1, 2):
             raise ValueError(f"predictions must be 1-D or 2-D, but got {array.shape=}")
         table = pd.DataFrame(array.reshape(len(array), -1))
-    if rows is not None and len(table) != rows:
-        raise ValueError(f"predictions must have one row per row of the frame ({rows}), but got {len(table)=}")
     table = table.reset_index(drop=True)
     if table.shape[1] <= 2:  # one score, or two classes: the second's probability says it all
         return {"prediction": table.iloc[:, -1]}

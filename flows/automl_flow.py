@@ -15,7 +15,8 @@ import hashlib
 import json
 import os
 import time
-from datetime import timedelta
+import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,14 @@ _CHUNK = 1 << 20
 def runs_root(output_root: str | os.PathLike[str] | None = None) -> Path:
     """Where project folders go: ``output_root``, else ``$AUTOML_RUNS_DIR``, else ``runs``."""
     return Path(output_root or os.environ.get(RUNS_DIR_ENV) or "runs")
+
+
+def run_id() -> str:
+    """``<UTC time>-<flow run id>``: sorts by time, unique per flow run (and stable across its retries)."""
+    from prefect.runtime import flow_run
+
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{str(flow_run.id or uuid.uuid4())[:8]}"
 
 
 def artifact_key(prefix: str, name: str) -> str:

@@ -23,12 +23,16 @@ import pytest
 import yaml
 
 from automl.config import RunConfig
-from conftest import REPO, _free_port, _prefect_command, prefect_server, subprocess_env
+from conftest import REPO, _free_port, _prefect_command, prefect_server, subprocess_env, wait_for
 
 pytestmark = pytest.mark.usefixtures("prefect_api")  # the API URL is set before anything imports Prefect
 
 RETRAIN_DEPLOYMENTS = {"diabetes-nightly": "diabetes", "titanic-weekly": "titanic",
                        "diabetes-progression-weekly": "diabetes-progression", "digits-weekly": "digits"}
+SCORE_DEPLOYMENTS = {"diabetes-scoring": "diabetes"}
+#: The flow each deployment's name is read under.
+FLOW_OF = {**dict.fromkeys(RETRAIN_DEPLOYMENTS, "retrain"), **dict.fromkeys(SCORE_DEPLOYMENTS, "score"),
+           "on-demand": "automl"}
 SEARCH_DEPLOYMENT = "automl-search"
 TINY = {"max_runtime_secs": 20, "max_models": 2, "verbose": False}  # a run's options (RunConfig names)
 
@@ -91,6 +95,7 @@ def test_prefect_yaml_declares_the_schedules_and_their_parameters():
     from automl.data import builtin_cards
     from flows.automl_flow import automl_flow
     from flows.retrain import retrain_flow
+    from flows.score import score_flow
     from flows.search_worker import search_worker_flow
 
     config = yaml.safe_load((REPO / "prefect.yaml").read_text())
@@ -102,8 +107,9 @@ def test_prefect_yaml_declares_the_schedules_and_their_parameters():
     assert f"{search_worker_flow.name}/{SEARCH_DEPLOYMENT}" == FAN_OUT_DEPLOYMENT
     assert search["entrypoint"] == "flows/search_worker.py:search_worker_flow" and not search["schedules"]
     assert search["work_pool"]["name"] == "automl-search"
-    assert set(RETRAIN_DEPLOYMENTS) | {"on-demand"} == set(deployments)
-    flows = {"flows/retrain.py:retrain_flow": retrain_flow, "flows/automl_flow.py:automl_flow": automl_flow}
+    assert set(FLOW_OF) == set(deployments)
+    flows = {"flows/retrain.py:retrain_flow": retrain_flow, "flows/automl_flow.py:automl_flow": automl_flow,
+             "flows/score.py:score_flow": score_flow}
     for name, deployment in deployments.items():
         fn = flows[deployment["entrypoint"]]
         accepted = set(inspect.signature(fn.fn).parameters)
@@ -115,10 +121,17 @@ def test_prefect_yaml_declares_the_schedules_and_their_parameters():
             CronSchedule(cron=schedule["cron"], timezone=schedule["timezone"])  # raises on a bad cron
             assert schedule["parameters"] and set(schedule["parameters"]) <= accepted, (name, schedule)
             RunConfig.from_options(**schedule["parameters"].get("options", {}))  # the names exist, the values hold
+        assert fn.name == FLOW_OF[name]
         if name in RETRAIN_DEPLOYMENTS:
             assert deployment["entrypoint"] == "flows/retrain.py:retrain_flow"
             assert deployment["parameters"]["dataset"] == RETRAIN_DEPLOYMENTS[name]
             assert deployment["schedules"], name
+    # Scoring that sees drift retrains the project at once: the trigger matches the scoring run's event.
+    from flows.notify import DRIFT, project_resource
+
+    trigger = deployments["diabetes-nightly"]["triggers"][0]
+    assert trigger["expect"] == [DRIFT]
+    assert trigger["match"] == {"prefect.resource.id": project_resource("diabetes")["prefect.resource.id"]}
 
 
 def _wait_final(client, flow_run_id, worker_log: Path, timeout: float = 480):
@@ -133,7 +146,7 @@ def _wait_final(client, flow_run_id, worker_log: Path, timeout: float = 480):
         time.sleep(2)
 
 
-def test_deploy_schedule_and_retrain_through_a_worker(prefect_api, tmp_path):
+def test_deploy_schedule_and_retrain_through_a_worker(prefect_api, pg_url, tmp_path):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
         ArtifactFilter,
@@ -158,8 +171,7 @@ def test_deploy_schedule_and_retrain_through_a_worker(prefect_api, tmp_path):
     with prefect_server(prefect_api), get_client(sync_client=True) as client:
         search = client.read_deployment_by_name(f"search-worker/{config.pop(SEARCH_DEPLOYMENT)['name']}")
         assert search.work_pool_name == "automl-search" and not search.schedules
-        deployments = {name: client.read_deployment_by_name(f"{'automl' if name == 'on-demand' else 'retrain'}/{name}")
-                       for name in config}
+        deployments = {name: client.read_deployment_by_name(f"{FLOW_OF[name]}/{name}") for name in config}
         for name, deployment in deployments.items():
             assert deployment.work_pool_name == "automl-pool"
             assert deployment.parameters == config[name]["parameters"]
@@ -250,6 +262,74 @@ def test_deploy_schedule_and_retrain_through_a_worker(prefect_api, tmp_path):
         assert "margin -1.0000" in history["reason"].iloc[1]
         champion = json.loads((project / "champion" / "champion.json").read_text())
         assert champion["champion"] == history["challenger"].iloc[1]
+
+        # The production loop on the same worker: PostgreSQL rows, a drifted feature, scoring, a retrain.
+        _the_loop_on_postgresql(prefect_api, pg_url, runs_dir, worker_log)
     finally:
         _stop(worker)
     assert worker.poll() is not None
+
+
+FEATURES = ["Pregnancies", "Glucose", "BloodPressure", "SkinThickness", "Insulin", "BMI", "DiabetesPedigreeFunction",
+            "Age"]
+
+
+def _the_loop_on_postgresql(prefect_api: str, pg_url: str, runs_dir: Path, worker_log: Path) -> None:
+    """Issue 36's loop through the deployments: a champion from a SQL query; new rows with one feature shifted;
+    the scoring deployment scores them, finds drift on that feature alone and emits the event; a retrain on all
+    rows decides by the rule; the history holds both runs with their rows and sources; nothing left Running."""
+    import sqlalchemy
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.objects import StateType
+    from prefect.deployments import run_deployment
+    from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+
+    table, project = f"events_{os.getpid()}_{int(time.time())}", f"loop-{os.getpid()}"
+    columns = ", ".join(f'"{c}"' for c in [*FEATURES, "Outcome"])
+    rows = pd.read_csv(REPO / "datasets" / "diabetes.csv").sample(frac=1.0, random_state=0)
+    engine = sqlalchemy.create_engine(pg_url)
+    rows.iloc[:600].assign(batch=1).to_sql(table, engine, index=False)
+    retrain = {"dataset": pg_url, "options": {**TINY, "query": f"SELECT {columns} FROM {table}", "target": "Outcome",
+                                              "project": project}}
+    try:
+        with prefect_server(prefect_api), get_client(sync_client=True) as client:
+            def retrain_now() -> None:
+                _wait_final(client, run_deployment("retrain/diabetes-nightly", parameters=retrain, timeout=0).id,
+                            worker_log)
+
+            retrain_now()
+            shifted = rows.iloc[600:]
+            shifted.assign(Glucose=shifted["Glucose"] + 40, batch=2).to_sql(table, engine, index=False,
+                                                                            if_exists="append")
+            since = datetime.now(UTC)
+            score = run_deployment("score/diabetes-scoring", timeout=0, parameters={
+                "dataset": pg_url, "project": project,
+                "options": {"query": f"SELECT {columns} FROM {table} WHERE batch = 2"}})
+            _wait_final(client, score.id, worker_log)
+            drift = pd.read_csv(next((runs_dir / project / "scores").glob("*-drift.csv")))
+            features = drift[drift["role"] == "feature"].set_index("feature")
+            assert features.loc["Glucose", "status"] == "drifted", features
+            assert (features.drop(index="Glucose")["status"] == "ok").all(), features
+            def drift_event() -> bool:  # events reach the server asynchronously
+                events = client.read_events(EventFilter(event=EventNameFilter(name=["automl.drift.detected"]),
+                                                        resource=EventResourceFilter(
+                                                            id=[f"automl.project.{project}"])))
+                return any(e.occurred >= since and "Glucose" in e.payload["drifted"] for e in events.events)
+
+            wait_for("the drift event", drift_event, timeout=60, alive=lambda: True)
+            retrain_now()
+            running = client.read_flow_runs(flow_run_filter=FlowRunFilter(state=FlowRunFilterState(
+                type=FlowRunFilterStateType(any_=[StateType.RUNNING, StateType.PENDING]))))
+            assert not running, [(r.name, r.state_name) for r in running]
+    finally:
+        with engine.begin() as connection:
+            connection.execute(sqlalchemy.text(f"DROP TABLE IF EXISTS {table}"))
+        engine.dispose()
+    history = pd.read_csv(runs_dir / project / "leaderboard_history.csv")
+    assert len(history) == 2 and list(history["promoted"])[0] == "yes"
+    labelled = [600, len(rows)]  # every Pima row is labelled; the fixed holdout takes one in five of them
+    assert (history["rows"] + history["holdout_rows"]).tolist() == labelled
+    assert history["dataset_fingerprint"].nunique() == 2 and history["source"].str.startswith("query 'SELECT").all()
+    assert "Glucose" in history["drift"].iloc[1]  # the second run's rows drifted from the champion's
+    assert "password" not in history["source"].iloc[0]

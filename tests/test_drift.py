@@ -227,5 +227,5 @@ def test_bad_input_says_what_is_wrong(diabetes):
         compare(profile, diabetes.iloc[:0])
     with pytest.raises(ValueError, match=r"unique, but got twice=\['BMI'\]"):
         compare(profile, pd.concat([diabetes, diabetes["BMI"]], axis=1))
-    with pytest.raises(ValueError, match="one row per row of the frame"):
-        compare(profile, diabetes, predictions=np.zeros(len(diabetes) - 1))
+    with pytest.raises(ValueError, match="1-D or 2-D"):
+        compare(profile, diabetes, predictions=np.zeros((3, 2, 2)))

@@ -7,7 +7,6 @@ API URL (Prefect reads its settings once, at import).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -22,19 +21,13 @@ import pytest
 
 from automl.data import load
 from automl.errors import InputError
-from conftest import prefect_server, run_module
+from conftest import run_module, tree_digest
 
 # Prefect reads its settings once, at import: start the server (and set PREFECT_API_URL) before any
 # test here imports it, so that later in-process tests of the session talk to that server too.
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
 BUDGET = dict(max_runtime_secs=20, max_models=2, verbose=False)
-
-
-@pytest.fixture(scope="module")
-def on_server(prefect_api):
-    with prefect_server(prefect_api) as url:
-        yield url
 
 
 @pytest.fixture(scope="module")
@@ -46,13 +39,6 @@ def diabetes_runs(on_server, tmp_path_factory):
     first = retrain_flow(dataset="diabetes", output_root=str(root), options=BUDGET)
     second = retrain_flow(dataset="diabetes", output_root=str(root), options={**BUDGET, "seed": 2})
     return first, second, root / "diabetes"
-
-
-def _tree_digest(folder: Path) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(folder)).encode() + path.read_bytes())
-    return digest.hexdigest()
 
 
 # -- the fixed holdout ------------------------------------------------------------------
@@ -264,14 +250,14 @@ def test_a_worse_challenger_leaves_the_champion_untouched(diabetes_runs, tmp_pat
     noisy = frame[~in_holdout].assign(Outcome=np.random.default_rng(0).integers(0, 2, int((~in_holdout).sum())))
     noisy = noisy[~holdout_mask(noisy)]  # keep the holdout exactly the same rows as before
     pd.concat([frame[in_holdout], noisy]).to_csv(tmp_path / "diabetes-random-labels.csv", index=False)
-    before = _tree_digest(project / "champion")
+    before = tree_digest(project / "champion")
 
     result = retrain_flow(dataset=str(tmp_path / "diabetes-random-labels.csv"), output_root=str(project.parent),
                           options={**BUDGET, "target": "Outcome", "project": "diabetes"})
     assert result["promoted"] == "no"
     assert result["ci_high"] < 0, result["reason"]  # worse by more than noise, not just "not better"
     assert result["holdout_rows"] == int(in_holdout.sum())
-    assert _tree_digest(project / "champion") == before
+    assert tree_digest(project / "champion") == before
     history = pd.read_csv(project / "leaderboard_history.csv")
     assert len(history) == 3 and history["promoted"].iloc[-1] == "no"
 
@@ -316,11 +302,11 @@ def test_an_unreadable_champion_is_never_replaced(on_server, tmp_path):
     champion = tmp_path / "damaged" / "champion"
     _glm_champion(champion)
     (champion / "fold_0" / "preprocessor.joblib").write_bytes(b"not a pickle")
-    before = _tree_digest(champion)
+    before = tree_digest(champion)
 
     with pytest.raises(ChampionUnreadable, match="restore it, or remove the folder"):
         retrain_flow(dataset="diabetes", output_root=str(tmp_path), options={**BUDGET, "project": "damaged"})
-    assert _tree_digest(champion) == before
+    assert tree_digest(champion) == before
     history = pd.read_csv(champion.parent / "leaderboard_history.csv")
     assert list(history["promoted"]) == ["no"]
     assert history["reason"].iloc[0].startswith("not promoted: champion unreadable: champion in ")
@@ -363,3 +349,23 @@ def test_bad_input_fails_fast_with_one_line(on_server, tmp_path, kwargs, message
         retrain_flow(**params)
     assert message in str(err.value) and "\n" not in str(err.value)
     assert not list(tmp_path.iterdir()), "nothing may be written for bad input"
+
+
+@pytest.mark.parametrize(("dataset", "query", "message"), [
+    ("{pg}", "SELECT no_such_column FROM pg_class", "no_such_column"),
+    ("postgresql://postgres@127.0.0.1:1/test", "SELECT 1 AS x", "127.0.0.1:1"),
+    ("{empty}", None, "no .csv, .parquet or .pq file in it"),
+])
+def test_a_source_that_fails_fails_the_run_in_one_line_and_leaves_the_project_as_it_was(
+        diabetes_runs, pg_url, tmp_path, dataset, query, message):
+    from flows.retrain import retrain_flow
+
+    _, _, project = diabetes_runs
+    (tmp_path / "empty").mkdir()
+    before = tree_digest(project)
+    options = {"verbose": False, "target": "Outcome", "project": "diabetes", **({"query": query} if query else {})}
+    with pytest.raises(InputError) as err:
+        retrain_flow(dataset=dataset.format(pg=pg_url, empty=tmp_path / "empty"), output_root=str(project.parent),
+                     options=options)
+    assert message in str(err.value) and "\n" not in str(err.value), str(err.value)
+    assert tree_digest(project) == before
