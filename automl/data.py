@@ -33,8 +33,8 @@ from automl.sources import (
 )
 from automl.tables import check_unique_names, compact, path_exists, read_table
 
-__all__ = ["DatasetCard", "Dataset", "cards_dir", "builtin_cards", "load", "from_frame", "read_table", "compact",
-           "distinct_counts", "validate", "TASKS", "MAX_CLASSES"]
+__all__ = ["DatasetCard", "Dataset", "cards_dir", "builtin_cards", "load", "load_rows", "from_frame", "read_table",
+           "compact",           "distinct_counts", "validate", "TASKS", "MAX_CLASSES"]
 
 TASKS = ("binary", "multiclass", "regression", "image")
 #: A text column whose values parse as numbers this often is a numeric column with typos.
@@ -158,6 +158,26 @@ def _load(source: Source, target: str | None, task: str | None, version: str | N
     kept = newest_rows(frame, source, where)
     ds = _checked(kept, _with_overrides(card, target, task, where), where)
     return _with_provenance(ds, kind, location, files, source, len(frame), version)
+
+
+def load_rows(source: Source | str) -> Dataset:
+    """Rows to score, read as :func:`load` reads ``source`` (with its date window), without a target: new rows
+    may have none, and no check that belongs to training data (a target's values) applies. Tables only."""
+    source = as_source(source)
+    card = builtin_cards().get(source.location)
+    if card is not None and card.task == "image" or card is None and _holds_images(source, Path(source.location)):
+        raise InputError(f"{source.shown}: image data; score images with python -m automl.predict MODEL_DIR DATA")
+    if card is not None:
+        frame, where, files = _load_builtin(card, None)
+        kind, location = "builtin", card.name
+    else:
+        (frame, files), where = read(source, None), source.shown
+        kind, location, card = source.kind, where, DatasetCard(name=_slug(source.name))
+    kept = newest_rows(frame, source, where).reset_index(drop=True)
+    if kept.empty:
+        raise InputError(f"{where}: no rows to score" + (" in the date window" if source.newest_days else ""))
+    ds = Dataset(kept, card, where, _fingerprint(kept, card))
+    return _with_provenance(ds, kind, location, files, source, len(frame))
 
 
 def _holds_images(source: Source, path: Path) -> bool:

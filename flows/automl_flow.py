@@ -121,7 +121,7 @@ def _ingest_cache_key(context: Any, parameters: dict[str, Any]) -> str | None:
     return None if key is None else f"automl-ingest-{key}"
 
 
-def _retry_unless_input_error(task: Any, task_run: Any, state: Any) -> bool:
+def retry_unless_input_error(task: Any, task_run: Any, state: Any) -> bool:
     """Retry reading flaky storage, but not input the user must fix."""
     try:
         state.result()
@@ -140,7 +140,7 @@ def _ingest_run_name() -> str:
 
 
 @task(name="ingest", task_run_name=_ingest_run_name, retries=2, retry_delay_seconds=1,
-      retry_condition_fn=_retry_unless_input_error, cache_key_fn=_ingest_cache_key,
+      retry_condition_fn=retry_unless_input_error, cache_key_fn=_ingest_cache_key,
       cache_expiration=INGEST_CACHE_TTL)
 def ingest(source: Source | str, target: str | None = None, task_type: str | None = None) -> Dataset:
     """Load and validate a built-in dataset, a file, a folder, a glob pattern or a query (``RunConfig.source``);

@@ -28,11 +28,11 @@ from prefect.cache_policies import NO_CACHE
 
 from automl.champion import PROFILE_FILE, load_champion
 from automl.config import RunConfig
-from automl.data import Dataset
+from automl.data import Dataset, load_rows
 from automl.errors import InputError
 from automl.io import write_csv
-from automl.sources import describe
-from flows.automl_flow import artifact_key, ingest, run_id, runs_root, secret_dataset
+from automl.sources import Source, describe
+from flows.automl_flow import artifact_key, retry_unless_input_error, run_id, runs_root, secret_dataset
 from flows.notify import DRIFT, announce, on_failure
 
 __all__ = ["score_flow", "score_rows", "write_scores"]
@@ -95,6 +95,13 @@ def _predictions(scores: pd.DataFrame) -> Any:
     return scores[probabilities].to_numpy() if probabilities else scores["predict"].to_numpy(dtype=float)
 
 
+@task(name="read-rows", task_run_name="read-rows-{source.name}", cache_policy=NO_CACHE, retries=2,
+      retry_delay_seconds=10, retry_condition_fn=retry_unless_input_error)
+def read_rows(source: Source) -> Dataset:
+    """The rows to score (new rows each run: never cached); flaky storage is retried, bad input is not."""
+    return load_rows(source)
+
+
 @task(name="load-champion", task_run_name="load-champion-{project}", cache_policy=NO_CACHE)
 def champion_task(project_dir: Path, project: str) -> tuple[Any, dict[str, Any]]:
     champion, info = load_champion(project_dir / "champion")
@@ -147,7 +154,7 @@ def score_flow(dataset: str | None = None, project: str | None = None, options: 
     """
     dataset = secret_dataset(dataset, database_url_secret)
     config = RunConfig.from_options(**{**(options or {}), "dataset": dataset})
-    ds = ingest(config.source, config.target, config.task)
+    ds = read_rows(config.source)
     project = project or config.project or ds.card.name
     project_dir = runs_root(output_root) / project
     champion, info = champion_task(project_dir, project)
