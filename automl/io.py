@@ -68,6 +68,20 @@ def write_csv(frame: pd.DataFrame, path: Path, verbatim: Collection[str] = ()) -
     atomic_write_text(path, safe.to_csv(index=False))
 
 
+def write_parquet(frame: pd.DataFrame, path: Path) -> None:
+    """Write ``frame`` atomically as Parquet: a temporary file in the same folder, then a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        frame.to_parquet(tmp, index=False)
+        os.chmod(tmp, 0o666 & ~_UMASK)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 @contextmanager
 def atomic_dir(path: Path) -> Iterator[Path]:
     """Yield a temporary folder; on success it replaces ``path`` whole, on error it vanishes."""

@@ -5,9 +5,9 @@ For a project trained by ``flows/retrain.py`` (``<output_root>/<project>/champio
 1. reads the source (a file, a folder or glob of files, a SQL query: the same kinds as a run's dataset);
 2. checks that the champion can score it (its columns; the classes of a target column, when the rows have one):
    if not, the flow run fails with the one-line reason and writes nothing;
-3. writes the predictions with the champion's id and the time: ``scores/<run-id>.csv`` in the project folder,
-   another folder (``destination``), or a table of a database (``destination`` a URL, ``table`` its name),
-   appended in one transaction;
+3. writes the predictions with the champion's id and the time: ``scores/<run-id>.csv`` (or ``.parquet``) in
+   the project folder, another folder (``destination``), or a table of a database (``destination`` a URL,
+   ``table`` its name), appended in one transaction;
 4. compares the rows and the predictions with the champion's training rows (:mod:`automl.drift`), writes
    ``scores/<run-id>-drift.csv`` and emits ``automl.drift.detected`` when a feature drifted
    (:mod:`flows.notify`): a deployment trigger can retrain on it;
@@ -30,7 +30,7 @@ from automl.champion import PROFILE_FILE, load_champion
 from automl.config import RunConfig
 from automl.data import Dataset, load_rows
 from automl.errors import InputError
-from automl.io import write_csv
+from automl.io import write_csv, write_parquet
 from automl.sources import Source, describe
 from flows.automl_flow import artifact_key, retry_unless_input_error, run_id, runs_root, secret_dataset
 from flows.notify import DRIFT, announce, on_failure
@@ -63,12 +63,15 @@ def score_rows(champion: Any, info: dict[str, Any], ds: Dataset, keep_columns: l
 
 
 def write_scores(scores: pd.DataFrame, folder: Path, name: str, database: str | None = None,
-                 table: str | None = None) -> str:
-    """Write ``scores`` atomically: ``<folder>/<name>.csv``, or appended to ``table`` of the database URL
-    ``database`` in one transaction. Returns where they went (a URL without its password)."""
+                 table: str | None = None, file_format: str = "csv") -> str:
+    """Write ``scores`` atomically: ``<folder>/<name>.csv`` (or ``.parquet``), or appended to ``table`` of the
+    database URL ``database`` in one transaction. Returns where they went (a URL without its password)."""
     if database is None:
-        path = folder / f"{name}.csv"
-        write_csv(scores, path, verbatim=["predict"])
+        path = folder / f"{name}.{file_format}"
+        if file_format == "parquet":
+            write_parquet(scores, path)
+        else:
+            write_csv(scores, path, verbatim=["predict"])
         return str(path)
     if not table:
         raise InputError(f"destination {database!r} is a database: give the table to append the predictions to")
@@ -141,17 +144,20 @@ def drift_task(champion_dir: Path, ds: Dataset, scores: pd.DataFrame, project: s
 def score_flow(dataset: str | None = None, project: str | None = None, options: dict[str, Any] | None = None,
                output_root: str | None = None, destination: str | None = None, table: str | None = None,
                keep_columns: list[str] | None = None, notify: str | None = None,
-               database_url_secret: str | None = None) -> dict[str, Any]:
+               database_url_secret: str | None = None, file_format: str = "csv") -> dict[str, Any]:
     """Score ``dataset`` (a file, folder, glob or database URL; ``options`` as for a run, e.g. ``query``,
     ``newest_days``, ``date_column``) with the champion of ``project`` (default: the dataset's name) under
     ``output_root`` (else ``$AUTOML_RUNS_DIR``, else ``runs``).
 
-    Predictions go to ``<project>/scores/<run-id>.csv``, to the folder ``destination``, or, when
+    Predictions go to ``<project>/scores/<run-id>.csv`` (``file_format="parquet"``: ``.parquet``), to the folder
+    ``destination``, or, when
     ``destination`` is a database URL, are appended to its ``table``. ``keep_columns`` copies input
     columns (an id) beside them. ``dataset`` may come from the Prefect ``Secret`` block
     ``database_url_secret``; ``notify`` names a notification block (:mod:`flows.notify`). Returns where the
     predictions went, the row count and the drift summary.
     """
+    if file_format not in ("csv", "parquet"):
+        raise InputError(f"file_format must be 'csv' or 'parquet', but got {file_format=}")
     dataset = secret_dataset(dataset, database_url_secret)
     config = RunConfig.from_options(**{**(options or {}), "dataset": dataset})
     ds = read_rows(config.source)
@@ -162,7 +168,7 @@ def score_flow(dataset: str | None = None, project: str | None = None, options: 
     name = run_id()
     database = destination if destination and "://" in destination else None
     folder = Path(destination) if destination and database is None else project_dir / "scores"
-    where = write_scores(scores, folder, name, database, table)
+    where = write_scores(scores, folder, name, database, table, file_format)
     drift_text = drift_task(project_dir / "champion", ds, scores, project, project_dir / "scores" / f"{name}-drift.csv",
                             notify)
     summary = {"project": project, "rows": len(scores), "predictions": where, "model_id": champion.model_id,

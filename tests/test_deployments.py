@@ -184,6 +184,13 @@ def test_deploy_schedule_and_retrain_through_a_worker(prefect_api, pg_url, tmp_p
                 assert schedule.active and schedule.parameters == declared[slug]["parameters"]
                 assert (schedule.schedule.cron, schedule.schedule.timezone) == (declared[slug]["cron"], "UTC")
 
+        # The drift trigger became an automation that runs the nightly retrain on the scoring run's event.
+        nightly = deployments["diabetes-nightly"]
+        linked = client.read_resource_related_automations(f"prefect.deployment.{nightly.id}")
+        assert any(a.trigger.expect == {"automl.drift.detected"} and a.enabled
+                   and a.trigger.match.model_dump().get("prefect.resource.id") == "automl.project.diabetes"
+                   for a in linked), linked
+
         # The scheduler plans upcoming runs of every scheduled deployment, with each schedule's parameters.
         scheduled_ids = [deployments[name].id for name in RETRAIN_DEPLOYMENTS]
         deadline = time.monotonic() + 120

@@ -10,6 +10,7 @@ import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -141,7 +142,7 @@ def test_rows_the_champion_cannot_score_fail_the_run_with_one_line_and_touch_not
     rows = {"drop_column": new.drop(columns=["BMI"]), "new_class": new.assign(Outcome=np.where(new.index < 3, 7, 0)),
             "no_champion": new}[change]
     rows.to_csv(root / f"{change}.csv", index=False)
-    before = tree_digest(project)
+    before, since = tree_digest(project), time.time()
     state: State = score_flow(dataset=str(root / f"{change}.csv"), project="nobody" if change == "no_champion"
                               else "pima", output_root=str(root), options={"target": "Outcome"}, return_state=True)
     assert state.is_failed()
@@ -149,3 +150,32 @@ def test_rows_the_champion_cannot_score_fail_the_run_with_one_line_and_touch_not
     assert len(message.splitlines()) == 1, message
     assert {"drop_column": "BMI", "new_class": "7", "no_champion": "no champion"}[change] in message
     assert tree_digest(project) == before
+    failed = _events("automl.run.failed", "nobody" if change == "no_champion" else "pima", since)
+    assert failed and failed[0].payload["message"].endswith(message.rpartition("InputError: ")[2])
+
+
+def test_predictions_go_to_parquet_or_are_appended_to_a_database_table(pima, pg_url, tmp_path):
+    import os
+
+    import sqlalchemy
+
+    from flows.score import score_flow
+
+    root, _, new = pima
+    new.to_csv(root / "batch.csv", index=False)
+    result = score_flow(dataset=str(root / "batch.csv"), project="pima", output_root=str(root),
+                        destination=str(tmp_path / "out"), file_format="parquet")
+    parquet = pd.read_parquet(result["predictions"])
+    assert Path(result["predictions"]).parent == tmp_path / "out" and len(parquet) == len(new)
+    table, engine = f"automl_scores_{os.getpid()}", sqlalchemy.create_engine(pg_url)
+    try:
+        for _ in range(2):  # a second run appends its rows
+            result = score_flow(dataset=str(root / "batch.csv"), project="pima", output_root=str(root),
+                                destination=pg_url, table=table)
+        stored = pd.read_sql(f"SELECT * FROM {table}", engine)
+        assert table in result["predictions"] and len(stored) == 2 * len(new)
+        assert stored["p_1"].round(6).tolist() == 2 * parquet["p_1"].round(6).tolist()
+    finally:
+        with engine.begin() as connection:
+            connection.execute(sqlalchemy.text(f"DROP TABLE IF EXISTS {table}"))
+        engine.dispose()
