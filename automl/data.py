@@ -34,7 +34,7 @@ from automl.sources import (
 from automl.tables import check_unique_names, compact, path_exists, read_table
 
 __all__ = ["DatasetCard", "Dataset", "cards_dir", "builtin_cards", "load", "load_rows", "from_frame", "read_table",
-           "compact",           "distinct_counts", "validate", "TASKS", "MAX_CLASSES"]
+           "compact", "distinct_counts", "validate", "TASKS", "MAX_CLASSES"]
 
 TASKS = ("binary", "multiclass", "regression", "image")
 #: A text column whose values parse as numbers this often is a numeric column with typos.
