@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from automl.html_page import Section, embed, figure, note, page, plotting, table
 from automl.io import atomic_write_text
-from automl.report import _figure, _img, _note, _page, _plotting, _Section, _table
 
 __all__ = ["write_history_report", "HISTORY_REPORT"]
 
@@ -32,22 +32,22 @@ def champion_scores(history: pd.DataFrame) -> pd.Series:
 def write_history_report(history: pd.DataFrame, path: Path, project: str) -> None:
     """Write ``path`` atomically from the project's history frame (``leaderboard_history.csv``)."""
     metric = str(history["metric"].iloc[-1]) if len(history) else "score"
-    sections = [_chart_section(history, metric), _Section("runs", "Runs", _table(
+    sections = [_chart_section(history, metric), Section("runs", "Runs", table(
         history[[c for c in SHOWN if c in history.columns]].iloc[::-1].reset_index(drop=True),
         ["" for _ in range(len(history))]))]
     facts = {"project": project, "runs": str(len(history)),
              "promotions": str(int(history["promoted"].astype(str).eq("yes").sum())) if len(history) else "0"}
-    atomic_write_text(path, _page(f"{project}: retraining history", facts, sections))
+    atomic_write_text(path, page(f"{project}: retraining history", facts, sections))
 
 
-def _chart_section(history: pd.DataFrame, metric: str) -> _Section:
+def _chart_section(history: pd.DataFrame, metric: str) -> Section:
     if len(history) == 0:
-        return _Section("scores", "Scores over time", _note("No run yet."))
+        return Section("scores", "Scores over time", note("No run yet."))
     when = pd.to_datetime(history["time"], utc=True, errors="coerce")
     champion, challenger = champion_scores(history), history["challenger_holdout"].astype(float)
     promoted = history["promoted"].astype(str).eq("yes").to_numpy()
-    with _plotting():
-        fig = _figure(9, 3.6)
+    with plotting():
+        fig = figure(9, 3.6)
         ax = fig.add_subplot()
         ax.step(when, champion, where="post", color="#1f6feb", label="champion")
         ax.scatter(when, challenger, color="#999", s=18, label="challenger", zorder=3)
@@ -55,8 +55,8 @@ def _chart_section(history: pd.DataFrame, metric: str) -> _Section:
         ax.set_ylabel(f"{metric} on the fixed holdout")
         ax.legend(loc="best", frameon=False)
         fig.autofmt_xdate()
-        image = _img(fig, f"The champion's {metric} on the fixed holdout after each run, challengers and promotions")
-    note = _note("Each run scores the champion and its challenger on the run's fixed holdout rows (one row in five "
+        image = embed(fig, f"The champion's {metric} on the fixed holdout after each run, challengers and promotions")
+    caption = note("Each run scores the champion and its challenger on the run's fixed holdout rows (one row in five "
                  "by a hash of its content: the same rows whenever they are present). A challenger is promoted by "
                  "the rule in the run's reason.")
-    return _Section("scores", "Scores over time", image + note)
+    return Section("scores", "Scores over time", image + caption)

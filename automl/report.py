@@ -15,22 +15,15 @@ the same for a thousand rows or a million.
 
 from __future__ import annotations
 
-import base64
-import html
-import io
-import json
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from automl.html_page import Section, embed, figure, note, page, plotting, table
 from automl.io import atomic_write_text
 from automl.metrics import Metric, get
-from automl.version import __version__
 
 __all__ = ["write_report", "section_ids", "chart_rows", "history_points"]
 
@@ -47,37 +40,11 @@ MAX_ANNOTATED_CLASSES = 15
 MAX_CHART_ROWS = 20_000
 #: Trials drawn in the search history chart, besides those that set a new best.
 MAX_HISTORY_TRIALS = 1_000
-#: Table columns holding JSON, folded into a ``<details>`` cell so that rows stay one line high.
-FOLDED_COLUMNS = ("hyperparameters", "params")
-#: Characters of folded JSON shown in the summary of its cell.
-FOLDED_PREFIX = 16
 
-_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
-_STYLE = """
-body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1d1d1f;
-       max-width: 1240px; margin: 0 auto; padding: 1.5rem; }
-h1 { margin-bottom: .2rem; } h2 { border-bottom: 1px solid #ddd; padding-bottom: .2rem; margin-top: 2.2rem; }
-nav a { margin-right: 1rem; } .meta, .note, figcaption { color: #555; }
-.scroll { overflow-x: auto; }
-table { border-collapse: collapse; font-size: 13px; margin: .8rem 0; }
-th, td { border: 1px solid #ddd; padding: .25rem .5rem; text-align: left; vertical-align: top; }
-summary { cursor: pointer; white-space: nowrap; font-family: ui-monospace, monospace; }
-details[open] > code { display: block; width: 26em; white-space: pre-wrap; overflow-wrap: anywhere; }
-th { background: #f3f3f3; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-tr.leader td { font-weight: 600; background: #e8f0fe; } tr.tie td { background: #f5f9ff; }
-img { max-width: 100%; height: auto; display: block; margin: .6rem 0; }
-dl { display: grid; grid-template-columns: max-content auto; gap: .15rem 1rem; }
-dt { font-weight: 600; } dd { margin: 0; }
-"""
+
+
+#: Chart colours: the leader, models tied with it, the others.
 _LEADER, _TIE, _OTHER = "#1f4e9e", "#6f9ad6", "#9a9a9a"
-
-
-@dataclass
-class _Section:
-    id: str
-    heading: str
-    body: str
 
 
 def section_ids(task: str) -> list[str]:
@@ -138,7 +105,7 @@ def write_report(path: Path, *, title: str, task: str, classes: list, sort_metri
         kind = "a seeded random" if task == "regression" else "a seeded, class-stratified"
         charted = f"{evaluation} ({kind} sample of {len(rows):,} of {len(y):,} rows)"
         y, oof = np.asarray(y)[rows], {m: np.asarray(p)[rows] for m, p in oof.items()}
-    with _plotting():
+    with plotting():
         sections = [_leaderboard_section(board, sort_metric, metric, evaluation)]
         if task == "binary":
             sections += _curve_sections(board, y, oof, classes, charted)
@@ -152,20 +119,20 @@ def write_report(path: Path, *, title: str, task: str, classes: list, sort_metri
     facts = {"Task": task, "Sort metric": sort_metric, "Evaluation": evaluation, "Models": str(len(board)),
              "Leader": leader or "none",
              **{str(k): str(v) for k, v in (summary or {}).items()}}
-    atomic_write_text(path, _page(title, facts, sections))
+    atomic_write_text(path, page(title, facts, sections))
 
 
 # -- sections -----------------------------------------------------------------------------
-def _leaderboard_section(board: pd.DataFrame, sort_metric: str, metric: Metric | None, evaluation: str) -> _Section:
+def _leaderboard_section(board: pd.DataFrame, sort_metric: str, metric: Metric | None, evaluation: str) -> Section:
     low, high = f"{sort_metric}_ci_low", f"{sort_metric}_ci_high"
     has_ci = low in board and high in board
     tie = board["indistinguishable_from_leader"].fillna(False).astype(bool) \
         if "indistinguishable_from_leader" in board else pd.Series(False, index=board.index)
     row_classes = ["leader" if i == 0 else "tie" if tie.iloc[i] else "" for i in range(len(board))]
-    body = [_table(board, row_classes)]
+    body = [table(board, row_classes)]
     shown = board[board[sort_metric].notna()].head(MAX_BARS) if sort_metric in board else board.iloc[:0]
     if len(shown):
-        fig = _figure(8, 1.2 + 0.32 * len(shown))
+        fig = figure(8, 1.2 + 0.32 * len(shown))
         ax = fig.add_subplot()
         pos = np.arange(len(shown))[::-1]
         for p, (i, row) in zip(pos, shown.iterrows(), strict=True):
@@ -178,7 +145,7 @@ def _leaderboard_section(board: pd.DataFrame, sort_metric: str, metric: Metric |
         ax.set_yticks(pos, labels=[str(m) for m in shown["model_id"]])
         ax.set_xlabel(f"{sort_metric} ({evaluation}){_direction(metric)}")
         ax.grid(axis="x", alpha=0.3)
-        body.append(_img(fig, "Leaderboard chart: " + sort_metric + " per model"
+        body.append(embed(fig, "Leaderboard chart: " + sort_metric + " per model"
                      + (" with 95% bootstrap confidence intervals" if has_ci else "")))
         notes = ["Best first; the leader is dark blue."]
         if "indistinguishable_from_leader" in board:
@@ -188,21 +155,21 @@ def _leaderboard_section(board: pd.DataFrame, sort_metric: str, metric: Metric |
             notes.append(f"Error bars: 95% bootstrap confidence intervals of the {evaluation} score.")
         if len(board) > len(shown):
             notes.append(f"The chart shows the first {len(shown)} of {len(board)} models.")
-        body.append(_note(" ".join(notes)))
-    return _Section("leaderboard", "Leaderboard", "\n".join(body))
+        body.append(note(" ".join(notes)))
+    return Section("leaderboard", "Leaderboard", "\n".join(body))
 
 
 def _curve_sections(board: pd.DataFrame, y: np.ndarray, oof: dict[str, np.ndarray],
-                    classes: list, evaluation: str) -> list[_Section]:
+                    classes: list, evaluation: str) -> list[Section]:
     from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_curve
 
     top = [m for m in map(str, board["model_id"]) if m in oof and np.isfinite(oof[m]).all()][:TOP_CURVES]
     positive = classes[1] if len(classes) > 1 else 1
     caption = f"{evaluation.capitalize()} predictions of the best {len(top)} model(s); positive class: {positive}."
     if not top:
-        missing = _note(f"No {evaluation} predictions available.")
-        return [_Section("roc", "ROC curves", missing), _Section("pr", "Precision-recall curves", missing)]
-    roc_fig, pr_fig = _figure(6.5, 5), _figure(6.5, 5)
+        missing = note(f"No {evaluation} predictions available.")
+        return [Section("roc", "ROC curves", missing), Section("pr", "Precision-recall curves", missing)]
+    roc_fig, pr_fig = figure(6.5, 5), figure(6.5, 5)
     roc_ax, pr_ax = roc_fig.add_subplot(), pr_fig.add_subplot()
     for model_id in top:
         score = _positive_score(oof[model_id])
@@ -218,22 +185,22 @@ def _curve_sections(board: pd.DataFrame, y: np.ndarray, oof: dict[str, np.ndarra
     for ax in (roc_ax, pr_ax):
         ax.legend(loc="lower right" if ax is roc_ax else "upper right", fontsize=8)
         ax.grid(alpha=0.3)
-    return [_Section("roc", "ROC curves", _img(roc_fig, "ROC curves of the top models") + _note(caption)),
-            _Section("pr", "Precision-recall curves",
-                     _img(pr_fig, "Precision-recall curves of the top models") + _note(caption))]
+    return [Section("roc", "ROC curves", embed(roc_fig, "ROC curves of the top models") + note(caption)),
+            Section("pr", "Precision-recall curves",
+                     embed(pr_fig, "Precision-recall curves of the top models") + note(caption))]
 
 
 def _confusion_section(y: np.ndarray, oof: dict[str, np.ndarray], leader: str | None, classes: list,
-                       evaluation: str) -> _Section:
+                       evaluation: str) -> Section:
     from sklearn.metrics import confusion_matrix
 
     if leader not in oof:
-        return _Section("confusion", "Confusion matrix", _note(f"No {evaluation} predictions for the leader."))
+        return Section("confusion", "Confusion matrix", note(f"No {evaluation} predictions for the leader."))
     n = len(classes)
     matrix = confusion_matrix(y, np.asarray(oof[leader]).argmax(axis=1), labels=np.arange(n))
     share = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     side = min(3.5 + 0.55 * n, 14)
-    fig = _figure(side + 1.2, side)
+    fig = figure(side + 1.2, side)
     ax = fig.add_subplot()
     image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     fig.colorbar(image, ax=ax, label="share of the actual class")
@@ -250,16 +217,16 @@ def _confusion_section(y: np.ndarray, oof: dict[str, np.ndarray], leader: str | 
                "Cells: row count and share of the actual class.")
     counts = pd.DataFrame(matrix, columns=labels)
     counts.insert(0, "actual \\ predicted", labels)
-    body = _img(fig, f"Confusion matrix of {leader}") + _note(caption) + _table(counts, [""] * n)
-    return _Section("confusion", "Confusion matrix", body)
+    body = embed(fig, f"Confusion matrix of {leader}") + note(caption) + table(counts, [""] * n)
+    return Section("confusion", "Confusion matrix", body)
 
 
-def _residuals_section(y: np.ndarray, oof: dict[str, np.ndarray], leader: str | None, evaluation: str) -> _Section:
+def _residuals_section(y: np.ndarray, oof: dict[str, np.ndarray], leader: str | None, evaluation: str) -> Section:
     if leader not in oof:
-        return _Section("residuals", "Residuals", _note(f"No {evaluation} predictions for the leader."))
+        return Section("residuals", "Residuals", note(f"No {evaluation} predictions for the leader."))
     pred = np.asarray(oof[leader], dtype="float64")
     residual = np.asarray(y, dtype="float64") - pred
-    fig = _figure(11, 4.2)
+    fig = figure(11, 4.2)
     scatter, hist = fig.subplots(1, 2, width_ratios=[3, 2])
     scatter.scatter(pred, residual, s=12, alpha=0.55, color=_LEADER, edgecolors="none")
     scatter.axhline(0, color="black", linewidth=1)
@@ -273,25 +240,25 @@ def _residuals_section(y: np.ndarray, oof: dict[str, np.ndarray], leader: str | 
     spread = float(np.sum((y - np.mean(y)) ** 2))
     r2 = 1 - float(np.sum(residual**2)) / spread if spread > 0 else float("nan")
     caption = f"Leader {leader}, {evaluation}: RMSE {rmse:.4g}, MAE {mae:.4g}, R² {r2:.3f}."
-    return _Section("residuals", "Residuals", _img(fig, f"Residuals of {leader}") + _note(caption))
+    return Section("residuals", "Residuals", embed(fig, f"Residuals of {leader}") + note(caption))
 
 
-def _search_section(trials: pd.DataFrame, task: str, fallback: Metric | None) -> _Section:
+def _search_section(trials: pd.DataFrame, task: str, fallback: Metric | None) -> Section:
     value_col = next((c for c in trials.columns if str(c).startswith("validation_")), None)
     heading = "Search history"
     if value_col is None or "state" not in trials:
-        return _Section("search", heading, _note("No search trials were recorded."))
+        return Section("search", heading, note("No search trials were recorded."))
     metric = _metric(value_col.removeprefix("validation_"), task) or fallback
     states = trials["state"].astype(str).value_counts()
     counts = ", ".join(f"{n} {s.lower()}" for s, n in states.items())
     done = trials[(trials["state"] == "COMPLETE") & pd.to_numeric(trials[value_col], errors="coerce").notna()]
     if done.empty:
-        return _Section("search", heading, _note(f"No completed search trials ({counts or 'no trials'})."))
+        return Section("search", heading, note(f"No completed search trials ({counts or 'no trials'})."))
     done = done.assign(**{value_col: pd.to_numeric(done[value_col])}).sort_values("number")
     values, numbers = done[value_col].to_numpy(dtype="float64"), done["number"].to_numpy()
     higher = metric.higher_is_better if metric else True
     shown, records = history_points(values, higher, MAX_HISTORY_TRIALS)
-    fig = _figure(9, 4.2)
+    fig = figure(9, 4.2)
     ax = fig.add_subplot()
     ax.scatter(numbers[shown], values[shown], s=22, color=_TIE, label="completed trial", zorder=2)
     best = values[records]
@@ -303,23 +270,23 @@ def _search_section(trials: pd.DataFrame, task: str, fallback: Metric | None) ->
     ax.grid(alpha=0.3)
     ranked = done.sort_values(value_col, ascending=not higher, kind="mergesort").head(TOP_TRIALS)
     columns = [c for c in ("number", value_col, "best_epoch", "duration_s", "params") if c in ranked]
-    body = [_img(fig, "Search history: validation score per trial and best so far"),
-            _note(f"Validation score of each trial on the search holdout (search bookkeeping, not the leaderboard "
+    body = [embed(fig, "Search history: validation score per trial and best so far"),
+            note(f"Validation score of each trial on the search holdout (search bookkeeping, not the leaderboard "
                   f"protocol). Trials: {counts}."
                   + (f" The chart shows {len(shown):,} of {len(values):,} completed trials, every new best among them."
                      if len(shown) < len(values) else "")),
-            f"<h3>Best {len(ranked)} trials</h3>", _table(ranked[columns], [""] * len(ranked))]
-    return _Section("search", heading, "\n".join(body))
+            f"<h3>Best {len(ranked)} trials</h3>", table(ranked[columns], [""] * len(ranked))]
+    return Section("search", heading, "\n".join(body))
 
 
-def _param_importance_section(importances: dict[str, float] | None) -> _Section:
+def _param_importance_section(importances: dict[str, float] | None) -> Section:
     values = pd.Series(importances or {}, dtype="float64")
     return _bars_section("param-importance", "Hyperparameter importance", values, None,
                          "Importance of each hyperparameter for the search's validation score.",
                          "Not computed for this run: it needs completed search trials.")
 
 
-def _feature_importance_section(frame: pd.DataFrame | None, sort_metric: str) -> _Section:
+def _feature_importance_section(frame: pd.DataFrame | None, sort_metric: str) -> Section:
     values = std = None
     if frame is not None and not frame.empty:
         index = frame["feature"].astype(str)
@@ -332,13 +299,13 @@ def _feature_importance_section(frame: pd.DataFrame | None, sort_metric: str) ->
 
 
 def _bars_section(section_id: str, heading: str, values: pd.Series | None, std: pd.Series | None,
-                  caption: str, missing: str) -> _Section:
+                  caption: str, missing: str) -> Section:
     """A horizontal bar chart of ``values`` (largest first), or ``missing`` as a note."""
     values = values.dropna() if values is not None else None
     if values is None or values.empty:
-        return _Section(section_id, heading, _note(missing))
+        return Section(section_id, heading, note(missing))
     values = values.sort_values(ascending=False, kind="mergesort").head(MAX_BARS)
-    fig = _figure(8, 1.2 + 0.3 * len(values))
+    fig = figure(8, 1.2 + 0.3 * len(values))
     ax = fig.add_subplot()
     pos = np.arange(len(values))[::-1]
     err = None if std is None else std.loc[values.index].fillna(0).to_numpy()
@@ -347,7 +314,7 @@ def _bars_section(section_id: str, heading: str, values: pd.Series | None, std: 
     ax.axvline(0, color="black", linewidth=0.8)
     ax.set_xlabel("Importance")
     ax.grid(axis="x", alpha=0.3)
-    return _Section(section_id, heading, _img(fig, f"{heading} chart") + _note(caption))
+    return Section(section_id, heading, embed(fig, f"{heading} chart") + note(caption))
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -369,108 +336,3 @@ def _positive_score(pred: np.ndarray) -> np.ndarray:
     return pred[:, 1] if pred.ndim == 2 else pred
 
 
-@contextmanager
-def _plotting() -> Iterator[None]:
-    """Matplotlib settings for the report's charts: plain text labels, a readable size."""
-    import matplotlib
-
-    with matplotlib.rc_context({"text.parse_math": False, "font.size": 10, "axes.spines.top": False,
-                                "axes.spines.right": False}):
-        yield
-
-
-def _figure(width: float, height: float) -> Any:
-    """A figure on the Agg canvas, outside pyplot: no global state, no GUI backend."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _img(fig: Any, alt: str) -> str:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", metadata={"Software": None})
-    data = base64.b64encode(buffer.getvalue()).decode("ascii")
-    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
-
-
-def _note(text: str) -> str:
-    return f'<p class="note">{html.escape(text)}</p>'
-
-
-def _cell(value: Any) -> tuple[str, bool]:
-    """Display text of a table cell and whether it is numeric."""
-    if isinstance(value, (bool, np.bool_)):
-        return ("yes" if value else "no"), False
-    if isinstance(value, (int, np.integer)):
-        return str(value), True
-    if isinstance(value, (float, np.floating)):
-        if not np.isfinite(value):
-            return "", True
-        return (f"{value:,.0f}" if abs(value) >= 10_000 else f"{value:.4g}"), True
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, sort_keys=True, default=str), False
-    if value is None or (pd.api.types.is_scalar(value) and pd.isna(value)):
-        return "", False
-    return str(value), False
-
-
-def _folded(text: str) -> str:
-    """A JSON cell as a one-line summary (its first characters) that opens to the whole text."""
-    if not text:
-        return ""
-    short = text if len(text) <= FOLDED_PREFIX else text[:FOLDED_PREFIX] + "…"
-    return f"<details><summary>{html.escape(short)}</summary><code>{html.escape(text)}</code></details>"
-
-
-def _breakable(text: str) -> str:
-    """Escaped ``text`` that may wrap after its underscores: long snake_case names and model ids stay narrow."""
-    return html.escape(text).replace("_", "_<wbr>")
-
-
-def _table(frame: pd.DataFrame, row_classes: list[str]) -> str:
-    head = "".join(f"<th>{_breakable(str(c))}</th>" for c in frame.columns)
-    folded = [c in FOLDED_COLUMNS for c in frame.columns]
-    rows = []
-    for cls, values in zip(row_classes, frame.itertuples(index=False), strict=True):
-        cells = []
-        for value, fold in zip(values, folded, strict=True):
-            text, numeric = _cell(value)
-            if fold:
-                cells.append(f"<td>{_folded(text)}</td>")
-            else:
-                cells.append(f'<td class="num">{html.escape(text)}</td>' if numeric else f"<td>{_breakable(text)}</td>")
-        attr = f' class="{cls}"' if cls else ""
-        rows.append(f"<tr{attr}>{''.join(cells)}</tr>")
-    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
-
-
-def _page(title: str, facts: dict[str, str], sections: list[_Section]) -> str:
-    nav = " ".join(f'<a href="#{s.id}">{html.escape(s.heading)}</a>' for s in sections)
-    meta = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in facts.items())
-    body = "\n".join(f'<section id="{s.id}">\n<h2>{html.escape(s.heading)}</h2>\n{s.body}\n</section>'
-                     for s in sections)
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="{_CSP}">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{html.escape(title)}</title>
-<style>{_STYLE}</style>
-</head>
-<body>
-<header>
-<h1>{html.escape(title)}</h1>
-<dl class="meta">{meta}</dl>
-<nav>{nav}</nav>
-</header>
-<main>
-{body}
-</main>
-<footer><p class="note">Written by automl {html.escape(__version__)}.</p></footer>
-</body>
-</html>
-"""
