@@ -100,9 +100,17 @@ def test_fan_out_to_two_pool_workers_and_one_of_them_dying(prefect_api, pg_url, 
                        and t.datetime_start > max(done)]
             return running[0] if running else None
 
-        trial = wait_for("a pool worker's second trial", busy, timeout=BUDGET, alive=lambda: run.poll() is None,
-                         log=log_path)
-        worker_pid = int(trial.user_attrs["worker"].rpartition(":")[2])
+        while True:
+            trial = wait_for("a pool worker's second trial", busy, timeout=BUDGET, alive=lambda: run.poll() is None,
+                             log=log_path)
+            worker_pid = int(trial.user_attrs["worker"].rpartition(":")[2])
+            # Freeze the flow run's processes, then look again: a trial seen right after a report may have been
+            # pruned (told) before the kill, which then hit no trial. Frozen, nothing more reaches the study.
+            os.killpg(os.getpgid(worker_pid), signal.SIGSTOP)
+            time.sleep(0.5)
+            if next(t for t in _labelled(storage, project, victim) if t.number == trial.number).state.name == "RUNNING":
+                break
+            os.killpg(os.getpgid(worker_pid), signal.SIGCONT)  # it ended before the freeze: wait for another
         flow_run_pid = _parent(worker_pid)
         pool_worker = next(w for w in workers if w.pid in (_parent(flow_run_pid), _parent(_parent(flow_run_pid))))
         os.killpg(os.getpgid(worker_pid), signal.SIGKILL)  # the flow run's process and its automl.worker child
