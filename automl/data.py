@@ -141,20 +141,13 @@ def _load(source: Source, target: str | None, task: str | None, version: str | N
         x, y, _ = load_images(path)
         ds = _image_dataset(DatasetCard(name=_slug(path.stem), target="label", task="image"), x, y, str(path))
         return _with_provenance(ds, source.kind, str(path), [path] if path.is_file() else [])
-    if card is not None:
-        if source.newest_days is not None and source.date_column is None:
-            raise InputError(f"{card.name}: --newest-days without --date-column picks files by modification time; "
-                             "a built-in dataset is one file: add --date-column COL")
-        frame, where, files = _load_builtin(card, target or card.target)
-        kind, location = "builtin", card.name
-        version = fingerprint(replace(source, location=str(files[0]))) if files else None
-    elif source.kind != "file" or path.suffix.lower() in TABLE_SUFFIXES or found:
-        (frame, files), where = read(source, target), source.shown
-        kind, location, card = source.kind, where, DatasetCard(name=_slug(source.name))
-    else:
+    if card is None and source.kind == "file" and path.suffix.lower() not in TABLE_SUFFIXES and not found:
         raise InputError(f"unknown dataset {source.location!r}: use one of {', '.join(sorted(builtin_cards()))}, "
                          "the path of a .csv or .parquet file or of a folder of them, a glob pattern, or a database "
                          "URL with --query")
+    frame, where, files, kind, location, card = _table(source, card, target)
+    if kind == "builtin":
+        version = fingerprint(replace(source, location=str(files[0]))) if files else None
     kept = newest_rows(frame, source, where)
     ds = _checked(kept, _with_overrides(card, target, task, where), where)
     return _with_provenance(ds, kind, location, files, source, len(frame), version)
@@ -167,17 +160,26 @@ def load_rows(source: Source | str) -> Dataset:
     card = builtin_cards().get(source.location)
     if card is not None and card.task == "image" or card is None and _holds_images(source, Path(source.location)):
         raise InputError(f"{source.shown}: image data; score images with python -m automl.predict MODEL_DIR DATA")
-    if card is not None:
-        frame, where, files = _load_builtin(card, None)
-        kind, location = "builtin", card.name
-    else:
-        (frame, files), where = read(source, None), source.shown
-        kind, location, card = source.kind, where, DatasetCard(name=_slug(source.name))
+    frame, where, files, kind, location, card = _table(source, card, None)
     kept = newest_rows(frame, source, where).reset_index(drop=True)
     if kept.empty:
         raise InputError(f"{where}: no rows to score" + (" in the date window" if source.newest_days else ""))
     ds = Dataset(kept, card, where, _fingerprint(kept, card))
     return _with_provenance(ds, kind, location, files, source, len(frame))
+
+
+def _table(source: Source, card: DatasetCard | None, target: str | None
+           ) -> tuple[pd.DataFrame, str, list[Path], str, str, DatasetCard]:
+    """The table ``source`` names, before its date window: a built-in ``card``'s, or its files' or query's; with
+    where it came from, the files read, its kind and location for the provenance, and its card."""
+    if card is not None:
+        if source.newest_days is not None and source.date_column is None:
+            raise InputError(f"{card.name}: --newest-days without --date-column picks files by modification time; "
+                             "a built-in dataset is one file: add --date-column COL")
+        frame, where, files = _load_builtin(card, target or card.target)
+        return frame, where, files, "builtin", card.name, card
+    (frame, files), where = read(source, target), source.shown
+    return frame, where, files, source.kind, where, DatasetCard(name=_slug(source.name))
 
 
 def _holds_images(source: Source, path: Path) -> bool:

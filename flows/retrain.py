@@ -134,7 +134,7 @@ def _profile(state: RunState, leader: Any, holdout: Dataset) -> drift.Profile:
     """The new champion's reference for drift: its training rows, and its predictions on the fixed holdout
     (rows no model trained on, as new rows will be)."""
     return drift.Profile.from_frame(state.dataset.frame, state.dataset.target,
-                                    leader.predict_proba(_features(state, holdout.frame)))
+                                    leader.predict(_features(state, holdout.frame)))
 
 
 def _drift_from_champion(champion_dir: Path, champion: Any, state: RunState, holdout: Dataset
@@ -145,7 +145,7 @@ def _drift_from_champion(champion_dir: Path, champion: Any, state: RunState, hol
     if champion is None or not path.is_file() or getattr(state.dataset, "images", None) is not None:
         return None
     try:  # a champion that cannot score these rows is judged by compare(); its predictions just go unchecked
-        predictions = champion.predict_proba(_features(state, holdout.frame))
+        predictions = champion.predict(_features(state, holdout.frame))
     except Exception:
         predictions = None
     table = drift.compare(drift.Profile.load(path), _features(state, state.dataset.frame), predictions)
@@ -188,9 +188,10 @@ def _announce(state: RunState, row: dict[str, Any], drift_table: pd.DataFrame | 
         announce(PROMOTED, project, f"{row['challenger']} promoted: {row['reason']}", payload, notify)
     else:
         announce(KEPT, project, f"{row['challenger']} refused, the champion stays: {row['reason']}", payload, notify)
-    if drift_table is not None and drift.drifted(drift_table):
+    flagged = [] if drift_table is None else drift.drifted(drift_table)
+    if flagged:
         announce(DRIFT_IN_TRAINING, project, f"retraining on {row['rows']} rows: {row['drift']}",
-                 {"drifted": drift.drifted(drift_table), "run_id": row["run_id"]}, notify)
+                 {"drifted": flagged, "run_id": row["run_id"]}, notify)
 
 
 @task(name="publish", task_run_name="publish-{state.config.project}", cache_policy=NO_CACHE)

@@ -91,13 +91,6 @@ def write_scores(scores: pd.DataFrame, folder: Path, name: str, database: str | 
     return f"{shown} table {table}"
 
 
-def _predictions(scores: pd.DataFrame) -> Any:
-    """The predictions as the champion's profile holds them: class probabilities (``p_<class>`` columns, in the
-    model's class order), or the predicted values of a regression."""
-    probabilities = [c for c in scores.columns if c.startswith("p_")]
-    return scores[probabilities].to_numpy() if probabilities else scores["predict"].to_numpy(dtype=float)
-
-
 @task(name="read-rows", task_run_name="read-rows-{source.name}", cache_policy=NO_CACHE, retries=2,
       retry_delay_seconds=10, retry_condition_fn=retry_unless_input_error)
 def read_rows(source: Source) -> Dataset:
@@ -129,12 +122,13 @@ def drift_task(champion_dir: Path, ds: Dataset, scores: pd.DataFrame, project: s
     profile_path = champion_dir / PROFILE_FILE
     if not profile_path.exists():
         return "no drift check: the champion has no training profile (promoted before drift checks existed)"
-    table = drift.compare(drift.Profile.load(profile_path), ds.frame, _predictions(scores))
+    table = drift.compare(drift.Profile.load(profile_path), ds.frame, scores)
     drift.write_drift_csv(table, path)
     text = drift.summary(table)
-    if drift.drifted(table):
-        announce(DRIFT, project, f"scoring {ds.source}: {text}", {"drifted": drift.drifted(table),
-                                                                  "drift_csv": str(path)}, notify)
+    flagged = drift.drifted(table)
+    if flagged:
+        announce(DRIFT, project, f"scoring {ds.source}: {text}", {"drifted": flagged, "drift_csv": str(path)},
+                 notify)
     create_table_artifact(key=artifact_key("drift", project), table=json.loads(table.to_json(orient="records")),
                           description=f"Drift of the scored rows against {project}'s champion: {text}")
     return text
