@@ -25,6 +25,7 @@ from automl.sources import (
     TABLE_SUFFIXES,
     Source,
     as_source,
+    describe,
     fingerprint,
     is_table_file,
     newest_rows,
@@ -89,6 +90,10 @@ class Dataset:
     def target(self) -> str:
         assert self.card.target is not None
         return self.card.target
+
+    def read_line(self) -> str:
+        """What was read, in one line (files and rows, or the query and its database), for logs and history."""
+        return describe(self.provenance) if self.provenance else self.source
 
 
 def builtin_cards() -> dict[str, DatasetCard]:

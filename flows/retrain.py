@@ -53,7 +53,6 @@ from automl.data import Dataset
 from automl.errors import InputError
 from automl.history_report import HISTORY_REPORT, write_history_report
 from automl.io import atomic_write_text
-from automl.sources import describe
 from automl.state import RunState
 from flows.automl_flow import artifact_key, ingest, publish_leaderboard, runs_root, secret_dataset, train
 from flows.automl_flow import run_id as new_run_id
@@ -160,11 +159,6 @@ def _trained_on(state: RunState) -> dict[str, Any]:
             "source": state.dataset.provenance}
 
 
-def _source_line(state: RunState) -> str:
-    """The source in one line for the history (what was read, how many rows)."""
-    return describe(state.dataset.provenance) if state.dataset.provenance else state.dataset.source
-
-
 def _history_row(state: RunState, run_id: str, now: str, decision: Any, challenger_id: str, before: dict[str, Any],
                  margin: float | None, drift_table: pd.DataFrame | None) -> dict[str, Any]:
     return {"run_id": run_id, "time": now, "project": state.config.project,
@@ -175,7 +169,7 @@ def _history_row(state: RunState, run_id: str, now: str, decision: Any, challeng
             "challenger_holdout": decision.challenger_score, "champion_holdout": decision.champion_score,
             "gain": decision.gain, "ci_low": decision.ci_low, "ci_high": decision.ci_high, "margin": margin,
             "holdout_rows": decision.holdout_rows, "promoted": "yes" if decision.promoted else "no",
-            "reason": decision.reason, "rows": len(state.dataset.frame), "source": _source_line(state),
+            "reason": decision.reason, "rows": len(state.dataset.frame), "source": state.dataset.read_line(),
             "drift": "" if drift_table is None else drift.summary(drift_table)}
 
 

@@ -31,15 +31,11 @@ from automl.config import RunConfig
 from automl.data import Dataset, load_rows
 from automl.errors import InputError
 from automl.io import write_csv, write_parquet
-from automl.sources import Source, describe
+from automl.sources import Source
 from flows.automl_flow import artifact_key, retry_unless_input_error, run_id, runs_root, secret_dataset
 from flows.notify import DRIFT, announce, on_failure
 
 __all__ = ["score_flow", "score_rows", "write_scores"]
-
-#: Predictions carry these beside the model's own columns.
-STAMP_COLUMNS = ("model_id", "champion", "scored_at")
-
 
 def score_rows(champion: Any, info: dict[str, Any], ds: Dataset, keep_columns: list[str] | None = None
                ) -> pd.DataFrame:
@@ -144,9 +140,8 @@ def score_flow(dataset: str | None = None, project: str | None = None, options: 
     ``output_root`` (else ``$AUTOML_RUNS_DIR``, else ``runs``).
 
     Predictions go to ``<project>/scores/<run-id>.csv`` (``file_format="parquet"``: ``.parquet``), to the folder
-    ``destination``, or, when
-    ``destination`` is a database URL, are appended to its ``table``. ``keep_columns`` copies input
-    columns (an id) beside them. ``dataset`` may come from the Prefect ``Secret`` block
+    ``destination``, or, when ``destination`` is a database URL, are appended to its ``table``. ``keep_columns``
+    copies input columns (an id) beside them. ``dataset`` may come from the Prefect ``Secret`` block
     ``database_url_secret``; ``notify`` names a notification block (:mod:`flows.notify`). Returns where the
     predictions went, the row count and the drift summary.
     """
@@ -167,7 +162,7 @@ def score_flow(dataset: str | None = None, project: str | None = None, options: 
                             notify)
     summary = {"project": project, "rows": len(scores), "predictions": where, "model_id": champion.model_id,
                "champion": info.get("champion", champion.model_id), "drift": drift_text,
-               "source": describe(ds.provenance) if ds.provenance else ds.source}
+               "source": ds.read_line()}
     create_markdown_artifact(key=artifact_key("score", project), description=f"Scoring run of {project}",
                              markdown=(f"# {project}: {len(scores)} rows scored by `{summary['champion']}`\n\n"
                                        f"- source: `{ds.source}`\n- predictions: `{where}`\n- drift: {drift_text}\n"))
