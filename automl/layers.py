@@ -1,10 +1,12 @@
-"""Keras layers for numeric table columns: quantile scaling and periodic embeddings.
+"""Keras layers for table networks: numeric scalings, periodic embeddings and packed ensembles.
 
 What the tabular deep-learning literature found to help MLPs on tables: a quantile (Gaussian-rank) transform
-of each numeric input, as RealMLP and TabM use, and periodic embeddings of each numeric value (Gorishniy et
-al. 2022, "On Embeddings for Numerical Features in Tabular Deep Learning": PLR, sin/cos of learned frequencies,
-then a linear map and a ReLU, per feature). Both live inside the network, so a saved ``model.keras`` carries
-them and predicts alone in a fresh process. Importing this module imports Keras (it registers the layers for
+of each numeric input, as RealMLP and TabM use; RealMLP's robust scaling with smooth clipping; periodic
+embeddings of each numeric value (Gorishniy et al. 2022, "On Embeddings for Numerical Features in Tabular Deep
+Learning": PLR, sin/cos of learned frequencies, then a linear map and a ReLU, per feature); and k MLPs packed
+in one network whose predictions are averaged (TabM's "packed" ensemble, Gorishniy et al. 2024: :class:`PackedDense`,
+:class:`MemberMean`). All live inside the network, so a saved ``model.keras`` carries them and predicts alone in
+a fresh process. Importing this module imports Keras (it registers the layers for
 loading): :mod:`automl.training` and :mod:`automl.export` import it only when they need it.
 """
 
@@ -17,7 +19,8 @@ import keras
 import numpy as np
 from keras import ops
 
-__all__ = ["NumericInputs", "fit_quantiles", "N_QUANTILES"]
+__all__ = ["NumericInputs", "PackedDense", "MemberMean", "fit_quantiles", "fit_robust", "smooth_clip", "N_QUANTILES",
+           "SMOOTH_CLIP"]
 
 #: Quantiles kept per column (scikit-learn's QuantileTransformer default).
 N_QUANTILES = 1000
@@ -26,6 +29,8 @@ N_QUANTILES = 1000
 _BOUND = 1e-7
 #: The bounds, in standard deviations: scikit-learn's ``norm.ppf(1 - 1e-7)``.
 _CLIP = 5.1993375
+#: RealMLP's smooth clipping bound: ``x / sqrt(1 + (x / 3)^2)`` is about ``x`` near 0 and tends to ±3.
+SMOOTH_CLIP = 3.0
 
 
 def fit_quantiles(x: np.ndarray) -> np.ndarray:
@@ -35,6 +40,22 @@ def fit_quantiles(x: np.ndarray) -> np.ndarray:
     qt = QuantileTransformer(n_quantiles=min(N_QUANTILES, len(x)), output_distribution="normal",
                              subsample=100_000, random_state=0).fit(x)
     return qt.quantiles_.astype("float32")
+
+
+def fit_robust(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """RealMLP's robust scaling of each column of ``x`` (the training rows): its median, and the factor
+    ``1 / (q75 - q25)``, else ``2 / (max - min)`` where the quartiles tie, else 0 (a constant column)."""
+    q25, median, q75 = np.quantile(x, [0.25, 0.5, 0.75], axis=0)
+    spread, width = q75 - q25, x.max(axis=0) - x.min(axis=0)
+    with np.errstate(divide="ignore"):
+        factor = np.where(spread > 0, 1.0 / spread, np.where(width > 0, 2.0 / width, 0.0))
+    return median.astype("float32"), factor.astype("float32")
+
+
+def smooth_clip(v: Any) -> Any:
+    """RealMLP's smooth clipping of scaled values to (-:data:`SMOOTH_CLIP`, :data:`SMOOTH_CLIP`): outliers stop
+    dominating a layer's inputs without the kink of a hard clip."""
+    return v / ops.sqrt(1.0 + ops.square(v / SMOOTH_CLIP))
 
 
 def _interp(x: Any, xp: Any, fp: Any) -> Any:
@@ -58,7 +79,9 @@ class NumericInputs(keras.layers.Layer):
 
     ``scaling="quantile"``: each numeric column goes through its training quantiles to a standard normal
     (scikit-learn's ``QuantileTransformer(output_distribution="normal")``, its interpolation averaged over
-    ties as there); set the quantiles with :meth:`set_quantiles` before training. ``embedding="periodic"``:
+    ties as there); set the quantiles with :meth:`set_quantiles` before training. ``scaling="robust"``: each
+    numeric column is centred on its training median, multiplied by its factor (:func:`fit_robust`, set with
+    :meth:`set_robust`) and smoothly clipped (:func:`smooth_clip`). ``embedding="periodic"``:
     each numeric value ``v`` becomes ``relu(W_j [sin(2π c_j v), cos(2π c_j v)] + b_j)``, ``n_frequencies``
     learned frequencies ``c_j`` ~ N(0, ``scale``) and ``d_embedding`` outputs per column ``j`` (PLR). Output:
     the numeric part first, then the other columns in their order.
@@ -79,6 +102,9 @@ class NumericInputs(keras.layers.Layer):
             self.quantiles = self.add_weight(shape=(c, N_QUANTILES), initializer="zeros", trainable=False,
                                              name="quantiles")
             self.n_levels = self.add_weight(shape=(), initializer="zeros", trainable=False, name="n_levels")
+        if self.scaling == "robust":
+            self.center = self.add_weight(shape=(c,), initializer="zeros", trainable=False, name="center")
+            self.factor = self.add_weight(shape=(c,), initializer="ones", trainable=False, name="factor")
         if self.embedding == "periodic":
             k, d = self.n_frequencies, self.d_embedding
             self.frequencies = self.add_weight(shape=(c, k), name="frequencies",
@@ -93,6 +119,11 @@ class NumericInputs(keras.layers.Layer):
         padded = np.concatenate([quantiles.T, np.repeat(quantiles.T[:, -1:], N_QUANTILES - q, axis=1)], axis=1)
         self.quantiles.assign(padded.astype("float32"))
         self.n_levels.assign(float(q))
+
+    def set_robust(self, center: np.ndarray, factor: np.ndarray) -> None:
+        """Medians and factors from :func:`fit_robust` on the training rows' numeric columns."""
+        self.center.assign(center.astype("float32"))
+        self.factor.assign(factor.astype("float32"))
 
     def _quantile_normal(self, v: Any) -> Any:
         """(n, c) values to standard-normal scores through the stored quantiles."""
@@ -113,6 +144,8 @@ class NumericInputs(keras.layers.Layer):
         v = ops.take(x, self.columns, axis=1)
         if self.scaling == "quantile":
             v = self._quantile_normal(v)
+        elif self.scaling == "robust":
+            v = smooth_clip((v - self.center) * self.factor)
         if self.embedding == "periodic":
             angles = 2.0 * math.pi * v[:, :, None] * self.frequencies[None]
             features = ops.concatenate([ops.sin(angles), ops.cos(angles)], axis=-1)
@@ -128,3 +161,55 @@ class NumericInputs(keras.layers.Layer):
         return {**super().get_config(), "columns": self.columns, "n_inputs": self.n_inputs, "scaling": self.scaling,
                 "embedding": self.embedding, "n_frequencies": self.n_frequencies, "d_embedding": self.d_embedding,
                 "scale": self.scale}
+
+
+@keras.saving.register_keras_serializable(package="automl")
+class PackedDense(keras.layers.Layer):
+    """``members`` dense layers side by side, one per member of a packed ensemble: (n, f) inputs (every member
+    the same) or (n, members, f) (each its own) to (n, members, units), each member with its own kernel and bias.
+
+    The kernels are one (members, f, units) weight, so a step of k members is one batched matmul, not k small
+    ones: TabM's "packed" ensemble of independent MLPs.
+    """
+
+    def __init__(self, members: int, units: int, kernel_regularizer: Any = None, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.members, self.units = int(members), int(units)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+
+    def build(self, input_shape: Any) -> None:
+        self.kernel = self.add_weight(shape=(self.members, int(input_shape[-1]), self.units), name="kernel",
+                                      initializer=_PerMemberGlorot(), regularizer=self.kernel_regularizer)
+        self.bias = self.add_weight(shape=(self.members, self.units), initializer="zeros", name="bias")
+
+    def call(self, x: Any) -> Any:
+        shared = len(x.shape) == 2
+        return ops.einsum("nf,kfu->nku" if shared else "nkf,kfu->nku", x, self.kernel) + self.bias
+
+    def compute_output_shape(self, input_shape: Any) -> tuple[Any, ...]:
+        return (input_shape[0], self.members, self.units)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "members": self.members, "units": self.units,
+                "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer)}
+
+
+@keras.saving.register_keras_serializable(package="automl")
+class _PerMemberGlorot(keras.initializers.Initializer):
+    """Glorot-uniform per member of a (members, f, units) kernel: each member starts as a lone Dense would
+    (Keras' Glorot on the 3-d shape would count the members in its fans and start them too small)."""
+
+    def __call__(self, shape: Any, dtype: Any = None) -> Any:
+        limit = math.sqrt(6.0 / (shape[-2] + shape[-1]))
+        return keras.random.uniform(shape, -limit, limit, dtype=dtype)
+
+
+@keras.saving.register_keras_serializable(package="automl")
+class MemberMean(keras.layers.Layer):
+    """The packed ensemble's prediction: the mean of its members' outputs, (n, members, d) to (n, d)."""
+
+    def call(self, x: Any) -> Any:
+        return ops.mean(x, axis=1)
+
+    def compute_output_shape(self, input_shape: Any) -> tuple[Any, ...]:
+        return (input_shape[0], input_shape[2])

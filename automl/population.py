@@ -40,11 +40,13 @@ import numpy as np
 from automl import training
 from automl.population_graph import ACTIVATIONS, MAX_DEPTH, OPTIMIZERS, VALIDATION_ROWS, PopulationGraph
 
-__all__ = ["PopulationMLP", "MemberResult", "ACTIVATIONS", "OPTIMIZERS", "VALIDATION_ROWS", "choose_size",
+__all__ = ["PopulationMLP", "MemberResult", "ACTIVATIONS", "OPTIMIZERS", "VALIDATION_ROWS", "choose_size", "packed",
            "MAX_SIZE", "MAX_SIZE_GPU", "MIN_SIZE", "FLOPS_PER_THREAD", "FLOPS_PER_GPU"]
 
-#: The options a population's members share, with their defaults: they decide its input matrix and graph.
-SHARED = {"input_scaling": "standard", "numeric_embedding": "none"}
+#: The options a population's members share, with their defaults: they decide its input matrix and graph. A
+#: packed ensemble (``ensemble_size`` > 1) is a population of its own, of copies of one configuration
+#: (:class:`automl.layers.PackedDense`): it trains alone, so a round shares that option too.
+SHARED = {"input_scaling": "standard", "numeric_embedding": "none", "ensemble_size": 1}
 #: A population of at least this many slots goes on as a smaller graph once half of them are empty (and no new
 #: members come): each slot costs its share of every step whether its member trains or not.
 COMPACT_MIN_SIZE = 4
@@ -72,7 +74,9 @@ def choose_size(params: dict[str, Any], rows: int, n_features: int, seconds_left
     """Members in a round with ``params``' batch size and width: as many as fit in a third of ``seconds_left``
     by the cost model (per step: ``STEP_SECONDS`` plus the members' matmuls at ``flops``), at most ``limit``
     (and :data:`MAX_SIZE`, or :data:`MAX_SIZE_GPU` when ``flops`` is a GPU's); 1 (train alone) when fewer
-    than :data:`MIN_SIZE` fit."""
+    than :data:`MIN_SIZE` fit, or when ``params`` is a packed ensemble (one graph of its members already)."""
+    if packed(params):
+        return 1
     steps, member_flops = _step_costs(params, rows, n_features)
     fits = int((seconds_left * _ROUND_SHARE / steps - STEP_SECONDS) * flops / member_flops)
     size = min(fits, limit or fits, MAX_SIZE_GPU if flops >= FLOPS_PER_GPU else MAX_SIZE)
@@ -87,6 +91,11 @@ def _step_costs(params: dict[str, Any], rows: int, n_features: int) -> tuple[int
         inputs, embedding = n_features * _EMBEDDING_WIDTH, n_features * (2 * _EMBEDDING_WIDTH + 1) * _EMBEDDING_WIDTH
     return (_EXPECTED_EPOCHS * -(-rows // batch),
             6.0 * batch * (embedding + inputs * width + (MAX_DEPTH - 1) * width * width + width))
+
+
+def packed(params: dict[str, Any]) -> bool:
+    """Whether ``params`` is a packed ensemble of several networks: it trains alone, never in a population."""
+    return int(params.get("ensemble_size", 1)) > 1
 
 
 @dataclass
@@ -124,12 +133,14 @@ class PopulationMLP:
         inputs = {tuple(p.get(name, default) for name, default in SHARED.items()) for p in members}
         if len(inputs) != 1:
             raise ValueError(f"a population shares one {' and one '.join(SHARED)}; got {sorted(inputs)}")
+        if any(packed(p) for p in members):
+            raise ValueError("a packed ensemble (ensemble_size > 1) trains alone, not in a population")
         if len(members) != len(seeds) or not members:
             raise ValueError("one seed per member, and at least one member")
         self.members, self.seeds, self.task = list(members), list(seeds), task
         self.n_classes, self.epochs = n_classes, epochs
         self.batch_size = sizes.pop()
-        self.scaling, self.embedding = inputs.pop()
+        self.scaling, self.embedding, _ = inputs.pop()
         self.n_outputs = n_classes if task == "multiclass" else 1
         self.y_mean_, self.y_std_ = 0.0, 1.0
 

@@ -268,8 +268,13 @@ class PopulationGraph:
                 "decay": on * tf.where(adamw, _WEIGHT_DECAY * lr, 0.0)}
 
     def _apply(self, grads: list[Any]) -> None:
-        """One step of each member's optimizer (Keras' rules and defaults)."""
+        """One step of each member's optimizer (Keras' rules and defaults), its gradients clipped to its own
+        global norm as Keras' ``global_clipnorm`` does (:data:`automl.training.GRADIENT_CLIP_NORM`)."""
         tf = self.tf
+        squares = tf.add_n([tf.reduce_sum(tf.square(g), axis=list(range(1, len(g.shape)))) for g in grads])
+        clip = training.GRADIENT_CLIP_NORM
+        scale = clip / tf.maximum(tf.sqrt(squares), clip)  # (P,): 1 for a member within the norm
+        grads = [g * self._member(scale, g) for g in grads]
         self.step.assign_add(1)
         self.age.assign_add(tf.cast(self.active, tf.float32))
         coefficients = self._coefficients()

@@ -58,16 +58,19 @@ MLP_SPACE: tuple[Param, ...] = (
     Choice("optimizer", ("adam", "adamw", "rmsprop", "sgd")),
     Choice("batch_size", (16, 32, 64, 128)),
     # What the tabular deep-learning literature adds (automl.layers): numeric columns through their quantiles to
-    # a normal (RealMLP, TabM), periodic embeddings of numeric values (PLR), a cosine learning-rate schedule
-    # (annealed to zero over automl.training.SCHEDULE_EPOCHS), label smoothing (classification; regression
-    # ignores it).
-    Choice("input_scaling", ("standard", "quantile")),
+    # a normal (RealMLP, TabM) or robustly scaled and smoothly clipped (RealMLP), periodic embeddings of numeric
+    # values (PLR), a cosine learning-rate schedule (annealed to zero over automl.training.SCHEDULE_EPOCHS), label
+    # smoothing (classification; regression ignores it), and k copies of the network packed in one graph, their
+    # predictions averaged (TabM's packed ensemble: less overfitting, better optimization).
+    Choice("input_scaling", ("standard", "quantile", "robust")),
     Choice("numeric_embedding", ("none", "periodic")),
     Choice("lr_schedule", ("constant", "cosine")),
     Choice("label_smoothing", (0.0, 0.1)),
+    Choice("ensemble_size", (1, 8, 32)),
 )
 
-_PLAIN = {"input_scaling": "standard", "numeric_embedding": "none", "lr_schedule": "constant", "label_smoothing": 0.0}
+_PLAIN = {"input_scaling": "standard", "numeric_embedding": "none", "lr_schedule": "constant", "label_smoothing": 0.0,
+          "ensemble_size": 1}
 
 #: Configurations that usually do well on small tabular data, tried first
 #: (the AutoKeras idea: a good start beats a random one under a short budget).

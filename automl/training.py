@@ -34,8 +34,14 @@ CHUNK_SECONDS = 1.0
 #: A cosine schedule (``lr_schedule="cosine"``) anneals the learning rate to zero over this many epochs, whatever
 #: the epochs planned: a refit of a trial's best epoch count then sees the learning rates the trial saw.
 SCHEDULE_EPOCHS = 100
+#: An MLP's gradients are scaled down to this global norm when larger (Keras' ``global_clipnorm``; a population
+#: member's are, by its own norm): one bad batch at a high learning rate no longer throws a network far off.
+GRADIENT_CLIP_NORM = 1.0
 #: Rows sampled to tell numeric columns from two-valued ones (one-hot, missing indicators).
 NUMERIC_SAMPLE = 20_000
+#: A fit's own held-out rows (``KerasNetwork.validation_share``): at most this many (the search scores its trials
+#: on as many), and none below the least that says anything about an epoch.
+MAX_HELD_OUT, MIN_HELD_OUT = 10_000, 30
 
 
 def _tf():
@@ -72,6 +78,10 @@ class KerasNetwork:
     cut_short_: bool = False
     #: Training steps (batches) the last ``fit`` ran.
     n_steps_: int = 0
+    #: Share of the training rows a ``fit`` without validation data holds out to stop early on and keep the
+    #: best epoch by (their loss): a refit for a fixed epoch count at a high learning rate can end far past its
+    #: best. 0: train the ``epochs`` given.
+    validation_share: float = 0.0
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_forward": None}  # a tf.function does not pickle
@@ -81,11 +91,17 @@ class KerasNetwork:
         return "multiclass" if self.task == "image" else self.task
 
     # -- building -----------------------------------------------------------------
+    @property
+    def members(self) -> int:
+        """Networks packed in this one (``ensemble_size``, 1 for a plain MLP or a CNN)."""
+        return int(self.params.get("ensemble_size", 1)) if self.family == "mlp" else 1
+
     def _build(self, x: np.ndarray) -> tuple[Any, Any, np.ndarray]:
         """The network, the part of it that trains, and the rows that part trains on.
 
-        With quantile scaling the network is the fixed scaler followed by the part that trains: the scaler
-        transforms the training rows once here rather than at every step.
+        With quantile or robust scaling the network is the fixed scaler followed by the part that trains: the
+        scaler transforms the training rows once here rather than at every step. A packed ensemble's part that
+        trains outputs every member's prediction (each member has its own loss); the network their mean.
         """
         import keras
 
@@ -101,9 +117,15 @@ class KerasNetwork:
         h = _BODIES[self.family](keras, inputs if embedder is None else embedder(inputs), self.params)
         units, activation = {"binary": (1, "sigmoid"), "multiclass": (self.n_classes, "softmax"),
                              "regression": (1, None)}[self._head]
-        outputs = keras.layers.Dense(units, activation=activation, dtype="float32")(h)
-        network = keras.Model(inputs, outputs)
-        if self.family == "mlp":  # the initial weights a population member of this seed also starts from
+        if self.members > 1:  # a packed ensemble: its members' outputs train; their mean predicts
+            from automl.layers import MemberMean, PackedDense
+
+            outputs = keras.layers.Activation(activation, dtype="float32")(PackedDense(self.members, units)(h))
+            trained, network = keras.Model(inputs, outputs), keras.Model(inputs, MemberMean()(outputs))
+        else:
+            outputs = keras.layers.Dense(units, activation=activation, dtype="float32")(h)
+            network = trained = keras.Model(inputs, outputs)
+        if self.family == "mlp" and self.members == 1:  # the initial weights a population member of this seed has
             if embedder is not None:
                 frequencies, kernel = periodic_initial_weights(embedder, self.seed)
                 embedder.frequencies.assign(frequencies)
@@ -113,9 +135,9 @@ class KerasNetwork:
             for layer, kernel in zip(dense, mlp_initial_kernels(self.params, width, units, self.seed), strict=True):
                 layer.kernel.assign(kernel)
         if scaler is None:
-            return network, network, x
+            return network, trained, x
         raw = keras.Input(raw_shape)
-        return keras.Model(raw, network(scaler(raw))), network, x
+        return keras.Model(raw, network(scaler(raw))), trained, x
 
     def _optimizer(self, steps_per_epoch: int) -> Any:
         import keras
@@ -123,12 +145,14 @@ class KerasNetwork:
         lr = float(self.params["learning_rate"])
         if self.params.get("lr_schedule") == "cosine":
             lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=SCHEDULE_EPOCHS * steps_per_epoch)
+        # A packed ensemble's global norm counts its k independent members: √k times one member's, about.
         name = self.params["optimizer"]
+        clip = GRADIENT_CLIP_NORM * math.sqrt(self.members) if self.family == "mlp" else None
         if name == "sgd":
-            optimizer = keras.optimizers.SGD(lr, momentum=0.9, nesterov=True)
+            optimizer = keras.optimizers.SGD(lr, momentum=0.9, nesterov=True, global_clipnorm=clip)
         else:
             optimizer = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,
-                         "rmsprop": keras.optimizers.RMSprop}[name](lr)
+                         "rmsprop": keras.optimizers.RMSprop}[name](lr, global_clipnorm=clip)
         if keras.config.dtype_policy().name == "mixed_float16":  # automl.devices.configure set it (a capable GPU)
             # float16 gradients underflow: the loss is scaled up before them and they are unscaled before the step
             # (dynamically; a step with an overflow is skipped), in the compiled loop as in Keras' fit.
@@ -138,13 +162,19 @@ class KerasNetwork:
     def _loss(self) -> Callable:
         import keras
 
-        smoothing = label_smoothing(self.params, self.task)
+        smoothing, k = label_smoothing(self.params, self.task), self.members
         if self._head == "multiclass" and smoothing:  # the sparse loss has no smoothing: on one-hot targets
             dense, depth = keras.losses.CategoricalCrossentropy(label_smoothing=smoothing), self.n_classes
-            return lambda y, p: dense(keras.ops.one_hot(y, depth), p)
-        return {"binary": keras.losses.BinaryCrossentropy(label_smoothing=smoothing),
-                "multiclass": keras.losses.SparseCategoricalCrossentropy(),
-                "regression": keras.losses.MeanSquaredError()}[self._head]
+            loss = lambda y, p: dense(keras.ops.one_hot(y, depth), p)  # noqa: E731
+        else:
+            loss = {"binary": keras.losses.BinaryCrossentropy(label_smoothing=smoothing),
+                    "multiclass": keras.losses.SparseCategoricalCrossentropy(),
+                    "regression": keras.losses.MeanSquaredError()}[self._head]
+        if k == 1:
+            return loss
+        # Each member's loss on the same targets, summed: a member's gradient is what it would be alone (its L2
+        # too), so the learning rates of the space mean what they mean for one network.
+        return lambda y, p: k * loss(keras.ops.repeat(keras.ops.expand_dims(y, 1), k, axis=1), p)
 
     def _targets(self, y: np.ndarray) -> np.ndarray:
         if self.task == "regression":
@@ -183,9 +213,11 @@ class KerasNetwork:
         """
         tf = _tf()
         x, y = np.asarray(x, dtype="float32"), np.asarray(y)
+        if x_val is None and self.validation_share > 0:
+            x, y, x_val, monitor = self._held_out(x, y)
         if self.task == "regression":
             self.y_mean_, self.y_std_ = float(np.mean(y)), float(np.std(y) or 1.0)
-        self.model_, network, x = self._build(x)
+        self.model_, network, x = self._build(x)  # scalers fitted on the rows it trains on, never the held-out
         self._forward, self.cut_short_, self.history_, self.best_epoch_ = None, False, [], 0
         train, per_epoch = self._trainer(tf, network, x, np.asarray(y))
         pacer = _Pacer(train, per_epoch, deadline)
@@ -213,6 +245,28 @@ class KerasNetwork:
         else:
             self.best_epoch_ = epoch
         return self
+
+    def _held_out(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, Any, Any]:
+        """``validation_share`` of the rows (stratified for classes, at most :data:`MAX_HELD_OUT` and none when
+        fewer than :data:`MIN_HELD_OUT`) held out, and a monitor of their loss (higher is better): the training
+        rows, their targets, the held-out rows and the monitor (None, None when too few rows)."""
+        from sklearn.metrics import log_loss
+        from sklearn.model_selection import train_test_split
+
+        n_val = min(int(len(x) * self.validation_share), MAX_HELD_OUT)
+        if n_val < MIN_HELD_OUT:
+            return x, y, None, None
+        classes = self.task != "regression"
+        stratify = y if classes and np.unique(y, return_counts=True)[1].min() >= 2 else None
+        fit, val = train_test_split(np.arange(len(x)), test_size=n_val, random_state=self.seed, stratify=stratify)
+        y_val, labels = y[val], list(range(self.n_classes))
+
+        def monitor(proba: np.ndarray) -> float:
+            if classes:
+                return -log_loss(y_val, proba, labels=labels)
+            return -float(np.mean((proba - y_val) ** 2))
+
+        return x[fit], y[fit], x[val], monitor
 
     # -- predicting ---------------------------------------------------------------
     def _raw(self, x: np.ndarray) -> np.ndarray:
@@ -268,7 +322,7 @@ def _numeric_inputs(x: np.ndarray, scaling: str, embedding: str) -> tuple[Any, A
     """
     if scaling == "standard" and embedding == "none":
         return None, None
-    from automl.layers import NumericInputs, fit_quantiles
+    from automl.layers import NumericInputs, fit_quantiles, fit_robust
 
     sample = x[:: max(1, len(x) // NUMERIC_SAMPLE)]
     low, high = sample.min(axis=0), sample.max(axis=0)
@@ -280,6 +334,10 @@ def _numeric_inputs(x: np.ndarray, scaling: str, embedding: str) -> tuple[Any, A
         scaler = NumericInputs(columns, x.shape[1], scaling="quantile")
         scaler.build(x.shape)
         scaler.set_quantiles(fit_quantiles(x[:, columns]))
+    elif scaling == "robust":
+        scaler = NumericInputs(columns, x.shape[1], scaling="robust")
+        scaler.build(x.shape)
+        scaler.set_robust(*fit_robust(x[:, columns]))
     if embedding == "periodic":
         embedder = NumericInputs(columns if scaler is None else list(range(len(columns))), x.shape[1],
                                  embedding="periodic")
@@ -317,10 +375,20 @@ def periodic_initial_weights(embedder: Any, seed: int) -> tuple[np.ndarray, np.n
 
 
 def _mlp_body(keras: Any, h: Any, p: dict[str, Any]) -> Any:
+    """The hidden layers: (n, units), or (n, members, units) for a packed ensemble of ``ensemble_size``."""
     reg = keras.regularizers.L2(p["l2"]) if p.get("l2") else None
+    k, units = int(p.get("ensemble_size", 1)), int(p["units"])
     for _ in range(int(p["n_layers"])):
-        h = keras.layers.Dense(int(p["units"]), kernel_regularizer=reg)(h)
-        if p.get("batch_norm"):
+        if k > 1:
+            from automl.layers import PackedDense
+
+            h = PackedDense(k, units, kernel_regularizer=reg)(h)
+        else:
+            h = keras.layers.Dense(units, kernel_regularizer=reg)(h)
+        if p.get("batch_norm") and k > 1:  # statistics per member and unit, as each member alone would keep
+            flat = keras.layers.BatchNormalization()(keras.layers.Reshape((k * units,))(h))
+            h = keras.layers.Reshape((k, units))(flat)
+        elif p.get("batch_norm"):
             h = keras.layers.BatchNormalization()(h)
         h = keras.layers.Activation(p["activation"])(h)
         if p.get("dropout"):

@@ -1,4 +1,5 @@
-"""Network options for tables: quantile scaling and periodic embeddings of numeric columns, in the searched space."""
+"""Network options for tables: quantile and robust scaling, periodic embeddings of numeric columns and packed
+ensembles, in the searched space; a fit that holds out rows keeps its best epoch."""
 
 from __future__ import annotations
 
@@ -53,11 +54,13 @@ def test_quantile_scaling_is_scikit_learns_transform(pima):
     np.testing.assert_array_equal(out[:, 8], coin)  # the two-valued column passes through, after the numeric ones
 
 
-def test_every_option_trains_learns_and_predicts_the_same_in_a_fresh_process(pima, tmp_path):
+@pytest.mark.parametrize("options", [OPTIONS, {**OPTIONS, "input_scaling": "robust", "ensemble_size": 8}],
+                         ids=["quantile", "robust-packed"])
+def test_every_option_trains_learns_and_predicts_the_same_in_a_fresh_process(pima, tmp_path, options):
     from automl.training import KerasNetwork
 
     _, schema, x, y = pima
-    params = {**MLP_WARM_STARTS[0], **OPTIONS}
+    params = {**MLP_WARM_STARTS[0], **options}
     candidate = Candidate("MLP_1", "DeepLearning", lambda: KerasNetwork(params, "binary", epochs=15, seed=0), params)
     model = cross_validate(candidate, x, y, schema, make_folds(y, schema.task, 3, seed=0)).model
     assert model.metrics["auc"] > 0.75, "a network with every option learns Pima"
@@ -76,6 +79,70 @@ def test_every_option_trains_learns_and_predicts_the_same_in_a_fresh_process(pim
                           timeout=180)
     assert done.returncode == 0, done.stderr[-2000:]
     np.testing.assert_allclose(np.load(tmp_path / "fresh.npy"), model.predict_proba(x.head(100)), atol=1e-6)
+
+
+def test_a_packed_ensemble_predicts_the_mean_of_its_members(pima):
+    import keras
+
+    from automl.layers import MemberMean
+    from automl.training import KerasNetwork
+
+    _, _, x, y = pima
+    values = x.fillna(0).to_numpy("float32")
+    values = (values - values.mean(axis=0)) / values.std(axis=0)
+    params = {**MLP_WARM_STARTS[0], "ensemble_size": 8, "batch_norm": True}
+    net = KerasNetwork(params, "binary", epochs=10, seed=3).fit(values[:600], y[:600])
+    mean = next(layer for layer in net.model_.layers if isinstance(layer, MemberMean))
+    members = np.asarray(keras.Model(net.model_.inputs, mean.input)(values[600:]))  # (rows, 8, 1)
+    assert members.shape == (168, 8, 1)
+    spread = members[:, :, 0].std(axis=1)
+    assert spread.mean() > 1e-3, "the members start from their own weights and learn apart"
+    np.testing.assert_allclose(net.predict_proba(values[600:])[:, 1], members[:, :, 0].mean(axis=1), atol=1e-6)
+    assert roc_auc_score(y[600:], net.predict_proba(values[600:])[:, 1]) > 0.75
+
+
+def test_the_robust_scaler_is_fitted_on_the_rows_a_network_trains_on(pima):
+    from automl.layers import SMOOTH_CLIP, NumericInputs
+    from automl.training import KerasNetwork
+
+    _, _, x, y = pima
+    values = x.fillna(0).to_numpy("float32")
+    net = KerasNetwork({**MLP_WARM_STARTS[0], "input_scaling": "robust"}, "binary", epochs=5, seed=0,
+                       validation_share=0.5)
+    rows = np.arange(len(values), dtype="float32")[:, None]
+    held_out_rows = net._held_out(rows, y)[2][:, 0].astype(int)  # the split fit() makes: by seed, not by values
+    values[held_out_rows, 1] += 1000.0  # the held-out rows' glucose far off: a scaler fitted on them would show it
+    trained, _, held_out, _ = net._held_out(values, y)
+    net.fit(values, y)
+    scaler = next(layer for layer in net.model_.layers if isinstance(layer, NumericInputs))
+    assert scaler.scaling == "robust"
+    glucose = scaler.columns.index(1)
+    median_trained = np.median(trained[:, 1])
+    assert np.asarray(scaler.center)[glucose] == pytest.approx(median_trained)
+    assert np.median(values[:, 1]) - median_trained > 1.0 and np.median(held_out[:, 1]) - median_trained > 900.0
+    out = np.asarray(scaler(values))[:, glucose]
+    q25, q75 = np.quantile(trained[:, 1], [0.25, 0.75])
+    z = (values[:, 1] - median_trained) / (q75 - q25)
+    np.testing.assert_allclose(out, z / np.sqrt(1 + (z / SMOOTH_CLIP) ** 2), rtol=1e-4, atol=1e-5)
+    assert np.abs(out).max() < SMOOTH_CLIP  # smoothly clipped: outliers stay inside the bound
+
+
+def test_a_refit_that_holds_out_rows_keeps_its_best_epoch():
+    """At a learning rate that overfits, the last epoch is not the best on the held-out rows: the weights of the
+    best are restored, as the history of held-out scores says."""
+    from automl.training import KerasNetwork
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 20)).astype("float32")
+    y = (x[:, 0] + rng.normal(scale=2.0, size=400) > 0).astype(int)  # a weak signal, much noise: easy to overfit
+    params = {**MLP_WARM_STARTS[0], "units": 256, "dropout": 0.0, "l2": 1e-6, "learning_rate": 1e-2,
+              "batch_size": 16}
+    net = KerasNetwork(params, "binary", epochs=60, seed=0, validation_share=0.25).fit(x, y)
+    _, _, held_out, monitor = net._held_out(x, y)
+    scores = dict(net.history_)
+    best = max(scores, key=scores.get)
+    assert net.best_epoch_ == best and best < max(scores), net.history_
+    assert monitor(net.predict_proba(held_out)) == pytest.approx(scores[best], abs=1e-6)
 
 
 def test_periodic_embeddings_learn_what_a_linear_input_cannot(pima):

@@ -28,7 +28,8 @@ ROUND_SHARES = ("batch_size", "units", *SHARED)
 #: A round is not started, nor a trial asked for it, closer than this to the trials' deadline.
 MIN_ROUND_SECONDS = 3.0
 #: The order in which :func:`explore_shares` tries a shared option's untried values: cheapest round first.
-_CHEAPEST_FIRST: dict[str, Callable[[Any], Any]] = {"batch_size": lambda size: -size, "units": lambda units: units}
+_CHEAPEST_FIRST: dict[str, Callable[[Any], Any]] = {"batch_size": lambda size: -size, "units": lambda units: units,
+                                                    "ensemble_size": lambda k: k}
 
 #: A trial asked for a round, with its parameters.
 Member = tuple[optuna.Trial, dict[str, Any]]
