@@ -1,12 +1,13 @@
-"""Keras layers for table networks: numeric scalings, periodic embeddings and packed ensembles.
+"""Keras layers for table networks: numeric scalings, embeddings of numbers and categories, packed ensembles.
 
 What the tabular deep-learning literature found to help MLPs on tables: a quantile (Gaussian-rank) transform
 of each numeric input, as RealMLP and TabM use; RealMLP's robust scaling with smooth clipping; periodic
 embeddings of each numeric value (Gorishniy et al. 2022, "On Embeddings for Numerical Features in Tabular Deep
-Learning": PLR, sin/cos of learned frequencies, then a linear map and a ReLU, per feature); and k MLPs packed
-in one network whose predictions are averaged (TabM's "packed" ensemble, Gorishniy et al. 2024: :class:`PackedDense`,
-:class:`MemberMean`). All live inside the network, so a saved ``model.keras`` carries them and predicts alone in
-a fresh process. Importing this module imports Keras (it registers the layers for
+Learning": PLR, sin/cos of learned frequencies, then a linear map and a ReLU, per feature); entity embeddings
+of categorical columns (Guo & Berkhahn 2016, :class:`CategoryEmbeddings`); and k MLPs packed in one network
+whose predictions are averaged (TabM's "packed" ensemble, Gorishniy et al. 2024: :class:`PackedDense`,
+:class:`MemberMean`). All live inside the network, so a saved ``model.keras`` carries them and predicts alone
+in a fresh process. Importing this module imports Keras (it registers the layers for
 loading): :mod:`automl.training` and :mod:`automl.export` import it only when they need it.
 """
 
@@ -19,7 +20,8 @@ import keras
 import numpy as np
 from keras import ops
 
-__all__ = ["NumericInputs", "PackedDense", "MemberMean", "fit_quantiles", "fit_robust", "smooth_clip", "N_QUANTILES",
+__all__ = ["NumericInputs", "PackedDense", "MemberMean", "CategoryEmbeddings", "embedding_width", "fit_quantiles",
+           "fit_robust", "smooth_clip", "N_QUANTILES",
            "SMOOTH_CLIP"]
 
 #: Quantiles kept per column (scikit-learn's QuantileTransformer default).
@@ -213,3 +215,50 @@ class MemberMean(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape: Any) -> tuple[Any, ...]:
         return (input_shape[0], input_shape[2])
+
+
+#: An entity embedding's width at most: fastai's rule ``1.6 · levels^0.56``, capped.
+MAX_EMBEDDING_WIDTH = 16
+
+
+def embedding_width(levels: int) -> int:
+    """Outputs of a categorical column's embedding, from its level count (fastai's rule, at most 16)."""
+    return max(1, min(MAX_EMBEDDING_WIDTH, round(1.6 * levels**0.56)))
+
+
+@keras.saving.register_keras_serializable(package="automl")
+class CategoryEmbeddings(keras.layers.Layer):
+    """The last ``len(levels)`` input columns are category codes (``automl.preprocess.CategoryCodes``: 0 for a
+    level unseen at fit, so every unseen level maps to one shared vector); the columns before them pass through.
+
+    ``mode="embedding"``: each code column becomes its own learned vector of :func:`embedding_width` of its levels,
+    after the other columns. ``mode="onehot"``: the codes are dropped (the one-hot columns before them are what the
+    network reads).
+    """
+
+    def __init__(self, levels: list[int], mode: str = "embedding", **kwargs: Any):
+        super().__init__(**kwargs)
+        self.levels, self.mode = [int(n) for n in levels], mode
+
+    def build(self, input_shape: Any) -> None:
+        if self.mode == "embedding":
+            self.tables = [self.add_weight(shape=(n, embedding_width(n)), name=f"table_{j}",
+                                           initializer=keras.initializers.RandomNormal(0.0, 0.05))
+                           for j, n in enumerate(self.levels)]
+
+    def call(self, x: Any) -> Any:
+        c = len(self.levels)
+        rest = x[:, : x.shape[-1] - c]
+        if self.mode != "embedding":
+            return rest
+        codes = ops.cast(x[:, x.shape[-1] - c:], "int32")
+        vectors = [ops.take(table, ops.clip(codes[:, j], 0, n - 1), axis=0)  # a code past the table: unseen
+                   for j, (table, n) in enumerate(zip(self.tables, self.levels, strict=True))]
+        return ops.concatenate([rest, *vectors], axis=1)
+
+    def compute_output_shape(self, input_shape: Any) -> tuple[Any, ...]:
+        added = sum(embedding_width(n) for n in self.levels) if self.mode == "embedding" else 0
+        return (input_shape[0], input_shape[1] - len(self.levels) + added)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "levels": self.levels, "mode": self.mode}

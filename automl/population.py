@@ -40,13 +40,15 @@ import numpy as np
 from automl import training
 from automl.population_graph import ACTIVATIONS, MAX_DEPTH, OPTIMIZERS, VALIDATION_ROWS, PopulationGraph
 
-__all__ = ["PopulationMLP", "MemberResult", "ACTIVATIONS", "OPTIMIZERS", "VALIDATION_ROWS", "choose_size", "packed",
-           "MAX_SIZE", "MAX_SIZE_GPU", "MIN_SIZE", "FLOPS_PER_THREAD", "FLOPS_PER_GPU"]
+__all__ = ["PopulationMLP", "MemberResult", "ACTIVATIONS", "OPTIMIZERS", "VALIDATION_ROWS", "choose_size",
+           "trains_alone", "MAX_SIZE", "MAX_SIZE_GPU", "MIN_SIZE", "FLOPS_PER_THREAD", "FLOPS_PER_GPU"]
 
 #: The options a population's members share, with their defaults: they decide its input matrix and graph. A
 #: packed ensemble (``ensemble_size`` > 1) is a population of its own, of copies of one configuration
-#: (:class:`automl.layers.PackedDense`): it trains alone, so a round shares that option too.
-SHARED = {"input_scaling": "standard", "numeric_embedding": "none", "ensemble_size": 1}
+#: (:class:`automl.layers.PackedDense`), and a network that embeds category codes has tables the population graph
+#: does not hold: both train alone (:func:`trains_alone`), so a round shares those options too.
+SHARED = {"input_scaling": "standard", "numeric_embedding": "none", "ensemble_size": 1,
+          "categorical_embedding": "onehot"}
 #: A population of at least this many slots goes on as a smaller graph once half of them are empty (and no new
 #: members come): each slot costs its share of every step whether its member trains or not.
 COMPACT_MIN_SIZE = 4
@@ -74,8 +76,8 @@ def choose_size(params: dict[str, Any], rows: int, n_features: int, seconds_left
     """Members in a round with ``params``' batch size and width: as many as fit in a third of ``seconds_left``
     by the cost model (per step: ``STEP_SECONDS`` plus the members' matmuls at ``flops``), at most ``limit``
     (and :data:`MAX_SIZE`, or :data:`MAX_SIZE_GPU` when ``flops`` is a GPU's); 1 (train alone) when fewer
-    than :data:`MIN_SIZE` fit, or when ``params`` is a packed ensemble (one graph of its members already)."""
-    if packed(params):
+    than :data:`MIN_SIZE` fit, or when ``params`` trains alone (:func:`trains_alone`)."""
+    if trains_alone(params):
         return 1
     steps, member_flops = _step_costs(params, rows, n_features)
     fits = int((seconds_left * _ROUND_SHARE / steps - STEP_SECONDS) * flops / member_flops)
@@ -93,9 +95,10 @@ def _step_costs(params: dict[str, Any], rows: int, n_features: int) -> tuple[int
             6.0 * batch * (embedding + inputs * width + (MAX_DEPTH - 1) * width * width + width))
 
 
-def packed(params: dict[str, Any]) -> bool:
-    """Whether ``params`` is a packed ensemble of several networks: it trains alone, never in a population."""
-    return int(params.get("ensemble_size", 1)) > 1
+def trains_alone(params: dict[str, Any]) -> bool:
+    """Whether ``params`` trains alone, never in a population: a packed ensemble of several networks, or a network
+    that embeds category codes."""
+    return int(params.get("ensemble_size", 1)) > 1 or params.get("categorical_embedding") == "embedding"
 
 
 @dataclass
@@ -133,14 +136,15 @@ class PopulationMLP:
         inputs = {tuple(p.get(name, default) for name, default in SHARED.items()) for p in members}
         if len(inputs) != 1:
             raise ValueError(f"a population shares one {' and one '.join(SHARED)}; got {sorted(inputs)}")
-        if any(packed(p) for p in members):
-            raise ValueError("a packed ensemble (ensemble_size > 1) trains alone, not in a population")
+        if any(trains_alone(p) for p in members):
+            raise ValueError("a packed ensemble or a network embedding category codes trains alone, not in a "
+                             "population")
         if len(members) != len(seeds) or not members:
             raise ValueError("one seed per member, and at least one member")
         self.members, self.seeds, self.task = list(members), list(seeds), task
         self.n_classes, self.epochs = n_classes, epochs
         self.batch_size = sizes.pop()
-        self.scaling, self.embedding, _ = inputs.pop()
+        self.scaling, self.embedding = inputs.pop()[:2]
         self.n_outputs = n_classes if task == "multiclass" else 1
         self.y_mean_, self.y_std_ = 0.0, 1.0
 

@@ -140,13 +140,23 @@ def search_data(state: RunState, family: str | None = None) -> SearchData:
     on its training rows: dense float32 for networks, raw columns with native categoricals for "gbm"."""
     family, task = family or state.family, state.schema.task
     train, val = _search_rows(state)
-    pre = make_preprocessor(state.schema, "trees" if family == "gbm" else "dense")
+    pre = make_preprocessor(state.schema, _features(family))
     x_train = pre.fit_transform(take_rows(state.x, train), state.y[train])  # target encoding cross-fits
     x_val = pre.transform(take_rows(state.x, val))
     if family != "gbm":
         x_train, x_val = x_train.astype("float32", copy=False), x_val.astype("float32", copy=False)
     return SearchData(x_train, state.y[train], x_val, state.y[val], task, state.n_classes, family,
-                      state.config.search.tensorboard if family != "gbm" else None)
+                      state.config.search.tensorboard if family != "gbm" else None, _codes(state, family))
+
+
+def _features(family: str) -> str:
+    """The preprocessor's kind for a family (:func:`automl.preprocess.make_preprocessor`)."""
+    return {"gbm": "trees", "mlp": "network"}.get(family, "dense")
+
+
+def _codes(state: RunState, family: str) -> int:
+    """Category code columns at the end of the family's matrix: one per categorical column for an MLP."""
+    return len(state.schema.categorical) if _features(family) == "network" else 0
 
 
 def _search_rows(state: RunState) -> tuple[np.ndarray, np.ndarray]:
@@ -170,7 +180,7 @@ def search_job(state: RunState, with_spec: bool = False, family: str | None = No
     """
     family = family or state.family
     config, protocol = state.config, state.protocol
-    space, warm_starts = family_space(family, family == "gbm" and state.skewed_target)
+    space, warm_starts = family_space(family, family == "gbm" and state.skewed_target, _codes(state, family) > 0)
     identity = {"task": state.schema.task, "sort_metric": state.sort_metric,
                 "direction": "maximize" if state.metric.higher_is_better else "minimize", "seed": config.seed,
                 "protocol": protocol.name, "nfolds": protocol.nfolds, "family": family,
@@ -294,8 +304,9 @@ def evaluate_configuration(state: RunState, trial: TrialRecord, pace: Pace) -> E
     candidate = Candidate(
         f"{algo}_{trial.number}", algo,
         lambda: KerasNetwork(trial.params, state.schema.task, epochs=epochs, seed=state.config.seed,
-                             n_classes=state.n_classes, family=state.family, validation_share=REFIT_HELD_OUT),
-        {**trial.params, "epochs": epochs}, fit_kwargs={"deadline": pace.deadline},
+                             n_classes=state.n_classes, family=state.family, validation_share=REFIT_HELD_OUT,
+                             n_codes=_codes(state, state.family)),
+        {**trial.params, "epochs": epochs}, fit_kwargs={"deadline": pace.deadline}, features=_features(state.family),
         # A bounded sample, drawn before preprocessing: one-hot encoding all of a fold's rows first took
         # 1.7 GB at 800k rows, and 18 GB at 8M (the run was killed by the OOM killer).
         max_rows=MAX_REFIT_ROWS)

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["Int", "Float", "Choice", "Param", "MLP_SPACE", "MLP_WARM_STARTS", "CNN_SPACE", "CNN_WARM_STARTS",
-           "GBM_SPACE", "GBM_WARM_STARTS", "GBM_TARGET", "FAMILIES", "MAX_EPOCHS", "family_space", "suggest"]
+           "GBM_SPACE", "GBM_WARM_STARTS", "GBM_TARGET", "CATEGORICAL_EMBEDDING", "FAMILIES", "MAX_EPOCHS",
+           "family_space", "suggest"]
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,10 @@ GBM_WARM_STARTS: tuple[dict[str, Any], ...] = (
 #: back), or a Tweedie loss with its log link. Every trial is scored on the original scale.
 GBM_TARGET = Choice("target", ("raw", "log", "tweedie"))
 
+#: Searched beside MLP_SPACE when the table has categorical columns: their one-hot columns, or an entity embedding
+#: of each column's codes (``automl.layers.CategoryEmbeddings``; levels unseen at fit share one vector).
+CATEGORICAL_EMBEDDING = Choice("categorical_embedding", ("onehot", "embedding"))
+
 #: Model families by name: (space, warm starts). Tabular tasks search "mlp" and "gbm", images "cnn".
 FAMILIES: dict[str, tuple[tuple[Param, ...], tuple[dict[str, Any], ...]]] = {
     "mlp": (MLP_SPACE, MLP_WARM_STARTS),
@@ -146,10 +151,16 @@ FAMILIES: dict[str, tuple[tuple[Param, ...], tuple[dict[str, Any], ...]]] = {
 }
 
 
-def family_space(family: str, skewed_target: bool = False) -> tuple[tuple[Param, ...], tuple[dict[str, Any], ...]]:
+def family_space(family: str, skewed_target: bool = False,
+                 categorical: bool = False) -> tuple[tuple[Param, ...], tuple[dict[str, Any], ...]]:
     """``FAMILIES[family]``; for "gbm" on a skewed target ≥ 0, with :data:`GBM_TARGET` searched too and a
-    Tweedie warm start beside the plain one (on diamonds Tweedie was the best scale, see SKEWED_PORTFOLIO)."""
+    Tweedie warm start beside the plain one (on diamonds Tweedie was the best scale, see SKEWED_PORTFOLIO); for
+    "mlp" on a table with ``categorical`` columns, with :data:`CATEGORICAL_EMBEDDING` searched too and the first
+    warm start embedding them after the one-hot warm starts."""
     space, warm_starts = FAMILIES[family]
+    if family == "mlp" and categorical:
+        onehot = tuple({**w, "categorical_embedding": "onehot"} for w in warm_starts)
+        return (*space, CATEGORICAL_EMBEDDING), (*onehot, {**warm_starts[0], "categorical_embedding": "embedding"})
     if family != "gbm" or not skewed_target:
         return space, warm_starts
     return ((*space, GBM_TARGET),

@@ -82,6 +82,11 @@ class KerasNetwork:
     #: best epoch by (their loss): a refit for a fixed epoch count at a high learning rate can end far past its
     #: best. 0: train the ``epochs`` given.
     validation_share: float = 0.0
+    #: The last ``n_codes`` input columns are category codes (``make_preprocessor(kind="network")``): an MLP embeds
+    #: them (``categorical_embedding="embedding"``) or drops them and reads the one-hot columns before them.
+    n_codes: int = 0
+    #: Each code column's levels (its largest code in the rows ``fit`` was given, plus one).
+    code_levels_: list[int] = field(default_factory=list)
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_forward": None}  # a tf.function does not pickle
@@ -107,14 +112,19 @@ class KerasNetwork:
 
         keras.utils.set_random_seed(self.seed)
         scaler = embedder = None
-        if self.family == "mlp":
+        if self.family == "mlp":  # codes are not numbers: they pass the numeric layers, last, to their own
             scaler, embedder = _numeric_inputs(x, self.params.get("input_scaling", "standard"),
-                                               self.params.get("numeric_embedding", "none"))
+                                               self.params.get("numeric_embedding", "none"), skip=self.n_codes)
         raw_shape = tuple(x.shape[1:])
         if scaler is not None:
             x = np.asarray(scaler(x))
         inputs = keras.Input(tuple(x.shape[1:]))
-        h = _BODIES[self.family](keras, inputs if embedder is None else embedder(inputs), self.params)
+        h = inputs if embedder is None else embedder(inputs)
+        if self.n_codes:
+            from automl.layers import CategoryEmbeddings
+
+            h = CategoryEmbeddings(self.code_levels_, self.params.get("categorical_embedding", "onehot"))(h)
+        h = _BODIES[self.family](keras, h, self.params)
         units, activation = {"binary": (1, "sigmoid"), "multiclass": (self.n_classes, "softmax"),
                              "regression": (1, None)}[self._head]
         if self.members > 1:  # a packed ensemble: its members' outputs train; their mean predicts
@@ -213,6 +223,8 @@ class KerasNetwork:
         """
         tf = _tf()
         x, y = np.asarray(x, dtype="float32"), np.asarray(y)
+        if self.n_codes:  # from every row given: a level only in the held-out rows below still has its vector
+            self.code_levels_ = [int(n) + 1 for n in x[:, x.shape[1] - self.n_codes:].max(axis=0)]
         if x_val is None and self.validation_share > 0:
             x, y, x_val, monitor = self._held_out(x, y)
         if self.task == "regression":
@@ -302,7 +314,8 @@ class KerasNetwork:
         """JSON-serialisable state besides the Keras weights file."""
         return {"params": self.params, "task": self.task, "epochs": self.epochs, "seed": self.seed,
                 "n_classes": self.n_classes, "family": self.family, "best_epoch": self.best_epoch_,
-                "y_mean": self.y_mean_, "y_std": self.y_std_}
+                "y_mean": self.y_mean_, "y_std": self.y_std_, "n_codes": self.n_codes,
+                "code_levels": self.code_levels_}
 
     @classmethod
     def from_state(cls, state: dict[str, Any], keras_model: Any) -> KerasNetwork:
@@ -310,21 +323,23 @@ class KerasNetwork:
                   state.get("family", "mlp"))
         est.model_, est.best_epoch_ = keras_model, state["best_epoch"]
         est.y_mean_, est.y_std_ = state["y_mean"], state["y_std"]
+        est.n_codes, est.code_levels_ = state.get("n_codes", 0), state.get("code_levels", [])
         return est
 
 
-def _numeric_inputs(x: np.ndarray, scaling: str, embedding: str) -> tuple[Any, Any]:
-    """The quantile scaler and the periodic embedding (:class:`automl.layers.NumericInputs`) of ``x``'s numeric
-    columns that ``scaling`` and ``embedding`` ask for, each None when not; the scaler fitted on ``x``.
+def _numeric_inputs(x: np.ndarray, scaling: str, embedding: str, skip: int = 0) -> tuple[Any, Any]:
+    """The quantile or robust scaler and the periodic embedding (:class:`automl.layers.NumericInputs`) of ``x``'s
+    numeric columns that ``scaling`` and ``embedding`` ask for, each None when not; the scaler fitted on ``x``.
 
-    Numeric columns are those with more than two values: one-hot and missing-value indicator columns have two.
-    The scaler puts the numeric columns first, so the embedding after it takes the first ones.
+    Numeric columns are those with more than two values, of all but the last ``skip`` (category codes): one-hot
+    and missing-value indicator columns have two. The scaler puts the numeric columns first, so the embedding
+    after it takes the first ones; the other columns follow in their order (the codes last).
     """
     if scaling == "standard" and embedding == "none":
         return None, None
     from automl.layers import NumericInputs, fit_quantiles, fit_robust
 
-    sample = x[:: max(1, len(x) // NUMERIC_SAMPLE)]
+    sample = x[:: max(1, len(x) // NUMERIC_SAMPLE), : x.shape[1] - skip]
     low, high = sample.min(axis=0), sample.max(axis=0)
     columns = np.flatnonzero(((sample != low) & (sample != high)).any(axis=0)).tolist()
     if not columns:

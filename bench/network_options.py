@@ -8,6 +8,7 @@ Printed: mean and standard deviation of the test AUC, seconds per fit, best epoc
 
     python bench/network_options.py                       # diabetes and churn, ~6 minutes
     python bench/network_options.py --datasets diabetes --splits 2
+    python bench/network_options.py --variants plain,robust,packed-8
 """
 
 from __future__ import annotations
@@ -28,23 +29,26 @@ from automl.spaces import MLP_WARM_STARTS
 TABLES = {"diabetes": ("diabetes", None), "churn": (str(ROOT.parent / "shared" / "datasets" / "churn.csv"), "churn")}
 VARIANTS = {"plain": {}, "quantile": {"input_scaling": "quantile"}, "periodic": {"numeric_embedding": "periodic"},
             "quantile+periodic": {"input_scaling": "quantile", "numeric_embedding": "periodic"},
-            "cosine": {"lr_schedule": "cosine"}, "smoothing": {"label_smoothing": 0.1}}
+            "cosine": {"lr_schedule": "cosine"}, "smoothing": {"label_smoothing": 0.1},
+            "robust": {"input_scaling": "robust"}, "packed-8": {"ensemble_size": 8}, "packed-32": {"ensemble_size": 32},
+            "robust+periodic+packed-8": {"input_scaling": "robust", "numeric_embedding": "periodic",
+                                         "ensemble_size": 8}}
 
 
-def measure(table: str, splits: int, seeds: int) -> list[dict]:
+def measure(table: str, splits: int, seeds: int, variants: list[str]) -> list[dict]:
     from automl.training import KerasNetwork
 
     ds = data.load(*TABLES[table])
     schema = infer_schema(ds)
     x, y = ds.frame[schema.features], encode_target(schema, ds.frame[schema.target])
-    found: dict[str, list[tuple[float, float, int]]] = {name: [] for name in VARIANTS}
+    found: dict[str, list[tuple[float, float, int]]] = {name: [] for name in variants}
     for split in range(splits):
         x_rest, x_test, y_rest, y_test = train_test_split(x, y, test_size=0.25, stratify=y, random_state=split)
         x_fit, x_val, y_fit, y_val = train_test_split(x_rest, y_rest, test_size=0.2, stratify=y_rest,
                                                       random_state=split)
         pre = make_preprocessor(schema)
         fit, val, test = pre.fit_transform(x_fit, y_fit), pre.transform(x_val), pre.transform(x_test)
-        for name, change in VARIANTS.items():
+        for name, change in ((name, VARIANTS[name]) for name in variants):
             for seed in range(seeds):
                 started = time.monotonic()
                 net = KerasNetwork({**MLP_WARM_STARTS[0], **change}, "binary", 100, seed)
@@ -65,9 +69,10 @@ def main() -> None:
     parser.add_argument("--datasets", default="diabetes,churn", help="comma-separated (diabetes,churn)")
     parser.add_argument("--splits", type=int, default=3, help="train/test splits per table (3)")
     parser.add_argument("--seeds", type=int, default=2, help="network seeds per split (2)")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated ({','.join(VARIANTS)})")
     args = parser.parse_args()
     for table in args.datasets.split(","):
-        for row in measure(table, args.splits, args.seeds):
+        for row in measure(table, args.splits, args.seeds, args.variants.split(",")):
             print(json.dumps(row), flush=True)
 
 

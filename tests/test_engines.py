@@ -258,6 +258,10 @@ def test_a_rounds_size_follows_its_configuration_the_rows_and_the_time_left():
     # Periodic embeddings widen a member's first layer 16-fold: its rounds are smaller.
     periodic = {**small, "numeric_embedding": "periodic"}
     assert 1 < choose_size(periodic, 614, 8, 20, cpu) < choose_size(small, 614, 8, 20, cpu)
+    # A packed ensemble is a population of its own, and the population graph holds no category embeddings.
+    assert choose_size({**small, "ensemble_size": 8}, 614, 8, 60, cpu) == 1
+    assert choose_size({**small, "categorical_embedding": "embedding"}, 614, 8, 60, cpu) == 1
+    assert choose_size({**small, "ensemble_size": 1, "categorical_embedding": "onehot"}, 614, 8, 60, cpu) == MAX_SIZE
     data = _search_data()
     assert population_size(_population_job("/tmp", None, None), data) is None  # chosen each round
     assert population_size(_population_job("/tmp", None, 5), data) == 5  # --population

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 from sklearn.preprocessing import QuantileTransformer
@@ -145,6 +146,37 @@ def test_a_refit_that_holds_out_rows_keeps_its_best_epoch():
     assert monitor(net.predict_proba(held_out)) == pytest.approx(scores[best], abs=1e-6)
 
 
+def test_unseen_categories_map_to_the_shared_vector(tmp_path):
+    """Codes: 0 for every level the training rows lacked; an embedding network gives rows that differ only in such
+    levels one prediction, and the same after export and reload."""
+    import keras
+
+    import automl.layers  # noqa: F401  registers the layers for loading
+    from automl.preprocess import CategoryCodes
+    from automl.training import KerasNetwork
+
+    rng = np.random.default_rng(0)
+    colours = rng.choice(["red", "green", "blue", "teal"], 600, p=[0.4, 0.3, 0.29, 0.01])  # teal: 6 rows at most
+    frame = pd.DataFrame({"colour": colours, "size": rng.normal(size=600)})
+    y = ((frame["colour"] == "red") ^ (frame["size"] > 0)).to_numpy(int)
+    codes = CategoryCodes().fit(frame[["colour"]])
+    unseen = pd.DataFrame({"colour": ["purple", "black", None, "red"]})
+    got = codes.transform(unseen)[:, 0]
+    assert got[0] == got[1] == 0.0 and got[2] == 0.0 and got[3] > 0  # unseen levels (missing too, never seen) → 0
+
+    x = np.column_stack([frame[["size"]].to_numpy("float32"), codes.transform(frame[["colour"]])])
+    params = {**MLP_WARM_STARTS[0], "categorical_embedding": "embedding"}
+    net = KerasNetwork(params, "binary", epochs=20, seed=0, n_codes=1).fit(x, y)
+    assert roc_auc_score(y, net.predict_proba(x)[:, 1]) > 0.9, "the embedding tells red from the rest"
+    rows = np.column_stack([np.full(3, 0.5, "float32"), codes.transform(unseen.head(3).assign(colour=["purple",
+                                                                                                     "black", "red"]))])
+    p = net.predict_proba(rows)[:, 1]  # purple and black: one vector; red its own
+    assert p[0] == p[1] and abs(p[0] - p[2]) > 1e-3
+    net.model_.save(tmp_path / "m.keras")
+    reloaded = keras.models.load_model(tmp_path / "m.keras", compile=False)
+    np.testing.assert_allclose(np.asarray(reloaded(rows))[:, 0], p, atol=1e-6)
+
+
 def test_periodic_embeddings_learn_what_a_linear_input_cannot(pima):
     """A target that flips with a numeric value's fine position: an embedding sees it, a plain input barely."""
     from automl.training import KerasNetwork
@@ -167,14 +199,18 @@ def test_a_population_search_searches_every_network_option(tmp_path):
     """A real population search (4 members a round): every option of the space takes more than one value. The
     members of a round share batch size, width, input scaling and embedding (one compiled graph); TPE, seeing
     all of a round share them, kept the first round's, and one round admitted every trial: 32 trials, one batch
-    size, one input scaling. Rounds now turn over by count and try the shares no trial has tried."""
+    size, one input scaling. Rounds now turn over by count and try the shares no trial has tried. On titanic, whose
+    categorical columns add ``categorical_embedding``; packed ensembles and embedding networks train alone."""
     from automl import search
+    from automl.spaces import CATEGORICAL_EMBEDDING
 
-    state = start(RunConfig.from_options(dataset="diabetes", output_dir=str(tmp_path), verbose=False, workers=1,
+    state = start(RunConfig.from_options(dataset="titanic", output_dir=str(tmp_path), verbose=False, workers=1,
                                          population=4, max_models=16, max_runtime_secs=120))
-    assert search_job(state).space == MLP_SPACE
+    assert search_job(state).space == (*MLP_SPACE, CATEGORICAL_EMBEDDING)
     trials = search.search_slice(state, state.budget.clock() + 90)
     assert len(trials) == 16
-    for option in MLP_SPACE:
+    for option in (*MLP_SPACE, CATEGORICAL_EMBEDDING):
         values = {repr(t.params[option.name]) for t in trials}
         assert len(values) > 1, f"{option.name}: only {values} searched"
+    failed = [t.error for t in trials if t.state == "FAIL"]
+    assert not failed, failed

@@ -189,6 +189,12 @@ def test_members_must_share_their_inputs():
         PopulationMLP([BASE, {**BASE, "numeric_embedding": "periodic"}], [0, 1], "binary")
 
 
+@pytest.mark.parametrize("alone", [{"ensemble_size": 8}, {"categorical_embedding": "embedding"}])
+def test_a_network_that_trains_alone_is_refused_by_a_population(alone):
+    with pytest.raises(ValueError, match="trains alone"):
+        PopulationMLP([{**BASE, **alone}, {**BASE, **alone}], [0, 1], "binary")
+
+
 def test_periodic_members_train_when_every_input_is_numeric(pima):
     """A table with no 0/1 column beside its numbers (no blanks, no categories) leaves the embedding no other
     columns: the population's graph gathered them as an empty float list and every such round failed."""

@@ -135,6 +135,8 @@ class SearchData:
     family: str = "mlp"
     #: Where each trial writes TensorBoard logs (``<log_dir>/trial_<n>``), or None.
     log_dir: str | None = None
+    #: The last ``n_codes`` columns are category codes (``make_preprocessor(kind="network")``).
+    n_codes: int = 0
 
 
 @dataclass

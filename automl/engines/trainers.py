@@ -44,7 +44,8 @@ def _train_network(params: dict[str, Any], data: SearchData, metric: Metric, see
 
     from automl.training import KerasNetwork
 
-    net = KerasNetwork(params, data.task, epochs=max_epochs, seed=seed, n_classes=data.n_classes, family=data.family)
+    net = KerasNetwork(params, data.task, epochs=max_epochs, seed=seed, n_classes=data.n_classes, family=data.family,
+                       n_codes=data.n_codes)
     sign = metric.sign()
     writer = _tensorboard_writer(data.log_dir, name, params)
 
@@ -137,7 +138,9 @@ def train_population(members: list[dict[str, Any]], data: SearchData, metric: Me
         their_seeds.append(member[1])
     if chosen:
         pop = PopulationMLP(chosen, their_seeds, data.task, data.n_classes, max_epochs)
-        pop.fit(data.x_train, data.y_train, data.x_val, monitor=lambda p: sign * metric.fn(data.y_val, p),
+        width = data.x_train.shape[1] - data.n_codes  # members read the one-hot columns, not the category codes
+        pop.fit(data.x_train[:, :width], data.y_train, data.x_val[:, :width],
+                monitor=lambda p: sign * metric.fn(data.y_val, p),
                 report=None if report is None else lambda k, score, epoch: report(ids[k], sign * score, epoch),
                 deadline=deadline, refill=more if refill is not None else None, done=ended)
     return outcomes

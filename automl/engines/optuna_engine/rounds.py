@@ -64,7 +64,7 @@ def run_round(study: optuna.Study, job: SearchJob, data: SearchData, size: int |
 
 def _round_of(study: optuna.Study, job: SearchJob, data: SearchData, size: int | None, stop: StudyStop,
               claims: Claims, beats: Heartbeats, told: Callable[[], None] | None) -> None:
-    from automl.population import choose_size, packed
+    from automl.population import choose_size, trains_alone
 
     known = claiming(study)
     explore_shares(study, job, known)
@@ -87,14 +87,14 @@ def _round_of(study: optuna.Study, job: SearchJob, data: SearchData, size: int |
     # Queued trials of other shares (warm starts, retries) train first, as they are; the round's own group then
     # takes new members into its freed slots while it admits.
     *others, main = sorted(groups.values(), key=len)
-    for members in [*others, main] if packed(main[0][1]) else others:
-        # The one-at-a-time trainer is the faster one for a single network, and a packed ensemble's own.
-        if len(members) == 1 or packed(members[0][1]):
+    for members in [*others, main] if trains_alone(main[0][1]) else others:
+        # The one-at-a-time trainer is the faster one for a single network, and the one of those that train alone.
+        if len(members) == 1 or trains_alone(members[0][1]):
             for member in members:
                 _tell_alone(study, *member, job, data, deadline, claims)
         else:
             _train_members(study, job, data, members, deadline, claims, None, told)
-    if packed(main[0][1]):
+    if trains_alone(main[0][1]):
         return
     admit_until = min(time.monotonic() + REFILL_SHARE * (deadline - time.monotonic()), deadline - MIN_ROUND_SECONDS)
     refill = _refill(study, job, main[0][1], admit_until, stop, claims, known, beats,
