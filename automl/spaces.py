@@ -7,12 +7,14 @@ engine never touches this file and adding a family never touches the engines.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 __all__ = ["Int", "Float", "Choice", "Param", "MLP_SPACE", "MLP_WARM_STARTS", "CNN_SPACE", "CNN_WARM_STARTS",
-           "GBM_SPACE", "GBM_WARM_STARTS", "GBM_TARGET", "CATEGORICAL_EMBEDDING", "FAMILIES", "MAX_EPOCHS",
-           "family_space", "suggest"]
+           "GBM_SPACE", "GBM_WARM_STARTS", "GBM_TARGET", "CATEGORICAL_EMBEDDING", "PORTFOLIO_FILE", "FAMILIES",
+           "MAX_EPOCHS", "family_space", "suggest"]
 
 
 @dataclass(frozen=True)
@@ -70,11 +72,16 @@ MLP_SPACE: tuple[Param, ...] = (
     Choice("ensemble_size", (1, 8, 32)),
 )
 
+#: Searched beside MLP_SPACE when the table has categorical columns: their one-hot columns, or an entity embedding
+#: of each column's codes (``automl.layers.CategoryEmbeddings``; levels unseen at fit share one vector).
+CATEGORICAL_EMBEDDING = Choice("categorical_embedding", ("onehot", "embedding"))
+
 _PLAIN = {"input_scaling": "standard", "numeric_embedding": "none", "lr_schedule": "constant", "label_smoothing": 0.0,
           "ensemble_size": 1}
 
-#: Configurations that usually do well on small tabular data, tried first
-#: (the AutoKeras idea: a good start beats a random one under a short budget).
+#: Configurations that usually do well on small tabular data (the AutoKeras idea: a good start beats a random one
+#: under a short budget): the search's warm starts before the portfolio (below), and the reference configurations
+#: of the tests and benchmarks.
 MLP_WARM_STARTS: tuple[dict[str, Any], ...] = (
     {"n_layers": 2, "units": 64, "activation": "relu", "dropout": 0.2, "batch_norm": False,
      "l2": 1e-4, "learning_rate": 1e-3, "optimizer": "adam", "batch_size": 32, **_PLAIN},
@@ -86,6 +93,19 @@ MLP_WARM_STARTS: tuple[dict[str, Any], ...] = (
      "l2": 1e-4, "learning_rate": 1e-3, "optimizer": "adam", "batch_size": 32,
      **_PLAIN, "numeric_embedding": "periodic"},
 )
+
+#: The zero-shot portfolio (``automl/portfolios/mlp.json``): configurations chosen offline on 38 public tables that
+#: are not ours, as the greedy set whose best member does best across them (``bench/mlp_portfolio.py``; AutoGluon's
+#: TabRepo portfolios and FLAML's zero-shot do the same). The MLP search starts from them, in their order.
+PORTFOLIO_FILE = Path(__file__).parent / "portfolios" / "mlp.json"
+
+
+def _portfolio() -> tuple[dict[str, Any], ...]:
+    """The portfolio's configurations, each with every MLP_SPACE parameter (in the space's order) and its
+    ``categorical_embedding`` last (dropped by :func:`family_space` on tables without categorical columns)."""
+    configurations = json.loads(PORTFOLIO_FILE.read_text())["configurations"]
+    names = [p.name for p in MLP_SPACE] + [CATEGORICAL_EMBEDDING.name]
+    return tuple({name: c[name] for name in names} for c in configurations)
 
 
 #: Convolutional networks for images. Pooling is applied only while the feature map
@@ -139,13 +159,9 @@ GBM_WARM_STARTS: tuple[dict[str, Any], ...] = (
 #: back), or a Tweedie loss with its log link. Every trial is scored on the original scale.
 GBM_TARGET = Choice("target", ("raw", "log", "tweedie"))
 
-#: Searched beside MLP_SPACE when the table has categorical columns: their one-hot columns, or an entity embedding
-#: of each column's codes (``automl.layers.CategoryEmbeddings``; levels unseen at fit share one vector).
-CATEGORICAL_EMBEDDING = Choice("categorical_embedding", ("onehot", "embedding"))
-
 #: Model families by name: (space, warm starts). Tabular tasks search "mlp" and "gbm", images "cnn".
 FAMILIES: dict[str, tuple[tuple[Param, ...], tuple[dict[str, Any], ...]]] = {
-    "mlp": (MLP_SPACE, MLP_WARM_STARTS),
+    "mlp": (MLP_SPACE, _portfolio()),
     "cnn": (CNN_SPACE, CNN_WARM_STARTS),
     "gbm": (GBM_SPACE, GBM_WARM_STARTS),
 }
@@ -155,12 +171,14 @@ def family_space(family: str, skewed_target: bool = False,
                  categorical: bool = False) -> tuple[tuple[Param, ...], tuple[dict[str, Any], ...]]:
     """``FAMILIES[family]``; for "gbm" on a skewed target ≥ 0, with :data:`GBM_TARGET` searched too and a
     Tweedie warm start beside the plain one (on diamonds Tweedie was the best scale, see SKEWED_PORTFOLIO); for
-    "mlp" on a table with ``categorical`` columns, with :data:`CATEGORICAL_EMBEDDING` searched too and the first
-    warm start embedding them after the one-hot warm starts."""
+    "mlp", the portfolio as warm starts, with :data:`CATEGORICAL_EMBEDDING` searched too on a table with
+    ``categorical`` columns (else the portfolio without it, each configuration once)."""
     space, warm_starts = FAMILIES[family]
     if family == "mlp" and categorical:
-        onehot = tuple({**w, "categorical_embedding": "onehot"} for w in warm_starts)
-        return (*space, CATEGORICAL_EMBEDDING), (*onehot, {**warm_starts[0], "categorical_embedding": "embedding"})
+        return (*space, CATEGORICAL_EMBEDDING), warm_starts
+    if family == "mlp":
+        plain = [{k: v for k, v in w.items() if k != CATEGORICAL_EMBEDDING.name} for w in warm_starts]
+        return space, tuple(w for i, w in enumerate(plain) if w not in plain[:i])
     if family != "gbm" or not skewed_target:
         return space, warm_starts
     return ((*space, GBM_TARGET),

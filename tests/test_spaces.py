@@ -8,13 +8,14 @@ import pytest
 from automl.engines.keras_tuner_engine import render
 from automl.spaces import FAMILIES, MAX_EPOCHS, Choice, Float, Int, family_space, suggest
 
-#: Every space a search renders: each family's, and GBM's with the target's scale (a skewed target).
-SPACES = [(family, False) for family in sorted(FAMILIES)] + [("gbm", True)]
+#: Every space a search renders: each family's, GBM's with the target's scale (a skewed target), and the MLP's on a
+#: table with categorical columns (their embedding searched).
+SPACES = [(family, False, False) for family in sorted(FAMILIES)] + [("gbm", True, False), ("mlp", False, True)]
 
 
-@pytest.mark.parametrize(("family", "skewed"), SPACES)
-def test_warm_starts_lie_inside_their_space(family, skewed):
-    space, warm_starts = family_space(family, skewed)
+@pytest.mark.parametrize(("family", "skewed", "categorical"), SPACES)
+def test_warm_starts_lie_inside_their_space(family, skewed, categorical):
+    space, warm_starts = family_space(family, skewed, categorical)
     names = [p.name for p in space]
     assert len(names) == len(set(names)), "a parameter is defined twice"
     for warm in warm_starts:
@@ -24,9 +25,9 @@ def test_warm_starts_lie_inside_their_space(family, skewed):
             assert value in p.choices if isinstance(p, Choice) else p.low <= value <= p.high, (p, value)
 
 
-@pytest.mark.parametrize(("family", "skewed"), SPACES)
-def test_optuna_and_keras_tuner_see_the_same_parameters(family, skewed):
-    space, _ = family_space(family, skewed)
+@pytest.mark.parametrize(("family", "skewed", "categorical"), SPACES)
+def test_optuna_and_keras_tuner_see_the_same_parameters(family, skewed, categorical):
+    space, _ = family_space(family, skewed, categorical)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     for _ in range(20):
         params = suggest(space, study.ask())
