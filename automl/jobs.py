@@ -180,9 +180,11 @@ class _Run:
         return bool(self._completed("net"))
 
     def _first_network_estimate(self) -> float:
+        """The least that ranks a first network: the cheapest completed configuration's cost (the job then ranks
+        the best one that fits, :meth:`_first_network`)."""
         done = self._completed("net")
         if done:
-            return search.network_cost(self.state, done[0], least=True)
+            return min(search.network_cost(self.state, t, least=True) for t in done)
         return FIRST_NETWORK_SHARE * self.state.budget.seconds
 
     def _network_cap(self, trial: TrialRecord) -> float | None:
@@ -195,7 +197,19 @@ class _Run:
         return full if self._cap() is None else min(full, self._cap())
 
     def _first_network(self, pace: Pace) -> Any:
-        return self._rank_network(self._claim_best("net") or self._completed("net")[0], pace)
+        """Rank the best completed configuration whose cost fits the job's time, else the cheapest: a packed
+        ensemble that took a minute as a trial on a 44k-row table must not leave the board without a network (the
+        best, if another was ranked, is queued after it as any better configuration is)."""
+        done, left = self._completed("net"), pace.deadline - pace.clock()
+        correction = self.scheduler.corrections.get(self.family, 1.0)
+        costs = {search.configuration_key(t): correction * search.network_cost(self.state, t, least=True) for t in done}
+        fitting = [t for t in done if costs[search.configuration_key(t)] <= left]
+        trial = fitting[0] if fitting else min(done, key=lambda t: costs[search.configuration_key(t)])
+        if trial is done[0]:
+            self._claim_best("net")
+        else:  # ranked here, never queued again
+            self.evaluated["net"].add(search.configuration_key(trial))
+        return self._rank_network(trial, pace)
 
     def _rank_network(self, trial: TrialRecord, pace: Pace) -> Any:
         """Cross-validate ``trial``'s configuration within its network cap (the job's own cap is the user's)."""

@@ -96,7 +96,8 @@ MLP_WARM_STARTS: tuple[dict[str, Any], ...] = (
 
 #: The zero-shot portfolio (``automl/portfolios/mlp.json``): configurations chosen offline on 38 public tables that
 #: are not ours, as the greedy set whose best member does best across them (``bench/mlp_portfolio.py``; AutoGluon's
-#: TabRepo portfolios and FLAML's zero-shot do the same). The MLP search starts from them, in their order.
+#: TabRepo portfolios and FLAML's zero-shot do the same). The MLP search starts from them, cheapest first: on a
+#: large table the first network must rank early (the jobs' first network is the best one that fits its time).
 PORTFOLIO_FILE = Path(__file__).parent / "portfolios" / "mlp.json"
 
 

@@ -202,3 +202,32 @@ def test_a_short_run_trains_every_family(monkeypatch):
     trained, clock = _drive(monkeypatch, state, 30, 4, {"GBM": 1.5, "GLM": 0.2, "DRF": 2.0, "XRT": 1.8})
     assert trained[:4] == ["GBM_1", "GLM_1", "DRF_1", "XRT_1"]
     assert clock.now <= state.budget.deadline
+
+
+@pytest.mark.parametrize(("left", "ranked"), [(100.0, 7), (30.0, 3), (5.0, 3)])
+def test_the_first_network_is_the_best_configuration_that_fits_else_the_cheapest(monkeypatch, left, ranked):
+    """Fake costs: the best trial (7) a packed ensemble that would take 60 s to rank, the next (3) 20 s. With 100 s
+    the best is ranked; with 30 s the best that fits; with 5 s, where none fits, the cheapest. The job's estimate
+    is the cheapest's, so that the scheduler starts it whenever any network fits."""
+    from automl import jobs, search
+    from automl.config import RunConfig
+    from automl.engines import TrialRecord
+    from automl.schedule import Pace
+    from automl.state import start
+
+    state = start(RunConfig.from_options(dataset="diabetes", max_runtime_secs=120, verbose=False))
+    trials = [TrialRecord(7, "COMPLETE", 0.85, 20, 30.0, params={"ensemble_size": 8}),
+              TrialRecord(3, "COMPLETE", 0.83, 20, 5.0, params={"ensemble_size": 1}),
+              TrialRecord(5, "COMPLETE", 0.80, 20, 8.0, params={"ensemble_size": 1, "units": 256})]
+    costs = {7: 60.0, 3: 20.0, 5: 25.0}
+    run = jobs._Run(state)
+    monkeypatch.setattr(run, "_completed", lambda kind: trials)
+    monkeypatch.setattr(search, "network_cost", lambda state, trial, least=False: costs[trial.number])
+    chosen: list[int] = []
+    monkeypatch.setattr(run, "_rank_network", lambda trial, pace: chosen.append(trial.number))
+    assert run._first_network_estimate() == 20.0
+    clock = FakeClock(0.0)
+    run._first_network(Pace("first MLP", 0.0, left, clock))
+    assert chosen == [ranked]
+    # The best is ranked now or stays to be claimed later; one ranked here is never queued again.
+    assert (run._claim_best("net") is None) == (ranked == 7)
