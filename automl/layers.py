@@ -228,7 +228,7 @@ def embedding_width(levels: int) -> int:
 
 @keras.saving.register_keras_serializable(package="automl")
 class CategoryEmbeddings(keras.layers.Layer):
-    """The last ``len(levels)`` input columns are category codes (``automl.preprocess.CategoryCodes``: 0 for a
+    """The last ``len(levels)`` input columns are category codes (``automl.encoders.CategoryCodes``: 0 for a
     level unseen at fit, so every unseen level maps to one shared vector); the columns before them pass through.
 
     ``mode="embedding"``: each code column becomes its own learned vector of :func:`embedding_width` of its levels,

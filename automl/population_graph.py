@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from automl import training
+from automl.bodies import mlp_initial_kernels, periodic_initial_weights
 
 if TYPE_CHECKING:
     from automl.population import PopulationMLP
@@ -122,7 +123,7 @@ class PopulationGraph:
                   (self.seeds, seed), (self.born, epoch), (self.age, 0.0), (self.losses, 0.0), (self.active, True)]
         for variable, value in values:
             variable[slot].assign(np.asarray(value, dtype=variable.dtype.as_numpy_dtype))
-        kernels = training.mlp_initial_kernels(params, self.n_features, pop.n_outputs, seed)
+        kernels = mlp_initial_kernels(params, self.n_features, pop.n_outputs, seed)
         for j, variable in enumerate(self.kernels):
             padded = np.zeros(variable.shape[1:], "float32")
             kernel = kernels[-1] if j == self.depth else kernels[j] if j < layers else None
@@ -130,7 +131,7 @@ class PopulationGraph:
                 padded[:kernel.shape[0], :kernel.shape[1]] = kernel
             variable[slot].assign(padded)
         if self.embedding:  # the frequencies and kernel; the bias starts at zero (below)
-            for variable, value in zip(self.embedding, training.periodic_initial_weights(self.embedder, seed),
+            for variable, value in zip(self.embedding, periodic_initial_weights(self.embedder, seed),
                                        strict=False):
                 variable[slot].assign(value)
         for variable in self.biases + self.betas + self.moving_mean + self.slots_m + self.slots_v + self.embedding[2:]:

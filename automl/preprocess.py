@@ -24,11 +24,12 @@ from sklearn.pipeline import FeatureUnion, Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler, TargetEncoder
 
 from automl.data import Dataset, distinct_counts
+from automl.encoders import CategoryCodes
 from automl.errors import InputError
 from automl.images import PixelScaler
 
 __all__ = ["Schema", "infer_schema", "encode_target", "make_preprocessor", "dense_width", "CleanFrame",
-           "ConditionalImputer", "DatetimeParts", "ManyLevelsTarget", "CategoryCodes", "MAX_EMBEDDED_LEVELS"]
+           "ConditionalImputer", "DatetimeParts", "ManyLevelsTarget"]
 
 #: Text columns with more distinct values than this (and mostly unique) are free text or ids.
 _MAX_CATEGORIES = 50
@@ -389,32 +390,6 @@ class ManyLevelsTarget(BaseEstimator, TransformerMixin):
         return self.encoder_.transform(x[self.columns_]).astype("float32")
 
 
-#: Levels of a categorical column a network embeds at most (the commonest; :class:`CategoryCodes`).
-MAX_EMBEDDED_LEVELS = 1000
-
-
-class CategoryCodes(BaseEstimator, TransformerMixin):
-    """Each categorical column as an integer code for a network's entity embeddings (``automl.layers``): 0 for a
-    level unseen in the training rows, then the levels of at least :data:`MIN_ROWS` training rows, at most
-    :data:`MAX_EMBEDDED_LEVELS` of them (the commonest), and one code the rarer levels share (scikit-learn's
-    infrequent categories). A missing cell is a level of its own. Float32 out, like the rest of the matrix."""
-
-    def fit(self, x: pd.DataFrame, y: Any = None) -> CategoryCodes:
-        from sklearn.preprocessing import OrdinalEncoder
-
-        self.encoder_ = OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1, min_frequency=MIN_ROWS,
-                                       max_categories=MAX_EMBEDDED_LEVELS, dtype=np.float32)
-        self.encoder_.fit(self._text(x))
-        return self
-
-    def transform(self, x: pd.DataFrame) -> np.ndarray:
-        return (self.encoder_.transform(self._text(x)) + 1.0).astype("float32")  # unseen (-1) becomes 0
-
-    @staticmethod
-    def _text(x: pd.DataFrame) -> pd.DataFrame:
-        return x.astype(object).where(x.notna(), "(missing)").astype(str)
-
-
 class TreeColumns(BaseEstimator, TransformerMixin):
     """For gradient boosting: numbers as they are (missing stays NaN), date parts, and strings as
     pandas categoricals with the training rows' categories (an unseen value is missing).
@@ -503,7 +478,7 @@ def make_preprocessor(schema: Schema, kind: str = "dense") -> Pipeline | PixelSc
                                   schema.datetime)])
     steps = [("clean", clean), ("columns", columns), ("impute", ConditionalImputer())]
     if kind == "network" and schema.categorical:  # the codes after imputation: no number is imputed from a code
-        codes = ColumnTransformer([("codes", CategoryCodes(), schema.categorical)])
+        codes = ColumnTransformer([("codes", CategoryCodes(MIN_ROWS), schema.categorical)])
         return Pipeline([("clean", clean), ("both", FeatureUnion([("dense", Pipeline(steps[1:])),
                                                                     ("codes", codes)]))])
     return Pipeline(steps)

@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
+from automl.bodies import BODIES, mlp_initial_kernels, periodic_initial_weights
 from automl.errors import FailedTrialError
 
-__all__ = ["KerasNetwork", "EPOCH_CHUNK", "mlp_initial_kernels", "periodic_initial_weights", "SCHEDULE_EPOCHS",
-           "label_smoothing"]
+__all__ = ["KerasNetwork", "EPOCH_CHUNK", "SCHEDULE_EPOCHS", "label_smoothing"]
 
 #: Epochs between validations: the granularity of early stopping and pruning.
 EPOCH_CHUNK = 5
@@ -124,7 +124,7 @@ class KerasNetwork:
             from automl.layers import CategoryEmbeddings
 
             h = CategoryEmbeddings(self.code_levels_, self.params.get("categorical_embedding", "onehot"))(h)
-        h = _BODIES[self.family](keras, h, self.params)
+        h = BODIES[self.family](keras, h, self.params)
         units, activation = {"binary": (1, "sigmoid"), "multiclass": (self.n_classes, "softmax"),
                              "regression": (1, None)}[self._head]
         if self.members > 1:  # a packed ensemble: its members' outputs train; their mean predicts
@@ -183,8 +183,10 @@ class KerasNetwork:
         if k == 1:
             return loss
         # Each member's loss on the same targets, summed: a member's gradient is what it would be alone (its L2
-        # too), so the learning rates of the space mean what they mean for one network.
-        return lambda y, p: k * loss(keras.ops.repeat(keras.ops.expand_dims(y, 1), k, axis=1), p)
+        # too), so the learning rates of the space mean what they mean for one network. The targets are reshaped
+        # whatever rank they come in (Keras' fit under a strategy expands them to the outputs' rank first).
+        shape = (-1, 1) if self._head == "multiclass" else (-1, 1, 1)
+        return lambda y, p: k * loss(keras.ops.repeat(keras.ops.reshape(y, shape), k, axis=1), p)
 
     def _targets(self, y: np.ndarray) -> np.ndarray:
         if self.task == "regression":
@@ -363,83 +365,6 @@ def _numeric_inputs(x: np.ndarray, scaling: str, embedding: str, skip: int = 0) 
 def label_smoothing(params: dict[str, Any], task: str) -> float:
     """The label smoothing a configuration trains with: its ``label_smoothing`` for classification, else 0."""
     return float(params.get("label_smoothing") or 0.0) if task != "regression" else 0.0
-
-
-def mlp_initial_kernels(params: dict[str, Any], n_features: int, n_outputs: int, seed: int) -> list[np.ndarray]:
-    """Glorot-uniform kernels (Keras' default for Dense) of an MLP's hidden layers and output layer, from ``seed``.
-
-    Drawn with numpy rather than Keras' seed generator, so that :mod:`automl.population` can
-    start a member from exactly the weights this module's network starts from.
-    """
-    rng = np.random.default_rng(seed)
-    units = int(params["units"])
-    shapes = [(n_features, units)] + [(units, units)] * (int(params["n_layers"]) - 1) + [(units, n_outputs)]
-    return [rng.uniform(-1.0, 1.0, shape).astype("float32") * np.float32(math.sqrt(6.0 / sum(shape)))
-            for shape in shapes]
-
-
-def periodic_initial_weights(embedder: Any, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Initial frequencies (c, k) ~ N(0, scale) and kernel (c, 2k, d) of a periodic embedding (``embedder``, an
-    :class:`automl.layers.NumericInputs`), from ``seed``: Keras' initializers of that layer, drawn with numpy
-    so that a population member starts from the same weights (as :func:`mlp_initial_kernels`)."""
-    rng = np.random.default_rng([seed, 1])  # a stream apart from the dense kernels'
-    c, k, d = len(embedder.columns), embedder.n_frequencies, embedder.d_embedding
-    frequencies = rng.normal(0.0, embedder.scale, (c, k)).astype("float32")
-    limit = math.sqrt(6.0 / (c * 2 * k + c * d))  # Keras' Glorot fans of a (c, 2k, d) kernel: c·2k in, c·d out
-    return frequencies, rng.uniform(-limit, limit, (c, 2 * k, d)).astype("float32")
-
-
-def _mlp_body(keras: Any, h: Any, p: dict[str, Any]) -> Any:
-    """The hidden layers: (n, units), or (n, members, units) for a packed ensemble of ``ensemble_size``."""
-    reg = keras.regularizers.L2(p["l2"]) if p.get("l2") else None
-    k, units = int(p.get("ensemble_size", 1)), int(p["units"])
-    for _ in range(int(p["n_layers"])):
-        if k > 1:
-            from automl.layers import PackedDense
-
-            h = PackedDense(k, units, kernel_regularizer=reg)(h)
-        else:
-            h = keras.layers.Dense(units, kernel_regularizer=reg)(h)
-        if p.get("batch_norm") and k > 1:  # statistics per member and unit, as each member alone would keep
-            flat = keras.layers.BatchNormalization()(keras.layers.Reshape((k * units,))(h))
-            h = keras.layers.Reshape((k, units))(flat)
-        elif p.get("batch_norm"):
-            h = keras.layers.BatchNormalization()(h)
-        h = keras.layers.Activation(p["activation"])(h)
-        if p.get("dropout"):
-            h = keras.layers.Dropout(float(p["dropout"]))(h)
-    return h
-
-
-def _cnn_body(keras: Any, h: Any, p: dict[str, Any]) -> Any:
-    reg = keras.regularizers.L2(p["l2"]) if p.get("l2") else None
-    if p.get("augmentation", "none") != "none":  # active only in training=True calls
-        h = keras.layers.RandomTranslation(0.1, 0.1, fill_mode="constant")(h)
-        if "rotate" in p["augmentation"]:
-            h = keras.layers.RandomRotation(0.05, fill_mode="constant")(h)
-    size = min(h.shape[1], h.shape[2])
-    for block in range(int(p["n_blocks"])):
-        h = keras.layers.Conv2D(int(p["filters"]) * 2**block, int(p["kernel_size"]), padding="same",
-                                kernel_regularizer=reg)(h)
-        if p.get("batch_norm"):
-            h = keras.layers.BatchNormalization()(h)
-        h = keras.layers.Activation(p["activation"])(h)
-        # Pool only while the map stays at least 2 pixels wide: small images keep their detail.
-        if p["pooling"] != "none" and size >= 4:
-            pool = keras.layers.MaxPooling2D if p["pooling"] == "max" else keras.layers.AveragePooling2D
-            h = pool(2)(h)
-            size //= 2
-    h = keras.layers.Flatten()(h)
-    if p.get("dropout"):
-        h = keras.layers.Dropout(float(p["dropout"]))(h)
-    if int(p.get("dense_units", 0)):
-        h = keras.layers.Dense(int(p["dense_units"]), activation=p["activation"], kernel_regularizer=reg)(h)
-        if p.get("dropout"):
-            h = keras.layers.Dropout(float(p["dropout"]))(h)
-    return h
-
-
-_BODIES = {"mlp": _mlp_body, "cnn": _cnn_body}
 
 
 class _Pacer:

@@ -15,7 +15,7 @@ from automl.config import RunConfig
 from automl.export import save_model
 from automl.models import train_boosted
 from automl.search import search_data, search_job
-from automl.spaces import GBM_SPACE, GBM_WARM_STARTS, MAX_EPOCHS, Choice
+from automl.spaces import GBM_SPACE, GBM_WARM_STARTS, MAX_EPOCHS, MLP_SPACE, Choice
 from automl.state import start
 from conftest import REPO, subprocess_env
 
@@ -103,6 +103,7 @@ def test_a_skewed_target_searches_its_scale_and_predicts_on_the_original_one(tmp
         values = evaluated.model.predict_proba(rows)
         # Scored on the original scale: fares, not their logs (the mean fare is 32).
         assert np.isfinite(values).all() and values.min() >= 0 and 10 < values.mean() < 100
-    # Other families and other targets keep the plain space.
-    assert [p.name for p in search_job(state).space] == [p.name for p in search_job(_state(tmp_path / "d")).space]
+    # Other families and other targets keep the plain space: the networks' is theirs (with titanic's categorical
+    # columns, their embedding searched too).
+    assert [p.name for p in search_job(state).space] == [p.name for p in MLP_SPACE] + ["categorical_embedding"]
     assert [p.name for p in search_job(_state(tmp_path / "d"), family="gbm").space] == [p.name for p in GBM_SPACE]

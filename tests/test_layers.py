@@ -152,7 +152,7 @@ def test_unseen_categories_map_to_the_shared_vector(tmp_path):
     import keras
 
     import automl.layers  # noqa: F401  registers the layers for loading
-    from automl.preprocess import CategoryCodes
+    from automl.encoders import CategoryCodes
     from automl.training import KerasNetwork
 
     rng = np.random.default_rng(0)

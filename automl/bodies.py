@@ -1,0 +1,93 @@
+"""The layers of a Keras network of each family, and the initial weights of an MLP.
+
+:mod:`automl.training` builds its networks from these bodies; :mod:`automl.population_graph` starts each
+member from exactly the weights :func:`mlp_initial_kernels` and :func:`periodic_initial_weights` draw, so that a
+member trains as the one-at-a-time network of its seed. Keras comes in as an argument: importing this module is
+cheap.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+__all__ = ["BODIES", "mlp_initial_kernels", "periodic_initial_weights"]
+
+
+def mlp_initial_kernels(params: dict[str, Any], n_features: int, n_outputs: int, seed: int) -> list[np.ndarray]:
+    """Glorot-uniform kernels (Keras' default for Dense) of an MLP's hidden layers and output layer, from ``seed``.
+
+    Drawn with numpy rather than Keras' seed generator, so that :mod:`automl.population` can
+    start a member from exactly the weights this module's network starts from.
+    """
+    rng = np.random.default_rng(seed)
+    units = int(params["units"])
+    shapes = [(n_features, units)] + [(units, units)] * (int(params["n_layers"]) - 1) + [(units, n_outputs)]
+    return [rng.uniform(-1.0, 1.0, shape).astype("float32") * np.float32(math.sqrt(6.0 / sum(shape)))
+            for shape in shapes]
+
+
+def periodic_initial_weights(embedder: Any, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Initial frequencies (c, k) ~ N(0, scale) and kernel (c, 2k, d) of a periodic embedding (``embedder``, an
+    :class:`automl.layers.NumericInputs`), from ``seed``: Keras' initializers of that layer, drawn with numpy
+    so that a population member starts from the same weights (as :func:`mlp_initial_kernels`)."""
+    rng = np.random.default_rng([seed, 1])  # a stream apart from the dense kernels'
+    c, k, d = len(embedder.columns), embedder.n_frequencies, embedder.d_embedding
+    frequencies = rng.normal(0.0, embedder.scale, (c, k)).astype("float32")
+    limit = math.sqrt(6.0 / (c * 2 * k + c * d))  # Keras' Glorot fans of a (c, 2k, d) kernel: c·2k in, c·d out
+    return frequencies, rng.uniform(-limit, limit, (c, 2 * k, d)).astype("float32")
+
+
+def _mlp_body(keras: Any, h: Any, p: dict[str, Any]) -> Any:
+    """The hidden layers: (n, units), or (n, members, units) for a packed ensemble of ``ensemble_size``."""
+    reg = keras.regularizers.L2(p["l2"]) if p.get("l2") else None
+    k, units = int(p.get("ensemble_size", 1)), int(p["units"])
+    for _ in range(int(p["n_layers"])):
+        if k > 1:
+            from automl.layers import PackedDense
+
+            h = PackedDense(k, units, kernel_regularizer=reg)(h)
+        else:
+            h = keras.layers.Dense(units, kernel_regularizer=reg)(h)
+        if p.get("batch_norm") and k > 1:  # statistics per member and unit, as each member alone would keep
+            flat = keras.layers.BatchNormalization()(keras.layers.Reshape((k * units,))(h))
+            h = keras.layers.Reshape((k, units))(flat)
+        elif p.get("batch_norm"):
+            h = keras.layers.BatchNormalization()(h)
+        h = keras.layers.Activation(p["activation"])(h)
+        if p.get("dropout"):
+            h = keras.layers.Dropout(float(p["dropout"]))(h)
+    return h
+
+
+def _cnn_body(keras: Any, h: Any, p: dict[str, Any]) -> Any:
+    reg = keras.regularizers.L2(p["l2"]) if p.get("l2") else None
+    if p.get("augmentation", "none") != "none":  # active only in training=True calls
+        h = keras.layers.RandomTranslation(0.1, 0.1, fill_mode="constant")(h)
+        if "rotate" in p["augmentation"]:
+            h = keras.layers.RandomRotation(0.05, fill_mode="constant")(h)
+    size = min(h.shape[1], h.shape[2])
+    for block in range(int(p["n_blocks"])):
+        h = keras.layers.Conv2D(int(p["filters"]) * 2**block, int(p["kernel_size"]), padding="same",
+                                kernel_regularizer=reg)(h)
+        if p.get("batch_norm"):
+            h = keras.layers.BatchNormalization()(h)
+        h = keras.layers.Activation(p["activation"])(h)
+        # Pool only while the map stays at least 2 pixels wide: small images keep their detail.
+        if p["pooling"] != "none" and size >= 4:
+            pool = keras.layers.MaxPooling2D if p["pooling"] == "max" else keras.layers.AveragePooling2D
+            h = pool(2)(h)
+            size //= 2
+    h = keras.layers.Flatten()(h)
+    if p.get("dropout"):
+        h = keras.layers.Dropout(float(p["dropout"]))(h)
+    if int(p.get("dense_units", 0)):
+        h = keras.layers.Dense(int(p["dense_units"]), activation=p["activation"], kernel_regularizer=reg)(h)
+        if p.get("dropout"):
+            h = keras.layers.Dropout(float(p["dropout"]))(h)
+    return h
+
+
+BODIES = {"mlp": _mlp_body, "cnn": _cnn_body}
