@@ -111,9 +111,10 @@ def make_folds(y: np.ndarray, task: str, nfolds: int, seed: int) -> list[tuple[n
 
 
 def holdout_split(y: np.ndarray, task: str, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Training and validation row indices for search trials (stratified when classifying)."""
+    """Training and validation row indices for search trials and a network's held-out rows (stratified when
+    classifying and every class has two rows; ``fraction`` a share, or a count of validation rows)."""
     rows = np.arange(len(y))
-    stratify = None if task == "regression" else y
+    stratify = None if task == "regression" or np.unique(y, return_counts=True)[1].min() < 2 else y
     train, val = train_test_split(rows, test_size=fraction, random_state=seed, stratify=stratify)
     return np.sort(train), np.sort(val)
 

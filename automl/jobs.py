@@ -202,9 +202,9 @@ class _Run:
         best, if another was ranked, is queued after it as any better configuration is)."""
         done, left = self._completed("net"), pace.deadline - pace.clock()
         correction = self.scheduler.corrections.get(self.family, 1.0)
-        costs = {search.configuration_key(t): correction * search.network_cost(self.state, t, least=True) for t in done}
-        fitting = [t for t in done if costs[search.configuration_key(t)] <= left]
-        trial = fitting[0] if fitting else min(done, key=lambda t: costs[search.configuration_key(t)])
+        costs = [correction * search.network_cost(self.state, t, least=True) for t in done]  # best first
+        fitting = [t for t, cost in zip(done, costs, strict=True) if cost <= left]
+        trial = fitting[0] if fitting else done[costs.index(min(costs))]
         if trial is done[0]:
             self._claim_best("net")
         else:  # ranked here, never queued again

@@ -261,26 +261,19 @@ class KerasNetwork:
         return self
 
     def _held_out(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, Any, Any]:
-        """``validation_share`` of the rows (stratified for classes, at most :data:`MAX_HELD_OUT` and none when
-        fewer than :data:`MIN_HELD_OUT`) held out, and a monitor of their loss (higher is better): the training
-        rows, their targets, the held-out rows and the monitor (None, None when too few rows)."""
-        from sklearn.metrics import log_loss
-        from sklearn.model_selection import train_test_split
+        """``validation_share`` of the rows (the search's stratified split, at most :data:`MAX_HELD_OUT` and none
+        when fewer than :data:`MIN_HELD_OUT`) held out, and a monitor of their loss (the registry's log loss or
+        MSE, negated: higher is better): the training rows, their targets, the held-out rows and the monitor
+        (None, None when too few rows)."""
+        from automl.evaluation import holdout_split
+        from automl.metrics import get
 
         n_val = min(int(len(x) * self.validation_share), MAX_HELD_OUT)
         if n_val < MIN_HELD_OUT:
             return x, y, None, None
-        classes = self.task != "regression"
-        stratify = y if classes and np.unique(y, return_counts=True)[1].min() >= 2 else None
-        fit, val = train_test_split(np.arange(len(x)), test_size=n_val, random_state=self.seed, stratify=stratify)
-        y_val, labels = y[val], list(range(self.n_classes))
-
-        def monitor(proba: np.ndarray) -> float:
-            if classes:
-                return -log_loss(y_val, proba, labels=labels)
-            return -float(np.mean((proba - y_val) ** 2))
-
-        return x[fit], y[fit], x[val], monitor
+        fit, val = holdout_split(y, self.task, n_val, self.seed)
+        loss, y_val = get("mse" if self.task == "regression" else "logloss", self.task), y[val]
+        return x[fit], y[fit], x[val], lambda proba: -loss.fn(y_val, proba)
 
     # -- predicting ---------------------------------------------------------------
     def _raw(self, x: np.ndarray) -> np.ndarray:
