@@ -8,18 +8,32 @@ from __future__ import annotations
 
 import zipfile
 import zlib
-from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from automl.errors import InputError
 
-__all__ = ["IMAGE_SUFFIXES", "is_image_source", "load_image_folder", "load_npz", "load_images", "PixelScaler",
-           "Flatten"]
+__all__ = ["IMAGE_SUFFIXES", "MAX_IMAGE_SIDE", "PREDICT_BATCH", "is_image_source", "load_image_folder",
+           "training_shape", "iter_image_batches", "load_npz", "load_images", "PixelScaler", "Flatten"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+#: The longest side, in pixels, of the images a folder trains on (larger ones shrink, keeping their aspect ratio).
+#: A CNN's cost grows with the pixels, every convolution visiting each one (128×128 costs four times 64×64): on
+#: 2 CPU cores 64×64 is the most at which a search still tries several configurations within its budget.
+MAX_IMAGE_SIDE = 64
+#: Files read, resized and predicted at a time when ``python -m automl.predict`` scores a folder.
+PREDICT_BATCH = 256
+_GREY = ("1", "L", "LA", "La")
+_DEEP = ("I", "I;16", "I;16B", "I;16L", "I;16N")  # 16-bit grey PNGs (PIL's modes)
+_ORIENTATION_TAG = 0x0112
+_TURNED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+_TRANSPOSE = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5: "TRANSPOSE", 6: "ROTATE_270",
+              7: "TRANSVERSE", 8: "ROTATE_90"}  # what brings each orientation upright, as PIL's exif_transpose
 
 
 def is_image_source(path: Path) -> bool:
@@ -57,9 +71,49 @@ def load_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None, None]:
 
 
 def load_image_folder(path: Path) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
-    """Images from ``path/<class>/*.png|jpg`` (labels = folder names), or from ``path/*.png`` (no labels)."""
-    from PIL import Image, UnidentifiedImageError
+    """Images from ``path/<class>/*.png|jpg`` (labels = folder names), or from ``path/*.png`` (no labels).
 
+    One network needs one shape: every image is brought to :func:`training_shape` of the folder as it is
+    read, so memory holds only the resized pixels (uint8; float32 for 16-bit grey), never the originals.
+    """
+    files = _image_files(path)
+    headers = [_header(file) for file, _ in files]
+    height, width = training_shape([h for h, _, _ in headers], [w for _, w, _ in headers])
+    channels = 1 if all(mode in _GREY + _DEEP for _, _, mode in headers) else 3
+    deep = channels == 1 and any(mode in _DEEP for _, _, mode in headers)
+    x = np.empty((len(files), height, width, channels), dtype="float32" if deep else "uint8")
+    for i, (file, _) in enumerate(files):
+        x[i] = _read(file, (height, width, channels))
+    labels = [label for _, label in files]
+    y = None if labels[0] is None else np.asarray(labels, dtype=object)
+    return x, y, [str(f.relative_to(path)) for f, _ in files]
+
+
+def training_shape(heights: Sequence[int], widths: Sequence[int]) -> tuple[int, int]:
+    """``(height, width)`` to train on: the median of each, the longer side shrunk to :data:`MAX_IMAGE_SIDE`
+    keeping the aspect ratio (the median, not the commonest size: a few odd sizes do not set it)."""
+    height, width = float(np.median(heights)), float(np.median(widths))
+    shrink = min(1.0, MAX_IMAGE_SIDE / max(height, width))
+    return max(1, round(height * shrink)), max(1, round(width * shrink))
+
+
+def iter_image_batches(path: Path, shape: Sequence[int], batch: int = PREDICT_BATCH
+                       ) -> Iterator[tuple[np.ndarray, list[str]]]:
+    """The images of a folder (found as :func:`load_image_folder` finds them; labels ignored), ``batch`` files
+    at a time, each brought to ``shape`` (height, width, channels), with their names relative to ``path``:
+    a folder of any size is scored with one batch's pixels in memory."""
+    if batch < 1:
+        raise ValueError(f"a batch holds one image or more, but got {batch=}")
+    height, width, channels = (int(s) for s in shape)
+    files = [file for file, _ in _image_files(path)]
+    for start in range(0, len(files), batch):
+        chunk = files[start:start + batch]
+        yield (np.stack([_read(file, (height, width, channels)) for file in chunk]),
+               [str(file.relative_to(path)) for file in chunk])
+
+
+def _image_files(path: Path) -> list[tuple[Path, str | None]]:
+    """``(file, class or None)`` in a stable order: class subfolders if there are any, else the folder's files."""
     subfolders = sorted(p for p in path.iterdir() if p.is_dir())
     if subfolders:
         files = [(f, d.name) for d in subfolders for f in sorted(d.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
@@ -67,20 +121,63 @@ def load_image_folder(path: Path) -> tuple[np.ndarray, np.ndarray | None, list[s
         files = [(f, None) for f in sorted(path.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
     if not files:
         raise InputError(f"{path}: no .png or .jpg images found; put them in one subfolder per class")
-    pictures = []
-    for file, _ in files:
-        try:
-            with Image.open(file) as img:
-                pictures.append(img.convert("L") if img.mode in ("L", "1", "I;16") else img.convert("RGB"))
-        except (UnidentifiedImageError, OSError):
-            raise InputError(f"{file}: not a readable image; remove it or replace it") from None
-    # Mixed sizes or modes are brought to the commonest, so one network fits all images.
-    size = Counter(p.size for p in pictures).most_common(1)[0][0]
-    mode = "RGB" if any(p.mode == "RGB" for p in pictures) else "L"
-    x = np.stack([np.asarray(p.convert(mode).resize(size)) for p in pictures])
-    labels = [label for _, label in files]
-    y = None if labels[0] is None else np.asarray(labels, dtype=object)
-    return _as_nhwc(x, path), y, [str(f.relative_to(path)) for f, _ in files]
+    return files
+
+
+@contextmanager
+def _opened(file: Path) -> Iterator[Any]:
+    """``file`` opened with PIL (only its header is read until pixels are asked for); damage is an InputError."""
+    from PIL import Image
+
+    try:
+        with Image.open(file) as img:
+            yield img
+    except Image.DecompressionBombError:
+        raise InputError(f"{file}: too many pixels to decode safely; shrink it or remove it") from None
+    # PIL reports a damaged PNG chunk as SyntaxError, a cut-short or unknown file as OSError.
+    except (OSError, SyntaxError):
+        raise InputError(f"{file}: not a readable image; remove it or replace it") from None
+
+
+def _header(file: Path) -> tuple[int, int, str]:
+    """``(height, width, mode)`` of ``file`` as it is shown (EXIF orientation applied), from its header alone."""
+    with _opened(file) as img:
+        width, height = img.size
+        turned = _orientation(img) in _TURNED
+        return (width, height, img.mode) if turned else (height, width, img.mode)
+
+
+def _read(file: Path, shape: tuple[int, int, int]) -> np.ndarray:
+    """The pixels of ``file`` upright, resized to ``shape`` (height, width, channels): uint8, or float32 for a
+    16-bit grey image read into one channel (its full depth; into three, it is brought to 8 bits)."""
+    from PIL import Image
+
+    height, width, channels = shape
+    with _opened(file) as img:
+        orientation = _orientation(img)
+        size = (height, width) if orientation in _TURNED else (width, height)  # PIL sizes are (width, height)
+        deep = img.mode in _DEEP
+        mode = "F" if deep else "L" if channels == 1 else "RGB"
+        img.draft(mode, size)  # a JPEG decodes at 1/2, 1/4 or 1/8 scale when that still covers the size
+        # Lanczos keeps a digit's strokes when shrinking; reducing_gap first bins large images, a cheap box filter.
+        small = img.convert(mode).resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    if orientation in _TRANSPOSE:
+        small = small.transpose(Image.Transpose[_TRANSPOSE[orientation]])
+    pixels = np.asarray(small)
+    if deep:  # Lanczos overshoots the 16-bit range at sharp edges
+        pixels = np.clip(pixels, 0, 65535)
+        if channels == 3:
+            pixels = np.round(pixels / 257).astype("uint8")
+    pixels = pixels.reshape(height, width, -1)
+    return np.repeat(pixels, channels, axis=2) if pixels.shape[2] != channels else pixels
+
+
+def _orientation(img: Any) -> int:
+    """The EXIF orientation (1: upright); a phone stores a portrait photo as a landscape turned by this tag."""
+    # A PNG's getexif() decodes the whole image to look for the tag after the pixels: trust the header's.
+    if img.format != "JPEG" and "exif" not in img.info:
+        return 1
+    return int(img.getexif().get(_ORIENTATION_TAG, 1))
 
 
 def _as_nhwc(x: np.ndarray, source: Path) -> np.ndarray:
@@ -95,7 +192,11 @@ def _as_nhwc(x: np.ndarray, source: Path) -> np.ndarray:
 
 
 class PixelScaler(BaseEstimator, TransformerMixin):
-    """Scale pixels to [0, 1] by the training images' maximum; check the image shape."""
+    """Scale pixels (uint8 or float) to [0, 1] float32 by the training images' maximum; check the image shape.
+
+    Its ``shape_`` is the model's image shape: a folder is resized to it when read (see
+    :func:`iter_image_batches`); an array of another shape is an error, as nothing says it is a resized image.
+    """
 
     def fit(self, x: np.ndarray, y: object = None) -> PixelScaler:
         self.scale_ = float(np.max(x)) or 1.0

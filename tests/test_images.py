@@ -1,6 +1,9 @@
-"""Image data: loaders and their errors, CNN search on digits, predicting .npz files and image folders."""
+"""Image data: loaders and their errors, images of mixed sizes and modes, CNN search on digits, predicting .npz
+files and image folders (in batches)."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pandas as pd
@@ -10,8 +13,10 @@ from sklearn.datasets import load_digits
 
 from automl import AutoML, data
 from automl.errors import InputError
-from automl.images import PixelScaler, load_images
+from automl.images import MAX_IMAGE_SIDE, PixelScaler, iter_image_batches, load_images
 from conftest import run_module
+
+TINT = (1.0, 0.55, 0.2)  # an orange digit on black
 
 
 @pytest.fixture(scope="module")
@@ -25,9 +30,17 @@ def digits_folder(tmp_path_factory):
     return root / "train"
 
 
+def save_digit(path, image: np.ndarray, size: tuple[int, int], tint: tuple[float, float, float] | None = None) -> None:
+    """A scikit-learn digit (0-16) as an 8-bit PNG of ``size`` (width, height): grey, or RGB tinted by ``tint``."""
+    grey = np.asarray(Image.fromarray((image * 15).astype("uint8")).resize(size, Image.Resampling.BILINEAR))
+    pixels = grey if tint is None else (grey[..., None] * np.asarray(tint)).astype("uint8")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
+
+
 def test_folder_loader_reads_labels_from_subfolders(digits_folder):
     x, y, files = load_images(digits_folder)
-    assert x.shape == (40, 8, 8, 1) and x.dtype == np.float32
+    assert x.shape == (40, 8, 8, 1) and x.dtype == np.uint8  # PixelScaler makes float32 pixels of them
     assert sorted(set(y)) == sorted({p.name for p in digits_folder.iterdir()})
     assert files[0].endswith(".png") and "/" in files[0]
 
@@ -50,6 +63,71 @@ def test_npz_loader_and_errors(tmp_path):
     np.savez(tmp_path / "one.npz", x=np.zeros((4, 3, 3)), y=np.zeros(4))
     with pytest.raises(InputError, match="two classes"):
         data.load(str(tmp_path / "one.npz"))
+
+
+def test_mixed_sizes_and_modes_load_at_the_median_size_as_rgb(tmp_path):
+    d = load_digits()
+    # Five of 16×16 and four of 8×8; every third tinted: colour anywhere makes the whole folder RGB.
+    for i in range(9):
+        side = 16 if i % 2 == 0 else 8
+        save_digit(tmp_path / "mixed" / str(d.target[i]) / f"{i}.png", d.images[i], (side, side),
+                   TINT if i % 3 == 0 else None)
+    x, y, files = load_images(tmp_path / "mixed")
+    assert x.shape == (9, 16, 16, 3) and x.dtype == np.uint8
+    grey, tinted = files.index(f"{d.target[2]}/2.png"), files.index(f"{d.target[0]}/0.png")
+    assert (x[grey] == x[grey][..., :1]).all()  # a grey image's three channels are equal
+    assert x[tinted][..., 0].max() > 2 * x[tinted][..., 2].max()
+    # An 8×8 image is enlarged to 16×16 and keeps its digit: it matches the same digit saved at 16×16.
+    small = files.index(f"{d.target[1]}/1.png")
+    save_digit(tmp_path / "one" / "1.png", d.images[1], (16, 16))
+    (reference,), _, _ = load_images(tmp_path / "one")
+    assert np.corrcoef(x[small][..., 0].ravel(), reference.ravel())[0, 1] > 0.9
+    # Larger than MAX_IMAGE_SIDE: shrunk, keeping the aspect ratio (200 wide, 100 high: 64 × 32); grey stays grey.
+    for i in range(3):
+        save_digit(tmp_path / "wide" / f"{i}.png", d.images[i], (200, 100))
+    x, y, _ = load_images(tmp_path / "wide")
+    assert x.shape == (3, MAX_IMAGE_SIDE // 2, MAX_IMAGE_SIDE, 1) and y is None
+    save_digit(tmp_path / "wide_ref" / "0.png", d.images[0], (MAX_IMAGE_SIDE, MAX_IMAGE_SIDE // 2))
+    (reference,), _, _ = load_images(tmp_path / "wide_ref")
+    assert np.corrcoef(x[0].ravel().astype(float), reference.ravel())[0, 1] > 0.95
+
+
+def test_a_folder_is_read_in_batches_resized_to_the_model_shape(tmp_path):
+    d = load_digits()
+    for i in range(20):
+        save_digit(tmp_path / "rows" / f"{i:02d}.png", d.images[i], (8 + i, 8 + i), TINT if i % 2 else None)
+    batches = list(iter_image_batches(tmp_path / "rows", (12, 10, 1), batch=7))
+    assert [len(files) for _, files in batches] == [7, 7, 6]
+    assert [f for _, files in batches for f in files] == [f"{i:02d}.png" for i in range(20)]
+    assert all(x.shape == (len(files), 12, 10, 1) and x.dtype == np.uint8 for x, files in batches)
+
+
+def test_rgb_images_of_mixed_sizes_train_and_predict_at_a_third_size_through_the_cli(tmp_path):
+    d = load_digits()
+    for i in range(600):  # 16×16 (three in five) and 8×8, half of them tinted: trained at 16×16 in RGB
+        side = 16 if i % 5 < 3 else 8
+        save_digit(tmp_path / "train" / str(d.target[i]) / f"{i}.png", d.images[i], (side, side),
+                   TINT if i % 2 else None)
+    held_out = range(len(d.images) - 100, len(d.images))
+    for i in held_out:  # never trained on, and 24×24
+        save_digit(tmp_path / "new" / f"{i}.png", d.images[i], (24, 24), TINT if i % 2 else None)
+    proc = run_module("automl.run", tmp_path / "train", "--max-runtime-secs", "40", "--include-algos", "CNN,GLM",
+                      "--output", tmp_path / "run", cwd=tmp_path, CI="true")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((tmp_path / "run" / "leader" / "model.json").read_text())["schema"]["image_shape"] == [16, 16, 3]
+    proc = run_module("automl.predict", tmp_path / "run" / "leader", tmp_path / "new", "--output",
+                      tmp_path / "preds.csv", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    preds = pd.read_csv(tmp_path / "preds.csv")
+    assert sorted(preds["file"]) == sorted(f"{i}.png" for i in held_out)
+    truth = preds["file"].str.removesuffix(".png").astype(int).map(lambda i: d.target[i])
+    assert (preds["predict"] == truth).mean() > 0.5  # ten classes: chance is 0.1
+    # A damaged file is a one-line error naming it, and no output is written.
+    (tmp_path / "new" / "zz.png").write_bytes(b"not a png")
+    proc = run_module("automl.predict", tmp_path / "run" / "leader", tmp_path / "new", "--output",
+                      tmp_path / "broken.csv", cwd=tmp_path)
+    assert proc.returncode == 2 and "zz.png: not a readable image" in proc.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "broken.csv").exists()
 
 
 def test_pixel_scaler_rejects_other_shapes():
