@@ -64,17 +64,16 @@ def _mlp_body(keras: Any, h: Any, p: dict[str, Any]) -> Any:
 
 def _cnn_body(keras: Any, h: Any, p: dict[str, Any]) -> Any:
     reg = keras.regularizers.L2(p["l2"]) if p.get("l2") else None
-    if p.get("augmentation", "none") != "none":  # active only in training=True calls
+    augmentation = p.get("augmentation", "none")
+    if augmentation != "none":  # active only in training=True calls
+        if "flip" in augmentation:
+            h = keras.layers.RandomFlip("horizontal")(h)
         h = keras.layers.RandomTranslation(0.1, 0.1, fill_mode="constant")(h)
-        if "rotate" in p["augmentation"]:
+        if "rotate" in augmentation:
             h = keras.layers.RandomRotation(0.05, fill_mode="constant")(h)
     size = min(h.shape[1], h.shape[2])
     for block in range(int(p["n_blocks"])):
-        h = keras.layers.Conv2D(int(p["filters"]) * 2**block, int(p["kernel_size"]), padding="same",
-                                kernel_regularizer=reg)(h)
-        if p.get("batch_norm"):
-            h = keras.layers.BatchNormalization()(h)
-        h = keras.layers.Activation(p["activation"])(h)
+        h = _conv_block(keras, h, p, int(p["filters"]) * 2**block, reg)
         # Pool only while the map stays at least 2 pixels wide: small images keep their detail.
         if p["pooling"] != "none" and size >= 4:
             pool = keras.layers.MaxPooling2D if p["pooling"] == "max" else keras.layers.AveragePooling2D
@@ -88,6 +87,26 @@ def _cnn_body(keras: Any, h: Any, p: dict[str, Any]) -> Any:
         if p.get("dropout"):
             h = keras.layers.Dropout(float(p["dropout"]))(h)
     return h
+
+
+def _conv_block(keras: Any, h: Any, p: dict[str, Any], filters: int, reg: Any) -> Any:
+    """One block of ``p["block"]`` kind (``plain`` when absent: configurations searched before it existed)."""
+    kind, size = p.get("block", "plain"), int(p["kernel_size"])
+
+    def conv(x: Any, width: int = size) -> Any:
+        layer = keras.layers.SeparableConv2D if kind == "separable" and x.shape[-1] > 1 else keras.layers.Conv2D
+        regularizer = {"depthwise_regularizer": reg, "pointwise_regularizer": reg} \
+            if layer is keras.layers.SeparableConv2D else {"kernel_regularizer": reg}
+        x = layer(filters, width, padding="same", **regularizer)(x)
+        # PyTorch's momentum (Keras' 0.99 is 0.01 there): on a few thousand images an epoch is a few dozen
+        # steps, and Keras' moving statistics lagged so far that a residual net validated at chance for 10 epochs.
+        return keras.layers.BatchNormalization(momentum=0.9)(x) if p.get("batch_norm") else x
+
+    out = conv(h)
+    if kind == "residual":  # conv, act, conv, plus the input (projected by a 1x1 convolution to the width)
+        out = conv(keras.layers.Activation(p["activation"])(out))
+        out = keras.layers.Add()([out, h if h.shape[-1] == filters else conv(h, 1)])
+    return keras.layers.Activation(p["activation"])(out)
 
 
 BODIES = {"mlp": _mlp_body, "cnn": _cnn_body}

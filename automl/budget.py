@@ -49,17 +49,18 @@ class Budget:
 
 
 def search_should_stop(budget: Budget, trial_seconds: list[float], refit_trials: float, finish_seconds: float,
-                       keep_share: float = 0.0) -> bool:
+                       keep_share: float = 0.0, trial_share: float = 1.0) -> bool:
     """Stop the search when the time left no longer covers one more trial plus what must follow.
 
     What follows is ``refit_trials`` trainings of about a trial's length each (the
     cross-validated refit of the best configuration) and ``finish_seconds`` for
     writing outputs; at least ``keep_share`` of the whole budget is kept for them
     too, so that longer budgets can refit more than one configuration. A trial's
-    length is the median of completed trials (the first one pays for warm-up).
+    length is the median of completed trials (the first one pays for warm-up); only ``trial_share`` of one must
+    fit where a trial cut at the search's deadline is kept.
     """
     typical = statistics.median(trial_seconds) if trial_seconds else 0.0
-    needed = typical * (1 + refit_trials) + finish_seconds
+    needed = typical * (trial_share + refit_trials) + finish_seconds
     return budget.left() < max(needed, keep_share * budget.seconds)
 
 

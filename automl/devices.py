@@ -253,11 +253,11 @@ def memory_bytes(cgroup: Path = CGROUP, meminfo: Path = Path("/proc/meminfo")) -
     return float(available)
 
 
-def default_workers(cgroup: Path = CGROUP, meminfo: Path = Path("/proc/meminfo")) -> int:
-    """Search worker processes to start by default: one per usable core but one (the run's process trains the
-    scheduler's jobs on it), no more than the memory holds, at least one."""
+def default_workers(cgroup: Path = CGROUP, meminfo: Path = Path("/proc/meminfo"), spare_core: bool = True) -> int:
+    """Search worker processes to start by default: one per usable core but one (``spare_core``: the run's process
+    trains the scheduler's jobs on it), no more than the memory holds, at least one."""
     by_memory = (memory_bytes(cgroup, meminfo) - RUN_MEMORY_BYTES) // WORKER_MEMORY_BYTES
-    return int(max(1, min(usable_cores(cgroup) - 1, by_memory)))
+    return int(max(1, min(usable_cores(cgroup) - int(spare_core), by_memory)))
 
 
 def _read(path: Path) -> str | None:

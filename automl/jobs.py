@@ -87,7 +87,10 @@ class _Run:
 
     def __init__(self, state: RunState) -> None:
         self.state = state
-        self.scheduler = Scheduler(state.budget, lambda: end_seconds(state), self._log, feed=self._feed)
+        # While the network search runs in workers its results may call for jobs: on an image run nothing else
+        # waits, and the queue ended 65 s into a 300 s run while the workers went on.
+        self.scheduler = Scheduler(state.budget, lambda: end_seconds(state), self._log, feed=self._feed,
+                                   pending=lambda: self.networks and search.in_background(state))
         self.family = state.family.upper()
         self.networks = self.family in state.config.evaluation.algos
         # Network search slices run in this process only where no worker process searches (set in start()).
@@ -260,6 +263,20 @@ class _Run:
         self.best_queued[kind] = best[0].value
         return best[0]
 
+    def _network_job(self, trial: TrialRecord) -> Job:
+        """Rank ``trial``'s configuration, at its turn among the network jobs."""
+        return Job(f"{self.family}_{trial.number}", self.family, self._step("net"),
+                   search.network_cost(self.state, trial, least=True), lambda pace: self._rank_network(trial, pace),
+                   cap=self._cap(), prepare=partial(search.prepare_networks, self.state))
+
+    def _claim_next(self) -> TrialRecord | None:
+        """The best completed network configuration not queued for ranking yet, marked queued."""
+        for trial in self._completed("net"):
+            if (key := search.configuration_key(trial)) not in self.evaluated["net"]:
+                self.evaluated["net"].add(key)
+                return trial
+        return None
+
     def _feed(self) -> None:
         """Before each choice: join a background search that has ended, and queue what the results call for: the
         best new configuration of each search when it beats the family's best queued so far, and a filler (a GBM
@@ -269,10 +286,7 @@ class _Run:
             self._join()
         first_waiting = any(j.name == f"first {self.family}" for j in self.scheduler.queue)
         if self.networks and not first_waiting and self._network_ready() and (trial := self._claim_best("net")):
-            self.scheduler.add(Job(f"{self.family}_{trial.number}", self.family, self._step("net"),
-                                   search.network_cost(state, trial, least=True),
-                                   lambda pace, t=trial: self._rank_network(t, pace),
-                                   cap=self._cap(), prepare=partial(search.prepare_networks, state)))
+            self.scheduler.add(self._network_job(trial))
         if self.gbm and (self.gbm_search_over or not self.reproducible) and (trial := self._claim_best("gbm")):
             candidate = boosting.gbm_candidate(state, trial)
 
@@ -292,6 +306,11 @@ class _Run:
         if fillers:  # in turns: the kind with fewer jobs so far
             kind = min(fillers, key=lambda k: self.steps.get(k, 0))
             self.scheduler.add(self._batch_job() if kind == "gbm-batch" else self._slice_job(self._step(kind)))
+        elif self.networks and not self.scheduler.queue and self._network_ready() and (trial := self._claim_next()):
+            # Nothing else to do here (an image run: no GBM; the search in a worker): the next best network
+            # configuration gets a row of its own rather than this core waiting for the search to end (on digits
+            # it waited 77 s of 200).
+            self.scheduler.add(self._network_job(trial))
 
     def _batch_job(self) -> Job:
         self.batch_waiting = True

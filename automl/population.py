@@ -250,10 +250,9 @@ class _Training:
                 self.end(slot)
                 continue
             score = monitor(proba)
-            if score > result.score:
-                result.score, result.best_epoch, result.proba, self.stale[slot] = score, result.epochs, proba, 0
-            else:
-                self.stale[slot] += 1
+            self.stale[slot] = 0 if score > result.score else self.stale[slot] + 1
+            if score >= result.score:  # a tie keeps the later epoch, as automl.training does
+                result.score, result.best_epoch, result.proba = score, result.epochs, proba
             if report is not None and report(i, score, result.epochs):
                 result.pruned = True
                 self.end(slot)

@@ -115,8 +115,9 @@ def _members_by_weight(state: RunState) -> list[Evaluated]:
     else:
         members = [best]
     # A model that trained on a row sample (``max_rows``, see automl.evaluation.cross_validate) would not use more.
+    # The image references are plain scikit-learn pipelines, without a for_refit of their own.
     return [m for m in members if m.model.algo in REFIT_ALGOS and m.model.full is None
-            and "max_rows" not in m.model.params]
+            and "max_rows" not in m.model.params and hasattr(m.model.folds[0].estimator, "for_refit")]
 
 
 def _refit(model: BaggedModel, state: RunState, ratio: float, deadline: float) -> FoldModel | None:

@@ -168,14 +168,18 @@ class Scheduler:
 
     ``finish_seconds()`` is what the end of the run needs (asked each time: it grows with the board).
     ``log(level, message)`` receives the scheduler's decisions (``"info"``/``"warn"``); ``feed()`` is called
-    before each choice, to queue the jobs that the results so far call for.
+    before each choice, to queue the jobs that the results so far call for; while ``pending()``, an empty queue
+    is waited on (fed every half second) rather than the end of the drain.
     """
 
     def __init__(self, budget: Budget, finish_seconds: Callable[[], float],
-                 log: Callable[[str, str], None] | None = None, feed: Callable[[], None] | None = None) -> None:
+                 log: Callable[[str, str], None] | None = None, feed: Callable[[], None] | None = None,
+                 pending: Callable[[], bool] = lambda: False) -> None:
         self.budget, self.finish_seconds = budget, finish_seconds
         self.log = log or (lambda level, message: None)
         self.feed = feed or (lambda: None)
+        #: More jobs may come (a search in worker processes still runs): :meth:`drain` waits for them.
+        self.pending = pending
         self.queue: list[Job] = []
         self.ledger = Ledger()
         self.corrections: dict[str, float] = {}
@@ -307,7 +311,7 @@ class Scheduler:
             if any(j.ready() for j in self.queue):  # ready since it was passed over (a trial just ended): again
                 continue
             waiting = [j for j in self.queue if not j.ready() and self.estimate(j) <= self.usable(j)]
-            if not waiting:
+            if not waiting and not (self.pending() and self.usable() > 0):
                 break
             wait(0.5)
             self.feed()

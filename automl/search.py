@@ -39,7 +39,7 @@ from automl.state import RunState
 __all__ = ["start_workers", "in_background", "join_search", "search_slice", "running_trials", "keep_trials",
            "search_data", "search_job", "background_stop", "load_worker_files", "network_cost",
            "evaluate_configuration", "prepare_networks", "evaluates_beside_workers", "placement", "best_configurations",
-           "configuration_key", "TOP_CONFIGS", "KEEP_SHARE"]
+           "configuration_key", "trial_model", "TOP_CONFIGS", "KEEP_SHARE", "REUSE_SECONDS"]
 
 #: How many of the best search configurations the background search keeps time for, under a holdout.
 TOP_CONFIGS = 3
@@ -68,6 +68,15 @@ REFIT_MARGIN = 0.8
 #: these (a 1-layer net at learning rate 0.0145 refit for a fixed 15 epochs scored 0.553 CV AUC where its trial
 #: had 0.654). Rows of the fold's own training part: its out-of-fold rows still rank it unseen.
 REFIT_HELD_OUT = 0.15
+#: A CNN trial trains at most the epochs that this share of the budget pays for (``_max_epochs``: ten trials or
+#: more, pruned ones cheaper), at the default CNN's seconds per training image pixel and epoch on one CPU thread
+#: (4.2 s an epoch of 4,000 28x28 images, ``bench/trial_speed.py --cnn``), and at least MIN_CNN_EPOCHS.
+CNN_TRIAL_SHARE, CNN_SECONDS_PER_PIXEL, MIN_CNN_EPOCHS = 0.3, 1.3e-6, 20
+#: Where trials' own models are ranked, a trial starts while this share of a typical one fits before the search's
+#: end (the deadline then cuts it, keeping its best epoch so far): whole trials only left 22 % of a 300 s run unused.
+PARTIAL_TRIAL_SHARE = 0.3
+#: Seconds to rank a trial's own saved network on the holdout (load it, predict the holdout's rows).
+REUSE_SECONDS = 2.0
 #: The search split's arrays, as worker processes read them (see :func:`load_worker_files`).
 ARRAYS = ("x_train", "y_train", "x_val", "y_val")
 #: Bumped when a space changes meaning: a study searched over another space is not resumed.
@@ -146,7 +155,34 @@ def search_data(state: RunState, family: str | None = None) -> SearchData:
     if family != "gbm":
         x_train, x_val = x_train.astype("float32", copy=False), x_val.astype("float32", copy=False)
     return SearchData(x_train, state.y[train], x_val, state.y[val], task, state.n_classes, family,
-                      state.config.search.tensorboard if family != "gbm" else None, _codes(state, family))
+                      state.config.search.tensorboard if family != "gbm" else None, _codes(state, family),
+                      str(_trial_models(state)) if _reuses_trials(state, family) else None)
+
+
+def _reuses_trials(state: RunState, family: str) -> bool:
+    """A holdout run's CNN trials are ranked as they are: they trained on rows of the holdout's training part, and
+    a CNN retrained on a fold's rows from scratch is only the same configuration again, slower (on 5,000 digits a
+    trial at 0.021 was retrained for 14 of its 35 epochs and scored 0.043)."""
+    return family == "cnn" and state.protocol.name == "holdout"
+
+
+def _trial_models(state: RunState) -> Path:
+    return state.output / "search" / "models"
+
+
+def trial_model(state: RunState, trial: TrialRecord) -> Path | None:
+    """Where ``trial``'s own network was saved (without suffix), when it can be ranked as it is: saved whole by
+    its worker, and its pixels scaled as the holdout's models scale them (the search split's training images have
+    the same largest pixel value as the protocol's training part); else None."""
+    path = _trial_models(state) / f"trial_{trial.number}"
+    if not (_reuses_trials(state, state.family) and path.with_suffix(".json").exists()):
+        return None
+    if "pixel_scales" not in state.search_cache:  # the maximum of two image arrays: once per run
+        search_rows, protocol_rows = _search_rows(state)[0], state.protocol.folds[0][0]
+        state.search_cache["pixel_scales"] = (float(np.max(take_rows(state.x, search_rows))),
+                                              float(np.max(take_rows(state.x, protocol_rows))))
+    search_scale, protocol_scale = state.search_cache["pixel_scales"]
+    return path if search_scale == protocol_scale else None
 
 
 def _features(family: str) -> str:
@@ -180,7 +216,9 @@ def search_job(state: RunState, with_spec: bool = False, family: str | None = No
     """
     family = family or state.family
     config, protocol = state.config, state.protocol
-    space, warm_starts = family_space(family, family == "gbm" and state.skewed_target, _codes(state, family) > 0)
+    photos = state.schema.task == "image" and (state.schema.image_shape or [1])[-1] == 3
+    space, warm_starts = family_space(family, family == "gbm" and state.skewed_target, _codes(state, family) > 0,
+                                      photos)
     identity = {"task": state.schema.task, "sort_metric": state.sort_metric,
                 "direction": "maximize" if state.metric.higher_is_better else "minimize", "seed": config.seed,
                 "protocol": protocol.name, "nfolds": protocol.nfolds, "family": family,
@@ -191,14 +229,26 @@ def search_job(state: RunState, with_spec: bool = False, family: str | None = No
                                f"{study_name}-{family}")
     parallel = config.search.processes > 0 or config.search.fan_out > 0 or config.search.storage
     spec = _worker_spec(state) if with_spec and family == state.family and parallel else None
-    return SearchJob(config, space, warm_starts, state.metric, study_name, state.output / "search", MAX_EPOCHS,
-                     stop or background_stop(state), identity, spec)
+    return SearchJob(config, space, warm_starts, state.metric, study_name, state.output / "search",
+                     _max_epochs(state, family), stop or background_stop(state), identity, spec)
+
+
+def _max_epochs(state: RunState, family: str) -> int:
+    """A trial's most epochs: MAX_EPOCHS, or for a CNN what CNN_TRIAL_SHARE of the budget pays for at the default
+    CNN's pace on one CPU thread (its cosine schedule anneals over them), at least MIN_CNN_EPOCHS."""
+    if family != "cnn":
+        return MAX_EPOCHS
+    images = len(_search_rows(state)[0]) * math.prod(state.schema.image_shape or [1])
+    affordable = CNN_TRIAL_SHARE * state.budget.seconds / (images * CNN_SECONDS_PER_PIXEL)
+    return int(min(MAX_EPOCHS, max(MIN_CNN_EPOCHS, affordable)))
 
 
 def background_stop(state: RunState) -> StopPolicy:
     """When the background search stops: the time it keeps is for this process to cross-validate its last
     configurations (k fits of a trial's size under CV; each of the best once under a holdout) and for the
     outputs, at least :data:`KEEP_SHARE` of the budget (more where networks wait for the workers to end)."""
+    if _reuses_trials(state, state.family):  # each trial's model is ranked as it is, even one the deadline cut
+        return StopPolicy(0.0, FINISH_SECONDS, KEEP_SHARE["beside"], PARTIAL_TRIAL_SHARE)
     if evaluates_beside_workers(state):  # configurations are ranked as they come: the workers search to the end
         return StopPolicy(0.0, FINISH_SECONDS, KEEP_SHARE["beside"])
     cv = state.protocol.name == "cv"
@@ -267,7 +317,9 @@ def network_cost(state: RunState, trial: TrialRecord, least: bool = False) -> fl
     """Estimated seconds to cross-validate ``trial``'s configuration on the protocol at its best epoch (every
     fold's fit, on up to :data:`MAX_REFIT_ROWS` rows); ``least``: for as many samples as its trial saw (on more
     rows, fewer epochs: what :func:`evaluate_configuration` trains at the least)."""
-    return len(state.protocol.folds) * _refit_seconds(trial) * (1.0 if least else _row_scale(state))
+    if trial_model(state, trial) is not None:
+        return REUSE_SECONDS
+    return len(state.protocol.folds) * _refit_seconds(state, trial) * (1.0 if least else _row_scale(state))
 
 
 def _row_scale(state: RunState) -> float:
@@ -287,15 +339,22 @@ def evaluate_configuration(state: RunState, trial: TrialRecord, pace: Pace) -> E
     from automl.training import KerasNetwork
 
     prepare_networks(state)  # a no-op when the job's ``prepare`` did it before its time started
+    if (saved := trial_model(state, trial)) is not None:
+        return _rank_trial_model(state, trial, saved, pace)
     folds = len(state.protocol.folds)
     # Refits train on more rows than the trials when the folds have them (a sample drawn before preprocessing):
     # on the 200k table one configuration scored 0.8014 trained on 30k rows for its 45 epochs and 0.8074 on 128k
     # rows for 11 epochs, the same samples in the same 25 s (0.8098 with 25 epochs).
     scale = _row_scale(state)
     rows = min(len(state.protocol.folds[0][0]), MAX_REFIT_ROWS)
-    epoch_seconds = folds * _refit_seconds(trial) / trial.best_epoch * scale  # one epoch of every fold's fit
+    epoch_seconds = folds * _refit_seconds(state, trial) / trial.best_epoch * scale  # one epoch of every fold's fit
     available = pace.deadline - state.budget.clock()
     epochs = _refit_epochs(trial, epoch_seconds, available, scale)
+    if epochs * scale < trial.best_epoch and state.family == "cnn":
+        # A CNN trained for fewer epochs than its trial is a weaker model under this configuration's name.
+        state.events.warn("evaluate", f"trial {trial.number} not refit: {folds} fits of its {trial.best_epoch} epochs "
+                                      f"estimated at {network_cost(state, trial):.0f}s, {available:.0f}s left")
+        return None
     if epochs * scale < trial.best_epoch:
         state.events.warn("evaluate", f"trial {trial.number} refits with {epochs} epochs on {rows} rows, fewer "
                                       f"samples than its {trial.best_epoch} epochs on the search's rows: {folds} "
@@ -327,6 +386,24 @@ def evaluate_configuration(state: RunState, trial: TrialRecord, pace: Pace) -> E
     state.events.add("evaluate", f"{candidate.model_id}: each fold kept its best epoch on its held-out rows "
                                  f"({', '.join(str(fit.best_epoch_) for fit in fits)} of at most {epochs})"
                                  + (f"; fold {', '.join(cut)} cut by the deadline" if cut else ""))
+    return result
+
+
+def _rank_trial_model(state: RunState, trial: TrialRecord, saved: Path, pace: Pace) -> Evaluated | None:
+    """Rank ``trial``'s own network on the holdout (its ``fit`` loads it: nothing trains again)."""
+    from automl.training import KerasNetwork
+
+    algo = state.family.upper()
+    candidate = Candidate(f"{algo}_{trial.number}", algo,
+                          lambda: KerasNetwork(trial.params, state.schema.task, epochs=trial.best_epoch,
+                                               n_classes=state.n_classes, family=state.family, pretrained=str(saved)),
+                          {**trial.params, "epochs": trial.best_epoch}, features=_features(state.family))
+    with devices.trial_context(0, placement(state)):
+        result = evaluate_candidate(state, candidate, "evaluate", pace=pace)
+    if result is not None:
+        state.events.add("evaluate", f"{candidate.model_id}: trial {trial.number}'s own model (trained on "
+                                     f"{len(_search_rows(state)[0])} rows of the holdout's training part, "
+                                     f"{trial.best_epoch} epochs), ranked as it is, not trained again")
     return result
 
 
@@ -373,10 +450,10 @@ def _refit_epochs(trial: TrialRecord, epoch_seconds: float, available: float, sc
     return max(1, min(trial.best_epoch, max(same_samples, paid), int(usable / epoch_seconds)))
 
 
-def _refit_seconds(trial: TrialRecord) -> float:
+def _refit_seconds(state: RunState, trial: TrialRecord) -> float:
     """Estimated seconds to train ``trial``'s configuration once, to its best epoch, without validation."""
     from automl.training import EPOCH_CHUNK, PATIENCE_CHUNKS
 
-    epochs_run = min(trial.best_epoch + EPOCH_CHUNK * PATIENCE_CHUNKS, MAX_EPOCHS)
+    epochs_run = min(trial.best_epoch + EPOCH_CHUNK * PATIENCE_CHUNKS, _max_epochs(state, state.family))
     return trial.duration_s * trial.best_epoch / max(epochs_run, 1)
 

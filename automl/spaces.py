@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["Int", "Float", "Choice", "Param", "MLP_SPACE", "MLP_WARM_STARTS", "CNN_SPACE", "CNN_WARM_STARTS",
-           "GBM_SPACE", "GBM_WARM_STARTS", "GBM_TARGET", "CATEGORICAL_EMBEDDING", "PORTFOLIO_FILE", "FAMILIES",
-           "MAX_EPOCHS", "family_space", "suggest"]
+           "CNN_PHOTO_AUGMENTATION", "GBM_SPACE", "GBM_WARM_STARTS", "GBM_TARGET", "CATEGORICAL_EMBEDDING",
+           "PORTFOLIO_FILE", "FAMILIES", "MAX_EPOCHS", "family_space", "suggest"]
 
 
 @dataclass(frozen=True)
@@ -110,12 +110,16 @@ def _portfolio() -> tuple[dict[str, Any], ...]:
 
 
 #: Convolutional networks for images. Pooling is applied only while the feature map
-#: is at least 4 pixels wide (see ``automl.training``), so an 8x8 image is never
-#: pooled away whatever ``n_blocks`` is drawn.
+#: is at least 4 pixels wide (see ``automl.bodies``), so an 8x8 image is never
+#: pooled away whatever ``n_blocks`` is drawn. ``block``: two plain convolutions' worth of layers in one
+#: (``plain``), a residual block (two convolutions and a shortcut, as ResNet) or a depthwise-separable
+#: convolution (as MobileNet and Xception: fewer multiply-adds per channel). ``tta``: the prediction is the mean
+#: over the image and its one-pixel shifts (and mirror image, where training flipped), at every predict.
 CNN_SPACE: tuple[Param, ...] = (
     Int("n_blocks", 1, 3),
     Choice("filters", (16, 32, 64)),
     Choice("kernel_size", (3, 5)),
+    Choice("block", ("plain", "residual", "separable")),
     Choice("pooling", ("max", "avg", "none")),
     Choice("batch_norm", (False, True)),
     Float("dropout", 0.0, 0.5),
@@ -126,12 +130,27 @@ CNN_SPACE: tuple[Param, ...] = (
     Float("learning_rate", 1e-4, 1e-2, log=True),
     Choice("optimizer", ("adam", "adamw", "rmsprop", "sgd")),
     Choice("batch_size", (32, 64, 128)),
+    Choice("lr_schedule", ("constant", "cosine")),
+    Choice("label_smoothing", (0.0, 0.1)),
+    Choice("tta", (False, True)),
 )
 
+#: Photos (colour images) may be mirrored; digits and other grey images may not (a mirrored 2 is no digit).
+CNN_PHOTO_AUGMENTATION = Choice("augmentation", ("none", "translate", "translate+rotate", "translate+flip"))
+
+#: The strong default first (the AutoKeras idea: a good start beats a random one under a short budget): three
+#: batch-normalised blocks, translations, a cosine schedule annealed to zero over MAX_EPOCHS and label smoothing.
+#: 5-fold CV on the 8x8 digits, 100 epochs: mean per-class error 0.0011 and 0.0039 (two seeds), where the old
+#: warm start (two blocks, no augmentation, a constant learning rate, 40 epochs) had 0.0235 and the SVM 0.0089.
 CNN_WARM_STARTS: tuple[dict[str, Any], ...] = (
-    {"n_blocks": 2, "filters": 32, "kernel_size": 3, "pooling": "max", "batch_norm": True, "dropout": 0.25,
-     "dense_units": 128, "augmentation": "none", "activation": "relu", "l2": 1e-5, "learning_rate": 2e-3,
-     "optimizer": "adam", "batch_size": 32},
+    {"n_blocks": 3, "filters": 32, "kernel_size": 3, "block": "plain", "pooling": "max", "batch_norm": True,
+     "dropout": 0.25, "dense_units": 128, "augmentation": "translate", "activation": "relu", "l2": 1e-5,
+     "learning_rate": 2e-3, "optimizer": "adam", "batch_size": 32, "lr_schedule": "cosine", "label_smoothing": 0.1,
+     "tta": False},
+    {"n_blocks": 2, "filters": 32, "kernel_size": 3, "block": "residual", "pooling": "max", "batch_norm": True,
+     "dropout": 0.25, "dense_units": 0, "augmentation": "translate", "activation": "relu", "l2": 1e-5,
+     "learning_rate": 2e-3, "optimizer": "adam", "batch_size": 64, "lr_schedule": "cosine", "label_smoothing": 0.1,
+     "tta": True},
 )
 
 #: LightGBM's gradient boosting (``automl.estimators.train_boosted``): what FLAML's and H2O's GBM grids search.
@@ -168,13 +187,18 @@ FAMILIES: dict[str, tuple[tuple[Param, ...], tuple[dict[str, Any], ...]]] = {
 }
 
 
-def family_space(family: str, skewed_target: bool = False,
-                 categorical: bool = False) -> tuple[tuple[Param, ...], tuple[dict[str, Any], ...]]:
+def family_space(family: str, skewed_target: bool = False, categorical: bool = False,
+                 photos: bool = False) -> tuple[tuple[Param, ...], tuple[dict[str, Any], ...]]:
     """``FAMILIES[family]``; for "gbm" on a skewed target ≥ 0, with :data:`GBM_TARGET` searched too and a
     Tweedie warm start beside the plain one (on diamonds Tweedie was the best scale, see SKEWED_PORTFOLIO); for
     "mlp", the portfolio as warm starts, with :data:`CATEGORICAL_EMBEDDING` searched too on a table with
-    ``categorical`` columns (else the portfolio without it, each configuration once)."""
+    ``categorical`` columns (else the portfolio without it, each configuration once); for "cnn" on ``photos``
+    (colour images), mirror images among the augmentations, and in the warm starts."""
     space, warm_starts = FAMILIES[family]
+    if family == "cnn" and photos:
+        flipped = tuple({**w, "augmentation": "translate+flip"} if w["augmentation"] == "translate" else w
+                        for w in warm_starts)
+        return tuple(CNN_PHOTO_AUGMENTATION if p.name == "augmentation" else p for p in space), flipped
     if family == "mlp" and categorical:
         return (*space, CATEGORICAL_EMBEDDING), warm_starts
     if family == "mlp":

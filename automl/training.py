@@ -16,6 +16,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -87,6 +88,9 @@ class KerasNetwork:
     n_codes: int = 0
     #: Each code column's levels (its largest code in the rows ``fit`` was given, plus one).
     code_levels_: list[int] = field(default_factory=list)
+    #: A network :meth:`save` wrote (its path without suffix) that ``fit`` loads instead of training: a search
+    #: trial's own model, under a holdout trained on rows of the protocol's training part already.
+    pretrained: str | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_forward": None}  # a tf.function does not pickle
@@ -154,7 +158,10 @@ class KerasNetwork:
 
         lr = float(self.params["learning_rate"])
         if self.params.get("lr_schedule") == "cosine":
-            lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=SCHEDULE_EPOCHS * steps_per_epoch)
+            # A CNN anneals over the epochs this fit plans (a refit of a trial's best epoch count too: one whole
+            # cycle, as image models train); an MLP over SCHEDULE_EPOCHS, the learning rates its trial saw.
+            epochs = self.epochs if self.family == "cnn" else SCHEDULE_EPOCHS
+            lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=epochs * steps_per_epoch)
         # A packed ensemble's global norm counts its k independent members: √k times one member's, about.
         name = self.params["optimizer"]
         clip = GRADIENT_CLIP_NORM * math.sqrt(self.members) if self.family == "mlp" else None
@@ -223,6 +230,8 @@ class KerasNetwork:
         the best weights so far and setting ``cut_short_``. Raises :class:`FailedTrialError`
         if the loss diverges.
         """
+        if self.pretrained is not None:
+            return self._load_pretrained()
         tf = _tf()
         x, y = np.asarray(x, dtype="float32"), np.asarray(y)
         if self.n_codes:  # from every row given: a level only in the held-out rows below still has its vector
@@ -245,10 +254,11 @@ class KerasNetwork:
             if validate:
                 score = monitor(self.predict_proba(x_val))
                 self.history_.append((epoch, score))
-                if score > best:
-                    best, best_weights, self.best_epoch_, stale = score, network.get_weights(), epoch, 0
-                else:
-                    stale += 1
+                # A tie keeps the later epoch (more training, the same score: on a few hundred images an error
+                # rate ties often), and does not reset the patience.
+                stale = 0 if score > best else stale + 1
+                if score >= best:
+                    best, best_weights, self.best_epoch_ = score, network.get_weights(), epoch
                 if report is not None:
                     report(score, epoch)
             if self.cut_short_ or stale >= PATIENCE_CHUNKS:
@@ -283,7 +293,14 @@ class KerasNetwork:
         # batch size instead, traced here once, so that no call ever retraces.
         if self._forward is None:
             spec = tf.TensorSpec([None, *x.shape[1:]], tf.float32)
-            self._forward = tf.function(lambda batch: self.model_(batch, training=False)).get_concrete_function(spec)
+            tta, flip = self.family == "cnn" and bool(self.params.get("tta")), "flip" in self.params.get(
+                "augmentation", "")
+
+            def forward(batch: Any) -> Any:
+                views = _tta_views(tf, batch, flip) if tta else [batch]
+                return tf.add_n([self.model_(view, training=False) for view in views]) / len(views)
+
+            self._forward = tf.function(forward).get_concrete_function(spec)
         out = np.asarray(self._forward(x), dtype="float64")
         if not np.all(np.isfinite(out)):
             raise FailedTrialError("the network predicts NaN or infinite values")
@@ -311,6 +328,33 @@ class KerasNetwork:
                 "n_classes": self.n_classes, "family": self.family, "best_epoch": self.best_epoch_,
                 "y_mean": self.y_mean_, "y_std": self.y_std_, "n_codes": self.n_codes,
                 "code_levels": self.code_levels_}
+
+    def save(self, path: Path) -> None:
+        """Write the network to ``<path>.keras`` and its state to ``<path>.json``, each whole or not at all (a
+        worker killed mid-write leaves no half a model that a later ``fit`` would load)."""
+        import json
+        import os
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"{path.name}.partial.keras")  # Keras saves only to a name ending in .keras
+        self.model_.save(partial)
+        state = path.with_name(f"{path.name}.json.partial")
+        state.write_text(json.dumps(self.state()))
+        os.replace(partial, path.with_suffix(".keras"))
+        os.replace(state, path.with_suffix(".json"))
+
+    def _load_pretrained(self) -> KerasNetwork:
+        import json
+
+        import keras
+
+        path = Path(self.pretrained)
+        loaded = KerasNetwork.from_state(json.loads(path.with_suffix(".json").read_text()),
+                                         keras.models.load_model(path.with_suffix(".keras"), compile=False))
+        self.model_, self.best_epoch_, self.epochs = loaded.model_, loaded.best_epoch_, loaded.epochs
+        self.y_mean_, self.y_std_, self.code_levels_ = loaded.y_mean_, loaded.y_std_, loaded.code_levels_
+        self._forward, self.cut_short_, self.history_ = None, False, []
+        return self
 
     @classmethod
     def from_state(cls, state: dict[str, Any], keras_model: Any) -> KerasNetwork:
@@ -353,6 +397,16 @@ def _numeric_inputs(x: np.ndarray, scaling: str, embedding: str, skip: int = 0) 
                                  embedding="periodic")
         embedder.build(x.shape)
     return scaler, embedder
+
+
+def _tta_views(tf: Any, batch: Any, flip: bool) -> list[Any]:
+    """Test-time augmentation: the images, shifted one pixel each way (the borders filled with zeros, as the
+    training translations fill them), and mirrored where training flipped them."""
+    height, width = int(batch.shape[1]), int(batch.shape[2])
+    padded = tf.pad(batch, [[0, 0], [1, 1], [1, 1], [0, 0]])
+    views = [padded[:, 1 + dy: 1 + dy + height, 1 + dx: 1 + dx + width, :]
+             for dy, dx in ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))]
+    return views + [tf.reverse(batch, axis=[2])] if flip else views
 
 
 def label_smoothing(params: dict[str, Any], task: str) -> float:

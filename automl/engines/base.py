@@ -41,6 +41,9 @@ class StopPolicy:
     finish_seconds: float
     #: Share of the whole budget kept for refits and outputs.
     keep_share: float
+    #: Share of a typical trial that must fit for another to start: 1, or less where a trial the search's deadline
+    #: cuts is ranked as it is (a holdout run's CNN trials: their best epoch so far is a model).
+    trial_share: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -137,6 +140,9 @@ class SearchData:
     log_dir: str | None = None
     #: The last ``n_codes`` columns are category codes (``make_preprocessor(kind="network")``).
     n_codes: int = 0
+    #: Where each completed trial saves its network (``<model_dir>/trial_<n>.keras`` and ``.json``), or None: a
+    #: holdout run ranks a CNN trial's own model rather than training it again (``automl.search``).
+    model_dir: str | None = None
 
 
 @dataclass

@@ -61,7 +61,7 @@ class StopRule:
         budget = self.budget if not ahead else replace(self.budget, clock=lambda: self.budget.clock() + ahead)
         if budget.left() <= 0 or search_should_stop(budget, durations, self.policy.refit_trials,
                                                     self.policy.finish_seconds + self.overhead(),
-                                                    self.policy.keep_share):
+                                                    self.policy.keep_share, self.policy.trial_share):
             return "time budget"
         return None
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from automl.devices import distributed
@@ -62,6 +63,8 @@ def _train_network(params: dict[str, Any], data: SearchData, metric: Metric, see
         net.fit(data.x_train, data.y_train, data.x_val, monitor=lambda pred: sign * metric.fn(data.y_val, pred),
                 report=on_chunk, deadline=deadline)
         value = metric.fn(data.y_val, net.predict_proba(data.x_val))
+        if data.model_dir is not None and math.isfinite(value):
+            net.save(Path(data.model_dir) / name)
     finally:
         if writer is not None:
             writer.close()
