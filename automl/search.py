@@ -53,8 +53,9 @@ KEEP_SHARE = {"beside": 0.05, "after": 0.2}
 #: This process cross-validates networks while the workers search (TensorFlow in both) on tables of at most
 #: this many cells (rows x features); on larger ones only once they have ended (see KEEP_SHARE).
 BESIDE_WORKERS_CELLS = 5_000_000
-#: Share of rows held out to score search trials.
-SEARCH_HOLDOUT = 0.2
+#: Share of rows held out to score search trials; where the trials' own models are ranked (``_reuses_trials``),
+#: a smaller one: those rows then only choose epochs and prune, and every row more trains the model ranked.
+SEARCH_HOLDOUT, SEARCH_HOLDOUT_REUSED = 0.2, 0.1
 #: Networks train on at most this many rows, in the search and in their refits: on 2 CPU cores a 100-epoch
 #: MLP on 30,000 rows takes about a minute; more rows would leave no time for the search itself.
 MAX_SEARCH_TRAIN_ROWS = 30_000
@@ -199,7 +200,8 @@ def _search_rows(state: RunState) -> tuple[np.ndarray, np.ndarray]:
     """The search split's training and validation rows (positions in the run's table), both bounded."""
     rows = state.protocol.folds[0][0] if state.protocol.name == "holdout" else np.arange(len(state.y))
     task, seed = state.schema.task, state.config.seed
-    fraction = min(SEARCH_HOLDOUT, MAX_SEARCH_VAL_ROWS / len(rows))
+    share = SEARCH_HOLDOUT_REUSED if _reuses_trials(state, state.family) else SEARCH_HOLDOUT
+    fraction = min(share, MAX_SEARCH_VAL_ROWS / len(rows))
     train, val = (rows[i] for i in holdout_split(state.y[rows], task, fraction, seed))
     if len(train) > MAX_SEARCH_TRAIN_ROWS:
         train = train[np.sort(holdout_split(state.y[train], task, 1 - MAX_SEARCH_TRAIN_ROWS / len(train), seed)[0])]

@@ -139,14 +139,16 @@ CNN_SPACE: tuple[Param, ...] = (
 CNN_PHOTO_AUGMENTATION = Choice("augmentation", ("none", "translate", "translate+rotate", "translate+flip"))
 
 #: The strong default first (the AutoKeras idea: a good start beats a random one under a short budget): three
-#: batch-normalised blocks, translations, a cosine schedule annealed to zero over MAX_EPOCHS and label smoothing.
-#: 5-fold CV on the 8x8 digits, 100 epochs: mean per-class error 0.0011 and 0.0039 (two seeds), where the old
-#: warm start (two blocks, no augmentation, a constant learning rate, 40 epochs) had 0.0235 and the SVM 0.0089.
+#: batch-normalised blocks, translations, a cosine schedule annealed to zero over the fit's epochs and label
+#: smoothing. 5-fold CV on the 8x8 digits, 100 epochs: mean per-class error 0.0011 and 0.0039 (two seeds), where
+#: the old warm start (two blocks, no augmentation, a constant learning rate, 40 epochs) had 0.0235 and the SVM
+#: 0.0089. Test-time augmentation: 0.985 against 0.983 holdout accuracy on 5,000 MNIST digits (the same trial's
+#: model). Then a residual network.
 CNN_WARM_STARTS: tuple[dict[str, Any], ...] = (
     {"n_blocks": 3, "filters": 32, "kernel_size": 3, "block": "plain", "pooling": "max", "batch_norm": True,
      "dropout": 0.25, "dense_units": 128, "augmentation": "translate", "activation": "relu", "l2": 1e-5,
      "learning_rate": 2e-3, "optimizer": "adam", "batch_size": 32, "lr_schedule": "cosine", "label_smoothing": 0.1,
-     "tta": False},
+     "tta": True},
     {"n_blocks": 2, "filters": 32, "kernel_size": 3, "block": "residual", "pooling": "max", "batch_norm": True,
      "dropout": 0.25, "dense_units": 0, "augmentation": "translate", "activation": "relu", "l2": 1e-5,
      "learning_rate": 2e-3, "optimizer": "adam", "batch_size": 64, "lr_schedule": "cosine", "label_smoothing": 0.1,

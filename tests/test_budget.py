@@ -231,3 +231,13 @@ def test_the_first_network_is_the_best_configuration_that_fits_else_the_cheapest
     assert chosen == [ranked]
     # The best is ranked now or stays to be claimed later; one ranked here is never queued again.
     assert (run._claim_best("net") is None) == (ranked == 7)
+
+
+def test_a_search_whose_cut_trials_are_kept_starts_one_while_part_of_a_trial_fits():
+    clock = FakeClock(0.0)
+    budget = Budget(300.0, clock=clock)
+    clock.advance(250.0)  # 50 s left; trials take 60 s; 5 s for the outputs
+    assert search_should_stop(budget, [60.0, 60.0], 0.0, 5.0)  # a whole trial no longer fits
+    assert not search_should_stop(budget, [60.0, 60.0], 0.0, 5.0, trial_share=0.3)  # 18 s of one does
+    clock.advance(35.0)
+    assert search_should_stop(budget, [60.0, 60.0], 0.0, 5.0, trial_share=0.3)

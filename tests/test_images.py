@@ -14,6 +14,7 @@ from sklearn.datasets import load_digits
 from automl import AutoML, data
 from automl.errors import InputError
 from automl.images import MAX_IMAGE_SIDE, PixelScaler, iter_image_batches, load_images
+from automl.training import KerasNetwork
 from conftest import run_module
 
 TINT = (1.0, 0.55, 0.2)  # an orange digit on black
@@ -181,3 +182,46 @@ def test_a_damaged_npz_member_is_an_input_error(tmp_path):
     (tmp_path / "bad.npz").write_bytes(bytes(damaged))
     with pytest.raises(InputError, match=r"bad\.npz: cannot be read as \.npz"):
         load_images(tmp_path / "bad.npz")
+
+
+def _digits_cnn(params: dict, epochs: int = 3) -> tuple[KerasNetwork, np.ndarray, np.ndarray]:
+    d = load_digits()
+    x, y = (d.images.astype("float32") / 16.0)[..., None], d.target
+    net = KerasNetwork(params, "image", epochs=epochs, seed=0, n_classes=10, family="cnn").fit(x[:1200], y[:1200])
+    return net, x[1200:], y[1200:]
+
+
+def test_test_time_augmentation_changes_predictions_only_when_enabled():
+    from automl.spaces import CNN_WARM_STARTS
+
+    net, x, _ = _digits_cnn({**CNN_WARM_STARTS[0], "tta": False})
+    plain = net.predict_proba(x)
+    assert np.allclose(plain, np.asarray(net.model_(x, training=False)), atol=1e-5)  # one view: the model's own
+    with_tta = KerasNetwork({**CNN_WARM_STARTS[0], "tta": True}, "image", n_classes=10, family="cnn")
+    with_tta.model_ = net.model_  # the same weights, predicted over the shifted views too
+    shifted = with_tta.predict_proba(x)
+    assert not np.allclose(plain, shifted, atol=1e-4) and np.allclose(shifted.sum(axis=1), 1.0)
+
+
+@pytest.mark.parametrize("block", ["residual", "separable"])
+def test_residual_and_separable_blocks_learn_digits(block):
+    from automl.spaces import CNN_WARM_STARTS
+
+    net, x, y = _digits_cnn({**CNN_WARM_STARTS[0], "block": block, "lr_schedule": "constant"}, epochs=5)
+    assert (net.predict(x) == y).mean() > 0.8  # chance is 0.1
+
+
+def test_a_holdout_run_ranks_its_cnn_trials_own_models_instead_of_retraining_them(tmp_path):
+    d = load_digits()
+    np.savez(tmp_path / "digits.npz", x=d.images, y=d.target)
+    aml = AutoML(max_runtime_secs=60, max_models=2, include_algos=["CNN", "GLM"], validation="holdout",
+                 output_dir=tmp_path / "run", verbose=False).fit(str(tmp_path / "digits.npz"))
+    board = aml.leaderboard
+    cnn = board[board["algo"] == "CNN"]
+    assert len(cnn) >= 1 and (cnn["accuracy"] > 0.8).all()
+    log = pd.read_csv(tmp_path / "run" / "event_log.csv")
+    reused = log[log["message"].str.contains("own model .* ranked as it is, not trained again", regex=True)]
+    assert {m.split(":")[0] for m in reused["message"]} == set(cnn["model_id"])
+    assert not log["message"].str.contains("failed").any()  # the refits on all rows pass over the image pipelines
+    saved = list((tmp_path / "run" / "search" / "models").glob("trial_*.keras"))
+    assert saved and not list((tmp_path / "run" / "search" / "models").glob("*partial*"))

@@ -194,3 +194,20 @@ def test_a_job_estimated_over_its_cap_is_skipped_with_the_reason():
     sched.drain()
     assert ran == ["GBM_1"]
     assert sched.ledger.skips == ["MLP_3: estimated 30.0s, over its 5s cap"]
+
+
+def test_an_empty_queue_is_waited_on_while_a_background_search_may_still_call_for_jobs():
+    # An image run: nothing waits but the search in the workers; a configuration it finds 40 s on is still ranked.
+    sched, clock, ran = _scheduler(100, finish=10)
+    searching = {"until": 1060.0}
+
+    def feed() -> None:
+        if clock() >= 1040.0 and "CNN_3" not in ran and not sched.queue:
+            sched.add(_job("CNN_3", 2.0, 5, clock, ran, family="CNN"))
+
+    sched.feed, sched.pending = feed, lambda: clock() < searching["until"]
+    sched.drain(wait=lambda seconds: clock.advance(seconds))
+    assert ran == ["CNN_3"] and clock() >= searching["until"]  # waited to the search's end, then drained
+    idle, _, idle_ran = _scheduler(100, finish=10)
+    idle.drain(wait=lambda seconds: pytest.fail("nothing pending: no wait"))
+    assert idle_ran == []

@@ -8,14 +8,15 @@ import pytest
 from automl.engines.keras_tuner_engine import render
 from automl.spaces import FAMILIES, MAX_EPOCHS, Choice, Float, Int, family_space, suggest
 
-#: Every space a search renders: each family's, GBM's with the target's scale (a skewed target), and the MLP's on a
-#: table with categorical columns (their embedding searched).
-SPACES = [(family, False, False) for family in sorted(FAMILIES)] + [("gbm", True, False), ("mlp", False, True)]
+#: Every space a search renders: each family's, GBM's with the target's scale (a skewed target), the MLP's on a
+#: table with categorical columns (their embedding searched), and the CNN's on photos (mirror images too).
+SPACES = [(family, False, False, False) for family in sorted(FAMILIES)] + [
+    ("gbm", True, False, False), ("mlp", False, True, False), ("cnn", False, False, True)]
 
 
-@pytest.mark.parametrize(("family", "skewed", "categorical"), SPACES)
-def test_warm_starts_lie_inside_their_space(family, skewed, categorical):
-    space, warm_starts = family_space(family, skewed, categorical)
+@pytest.mark.parametrize(("family", "skewed", "categorical", "photos"), SPACES)
+def test_warm_starts_lie_inside_their_space(family, skewed, categorical, photos):
+    space, warm_starts = family_space(family, skewed, categorical, photos)
     names = [p.name for p in space]
     assert len(names) == len(set(names)), "a parameter is defined twice"
     for warm in warm_starts:
@@ -25,9 +26,9 @@ def test_warm_starts_lie_inside_their_space(family, skewed, categorical):
             assert value in p.choices if isinstance(p, Choice) else p.low <= value <= p.high, (p, value)
 
 
-@pytest.mark.parametrize(("family", "skewed", "categorical"), SPACES)
-def test_optuna_and_keras_tuner_see_the_same_parameters(family, skewed, categorical):
-    space, _ = family_space(family, skewed, categorical)
+@pytest.mark.parametrize(("family", "skewed", "categorical", "photos"), SPACES)
+def test_optuna_and_keras_tuner_see_the_same_parameters(family, skewed, categorical, photos):
+    space, _ = family_space(family, skewed, categorical, photos)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     for _ in range(20):
         params = suggest(space, study.ask())
@@ -63,3 +64,13 @@ def test_the_epoch_bound_reaches_the_search_and_binds_a_trial(tmp_path):
     _, best = train_trial(dict(MLP_WARM_STARTS[0]), search_data(state), state.metric, 0,
                           lambda value, epoch: epochs.append(epoch), None, max_epochs=3)
     assert epochs and max(epochs) <= 3 and 1 <= best <= 3
+
+
+def test_photos_may_be_mirrored_and_digits_may_not():
+    grey, grey_starts = family_space("cnn")
+    photo, photo_starts = family_space("cnn", photos=True)
+    augmentation = {p.name: p for p in grey}["augmentation"].choices
+    assert not any("flip" in a for a in augmentation)
+    assert "translate+flip" in {p.name: p for p in photo}["augmentation"].choices
+    assert [w["augmentation"] for w in grey_starts] == ["translate"] * len(grey_starts)
+    assert [w["augmentation"] for w in photo_starts] == ["translate+flip"] * len(photo_starts)
