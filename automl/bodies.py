@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["BODIES", "mlp_initial_kernels", "periodic_initial_weights"]
+__all__ = ["BODIES", "mlp_initial_kernels", "periodic_initial_weights", "tta_views"]
 
 
 def mlp_initial_kernels(params: dict[str, Any], n_features: int, n_outputs: int, seed: int) -> list[np.ndarray]:
@@ -107,6 +107,16 @@ def _conv_block(keras: Any, h: Any, p: dict[str, Any], filters: int, reg: Any) -
         out = conv(keras.layers.Activation(p["activation"])(out))
         out = keras.layers.Add()([out, h if h.shape[-1] == filters else conv(h, 1)])
     return keras.layers.Activation(p["activation"])(out)
+
+
+def tta_views(tf: Any, batch: Any, flip: bool) -> list[Any]:
+    """Test-time augmentation: the images, shifted one pixel each way (the borders filled with zeros, as the
+    training translations fill them), and mirrored where training flipped them."""
+    height, width = int(batch.shape[1]), int(batch.shape[2])
+    padded = tf.pad(batch, [[0, 0], [1, 1], [1, 1], [0, 0]])
+    views = [padded[:, 1 + dy: 1 + dy + height, 1 + dx: 1 + dx + width, :]
+             for dy, dx in ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))]
+    return views + [tf.reverse(batch, axis=[2])] if flip else views
 
 
 BODIES = {"mlp": _mlp_body, "cnn": _cnn_body}

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from automl.bodies import BODIES, mlp_initial_kernels, periodic_initial_weights
+from automl.bodies import BODIES, mlp_initial_kernels, periodic_initial_weights, tta_views
 from automl.errors import FailedTrialError
 
 __all__ = ["KerasNetwork", "EPOCH_CHUNK", "SCHEDULE_EPOCHS", "label_smoothing"]
@@ -297,7 +297,7 @@ class KerasNetwork:
                 "augmentation", "")
 
             def forward(batch: Any) -> Any:
-                views = _tta_views(tf, batch, flip) if tta else [batch]
+                views = tta_views(tf, batch, flip) if tta else [batch]
                 return tf.add_n([self.model_(view, training=False) for view in views]) / len(views)
 
             self._forward = tf.function(forward).get_concrete_function(spec)
@@ -397,16 +397,6 @@ def _numeric_inputs(x: np.ndarray, scaling: str, embedding: str, skip: int = 0) 
                                  embedding="periodic")
         embedder.build(x.shape)
     return scaler, embedder
-
-
-def _tta_views(tf: Any, batch: Any, flip: bool) -> list[Any]:
-    """Test-time augmentation: the images, shifted one pixel each way (the borders filled with zeros, as the
-    training translations fill them), and mirrored where training flipped them."""
-    height, width = int(batch.shape[1]), int(batch.shape[2])
-    padded = tf.pad(batch, [[0, 0], [1, 1], [1, 1], [0, 0]])
-    views = [padded[:, 1 + dy: 1 + dy + height, 1 + dx: 1 + dx + width, :]
-             for dy, dx in ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))]
-    return views + [tf.reverse(batch, axis=[2])] if flip else views
 
 
 def label_smoothing(params: dict[str, Any], task: str) -> float:

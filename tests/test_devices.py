@@ -183,6 +183,7 @@ def test_the_default_worker_count_follows_the_cpu_quota_not_the_hosts_cores(tmp_
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)))
     unlimited, meminfo = _cgroup(tmp_path, cpu_max="max 100000")
     assert usable_cores(unlimited) == 64 and default_workers(unlimited, meminfo) == 63
+    assert default_workers(unlimited, meminfo, spare_core=False) == 64  # an image run under a holdout
     (unlimited / "cpu.max").write_text("200000 100000\n")  # a quota of 2 CPUs
     assert usable_cores(unlimited) == 2 and default_workers(unlimited, meminfo) == 1
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})  # taskset -c 0-3
@@ -212,6 +213,6 @@ def test_a_run_starts_the_default_worker_count(tmp_path, monkeypatch):
     from automl.state import _workers
 
     monkeypatch.setattr(devices, "usable_cores", lambda cgroup=None: 64)
-    monkeypatch.setattr(devices, "default_workers", lambda cgroup=None, meminfo=None: 5)
+    monkeypatch.setattr(devices, "default_workers", lambda cgroup=None, meminfo=None, spare_core=True: 5)
     assert _workers(RunConfig.from_options(), 120.0) == {"workers": 5, "background": True}
     assert _workers(RunConfig.from_options(workers=2), 120.0) == {"workers": 2}
