@@ -96,8 +96,7 @@ def _save_fold(fold: FoldModel, folder: Path) -> None:
     folder.mkdir()
     joblib.dump(fold.preprocessor, folder / "preprocessor.joblib")
     if isinstance(fold.estimator, KerasNetwork):
-        fold.estimator.model_.save(folder / "model.keras")
-        atomic_write_text(folder / "network.json", json.dumps(fold.estimator.state(), indent=1))
+        fold.estimator.save(folder)
     else:
         joblib.dump(fold.estimator, folder / "model.joblib")
 
@@ -105,12 +104,7 @@ def _save_fold(fold: FoldModel, folder: Path) -> None:
 def _load_fold(folder: Path) -> FoldModel:
     pre = joblib.load(folder / "preprocessor.joblib")
     if (folder / "model.keras").exists():
-        import keras
-
-        import automl.layers  # noqa: F401  registers the layers a network may hold, for loading
-
-        net = keras.models.load_model(folder / "model.keras", compile=False)
-        return FoldModel(pre, KerasNetwork.from_state(json.loads((folder / "network.json").read_text()), net))
+        return FoldModel(pre, KerasNetwork.load(folder))
     return FoldModel(pre, joblib.load(folder / "model.joblib"))
 
 

@@ -172,18 +172,17 @@ def _trial_models(state: RunState) -> Path:
 
 
 def trial_model(state: RunState, trial: TrialRecord) -> Path | None:
-    """Where ``trial``'s own network was saved (without suffix), when it can be ranked as it is: saved whole by
+    """The folder where ``trial``'s own network was saved, when it can be ranked as it is: saved whole by
     its worker, and its pixels scaled as the holdout's models scale them (the search split's training images have
     the same largest pixel value as the protocol's training part); else None."""
     path = _trial_models(state) / f"trial_{trial.number}"
-    if not (_reuses_trials(state, state.family) and path.with_suffix(".json").exists()):
+    if not (_reuses_trials(state, state.family) and (path / "network.json").exists()):
         return None
-    if "pixel_scales" not in state.search_cache:  # the maximum of two image arrays: once per run
-        search_rows, protocol_rows = _search_rows(state)[0], state.protocol.folds[0][0]
-        state.search_cache["pixel_scales"] = (float(np.max(take_rows(state.x, search_rows))),
-                                              float(np.max(take_rows(state.x, protocol_rows))))
-    search_scale, protocol_scale = state.search_cache["pixel_scales"]
-    return path if search_scale == protocol_scale else None
+    if "same_scale" not in state.search_cache:  # once per run, from each image's maximum (no copy of the images)
+        brightest = state.x.reshape(len(state.x), -1).max(axis=1)
+        state.search_cache["same_scale"] = brightest[_search_rows(state)[0]].max() == \
+            brightest[state.protocol.folds[0][0]].max()
+    return path if state.search_cache["same_scale"] else None
 
 
 def _features(family: str) -> str:
@@ -197,7 +196,14 @@ def _codes(state: RunState, family: str) -> int:
 
 
 def _search_rows(state: RunState) -> tuple[np.ndarray, np.ndarray]:
-    """The search split's training and validation rows (positions in the run's table), both bounded."""
+    """The search split's training and validation rows (positions in the run's table), both bounded; drawn once
+    per run (the costs of network jobs ask for them at every choice of the queue)."""
+    if "rows" not in state.search_cache:
+        state.search_cache["rows"] = _draw_search_rows(state)
+    return state.search_cache["rows"]
+
+
+def _draw_search_rows(state: RunState) -> tuple[np.ndarray, np.ndarray]:
     rows = state.protocol.folds[0][0] if state.protocol.name == "holdout" else np.arange(len(state.y))
     task, seed = state.schema.task, state.config.seed
     share = SEARCH_HOLDOUT_REUSED if _reuses_trials(state, state.family) else SEARCH_HOLDOUT
@@ -352,12 +358,12 @@ def evaluate_configuration(state: RunState, trial: TrialRecord, pace: Pace) -> E
     epoch_seconds = folds * _refit_seconds(state, trial) / trial.best_epoch * scale  # one epoch of every fold's fit
     available = pace.deadline - state.budget.clock()
     epochs = _refit_epochs(trial, epoch_seconds, available, scale)
-    if epochs * scale < trial.best_epoch and state.family == "cnn":
-        # A CNN trained for fewer epochs than its trial is a weaker model under this configuration's name.
-        state.events.warn("evaluate", f"trial {trial.number} not refit: {folds} fits of its {trial.best_epoch} epochs "
-                                      f"estimated at {network_cost(state, trial):.0f}s, {available:.0f}s left")
-        return None
     if epochs * scale < trial.best_epoch:
+        if state.family == "cnn":  # a CNN trained for fewer epochs than its trial is a weaker model under its name
+            state.events.warn("evaluate", f"trial {trial.number} not refit: {folds} fits of its {trial.best_epoch} "
+                                          f"epochs estimated at {network_cost(state, trial):.0f}s, {available:.0f}s "
+                                          "left")
+            return None
         state.events.warn("evaluate", f"trial {trial.number} refits with {epochs} epochs on {rows} rows, fewer "
                                       f"samples than its {trial.best_epoch} epochs on the search's rows: {folds} "
                                       f"fits estimated at {network_cost(state, trial):.0f}s, {available:.0f}s left")

@@ -125,8 +125,7 @@ def start(config: RunConfig, data: str | pd.DataFrame | data_mod.Dataset | None 
     # From here the config (run.json, worker files) names a database URL with its password masked.
     config = config.replace(dataset=None if config.dataset is None else config.source.shown,
                             max_runtime_secs=budget_s, project=project, started_at=config.started_at or time.time(),
-                            output_dir=config.output_dir or str(Path(os.environ.get(RUNS_DIR_ENV) or "runs") / project),
-                            **_workers(config, budget_s, _images_under_holdout(config, ds, budget_s)))
+                            output_dir=config.output_dir or str(Path(os.environ.get(RUNS_DIR_ENV) or "runs") / project))
     budget = Budget.since_wall_time(budget_s, float(config.started_at or time.time()))
     shape = (f"{len(ds.images)} images of {ds.images.shape[1:]}" if ds.images is not None
              else f"{ds.frame.shape[0]} rows, {ds.frame.shape[1]} columns")
@@ -144,6 +143,7 @@ def start(config: RunConfig, data: str | pd.DataFrame | data_mod.Dataset | None 
     x = ds.images if ds.images is not None else frame.drop(columns=[ds.target])
     y = encode_target(schema, frame[ds.target])
     protocol = _protocol(config, ds, schema, y, budget_s)
+    config = config.replace(**_workers(config, budget_s, ds.images is not None and protocol.name == "holdout"))
     lb_frame = leaderboard_frame if leaderboard_frame is not None else config.evaluation.leaderboard_frame
     holdout = None if lb_frame is None else load_leaderboard_frame(lb_frame, schema)
     if holdout is not None:
@@ -175,15 +175,6 @@ def _workers(config: RunConfig, budget_s: float, every_core: bool = False) -> di
     if devices.usable_cores() >= 2 and budget_s >= WORKERS_MIN_BUDGET:
         return {"workers": devices.default_workers(spare_core=not every_core), "background": True}
     return {"workers": 1}
-
-
-def _images_under_holdout(config: RunConfig, ds: data_mod.Dataset, budget_s: float) -> bool:
-    """Image data that the protocol's rule (:func:`_protocol`) will score on a holdout."""
-    if ds.images is None:
-        return False
-    settings = config.evaluation
-    return choose_protocol(len(ds.images), int(np.prod(ds.images.shape[1:])), budget_s, settings.validation,
-                           settings.nfolds)[0] == "holdout"
 
 
 def _ingest(config: RunConfig, data: str | pd.DataFrame | data_mod.Dataset | None) -> data_mod.Dataset:

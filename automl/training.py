@@ -88,7 +88,7 @@ class KerasNetwork:
     n_codes: int = 0
     #: Each code column's levels (its largest code in the rows ``fit`` was given, plus one).
     code_levels_: list[int] = field(default_factory=list)
-    #: A network :meth:`save` wrote (its path without suffix) that ``fit`` loads instead of training: a search
+    #: A folder :meth:`save` wrote, whose network ``fit`` loads instead of training: a search
     #: trial's own model, under a holdout trained on rows of the protocol's training part already.
     pretrained: str | None = None
 
@@ -329,28 +329,30 @@ class KerasNetwork:
                 "y_mean": self.y_mean_, "y_std": self.y_std_, "n_codes": self.n_codes,
                 "code_levels": self.code_levels_}
 
-    def save(self, path: Path) -> None:
-        """Write the network to ``<path>.keras`` and its state to ``<path>.json``, each whole or not at all (a
-        worker killed mid-write leaves no half a model that a later ``fit`` would load)."""
+    def save(self, folder: Path) -> None:
+        """Write the network to ``folder/model.keras`` and its :meth:`state` to ``folder/network.json``: what
+        :meth:`load` reads (an exported fold, a search trial's own model)."""
         import json
-        import os
 
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f"{path.name}.partial.keras")  # Keras saves only to a name ending in .keras
-        self.model_.save(partial)
-        state = path.with_name(f"{path.name}.json.partial")
-        state.write_text(json.dumps(self.state()))
-        os.replace(partial, path.with_suffix(".keras"))
-        os.replace(state, path.with_suffix(".json"))
+        from automl.io import atomic_write_text
 
-    def _load_pretrained(self) -> KerasNetwork:
+        self.model_.save(folder / "model.keras")
+        atomic_write_text(folder / "network.json", json.dumps(self.state(), indent=1))
+
+    @classmethod
+    def load(cls, folder: Path) -> KerasNetwork:
+        """The network :meth:`save` wrote to ``folder``."""
         import json
 
         import keras
 
-        path = Path(self.pretrained)
-        loaded = KerasNetwork.from_state(json.loads(path.with_suffix(".json").read_text()),
-                                         keras.models.load_model(path.with_suffix(".keras"), compile=False))
+        import automl.layers  # noqa: F401  registers the layers a network may hold, for loading
+
+        return cls.from_state(json.loads((folder / "network.json").read_text()),
+                              keras.models.load_model(folder / "model.keras", compile=False))
+
+    def _load_pretrained(self) -> KerasNetwork:
+        loaded = KerasNetwork.load(Path(self.pretrained))
         self.model_, self.best_epoch_, self.epochs = loaded.model_, loaded.best_epoch_, loaded.epochs
         self.y_mean_, self.y_std_, self.code_levels_ = loaded.y_mean_, loaded.y_std_, loaded.code_levels_
         self._forward, self.cut_short_, self.history_ = None, False, []

@@ -223,5 +223,5 @@ def test_a_holdout_run_ranks_its_cnn_trials_own_models_instead_of_retraining_the
     reused = log[log["message"].str.contains("own model .* ranked as it is, not trained again", regex=True)]
     assert {m.split(":")[0] for m in reused["message"]} == set(cnn["model_id"])
     assert not log["message"].str.contains("failed").any()  # the refits on all rows pass over the image pipelines
-    saved = list((tmp_path / "run" / "search" / "models").glob("trial_*.keras"))
-    assert saved and not list((tmp_path / "run" / "search" / "models").glob("*partial*"))
+    saved = list((tmp_path / "run" / "search" / "models").glob("trial_*/model.keras"))
+    assert saved and not list((tmp_path / "run" / "search" / "models").glob(".*"))  # no half-written trial

@@ -140,7 +140,7 @@ class SearchData:
     log_dir: str | None = None
     #: The last ``n_codes`` columns are category codes (``make_preprocessor(kind="network")``).
     n_codes: int = 0
-    #: Where each completed trial saves its network (``<model_dir>/trial_<n>.keras`` and ``.json``), or None: a
+    #: Where each completed trial saves its network (``<model_dir>/trial_<n>/``, ``KerasNetwork.save``), or None: a
     #: holdout run ranks a CNN trial's own model rather than training it again (``automl.search``).
     model_dir: str | None = None
 

@@ -64,7 +64,10 @@ def _train_network(params: dict[str, Any], data: SearchData, metric: Metric, see
                 report=on_chunk, deadline=deadline)
         value = metric.fn(data.y_val, net.predict_proba(data.x_val))
         if data.model_dir is not None and math.isfinite(value):
-            net.save(Path(data.model_dir) / name)
+            from automl.io import atomic_dir
+
+            with atomic_dir(Path(data.model_dir) / name) as folder:  # whole or not at all: a worker may be killed
+                net.save(folder)
     finally:
         if writer is not None:
             writer.close()
