@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from automl.errors import InputError
+from automl.image_store import ImageRows
 from automl.preprocess import Schema
 
 __all__ = ["Model", "FoldModel", "BaggedModel", "predict_raw", "take_rows"]
@@ -98,7 +99,10 @@ class BaggedModel(Model):
 
 
 def predict_raw(estimator: Any, x: np.ndarray, task: str) -> np.ndarray:
-    """Probabilities for classification, values for regression, from any of our estimators."""
+    """Probabilities for classification, values for regression, from any of our estimators; stored images a
+    batch at a time."""
+    if isinstance(x, ImageRows):
+        return np.concatenate([predict_raw(estimator, batch, task) for batch in x.batches()])
     if task == "regression":
         return np.asarray(estimator.predict(x), dtype="float64")
     proba = np.asarray(estimator.predict_proba(x), dtype="float64")

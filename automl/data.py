@@ -20,6 +20,7 @@ import pandas as pd
 
 from automl.config import cards_dir
 from automl.errors import InputError
+from automl.image_store import ImageRows, in_batches
 from automl.images import IMAGE_SUFFIXES, is_image_source, load_images
 from automl.sources import (
     TABLE_SUFFIXES,
@@ -81,7 +82,7 @@ class Dataset:
     source: str
     fingerprint: str
     #: For image data: the pixels, shape (n, height, width, channels); ``frame`` holds the labels.
-    images: np.ndarray | None = None
+    images: np.ndarray | ImageRows | None = None
     #: What was read, as plain JSON (``run.json``'s ``source``, the champion's history): see
     #: :func:`automl.sources.provenance`.
     provenance: dict[str, Any] = field(default_factory=dict)
@@ -239,7 +240,7 @@ def _call_loader(card: DatasetCard) -> Any:
     return getattr(importlib.import_module(module), func)(**card.loader_kwargs)
 
 
-def _image_dataset(card: DatasetCard, x: np.ndarray, y: np.ndarray | None, source: str) -> Dataset:
+def _image_dataset(card: DatasetCard, x: np.ndarray | ImageRows, y: np.ndarray | None, source: str) -> Dataset:
     """Validate image data; the labels go in a one-column frame so targets work as for tables."""
     if y is None:
         raise InputError(f"{source}: no labels; put images in one subfolder per class, or save y= in the .npz")
@@ -248,7 +249,9 @@ def _image_dataset(card: DatasetCard, x: np.ndarray, y: np.ndarray | None, sourc
     labels = pd.Series(y, name="label")
     if labels.nunique() < 2:
         raise InputError(f"{source}: every image has the label {labels.iloc[0]!r}; a model needs two classes or more")
-    digest = hashlib.sha256(np.ascontiguousarray(x).tobytes())
+    digest = hashlib.sha256()
+    for batch in in_batches(x):  # the same digest as the whole array's bytes, without them all in memory
+        digest.update(np.ascontiguousarray(batch).tobytes())
     digest.update(pd.util.hash_pandas_object(labels.astype(str), index=False).values.tobytes())
     digest.update(json.dumps(card.__dict__, sort_keys=True, default=str).encode())
     card = replace(card, target="label", task="image")

@@ -1,7 +1,8 @@
 """Image data: loading a class-per-folder tree or an ``.npz`` file, and scaling pixels.
 
-Images travel as one array of shape ``(n, height, width, channels)``; labels as a
-separate array. Every problem with the input becomes an :class:`InputError`.
+Images travel as one array of shape ``(n, height, width, channels)`` (an ``.npz``'s, in memory) or as
+:class:`~automl.image_store.ImageRows` (a folder's, decoded once into a file on disk and read a batch at a
+time); labels as a separate array. Every problem with the input becomes an :class:`InputError`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from automl.errors import InputError
+from automl.image_store import ImageRows, in_batches, stored_pixels
 
 __all__ = ["IMAGE_SUFFIXES", "MAX_IMAGE_SIDE", "PREDICT_BATCH", "is_image_source", "load_image_folder",
            "training_shape", "iter_image_batches", "load_npz", "load_images", "PixelScaler", "Flatten"]
@@ -41,7 +43,7 @@ def is_image_source(path: Path) -> bool:
     return path.suffix.lower() == ".npz" or path.is_dir()
 
 
-def load_images(path: Path) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
+def load_images(path: Path) -> tuple[np.ndarray | ImageRows, np.ndarray | None, list[str] | None]:
     """``(images, labels or None, file names or None)`` from an ``.npz`` file or an image folder."""
     if not path.exists():
         raise InputError(f"{path}: not found; give an .npz file or a folder of images")
@@ -70,20 +72,20 @@ def load_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None, None]:
     return x, y, None
 
 
-def load_image_folder(path: Path) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
+def load_image_folder(path: Path) -> tuple[ImageRows, np.ndarray | None, list[str]]:
     """Images from ``path/<class>/*.png|jpg`` (labels = folder names), or from ``path/*.png`` (no labels).
 
     One network needs one shape: every image is brought to :func:`training_shape` of the folder as it is
-    read, so memory holds only the resized pixels (uint8; float32 for 16-bit grey), never the originals.
+    read, into a file of the image cache (uint8; float32 for 16-bit grey), never all in memory; a folder read
+    before, unchanged, is not decoded again (:func:`automl.image_store.stored_pixels`).
     """
     files = _image_files(path)
     headers = [_header(file) for file, _ in files]
     height, width = training_shape([h for h, _, _ in headers], [w for _, w, _ in headers])
     channels = 1 if all(mode in _GREY + _DEEP for _, _, mode in headers) else 3
     deep = channels == 1 and any(mode in _DEEP for _, _, mode in headers)
-    x = np.empty((len(files), height, width, channels), dtype="float32" if deep else "uint8")
-    for i, (file, _) in enumerate(files):
-        x[i] = _read(file, (height, width, channels))
+    x = stored_pixels([file for file, _ in files], (height, width, channels), "float32" if deep else "uint8",
+                      lambda file: _read(file, (height, width, channels)))
     labels = [label for _, label in files]
     y = None if labels[0] is None else np.asarray(labels, dtype=object)
     return x, y, [str(f.relative_to(path)) for f, _ in files]
@@ -196,17 +198,20 @@ class PixelScaler(BaseEstimator, TransformerMixin):
 
     Its ``shape_`` is the model's image shape: a folder is resized to it when read (see
     :func:`iter_image_batches`); an array of another shape is an error, as nothing says it is a resized image.
+    Stored images (:class:`ImageRows`) are scaled as they are read, a batch at a time.
     """
 
-    def fit(self, x: np.ndarray, y: object = None) -> PixelScaler:
-        self.scale_ = float(np.max(x)) or 1.0
+    def fit(self, x: np.ndarray | ImageRows, y: object = None) -> PixelScaler:
+        self.scale_ = max(float(batch.max()) for batch in in_batches(x)) or 1.0
         self.shape_ = tuple(int(s) for s in np.shape(x)[1:])
         return self
 
-    def transform(self, x: np.ndarray) -> np.ndarray:
+    def transform(self, x: np.ndarray | ImageRows) -> np.ndarray | ImageRows:
         if tuple(np.shape(x)[1:]) != self.shape_:
             raise InputError(f"images have shape {tuple(np.shape(x)[1:])}, but the model was trained on "
                              f"{self.shape_}; resize them to match")
+        if isinstance(x, ImageRows):
+            return x.scaled(self.scale_ * (x.scale or 1.0))
         return (np.asarray(x, dtype="float32") / self.scale_).astype("float32")
 
 

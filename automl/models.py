@@ -74,6 +74,9 @@ LOG_TARGET_SKEW = 1.0
 #: the largest copy of the table (10M × 280 float32 ≈ 11 GB), and beyond this many rows they gain next to
 #: nothing (the GLM's coefficients are settled; a forest's trees see FOREST_MAX_ROWS rows each anyway).
 DENSE_MAX_ROWS = 500_000
+#: Images the GLM and the SVM on pixels train on, at most (a sample of the fold's): they are baselines, their
+#: pixels are copied into memory, and an RBF SVM's cost grows with the square of its rows.
+IMAGE_REFERENCE_MAX_ROWS = 10_000
 #: Trees per forest on tables up to :data:`FOREST_MAX_ROWS` rows, and beyond (H2O's default is 50).
 FOREST_TREES = (200, 50)
 
@@ -171,7 +174,8 @@ def _image_reference_candidates(seed: int) -> list[Candidate]:
     svm = {"C": 10.0, "gamma": "scale"}
     # Platt-scaled probabilities, the replacement scikit-learn recommends for SVC(probability=True).
     calibrated = {"method": "sigmoid", "ensemble": False}
-    return [Candidate("GLM_1", "GLM", lambda: make_pipeline(Flatten(), LogisticRegression(**glm)), dict(glm)),
+    return [Candidate("GLM_1", "GLM", lambda: make_pipeline(Flatten(), LogisticRegression(**glm)), dict(glm),
+                      max_rows=IMAGE_REFERENCE_MAX_ROWS),
             Candidate("SVM_1", "SVM",
                       lambda: make_pipeline(Flatten(), CalibratedClassifierCV(SVC(**svm), **calibrated)),
-                      {**svm, **calibrated})]
+                      {**svm, **calibrated}, max_rows=IMAGE_REFERENCE_MAX_ROWS)]

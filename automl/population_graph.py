@@ -292,7 +292,7 @@ class PopulationGraph:
         """``train(first, count)`` running steps ``first`` to ``first + count`` for every member; steps per epoch.
 
         Member i's epoch e (counted from the epoch it started at) takes its batches in the stateless
-        shuffle seeded ``(seed_i, e)``, as :func:`automl.training._compiled_steps` does for a single network.
+        shuffle seeded ``(seed_i, e)``, as :func:`automl.steps.compiled_steps` does for a single network.
         """
         tf = self.tf
         n = int(x.shape[0])

@@ -28,6 +28,7 @@ from automl.budget import FINISH_SECONDS, Budget
 from automl.engines import SearchData, SearchJob, StopPolicy, TrialRecord, get_engine
 from automl.evaluation import Evaluated, holdout_split
 from automl.events import StageEvents
+from automl.image_store import ImageRows, row_maxima
 from automl.models import Candidate
 from automl.preprocess import make_preprocessor
 from automl.quiet import import_tensorflow
@@ -179,7 +180,7 @@ def trial_model(state: RunState, trial: TrialRecord) -> Path | None:
     if not (_reuses_trials(state, state.family) and (path / "network.json").exists()):
         return None
     if "same_scale" not in state.search_cache:  # once per run, from each image's maximum (no copy of the images)
-        brightest = state.x.reshape(len(state.x), -1).max(axis=1)
+        brightest = row_maxima(state.x)
         state.search_cache["same_scale"] = brightest[_search_rows(state)[0]].max() == \
             brightest[state.protocol.folds[0][0]].max()
     return path if state.search_cache["same_scale"] else None
@@ -296,11 +297,13 @@ def _write_worker_files(state: RunState) -> Path:
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     data, job = search_data(state), search_job(state)
-    for name in ARRAYS:
+    # Stored images (ImageRows) are already a file on disk: they travel in job.joblib as its name and their rows.
+    arrays = [name for name in ARRAYS if not isinstance(getattr(data, name), ImageRows)]
+    for name in arrays:
         np.save(partial / f"{name}.npy", getattr(data, name))
     # A metric holds functions (not picklable): it is looked up again by name.
     joblib.dump({"job": replace(job, metric=None), "metric": job.metric.name,
-                 "data": replace(data, **dict.fromkeys(ARRAYS))}, partial / "job.joblib")
+                 "data": replace(data, **dict.fromkeys(arrays))}, partial / "job.joblib")
     shutil.rmtree(folder, ignore_errors=True)
     partial.rename(folder)
     return folder
@@ -311,7 +314,8 @@ def load_worker_files(folder: Path) -> tuple[SearchJob, SearchData]:
     from automl.metrics import get
 
     saved = joblib.load(folder / "job.joblib")
-    data = replace(saved["data"], **{name: np.load(folder / f"{name}.npy", mmap_mode="r") for name in ARRAYS})
+    data = replace(saved["data"], **{name: np.load(folder / f"{name}.npy", mmap_mode="r") for name in ARRAYS
+                                     if (folder / f"{name}.npy").exists()})
     return replace(saved["job"], metric=get(saved["metric"], data.task)), data
 
 

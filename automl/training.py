@@ -2,8 +2,8 @@
 
 Keras' ``fit`` spends most of a small-data epoch in its data adapter and callback
 machinery (TOOLCHAIN.md). Here training runs as one compiled graph per network that
-trains a given range of steps: each epoch shuffles an index and takes batches with
-``tf.gather`` from tensors that live on the device. Calls are sized in steps, so that
+trains a given range of steps (:mod:`automl.steps`: batches gathered from tensors on the
+device, or stored images streamed from disk). Calls are sized in steps, so that
 each takes about :data:`CHUNK_SECONDS` whatever an epoch costs, and the deadline is
 checked between them; every :data:`EPOCH_CHUNK` epochs we score the validation rows,
 report to a pruner and keep the best weights. TensorFlow is imported lazily:
@@ -21,8 +21,10 @@ from typing import Any
 
 import numpy as np
 
+from automl import steps
 from automl.bodies import BODIES, mlp_initial_kernels, periodic_initial_weights, tta_views
 from automl.errors import FailedTrialError
+from automl.image_store import ImageRows
 
 __all__ = ["KerasNetwork", "EPOCH_CHUNK", "SCHEDULE_EPOCHS", "label_smoothing"]
 
@@ -210,8 +212,10 @@ class KerasNetwork:
         targets, batch_size = self._targets(y), int(self.params["batch_size"])
         optimizer, loss_fn = self._optimizer(-(-len(x) // min(batch_size, len(x)))), self._loss()
         if tf.distribute.has_strategy():  # MirroredStrategy / TPUStrategy: Keras' fit splits the batches
-            return _distributed_steps(tf, network, optimizer, loss_fn, x, targets, batch_size)
-        return _compiled_steps(tf, network, optimizer, loss_fn, x, targets, batch_size, self.seed)
+            return steps.distributed_steps(tf, network, optimizer, loss_fn, x, targets, batch_size, self.seed)
+        if isinstance(x, ImageRows):
+            return steps.streamed_steps(tf, network, optimizer, loss_fn, x, targets, batch_size, self.seed)
+        return steps.compiled_steps(tf, network, optimizer, loss_fn, x, targets, batch_size, self.seed)
 
     def fit(
         self,
@@ -233,7 +237,7 @@ class KerasNetwork:
         if self.pretrained is not None:
             return self._load_pretrained()
         tf = _tf()
-        x, y = np.asarray(x, dtype="float32"), np.asarray(y)
+        x, y = x if isinstance(x, ImageRows) else np.asarray(x, dtype="float32"), np.asarray(y)
         if self.n_codes:  # from every row given: a level only in the held-out rows below still has its vector
             self.code_levels_ = [int(n) + 1 for n in x[:, x.shape[1] - self.n_codes:].max(axis=0)]
         if x_val is None and self.validation_share > 0:
@@ -286,7 +290,9 @@ class KerasNetwork:
         return x[fit], y[fit], x[val], lambda proba: -loss.fn(y_val, proba)
 
     # -- predicting ---------------------------------------------------------------
-    def _raw(self, x: np.ndarray) -> np.ndarray:
+    def _raw(self, x: np.ndarray | ImageRows) -> np.ndarray:
+        if isinstance(x, ImageRows):
+            return np.concatenate([self._raw(batch) for batch in x.batches()])
         tf = _tf()
         x = tf.convert_to_tensor(np.asarray(x, dtype="float32"))
         # predict() sets up a data adapter per call and eager calls cost ~2 ms: one graph for every
@@ -435,62 +441,3 @@ class _Pacer:
                                        "the learning rate is probably too high")
             if done >= goal or self.past_deadline():
                 return done
-
-
-def _distributed_steps(tf: Any, model: Any, optimizer: Any, loss_fn: Any, x: np.ndarray, y: np.ndarray,
-                       batch_size: int) -> tuple[Callable[[int, int], float], int]:
-    """Under a distribution strategy: ``fit`` on a cached dataset, one call per range of steps.
-
-    Each call draws its batches from a fresh shuffle of the rows, so a range that ends
-    inside an epoch leaves the rest of that epoch's order unused.
-    """
-    model.compile(optimizer=optimizer, loss=loss_fn)
-    data = tf.data.Dataset.from_tensor_slices((x, y)).cache().shuffle(len(x), reshuffle_each_iteration=True)
-    data = data.batch(batch_size).repeat().prefetch(2)
-
-    def train(first: int, count: int) -> float:
-        history = model.fit(data, epochs=1, steps_per_epoch=count, verbose=0, shuffle=False)
-        return float(history.history["loss"][-1])
-
-    return train, -(-len(x) // batch_size)
-
-
-def _compiled_steps(tf: Any, model: Any, optimizer: Any, loss_fn: Any, x: np.ndarray, y: np.ndarray,
-                    batch_size: int, seed: int) -> tuple[Callable[[int, int], float], int]:
-    """A graph, traced once, that trains steps ``first`` to ``first + count`` and returns the last batch loss.
-
-    Epoch ``e`` takes its batches in a stateless shuffle seeded by ``(seed, e)``: the
-    result does not depend on how the steps are split into calls.
-    """
-    n = int(x.shape[0])
-    batch_size = min(batch_size, n)
-    steps = -(-n // batch_size)
-    xs, ys = tf.constant(x), tf.constant(y)
-    order = tf.Variable(tf.range(n), trainable=False)
-    optimizer.build(model.trainable_variables)
-    weights = model.trainable_variables
-
-    def run(first: Any, count: Any) -> Any:
-        loss = tf.constant(0.0)
-        for step in tf.range(first, first + count):
-            epoch, s = step // steps, step % steps
-            if s == 0:
-                order.assign(tf.random.experimental.stateless_shuffle(tf.range(n), seed=tf.stack([seed, epoch])))
-            idx = order[s * batch_size: tf.minimum((s + 1) * batch_size, n)]
-            xb, yb = tf.gather(xs, idx), tf.gather(ys, idx)
-            with tf.GradientTape() as tape:
-                loss = loss_fn(yb, model(xb, training=True))
-                if model.losses:
-                    loss += tf.add_n(model.losses)
-                # The loss itself, unless the optimizer scales it (mixed precision, see _optimizer).
-                scaled = optimizer.scale_loss(loss)
-            optimizer.apply_gradients(zip(tape.gradient(scaled, weights), weights, strict=True))
-        return loss
-
-    # A concrete function: one trace per network, never counted by TensorFlow as a retrace.
-    graph = tf.function(run).get_concrete_function(tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32))
-
-    def train(first: int, count: int) -> float:
-        return float(graph(tf.constant(first, tf.int32), tf.constant(count, tf.int32)))
-
-    return train, steps

@@ -13,7 +13,7 @@ goes to stderr.
     python bench/trial_speed.py [--trials 5] [--quick]
     python bench/trial_speed.py --population 1,8,32,128 [--data diabetes,churn] [--start 2]
     python bench/trial_speed.py --packed 1,8,32 [--data diabetes,churn] [--start 2]
-    python bench/trial_speed.py --cnn
+    python bench/trial_speed.py --cnn [--stored]
 
 ``--packed K,...`` times one packed ensemble of K copies of the warm start (``ensemble_size``, one graph trained
 by the one-at-a-time trainer, as a search trial of that size trains) for 100 epochs: members trained per minute.
@@ -22,7 +22,9 @@ by the one-at-a-time trainer, as a search trial of that size trains) for 100 epo
 on the pixels): seconds per epoch for each setting of processes x TensorFlow threads per process (1x1, 1x2, 2x1:
 two processes each training its own network at once, as two search workers do) and batch size (32, 128), and
 images trained per second by all processes together. Each setting runs in fresh processes (threads are fixed when
-TensorFlow starts).
+TensorFlow starts). With ``--stored`` each setting is timed twice: the images in memory (``feed: memory``), and
+stored on disk as uint8 and streamed a batch at a time by ``tf.data`` as an image folder's are (``feed: stored``,
+:class:`automl.image_store.ImageRows`).
 
 ``--start K`` times the K-th MLP warm start (0: the 2x64 ReLU network; 2: the same with periodic embeddings).
 """
@@ -38,6 +40,7 @@ import platform
 import statistics
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -205,14 +208,23 @@ def deadline_overrun() -> dict[str, Any]:
             "loadavg_1m": round(os.getloadavg()[0], 2)}
 
 
-def cnn_epoch_seconds(batch: int) -> float:
+def cnn_epoch_seconds(batch: int, stored: bool = False) -> float:
     """Seconds per epoch of the default CNN on CNN_IMAGES random 28x28 images at ``batch``, in this process: a fit
-    of CNN_EPOCHS + 1 epochs less a fit of 1 (building and tracing cancel out)."""
+    of CNN_EPOCHS + 1 epochs less a fit of 1 (building and tracing cancel out); ``stored``: read from disk."""
+    import tempfile
+
     from automl import training
+    from automl.image_store import ImageRows
     from automl.spaces import CNN_WARM_STARTS
 
     rng = np.random.default_rng(0)
-    x, y = rng.random((CNN_IMAGES, 28, 28, 1), dtype=np.float32), rng.integers(0, 10, CNN_IMAGES)
+    x, y = rng.integers(0, 256, (CNN_IMAGES, 28, 28, 1), dtype=np.uint8), rng.integers(0, 10, CNN_IMAGES)
+    if stored:
+        file = Path(tempfile.mkdtemp(prefix="trial-speed-")) / "pixels.npy"
+        np.save(file, x)
+        x = ImageRows(file).scaled(255.0)
+    else:
+        x = x.astype(np.float32) / 255
     params = {**CNN_WARM_STARTS[0], "batch_size": batch, "tta": False}
 
     def fit(epochs: int) -> float:
@@ -223,25 +235,26 @@ def cnn_epoch_seconds(batch: int) -> float:
     return (fit(CNN_EPOCHS + 1) - fit(1)) / CNN_EPOCHS
 
 
-def cnn_speed() -> dict[str, Any]:
+def cnn_speed(feeds: tuple[str, ...] = ("memory",)) -> dict[str, Any]:
     """Every CNN setting, each in fresh processes started together."""
     import subprocess
 
     rows = []
     for processes, threads in CNN_SETTINGS:
         for batch in BATCH_SIZES:
-            env = {**os.environ, "TF_NUM_INTRAOP_THREADS": str(threads), "TF_NUM_INTEROP_THREADS": "1",
-                   "OMP_NUM_THREADS": str(threads)}
-            command = [sys.executable, __file__, "--cnn-epoch", str(batch)]
-            running = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
-                       for _ in range(processes)]
-            seconds = [float(proc.communicate()[0].strip().splitlines()[-1]) for proc in running]
-            per_epoch = statistics.median(seconds)
-            rows.append({"processes": processes, "threads": threads, "batch_size": batch,
-                         "seconds_per_epoch": round(per_epoch, 2),
-                         "images_per_s_total": round(sum(CNN_IMAGES / s for s in seconds))})
-            log(f"cnn {processes}x{threads} batch {batch}: {per_epoch:.2f}s/epoch, "
-                f"{rows[-1]['images_per_s_total']} images/s in all")
+            for feed in feeds:
+                env = {**os.environ, "TF_NUM_INTRAOP_THREADS": str(threads), "TF_NUM_INTEROP_THREADS": "1",
+                       "OMP_NUM_THREADS": str(threads)}
+                command = [sys.executable, __file__, "--cnn-epoch", str(batch)] + ["--stored"] * (feed == "stored")
+                running = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
+                           for _ in range(processes)]
+                seconds = [float(proc.communicate()[0].strip().splitlines()[-1]) for proc in running]
+                per_epoch = statistics.median(seconds)
+                rows.append({"processes": processes, "threads": threads, "batch_size": batch, "feed": feed,
+                             "seconds_per_epoch": round(per_epoch, 2),
+                             "images_per_s_total": round(sum(CNN_IMAGES / s for s in seconds))})
+                log(f"cnn {processes}x{threads} batch {batch} {feed}: {per_epoch:.2f}s/epoch, "
+                    f"{rows[-1]['images_per_s_total']} images/s in all")
     return {"bench": "trial_speed", "case": "cnn", "date": dt.datetime.now().isoformat(timespec="seconds"),
             "images": CNN_IMAGES, "image_shape": [28, 28, 1], "epochs_timed": CNN_EPOCHS, "results": rows,
             "cpu_count": os.cpu_count(), "loadavg_1m": round(os.getloadavg()[0], 2)}
@@ -256,13 +269,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--start", type=int, default=0, help="the MLP warm start --population times (0)")
     parser.add_argument("--packed", help="packed ensemble sizes to time instead, e.g. 1,8,32")
     parser.add_argument("--cnn", action="store_true", help="time the default CNN per processes x threads instead")
+    parser.add_argument("--stored", action="store_true", help="with --cnn: also time images streamed from disk")
     parser.add_argument("--cnn-epoch", type=int, help=argparse.SUPPRESS)  # one process of --cnn, at this batch
     args = parser.parse_args(argv)
     if args.cnn_epoch:
-        print(cnn_epoch_seconds(args.cnn_epoch))
+        print(cnn_epoch_seconds(args.cnn_epoch, args.stored))
         return 0
     if args.cnn:
-        print(json.dumps(cnn_speed()))
+        print(json.dumps(cnn_speed(("memory", "stored") if args.stored else ("memory",))))
         return 0
     if args.packed:
         for name in args.data.split(","):

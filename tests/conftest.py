@@ -24,10 +24,11 @@ T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[1]
 _HOME = Path(tempfile.mkdtemp(prefix="automl-tests-"))
 
-# Before anything imports Prefect or Keras: keep them out of ~/.prefect and ~/.keras.
+# Before anything imports Prefect or Keras: keep them (and our image cache) out of ~/.prefect, ~/.keras, ~/.cache.
 os.environ.update({
     "PREFECT_HOME": str(_HOME / "prefect"),
     "KERAS_HOME": str(_HOME / "keras"),
+    "AUTOML_CACHE_DIR": str(_HOME / "cache"),  # image folders' decoded pixels
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "TF_CPP_MIN_LOG_LEVEL": "2",
     "PREFECT_LOGGING_LEVEL": "WARNING",
