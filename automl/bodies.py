@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["BODIES", "mlp_initial_kernels", "periodic_initial_weights", "tta_views"]
+__all__ = ["BODIES", "TTA_SHIFTS", "mlp_initial_kernels", "periodic_initial_weights", "predict_views", "tta_views"]
 
 
 def mlp_initial_kernels(params: dict[str, Any], n_features: int, n_outputs: int, seed: int) -> list[np.ndarray]:
@@ -109,14 +109,24 @@ def _conv_block(keras: Any, h: Any, p: dict[str, Any], filters: int, reg: Any) -
     return keras.layers.Activation(p["activation"])(out)
 
 
+#: Test-time augmentation's views of an image: itself and its one-pixel shifts (rows, columns).
+TTA_SHIFTS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))
+
+
 def tta_views(tf: Any, batch: Any, flip: bool) -> list[Any]:
     """Test-time augmentation: the images, shifted one pixel each way (the borders filled with zeros, as the
     training translations fill them), and mirrored where training flipped them."""
     height, width = int(batch.shape[1]), int(batch.shape[2])
     padded = tf.pad(batch, [[0, 0], [1, 1], [1, 1], [0, 0]])
-    views = [padded[:, 1 + dy: 1 + dy + height, 1 + dx: 1 + dx + width, :]
-             for dy, dx in ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))]
+    views = [padded[:, 1 + dy: 1 + dy + height, 1 + dx: 1 + dx + width, :] for dy, dx in TTA_SHIFTS]
     return views + [tf.reverse(batch, axis=[2])] if flip else views
+
+
+def predict_views(params: dict[str, Any], family: str) -> int:
+    """How many views of each image a network predicts on (:func:`tta_views`; 1 without test-time augmentation)."""
+    if family != "cnn" or not params.get("tta"):
+        return 1
+    return len(TTA_SHIFTS) + ("flip" in params.get("augmentation", ""))
 
 
 BODIES = {"mlp": _mlp_body, "cnn": _cnn_body}

@@ -7,6 +7,7 @@ scheduler corrects it by how its family's earlier models did against theirs, and
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from automl.devices import free_cores
@@ -30,7 +31,7 @@ def reference_portfolio(state: RunState) -> list[ReferenceCandidate]:
     """The reference families the run allows, in the portfolio's order, with their estimates."""
     protocol = state.protocol
     train_rows = len(protocol.folds[0][0])
-    n_features = len(state.schema.features)
+    n_features = len(state.schema.features) or math.prod(state.schema.image_shape or [1])  # an image's pixels
     # Estimates are costed on the matrix each candidate sees: LightGBM splits the raw columns, the GLM and the
     # forests the one-hot encoding (280 columns of the synthetic table's 35).
     widths = {"trees": n_features, "dense": dense_width(state.x, state.schema) if state.schema.task != "image"

@@ -24,6 +24,7 @@ import numpy as np
 
 from automl import devices
 from automl.bagging import take_rows
+from automl.bodies import TTA_SHIFTS, predict_views
 from automl.budget import FINISH_SECONDS, Budget
 from automl.engines import SearchData, SearchJob, StopPolicy, TrialRecord, get_engine
 from automl.evaluation import Evaluated, holdout_split
@@ -40,7 +41,7 @@ from automl.state import RunState
 __all__ = ["start_workers", "in_background", "join_search", "search_slice", "running_trials", "keep_trials",
            "search_data", "search_job", "background_stop", "load_worker_files", "network_cost",
            "evaluate_configuration", "prepare_networks", "evaluates_beside_workers", "placement", "best_configurations",
-           "configuration_key", "trial_model", "TOP_CONFIGS", "KEEP_SHARE", "REUSE_SECONDS"]
+           "configuration_key", "trial_model", "TOP_CONFIGS", "KEEP_SHARE", "REUSE_SECONDS", "reuse_seconds"]
 
 #: How many of the best search configurations the background search keeps time for, under a holdout.
 TOP_CONFIGS = 3
@@ -77,8 +78,10 @@ CNN_TRIAL_SHARE, CNN_SECONDS_PER_PIXEL, MIN_CNN_EPOCHS = 0.3, 1.3e-6, 20
 #: Where trials' own models are ranked, a trial starts while this share of a typical one fits before the search's
 #: end (the deadline then cuts it, keeping its best epoch so far): whole trials only left 22 % of a 300 s run unused.
 PARTIAL_TRIAL_SHARE = 0.3
-#: Seconds to rank a trial's own saved network on the holdout (load it, predict the holdout's rows).
-REUSE_SECONDS = 2.0
+#: Seconds to rank a trial's own saved network on the holdout (load it, predict the holdout's rows), at least; and
+#: a CNN's seconds of prediction per pixel (x channels, x test-time view) on one thread: the default CNN predicted
+#: 2,000 images with TTA at 1.8e-7 (34x34 RGB) to 2.6e-7 (28x28 grey). On 4,000 RGB 34x34 images: 21 s.
+REUSE_SECONDS, CNN_PREDICT_SECONDS_PER_PIXEL = 2.0, 3e-7
 #: The search split's arrays, as worker processes read them (see :func:`load_worker_files`).
 ARRAYS = ("x_train", "y_train", "x_val", "y_val")
 #: Bumped when a space changes meaning: a study searched over another space is not resumed.
@@ -256,8 +259,9 @@ def background_stop(state: RunState) -> StopPolicy:
     """When the background search stops: the time it keeps is for this process to cross-validate its last
     configurations (k fits of a trial's size under CV; each of the best once under a holdout) and for the
     outputs, at least :data:`KEEP_SHARE` of the budget (more where networks wait for the workers to end)."""
-    if _reuses_trials(state, state.family):  # each trial's model is ranked as it is, even one the deadline cut
-        return StopPolicy(0.0, FINISH_SECONDS, KEEP_SHARE["beside"], PARTIAL_TRIAL_SHARE)
+    if _reuses_trials(state, state.family):  # each trial's model is ranked as it is, even one the deadline cut:
+        # the search ends in time for the last one to be ranked
+        return StopPolicy(0.0, FINISH_SECONDS + reuse_seconds(state), KEEP_SHARE["beside"], PARTIAL_TRIAL_SHARE)
     if evaluates_beside_workers(state):  # configurations are ranked as they come: the workers search to the end
         return StopPolicy(0.0, FINISH_SECONDS, KEEP_SHARE["beside"])
     cv = state.protocol.name == "cv"
@@ -330,8 +334,16 @@ def network_cost(state: RunState, trial: TrialRecord, least: bool = False) -> fl
     fold's fit, on up to :data:`MAX_REFIT_ROWS` rows); ``least``: for as many samples as its trial saw (on more
     rows, fewer epochs: what :func:`evaluate_configuration` trains at the least)."""
     if trial_model(state, trial) is not None:
-        return REUSE_SECONDS
+        return reuse_seconds(state, trial.params)
     return len(state.protocol.folds) * _refit_seconds(state, trial) * (1.0 if least else _row_scale(state))
+
+
+def reuse_seconds(state: RunState, params: dict[str, Any] | None = None) -> float:
+    """Estimated seconds to rank a trial's own CNN on the holdout: its predictions of the holdout's images, once per
+    test-time view (``params``' views; without them, the most a configuration may have)."""
+    views = predict_views(params, "cnn") if params is not None else len(TTA_SHIFTS) + 1
+    pixels = len(state.protocol.folds[0][1]) * math.prod(state.schema.image_shape or [1])
+    return max(REUSE_SECONDS, pixels * views * CNN_PREDICT_SECONDS_PER_PIXEL)
 
 
 def _row_scale(state: RunState) -> float:

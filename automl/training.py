@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 
 from automl import steps
-from automl.bodies import BODIES, mlp_initial_kernels, periodic_initial_weights, tta_views
+from automl.bodies import BODIES, mlp_initial_kernels, periodic_initial_weights, predict_views, tta_views
 from automl.errors import FailedTrialError
-from automl.image_store import ImageRows
+from automl.image_store import ImageRows, in_batches
 
 __all__ = ["KerasNetwork", "EPOCH_CHUNK", "SCHEDULE_EPOCHS", "label_smoothing"]
 
@@ -40,6 +40,8 @@ SCHEDULE_EPOCHS = 100
 #: An MLP's gradients are scaled down to this global norm when larger (Keras' ``global_clipnorm``; a population
 #: member's are, by its own norm): one bad batch at a high learning rate no longer throws a network far off.
 GRADIENT_CLIP_NORM = 1.0
+#: Images a CNN predicts at a time (with five test-time views of 64x64 images, 32 filters: ~800 MB of activations).
+PREDICT_IMAGES = 256
 #: Rows sampled to tell numeric columns from two-valued ones (one-hot, missing indicators).
 NUMERIC_SAMPLE = 20_000
 #: A fit's own held-out rows (``KerasNetwork.validation_share``): at most this many (the search scores its trials
@@ -247,8 +249,8 @@ class KerasNetwork:
         self.model_, network, x = self._build(x)  # scalers fitted on the rows it trains on, never the held-out
         self._forward, self.cut_short_, self.history_, self.best_epoch_ = None, False, [], 0
         train, per_epoch = self._trainer(tf, network, x, np.asarray(y))
-        pacer = _Pacer(train, per_epoch, deadline)
         validate = x_val is not None and monitor is not None
+        pacer = _Pacer(train, per_epoch, deadline, self._validation_steps(x_val, len(x)) if validate else 0.0)
         total, rhythm = self.epochs * per_epoch, EPOCH_CHUNK * per_epoch
         best, best_weights, stale, done, epoch = -math.inf, None, 0, 0, 0
         while done < total:
@@ -256,7 +258,9 @@ class KerasNetwork:
             self.cut_short_ = done < total and pacer.past_deadline()
             epoch = -(-done // per_epoch)  # a call cut short by the deadline counts its partial epoch
             if validate:
+                started = time.monotonic()
                 score = monitor(self.predict_proba(x_val))
+                pacer.validation_seconds = time.monotonic() - started
                 self.history_.append((epoch, score))
                 # A tie keeps the later epoch (more training, the same score: on a few hundred images an error
                 # rate ties often), and does not reset the patience.
@@ -273,6 +277,11 @@ class KerasNetwork:
         else:
             self.best_epoch_ = epoch
         return self
+
+    def _validation_steps(self, x_val: Any, rows: int) -> float:
+        """A validation's cost in training steps: a forward pass (about a third of a step's work) over
+        ``x_val``'s rows, once per test-time view, in batches of the training's size."""
+        return len(x_val) * predict_views(self.params, self.family) / (3 * min(int(self.params["batch_size"]), rows))
 
     def _held_out(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, Any, Any]:
         """``validation_share`` of the rows (the search's stratified split, at most :data:`MAX_HELD_OUT` and none
@@ -291,8 +300,9 @@ class KerasNetwork:
 
     # -- predicting ---------------------------------------------------------------
     def _raw(self, x: np.ndarray | ImageRows) -> np.ndarray:
-        if isinstance(x, ImageRows):
-            return np.concatenate([self._raw(batch) for batch in x.batches()])
+        # A CNN's activations (times its test-time views) outweigh its images: it predicts PREDICT_IMAGES at a time.
+        if self.family == "cnn" and (isinstance(x, ImageRows) or len(x) > PREDICT_IMAGES):
+            return np.concatenate([self._raw(batch) for batch in in_batches(x, PREDICT_IMAGES)])
         tf = _tf()
         x = tf.convert_to_tensor(np.asarray(x, dtype="float32"))
         # predict() sets up a data adapter per call and eager calls cost ~2 ms: one graph for every
@@ -413,19 +423,33 @@ def label_smoothing(params: dict[str, Any], task: str) -> float:
 
 
 class _Pacer:
-    """Runs a trainer in calls sized in steps to take about :data:`CHUNK_SECONDS` and to end near the deadline."""
+    """Runs a trainer in calls sized in steps to take about :data:`CHUNK_SECONDS` and to end near the deadline.
 
-    def __init__(self, train: Callable[[int, int], float], steps_per_epoch: int, deadline: float | None):
+    Training ends early enough for the validation that follows it to end by the deadline too: it keeps the
+    seconds the latest validation took (``validation_seconds``), or before any, ``validation_steps`` training
+    steps' worth (a forward pass over the validation rows, estimated from the training pace).
+    """
+
+    def __init__(self, train: Callable[[int, int], float], steps_per_epoch: int, deadline: float | None,
+                 validation_steps: float = 0.0):
         self.train, self.steps_per_epoch, self.deadline = train, steps_per_epoch, deadline
         self.seconds_per_step: float | None = None  # measured on the latest call
+        self.validation_steps, self.validation_seconds = validation_steps, None
+
+    def _training_deadline(self) -> float:
+        assert self.deadline is not None
+        if self.validation_seconds is not None:
+            return self.deadline - self.validation_seconds
+        return self.deadline - (self.seconds_per_step or 0.0) * self.validation_steps
 
     def past_deadline(self) -> bool:
-        return self.deadline is not None and time.monotonic() >= self.deadline
+        return self.deadline is not None and time.monotonic() >= self._training_deadline()
 
     def _steps(self, most: int) -> int:
         if self.seconds_per_step is None:
             return 1  # the first call also sets the graph up: time a single step
-        seconds = CHUNK_SECONDS if self.deadline is None else min(CHUNK_SECONDS, self.deadline - time.monotonic())
+        seconds = CHUNK_SECONDS if self.deadline is None else min(CHUNK_SECONDS,
+                                                                  self._training_deadline() - time.monotonic())
         return max(1, min(most, int(seconds / self.seconds_per_step)))
 
     def train_until(self, done: int, goal: int) -> int:

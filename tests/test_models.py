@@ -175,6 +175,9 @@ def test_candidates_put_gradient_boosting_first() -> None:
     candidates = reference_candidates("binary", 0)
     assert [c.model_id for c in candidates] == ["GBM_1", "GLM_1", "GBM_2", "DRF_1", "GBM_3", "XRT_1"]
     assert [c.model_id for c in reference_candidates("image", 0)] == ["GLM_1", "SVM_1"]
+    # The image baselines train on a sample bounded in pixels: 1,700 RGB 28x28 images, 500 at least.
+    assert {c.max_rows for c in reference_candidates("image", 0, n_features=28 * 28 * 3)} == {1_700}
+    assert {c.max_rows for c in reference_candidates("image", 0, n_features=64 * 64 * 3)} == {500}
     skewed = reference_candidates("regression", 0, skewed_positive=True)
     assert [c.model_id for c in skewed] == ["GBM_1", "GLM_1", "GBM_2", "DRF_1", "GBM_3", "XRT_1", "GBM_4", "GBM_5"]
     assert [c.params for c in skewed[-2:]] == list(models.SKEWED_PORTFOLIO)

@@ -87,6 +87,32 @@ def test_a_deadline_binds_inside_an_epoch(monkeypatch):
     assert max(calls) <= training.CHUNK_SECONDS / 0.25  # no call longer than a chunk
 
 
+def test_training_ends_in_time_for_its_validation_to_end_by_the_deadline(monkeypatch):
+    """Before any validation, a validation's estimated steps (at the measured pace) are kept from the deadline;
+    after one, the seconds it took (a fake clock: each step 0.25 s)."""
+    clock = FakeClock(0.0)
+    monkeypatch.setattr(training.time, "monotonic", clock)
+
+    def train(first: int, count: int) -> float:
+        clock.advance(0.25 * count)
+        return 0.5
+
+    pacer = training._Pacer(train, steps_per_epoch=10_000, deadline=20.0, validation_steps=16)  # 4 s at that pace
+    pacer.train_until(0, 10_000)
+    assert 16.0 <= clock.now <= 16.0 + 0.25
+    pacer.validation_seconds = 1.0  # measured: 1 s
+    pacer.deadline = clock.now + 10.0
+    pacer.train_until(0, 10_000)
+    assert pacer.deadline - 1.0 <= clock.now <= pacer.deadline - 1.0 + 0.25
+
+
+def test_a_cnn_keeps_time_for_its_test_time_views_in_the_validation_it_estimates():
+    net = KerasNetwork({"batch_size": 32, "tta": True, "augmentation": "translate+flip"}, "image", family="cnn")
+    assert net._validation_steps(np.zeros((960, 8, 8, 3)), rows=5_000) == 960 * 6 / (3 * 32)
+    plain = KerasNetwork({"batch_size": 32, "tta": False}, "image", family="cnn")
+    assert plain._validation_steps(np.zeros((960, 8, 8, 3)), rows=16) == 960 / (3 * 16)  # batches of the rows
+
+
 def test_how_steps_are_split_into_calls_does_not_change_the_network(monkeypatch):
     xt, yt, _, _ = _split("diabetes")
     params = dict(MLP_WARM_STARTS[0])  # with dropout: its random masks must not depend on the calls either
