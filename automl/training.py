@@ -427,20 +427,22 @@ class _Pacer:
 
     Training ends early enough for the validation that follows it to end by the deadline too: it keeps the
     seconds the latest validation took (``validation_seconds``), or before any, ``validation_steps`` training
-    steps' worth (a forward pass over the validation rows, estimated from the training pace).
+    steps' worth (a forward pass over the validation rows) at the pace of the calls after the first (which also
+    traces the graph: its pace would keep minutes).
     """
 
     def __init__(self, train: Callable[[int, int], float], steps_per_epoch: int, deadline: float | None,
                  validation_steps: float = 0.0):
         self.train, self.steps_per_epoch, self.deadline = train, steps_per_epoch, deadline
         self.seconds_per_step: float | None = None  # measured on the latest call
-        self.validation_steps, self.validation_seconds = validation_steps, None
+        self.validation_steps, self.validation_seconds, self.calls = validation_steps, None, 0
 
     def _training_deadline(self) -> float:
         assert self.deadline is not None
         if self.validation_seconds is not None:
             return self.deadline - self.validation_seconds
-        return self.deadline - (self.seconds_per_step or 0.0) * self.validation_steps
+        steady = self.seconds_per_step if self.calls > 1 else 0.0
+        return self.deadline - (steady or 0.0) * self.validation_steps
 
     def past_deadline(self) -> bool:
         return self.deadline is not None and time.monotonic() >= self._training_deadline()
@@ -458,7 +460,7 @@ class _Pacer:
             count = self._steps(goal - done)
             started = time.monotonic()
             loss = self.train(done, count)
-            self.seconds_per_step = (time.monotonic() - started) / count
+            self.seconds_per_step, self.calls = (time.monotonic() - started) / count, self.calls + 1
             done += count
             if not math.isfinite(loss):
                 raise FailedTrialError(f"training loss became {loss} at epoch {-(-done // self.steps_per_epoch)}; "

@@ -229,3 +229,22 @@ def test_a_holdout_run_ranks_its_cnn_trials_own_models_instead_of_retraining_the
     assert not log["message"].str.contains("failed").any()  # the refits on all rows pass over the image pipelines
     saved = list((tmp_path / "run" / "search" / "models").glob("trial_*/model.keras"))
     assert saved and not list((tmp_path / "run" / "search" / "models").glob(".*"))  # no half-written trial
+
+
+def test_ranking_a_trial_model_is_costed_by_the_holdouts_pixels_and_views():
+    """What the search keeps for ranking its last trial's own CNN grows with the holdout's images, their pixels
+    and the configuration's test-time views (the decision, on the protocol's shape alone)."""
+    from types import SimpleNamespace
+
+    from automl import search
+    from automl.spaces import CNN_WARM_STARTS
+
+    def state(holdout_images: int, shape: list[int]) -> SimpleNamespace:
+        return SimpleNamespace(protocol=SimpleNamespace(folds=[(np.arange(10), np.arange(holdout_images))]),
+                               schema=SimpleNamespace(image_shape=shape))
+
+    small, large = state(300, [8, 8, 1]), state(4_000, [34, 34, 3])
+    assert search.reuse_seconds(small) == search.REUSE_SECONDS  # a few hundred digits: the floor
+    plain, tta = ({**CNN_WARM_STARTS[0], "tta": flag} for flag in (False, True))
+    assert search.reuse_seconds(large, tta) == pytest.approx(5 * search.reuse_seconds(large, plain))
+    assert search.reuse_seconds(large) == pytest.approx(6 * 4_000 * 34 * 34 * 3 * search.CNN_PREDICT_SECONDS_PER_PIXEL)

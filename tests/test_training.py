@@ -88,18 +88,22 @@ def test_a_deadline_binds_inside_an_epoch(monkeypatch):
 
 
 def test_training_ends_in_time_for_its_validation_to_end_by_the_deadline(monkeypatch):
-    """Before any validation, a validation's estimated steps (at the measured pace) are kept from the deadline;
-    after one, the seconds it took (a fake clock: each step 0.25 s)."""
+    """Before any validation, a validation's estimated steps (at the pace measured after the first call, which
+    traces the graph) are kept from the deadline; after one, the seconds it took (a fake clock: each step 0.25 s,
+    the first call 10 s more)."""
     clock = FakeClock(0.0)
     monkeypatch.setattr(training.time, "monotonic", clock)
 
+    calls: list[int] = []
+
     def train(first: int, count: int) -> float:
-        clock.advance(0.25 * count)
+        clock.advance(0.25 * count + 10.0 * (not calls))
+        calls.append(count)
         return 0.5
 
     pacer = training._Pacer(train, steps_per_epoch=10_000, deadline=20.0, validation_steps=16)  # 4 s at that pace
     pacer.train_until(0, 10_000)
-    assert 16.0 <= clock.now <= 16.0 + 0.25
+    assert calls[0] == 1 and len(calls) > 1 and 16.0 <= clock.now <= 16.0 + 0.25
     pacer.validation_seconds = 1.0  # measured: 1 s
     pacer.deadline = clock.now + 10.0
     pacer.train_until(0, 10_000)

@@ -62,7 +62,10 @@ def _train_network(params: dict[str, Any], data: SearchData, metric: Metric, see
     try:
         net.fit(data.x_train, data.y_train, data.x_val, monitor=lambda pred: sign * metric.fn(data.y_val, pred),
                 report=on_chunk, deadline=deadline)
-        value = metric.fn(data.y_val, net.predict_proba(data.x_val))
+        # The best validation's score: fit kept that epoch's weights (predicting the validation rows again would
+        # cost a CNN with test-time views as much as that validation did, after the deadline).
+        value = sign * max(score for _, score in net.history_) if net.history_ else \
+            metric.fn(data.y_val, net.predict_proba(data.x_val))
         if data.model_dir is not None and math.isfinite(value):
             from automl.io import atomic_dir
 
