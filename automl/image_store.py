@@ -2,7 +2,8 @@
 
 A folder of photos may not fit in memory; its resized pixels go to a file in the cache
 (:func:`cache_dir`), keyed by the folder's files (names, sizes, modification times) and the
-shape, so that a second run on the same folder (a scheduled retrain, a worker) decodes nothing.
+shape, so that a second run on the same folder (a scheduled retrain, a worker) decodes nothing;
+one unused for :data:`CACHE_DAYS` days is deleted when another folder is stored.
 :class:`ImageRows` is a selection of that file's images: taking rows, scaling pixels and
 pickling it copy no pixels, and a network trains from it through a ``tf.data`` pipeline
 (:mod:`automl.training`) with one batch's pixels in memory.
@@ -13,18 +14,22 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["ImageRows", "CACHE_ENV", "READ_BATCH", "cache_dir", "stored_pixels", "in_batches", "row_maxima"]
+__all__ = ["ImageRows", "CACHE_ENV", "CACHE_DAYS", "READ_BATCH", "cache_dir", "stored_pixels", "in_batches",
+           "row_maxima"]
 
 #: Where decoded image folders are kept (default ``$XDG_CACHE_HOME/automl`` or ``~/.cache/automl``); safe to delete.
 CACHE_ENV = "AUTOML_CACHE_DIR"
 #: Images read at a time when a whole selection is scanned or predicted (64x64 RGB: 12 MB of uint8).
 READ_BATCH = 1024
+#: A stored folder not used for this many days is deleted when another is stored (a file per folder version).
+CACHE_DAYS = 30
 _FORMAT = "1"  # bump when what a stored file holds changes
 
 
@@ -48,7 +53,10 @@ def stored_pixels(files: Sequence[Path], shape: tuple[int, int, int], dtype: str
         stat = file.stat()
         key.update(f"\0{file.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
     target = cache_dir() / f"{key.hexdigest()[:32]}.npy"
-    if not target.exists():
+    if target.exists():
+        os.utime(target)  # used now: its age counts from its last use
+    else:
+        _prune(target.parent)
         partial = target.with_name(f"{target.stem}.{os.getpid()}.partial.npy")  # two writers never share one
         try:
             pixels = np.lib.format.open_memmap(partial, mode="w+", dtype=dtype, shape=(len(files), *shape))
@@ -60,6 +68,17 @@ def stored_pixels(files: Sequence[Path], shape: tuple[int, int, int], dtype: str
         finally:
             partial.unlink(missing_ok=True)
     return ImageRows(target)
+
+
+def _prune(folder: Path) -> None:
+    """Delete the stored folders of ``folder`` unused for :data:`CACHE_DAYS` days (one in use is never that old)."""
+    oldest = time.time() - CACHE_DAYS * 86_400
+    for stored in folder.glob("*.npy"):
+        try:
+            if stored.stat().st_mtime < oldest:
+                stored.unlink()
+        except OSError:  # another run pruned or replaced it first
+            continue
 
 
 class ImageRows:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import time
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from sklearn.datasets import load_digits
 from test_images import TINT, save_digit
 
 from automl import images
-from automl.image_store import ImageRows, cache_dir, row_maxima
+from automl.image_store import CACHE_DAYS, ImageRows, cache_dir, row_maxima
 from automl.images import PixelScaler, load_images
 from automl.spaces import CNN_WARM_STARTS
 from automl.training import KerasNetwork
@@ -52,21 +53,28 @@ def test_a_folder_is_stored_once_and_its_rows_are_taken_scaled_and_pickled_witho
     assert np.allclose(np.asarray(scaled), PixelScaler().fit(pixels).transform(pixels[rows]))
     shipped = pickle.dumps(scaled)  # what goes to a worker: the file's name and the rows, never the pixels
     assert len(shipped) < 1000 and np.array_equal(np.asarray(pickle.loads(shipped)), np.asarray(scaled))
-    # Read again, unchanged: nothing decoded (the file is the same one).
-    stamp = x.file.stat().st_mtime_ns
+    # Read again, unchanged: nothing decoded (the file is the same one, not written again).
+    inode = x.file.stat().st_ino
 
     def no_decoding(*_):
         raise AssertionError("decoded again")
 
     monkeypatch.setattr(images, "_read", no_decoding)
     again, _, _ = load_images(folder)
-    assert again.file == x.file and x.file.stat().st_mtime_ns == stamp
-    # A file changed since: decoded again, into another stored file.
+    assert again.file == x.file and x.file.stat().st_ino == inode
+    # A file changed since: decoded again, into another stored file; storing it deletes stored folders unused for
+    # CACHE_DAYS days, and only those (the one just read counts as used now).
     monkeypatch.undo()
+    stale, recent = cache_dir() / "stale.npy", cache_dir() / "recent.npy"
+    for stored, days in ((stale, CACHE_DAYS + 1), (recent, CACHE_DAYS - 1), (x.file, CACHE_DAYS + 1)):
+        stored.touch() if not stored.exists() else None
+        os.utime(stored, (time.time() - days * 86_400,) * 2)
+    load_images(folder)  # in use again
     changed = folder / files[0]
     os.utime(changed, ns=(changed.stat().st_atime_ns, changed.stat().st_mtime_ns + 1_000_000_000))
     fresh, _, _ = load_images(folder)
     assert fresh.file != x.file and np.array_equal(np.asarray(fresh), pixels)
+    assert not stale.exists() and recent.exists() and x.file.exists()
 
 
 def test_a_cnn_trains_and_predicts_from_stored_images_a_batch_at_a_time(folder):
