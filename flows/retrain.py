@@ -132,8 +132,8 @@ def _features(state: RunState, frame: pd.DataFrame) -> pd.DataFrame:
 def _profile(state: RunState, leader: Any, holdout: Dataset) -> drift.Profile:
     """The new champion's reference for drift: its training rows, and its predictions on the fixed holdout
     (rows no model trained on, as new rows will be)."""
-    return drift.Profile.from_frame(state.dataset.frame, state.dataset.target,
-                                    leader.predict(_features(state, holdout.frame)))
+    rows = holdout.images if holdout.images is not None else _features(state, holdout.frame)  # images: their pixels
+    return drift.Profile.from_frame(state.dataset.frame, state.dataset.target, leader.predict(rows))
 
 
 def _drift_from_champion(champion_dir: Path, champion: Any, state: RunState, holdout: Dataset

@@ -198,6 +198,25 @@ def test_a_better_challenger_replaces_the_champion(on_server, tmp_path):
     assert (project / "champion" / "model.json").read_bytes() == (leader / "model.json").read_bytes()
 
 
+def test_an_image_folder_retrains_and_its_champion_is_profiled_on_the_holdouts_images(on_server, tmp_path):
+    """The champion's drift profile holds its predictions on the fixed holdout: for images, of their pixels (the
+    holdout's frame holds only the labels, which no image model can predict from)."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    from flows.retrain import retrain_flow
+
+    d = load_digits()
+    for i in range(500):  # the fixed holdout (a hash of each image) then holds 4 to 13 of every class
+        (tmp_path / "digits" / str(d.target[i])).mkdir(parents=True, exist_ok=True)
+        Image.fromarray((d.images[i] * 15).astype("uint8")).save(tmp_path / "digits" / str(d.target[i]) / f"{i}.png")
+    result = retrain_flow(dataset=str(tmp_path / "digits"), output_root=str(tmp_path),
+                          options={**BUDGET, "include_algos": ["GLM"]})
+    assert result["promoted"] == "yes" and result["challenger_holdout"] < 0.2  # mean per-class error
+    profile = json.loads((tmp_path / "digits" / "champion" / "drift_profile.json").read_text())
+    assert profile["rows"] == 500 - result["holdout_rows"]
+
+
 def test_champion_is_a_model_folder_the_predict_cli_accepts(diabetes_runs, tmp_path):
     project = diabetes_runs[2]
     rows = load("diabetes").frame.drop(columns=["Outcome"]).iloc[:25]
