@@ -91,9 +91,10 @@ class ImageRows:
     model's sample).
     """
 
-    def __init__(self, file: str | Path, rows: np.ndarray | None = None, scale: float | None = None):
+    def __init__(self, file: str | Path, rows: np.ndarray | None = None, scale: float | None = None,
+                 _pixels: np.ndarray | None = None):
         self.file, self.scale = Path(file), scale
-        self._pixels: np.ndarray | None = None
+        self._pixels = _pixels  # a selection taken from another shares its memory map
         self.rows = np.arange(len(self.pixels)) if rows is None else np.asarray(rows, dtype="int64")
 
     @property
@@ -121,7 +122,7 @@ class ImageRows:
     def __getitem__(self, key: Any) -> Any:
         if isinstance(key, (int, np.integer)):
             return self.read(np.asarray([key]))[0]
-        return type(self)(self.file, self.rows[key], self.scale)
+        return type(self)(self.file, self.rows[key], self.scale, self._pixels)
 
     def __iter__(self) -> Iterator[np.ndarray]:
         for batch in self.batches():
@@ -136,7 +137,7 @@ class ImageRows:
 
     def scaled(self, scale: float) -> ImageRows:
         """The same images, their pixels divided by ``scale``, as float32."""
-        return type(self)(self.file, self.rows, scale)
+        return type(self)(self.file, self.rows, scale, self._pixels)
 
     def astype(self, dtype: Any, copy: bool = True) -> ImageRows | np.ndarray:
         """Itself where it already reads as ``dtype`` (as ``ndarray.astype(copy=False)``), else an array."""

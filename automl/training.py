@@ -441,8 +441,8 @@ class _Pacer:
         assert self.deadline is not None
         if self.validation_seconds is not None:
             return self.deadline - self.validation_seconds
-        steady = self.seconds_per_step if self.calls > 1 else 0.0
-        return self.deadline - (steady or 0.0) * self.validation_steps
+        steady_pace = self.seconds_per_step if self.calls > 1 and self.seconds_per_step else 0.0
+        return self.deadline - steady_pace * self.validation_steps
 
     def past_deadline(self) -> bool:
         return self.deadline is not None and time.monotonic() >= self._training_deadline()
