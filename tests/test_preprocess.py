@@ -206,6 +206,31 @@ def test_a_row_with_nothing_measured_takes_its_group_s_expected_values():
     assert out[0, length] > 0.3 > -0.3 > out[1, length]  # mean imputation: 0 for both
 
 
+def test_a_wide_table_regresses_only_the_columns_with_most_missing_cells():
+    """help_baseline (756 incomplete columns) spent 8 s a fold in the imputer's 7,560 regressions."""
+    from automl.preprocess import IMPUTE_COLUMNS
+
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(300, 1))
+    x = base + 0.1 * rng.normal(size=(300, IMPUTE_COLUMNS + 40))
+    x[:, 0] = base[:, 0]  # complete: every regression can read it
+    for j in range(1, x.shape[1]):
+        x[rng.choice(300, 5 + j % 50, replace=False), j] = np.nan  # column j misses 5 + j % 50 cells
+    imputer = ConditionalImputer().fit(x)
+    missing = np.isnan(x).sum(axis=0)
+    assert len(imputer.mean_filled_) == x.shape[1] - 1 - IMPUTE_COLUMNS
+    # The columns left to their mean are those with the fewest missing cells.
+    assert missing[imputer.mean_filled_].max() <= np.sort(missing[1:])[::-1][:IMPUTE_COLUMNS].min()
+    out = imputer.transform(x)
+    assert np.isfinite(out).all()
+    gaps = np.isnan(x)
+    regressed = np.setdiff1d(np.arange(1, x.shape[1]), imputer.mean_filled_)
+    assert (out[:, imputer.mean_filled_][gaps[:, imputer.mean_filled_]] == 0).all()
+    # A regressed column's gaps follow the row's other columns, far better than the mean would.
+    error = np.abs(out[:, regressed] - base)[gaps[:, regressed]]
+    assert error.mean() < 0.5 * np.abs(base[:, 0]).mean()
+
+
 def test_a_column_missing_in_fewer_than_five_training_rows_gets_no_flag():
     x = np.arange(40.0).reshape(20, 2)
     x[:4, 0] = np.nan  # 4 rows: imputed, not flagged
