@@ -67,6 +67,20 @@ def test_every_family_gets_its_first_model_before_the_others_second():
     assert sum(name.startswith("GBM") for name in ran) == 3
 
 
+def test_where_the_required_jobs_do_not_all_fit_the_first_ones_run():
+    """Churn at 30 s: every family's first model at 1.25x its estimate is more than the 25 s usable. Keeping time
+    for all of them left none for any ("skipped GBM_1: estimated 5.3s, 0.0s usable"), and the board had one row."""
+    sched, clock, ran = _scheduler(30, finish=5)
+    for name, priority, seconds in (("GBM_1", 0.0, 5), ("MLP_first", 0.005, 10), ("GLM_1", 0.01, 1),
+                                    ("DRF_1", 0.02, 6), ("XRT_1", 0.03, 6)):
+        sched.add(_job(name, priority, seconds, clock, ran, family=name.split("_")[0], required=True))
+    sched.add(_job("GBM_2", 1.0, 5, clock, ran))
+    sched.drain()
+    assert ran == ["GBM_1", "MLP_first", "GLM_1", "DRF_1"]  # 22 s of the 25 usable
+    assert [s.split(":")[0] for s in sched.ledger.skips] == ["XRT_1", "GBM_2"]
+    assert clock.now - 1000 <= 30 - 5
+
+
 def test_a_required_job_that_is_not_ready_keeps_its_time_and_runs_when_ready():
     sched, clock, ran = _scheduler(100, finish=10)
     trial_done = {"at": 1040.0}
