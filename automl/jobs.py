@@ -52,6 +52,10 @@ MIN_RETRY_ROWS = 0.2
 #: and per feature (the leader's permutation importance). Diabetes at 60 s: 7.4 s for 10 models and 8
 #: features (4.3 s for 15 models once the MLP worker had ended); a 10k-row table of 46 columns: 13 s for 14 models.
 OUTPUT_SECONDS, OUTPUT_SECONDS_PER_MODEL, OUTPUT_SECONDS_PER_FEATURE = 3.0, 0.1, 0.1
+#: The level-2 stack's time is kept from the queue only where its estimate is at most this share of the budget:
+#: at 30 s (2x GBM_1's time: 8 s on penguins) it took a third of what the queue could use, for a stack that joins
+#: the board only when it beats level 1. Beyond this share it runs in time left over, if any.
+LEVEL_TWO_SHARE = 0.1
 #: Ensembles: seconds per base model and scored row (three stacks, greedy selection on up to 10k rows).
 ENSEMBLE_SECONDS_PER_CELL = 2e-6
 
@@ -65,9 +69,11 @@ def run_jobs(state: RunState) -> None:
 
 
 def end_seconds(state: RunState) -> float:
-    """Seconds kept for the end of the run: the ensembles, the refits on all rows (holdout), the outputs."""
-    return (outputs_seconds(state) + ensembles_seconds(state) + ensembles.level_two_estimate(state)
-            + refit.refit_estimate(state))
+    """Seconds kept for the end of the run: the ensembles (the level-2 stack where it is cheap enough, see
+    :data:`LEVEL_TWO_SHARE`), the refits on all rows (holdout), the outputs."""
+    level_two = ensembles.level_two_estimate(state)
+    return (outputs_seconds(state) + ensembles_seconds(state) + refit.refit_estimate(state)
+            + (level_two if level_two <= LEVEL_TWO_SHARE * state.budget.seconds else 0.0))
 
 
 def outputs_seconds(state: RunState) -> float:

@@ -192,6 +192,24 @@ def test_boosting_that_trains_to_its_deadline_leaves_the_other_families_their_ti
     assert trained[:4] == ["GBM_1", "GLM_1", "DRF_1", "XRT_1"]
 
 
+def test_the_level_two_stack_is_kept_time_for_only_where_it_is_a_small_share_of_the_budget(monkeypatch):
+    """Penguins at 30 s: the stack's 8 s estimate (2x GBM_1's time) was kept from a queue of ~20 s usable, and the
+    stack was not used; there it runs only in time left over."""
+    from automl import ensembles
+    from automl.config import RunConfig
+    from automl.jobs import LEVEL_TWO_SHARE, end_seconds
+    from automl.state import start
+
+    state = start(RunConfig.from_options(dataset="diabetes", max_runtime_secs=30, verbose=False))
+    monkeypatch.setattr(ensembles, "level_two_estimate", lambda state: 0.0)
+    rest = end_seconds(state)
+    monkeypatch.setattr(ensembles, "level_two_estimate", lambda state: 8.0)
+    assert end_seconds(state) == rest  # 8 s of 30: not kept
+    cheap = LEVEL_TWO_SHARE * 30
+    monkeypatch.setattr(ensembles, "level_two_estimate", lambda state: cheap)
+    assert end_seconds(state) == pytest.approx(rest + cheap)
+
+
 def test_a_short_run_trains_every_family(monkeypatch):
     """Pima at 30 s with the start-up and training times measured in such a run (2026-12-05)."""
     from automl.config import RunConfig
