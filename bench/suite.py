@@ -56,8 +56,8 @@ process tree), the split's sizes and ``exit_code``. A failed run still prints it
 Our rows also carry ``wall_over_budget`` (``wall_s`` / budget), ``cpu_percent_measured`` (the CPU seconds of the
 CLI's process tree, sampled from ``/proc``, over its wall, in % of one core: Prefect's temporary server and the
 trial workers count; our runs share one Prefect home under ``--out``, as a user's runs do, so that only the
-first pays for its database's creation), ``board_rows`` (rows of ``leaderboard.csv``) and, where the run's ``run.json`` has the
-scheduler's accounting under ``"schedule"``, its ``families`` (per family ``jobs``, ``skipped``,
+first pays for its database's creation), ``board_rows`` (rows of ``leaderboard.csv``) and, where the run's
+``run.json`` has the scheduler's accounting under ``"schedule"``, its ``families`` (per family ``jobs``, ``skipped``,
 ``core_seconds``, ``wasted_core_seconds``), ``core_seconds``, ``wasted_core_seconds`` and ``cpu_percent``.
 
     python bench/suite.py [--datasets diabetes,titanic] [--tools ours,h2o,flaml,autogluon] [--max-runtime-secs 120]
