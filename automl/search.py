@@ -230,7 +230,7 @@ def search_job(state: RunState, with_spec: bool = False, family: str | None = No
     config, protocol = state.config, state.protocol
     photos = state.schema.task == "image" and (state.schema.image_shape or [1])[-1] == 3
     space, warm_starts = family_space(family, family == "gbm" and state.skewed_target, _codes(state, family) > 0,
-                                      photos)
+                                      photos, len(_search_rows(state)[0]) if family == "gbm" else None)
     identity = {"task": state.schema.task, "sort_metric": state.sort_metric,
                 "direction": "maximize" if state.metric.higher_is_better else "minimize", "seed": config.seed,
                 "protocol": protocol.name, "nfolds": protocol.nfolds, "family": family,

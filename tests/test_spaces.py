@@ -74,3 +74,13 @@ def test_photos_may_be_mirrored_and_digits_may_not():
     assert "translate+flip" in {p.name: p for p in photo}["augmentation"].choices
     assert [w["augmentation"] for w in grey_starts] == ["translate"] * len(grey_starts)
     assert [w["augmentation"] for w in photo_starts] == ["translate+flip"] * len(photo_starts)
+
+
+@pytest.mark.parametrize("rows", [10, 228, 5_000])
+def test_a_small_tables_gbm_leaves_may_not_outgrow_it(rows):
+    """help_baseline's 228 search rows: leaves of at least 128-181 rows made constant models (AUC 0.5)."""
+    space, warm_starts = family_space("gbm", rows=rows)
+    leaf = next(p for p in space if p.name == "min_child_samples")
+    assert leaf.high == {10: 16, 228: 76, 5_000: 200}[rows]
+    assert all(leaf.low <= w["min_child_samples"] <= leaf.high for w in warm_starts)
+    assert [p.name for p in space] == [p.name for p in family_space("gbm")[0]]
