@@ -259,3 +259,22 @@ def test_a_search_whose_cut_trials_are_kept_starts_one_while_part_of_a_trial_fit
     assert not search_should_stop(budget, [60.0, 60.0], 0.0, 5.0, trial_share=0.3)  # 18 s of one does
     clock.advance(35.0)
     assert search_should_stop(budget, [60.0, 60.0], 0.0, 5.0, trial_share=0.3)
+
+
+@pytest.mark.parametrize(("projected", "retried"), [(200.0, True), (1.0, False)])
+def test_a_cut_reference_model_is_retried_only_on_fewer_rows_than_it_had(projected, retried):
+    """A model stopped after a fold is queued again on the rows the time usable pays for, only if that is fewer
+    than it had: with time to spare for all of them the retry would be the job that was just stopped."""
+    from automl import jobs
+    from automl.config import RunConfig
+    from automl.models import reference_candidates
+    from automl.schedule import JobCutShort
+    from automl.state import start
+
+    state = start(RunConfig.from_options(dataset="diabetes", max_runtime_secs=120, verbose=False))
+    drf = next(c for c in reference_candidates(state.schema.task, 1, len(state.y)) if c.algo == "DRF")
+    job = jobs._Run(state)._reference_job(drf, 30.0, 0.0, True)
+    again = job.retry(job, JobCutShort("DRF_1: stopped after fold 1 of 5", projected, 1, 5))
+    assert (again is not None) == retried
+    if retried:  # once, on fewer rows: its estimate shrinks with them
+        assert again.retry is None and 0 < again.estimate < 30.0
