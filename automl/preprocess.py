@@ -298,13 +298,10 @@ class MissingFlags(BaseEstimator, TransformerMixin):
 IMPUTE_MAX_ROWS = 5_000
 #: Its rounds of regressions, at most (scikit-learn's default; it stops sooner once the imputed values settle).
 IMPUTE_ROUNDS = 10
-#: Incomplete columns the imputer regresses, at most: those with the most missing cells. The others get their
-#: training mean (0 once scaled) and are read as predictors. Each regression costs about 3 ms whatever its size
-#: (scikit-learn's checks): help_baseline's 756 incomplete columns x 10 rounds took 8 s a fold, 20 s of every
-#: reference model's 23 s cross-validation on 357 rows.
-IMPUTE_COLUMNS = 64
-#: Regressions (rounds x regressed columns) per fit, at most: fewer rounds with many columns.
-IMPUTE_REGRESSIONS = 200
+#: Incomplete columns the imputer regresses (those with the most missing cells; the others get their training mean,
+#: 0 once scaled) and regressions (rounds x columns) per fit, at most: each costs ~3 ms whatever its size, and
+#: help_baseline's 756 incomplete columns x 10 rounds took 8 s a fold, 20 s of a reference model's 23 s CV.
+IMPUTE_COLUMNS, IMPUTE_REGRESSIONS = 64, 200
 #: Rows the imputer transforms at once: its float64 working copies of a block stay small (all 96,000 incomplete
 #: rows of the 200k synthetic table at once: 570 MB beside the output).
 IMPUTE_BLOCK_ROWS = 32_768
@@ -321,8 +318,7 @@ class ConditionalImputer(BaseEstimator, TransformerMixin):
     model called it an Adelie (0.80); at Biscoe's expected measurements it is a Gentoo, as 74 % of Biscoe's are.
 
     Runs after scaling and one-hot encoding, so the regressions read the row's categories too; only rows with a
-    missing cell are transformed. On a wide table only the :data:`IMPUTE_COLUMNS` columns with the most missing cells
-    are regressed.
+    missing cell are transformed. A wide table's :data:`IMPUTE_COLUMNS` most incomplete columns are regressed.
     """
 
     def __init__(self, max_rows: int = IMPUTE_MAX_ROWS, seed: int = 0):
@@ -350,11 +346,9 @@ class ConditionalImputer(BaseEstimator, TransformerMixin):
         return self
 
     def _fill_means(self, x: np.ndarray) -> np.ndarray:
-        """``x`` with the columns not regressed filled with their training mean (0: they are scaled)."""
-        filled = getattr(self, "mean_filled_", ())  # models exported before it regressed every column
-        if len(filled):
-            x = x.copy()
-            x[:, filled] = np.nan_to_num(x[:, filled])
+        """A copy of ``x`` with the columns not regressed at their training mean (0: they are scaled)."""
+        filled, x = getattr(self, "mean_filled_", []), x.copy()  # [] for models exported before it
+        x[:, filled] = np.nan_to_num(x[:, filled])
         return x
 
     def transform(self, x: Any) -> np.ndarray:
