@@ -51,7 +51,11 @@ MIN_RETRY_ROWS = 0.2
 #: The outputs: seconds for the report and the leaderboard, then per ranked model (each is exported and drawn)
 #: and per feature (the leader's permutation importance). Diabetes at 60 s: 7.4 s for 10 models and 8
 #: features (4.3 s for 15 models once the MLP worker had ended); a 10k-row table of 46 columns: 13 s for 14 models.
-OUTPUT_SECONDS, OUTPUT_SECONDS_PER_MODEL, OUTPUT_SECONDS_PER_FEATURE = 3.0, 0.1, 0.1
+#: The importance stops at its own deadline, and wide tables took far less than 0.1 s a feature: caravan (85) 2.2 s
+#: and help_baseline (622) 6.0-6.7 s for all the outputs, kept 13-15 s (at 30 s, half the queue's time).
+OUTPUT_SECONDS, OUTPUT_SECONDS_PER_MODEL, OUTPUT_SECONDS_PER_FEATURE = 3.0, 0.1, 0.05
+#: ... and the importance's seconds at most.
+OUTPUT_FEATURE_SECONDS = 5.0
 #: The level-2 stack's time is kept from the queue only where its estimate is at most this share of the budget:
 #: at 30 s (2x GBM_1's time: 8 s on penguins) it took a third of what the queue could use, for a stack that joins
 #: the board only when it beats level 1. Beyond this share it runs in time left over, if any.
@@ -80,7 +84,7 @@ def outputs_seconds(state: RunState) -> float:
     """Seconds the outputs should take: export, the leader's importances, the report."""
     features = len(state.schema.features) if state.schema.task != "image" else 0
     return (OUTPUT_SECONDS + OUTPUT_SECONDS_PER_MODEL * (len(state.evaluated) + 4)
-            + min(OUTPUT_SECONDS_PER_FEATURE * features, 10.0))
+            + min(OUTPUT_SECONDS_PER_FEATURE * features, OUTPUT_FEATURE_SECONDS))
 
 
 def ensembles_seconds(state: RunState) -> float:
