@@ -337,10 +337,10 @@ class ConditionalImputer(BaseEstimator, TransformerMixin):
         if len(incomplete):
             rows = np.random.default_rng(self.seed).permutation(len(x))[:self.max_rows]
             x = self._fill_means(x[np.sort(rows)])
-            rounds = min(IMPUTE_ROUNDS, max(1, IMPUTE_REGRESSIONS // (len(incomplete) - len(self.mean_filled_))))
+            rounds = min(IMPUTE_ROUNDS, max(1, IMPUTE_REGRESSIONS // min(len(incomplete), IMPUTE_COLUMNS)))
             self.imputer_ = IterativeImputer(max_iter=rounds, n_nearest_features=IMPUTE_PREDICTORS,
                                              skip_complete=True, keep_empty_features=True, random_state=self.seed)
-            with warnings.catch_warnings():  # "did not converge" after IMPUTE_ROUNDS rounds is expected
+            with warnings.catch_warnings():  # "did not converge" after its rounds is expected
                 warnings.simplefilter("ignore")
                 self.imputer_.fit(x)
         return self
