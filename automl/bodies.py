@@ -130,3 +130,45 @@ def predict_views(params: dict[str, Any], family: str) -> int:
 
 
 BODIES = {"mlp": _mlp_body, "cnn": _cnn_body}
+
+
+#: GLMs of the last few matrices :func:`linear_start` was given (their coefficients), by the matrix's shape and sums.
+_GLMS: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+GLM_CACHE = 4
+
+
+def linear_start(keras: Any, inputs: Any, x: np.ndarray, y: np.ndarray, task: str, units: int, skip: int) -> Any:
+    """A dense layer from ``inputs`` to the output's logits that starts as the GLM of ``x`` and ``y`` (H2O's GLM:
+    :class:`automl.estimators.LinearModel`, on all but the last ``skip`` columns, category codes, and at most
+    :data:`automl.estimators.GLM_PATH_ROWS` rows). The network adds it to its MLP's output, which starts at zero:
+    it starts as the GLM and learns what the GLM misses (the "wide" part of Cheng et al.'s wide & deep networks,
+    fitted first). On small and wide tables networks from random weights ranked below the GLM (help_baseline,
+    cross-validated AUC: 0.582, 0.620 with this start; caravan 0.728 and 0.740; diabetes-progression RMSE 54.29
+    and 54.01, the GLM's 54.04).
+    """
+    from automl.estimators import GLM_CS, GLM_PATH_ROWS, LinearModel
+    from automl.layers import CategoryEmbeddings
+
+    columns = x.shape[1] - skip
+    # A search's trials train on one matrix: its GLM is fitted once (a 3-fold path of 5 penalties: seconds on 10k
+    # rows of a few hundred columns), not for each trial.
+    key = (x.shape, task, skip, float(np.sum(x, dtype="float64")), float(np.sum(y, dtype="float64")))
+    if key not in _GLMS:
+        rows = np.sort(np.random.default_rng(0).permutation(len(x))[:GLM_PATH_ROWS])  # all, in order, when few
+        glm = LinearModel("regression" if task == "regression" else "binary", Cs=GLM_CS)
+        glm.fit(x[rows, :columns], y[rows])
+        fitted = glm if task == "regression" else glm.model_
+        while len(_GLMS) >= GLM_CACHE:
+            _GLMS.pop(next(iter(_GLMS)))
+        _GLMS[key] = (np.asarray(fitted.coef_, dtype="float32").reshape(-1, columns).T,  # (columns, units)
+                      np.asarray(fitted.intercept_, dtype="float32").reshape(-1))
+    kernel, bias = _GLMS[key]
+    if kernel.shape[1] != units:  # a class missing from these rows: start from zero rather than misplace one
+        kernel, bias = np.zeros((columns, units), "float32"), np.zeros(units, "float32")
+    # Frozen: the GLM keeps its penalty (trained along, its weights drifted toward an unpenalised fit: caravan's
+    # cross-validated AUC 0.738 against 0.740 frozen, the GLM's 0.745).
+    layer = keras.layers.Dense(units, dtype="float32", name="linear_start", trainable=False)
+    h = CategoryEmbeddings([1] * skip, mode="onehot")(inputs) if skip else inputs
+    out = layer(h)
+    layer.set_weights([kernel, bias])
+    return out

@@ -45,10 +45,11 @@ __all__ = ["PopulationMLP", "MemberResult", "ACTIVATIONS", "OPTIMIZERS", "VALIDA
 
 #: The options a population's members share, with their defaults: they decide its input matrix and graph. A
 #: packed ensemble (``ensemble_size`` > 1) is a population of its own, of copies of one configuration
-#: (:class:`automl.layers.PackedDense`), and a network that embeds category codes has tables the population graph
-#: does not hold: both train alone (:func:`trains_alone`), so a round shares those options too.
+#: (:class:`automl.layers.PackedDense`), and a network that embeds category codes or starts as the GLM has tables
+#: or a layer the population graph does not hold: these train alone (:func:`trains_alone`), so a round shares those
+#: options too.
 SHARED = {"input_scaling": "standard", "numeric_embedding": "none", "ensemble_size": 1,
-          "categorical_embedding": "onehot"}
+          "categorical_embedding": "onehot", "linear_start": False}
 #: A population of at least this many slots goes on as a smaller graph once half of them are empty (and no new
 #: members come): each slot costs its share of every step whether its member trains or not.
 COMPACT_MIN_SIZE = 4
@@ -96,9 +97,10 @@ def _step_costs(params: dict[str, Any], rows: int, n_features: int) -> tuple[int
 
 
 def trains_alone(params: dict[str, Any]) -> bool:
-    """Whether ``params`` trains alone, never in a population: a packed ensemble of several networks, or a network
-    that embeds category codes."""
-    return int(params.get("ensemble_size", 1)) > 1 or params.get("categorical_embedding") == "embedding"
+    """Whether ``params`` trains alone, never in a population: a packed ensemble of several networks, a network
+    that embeds category codes, or one that starts as the GLM (:func:`automl.bodies.linear_start`)."""
+    return (int(params.get("ensemble_size", 1)) > 1 or params.get("categorical_embedding") == "embedding"
+            or bool(params.get("linear_start")))
 
 
 @dataclass

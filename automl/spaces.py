@@ -70,6 +70,8 @@ MLP_SPACE: tuple[Param, ...] = (
     Choice("lr_schedule", ("constant", "cosine")),
     Choice("label_smoothing", (0.0, 0.1)),
     Choice("ensemble_size", (1, 8, 32)),
+    # A network that starts as the GLM and learns what it misses (automl.bodies.linear_start).
+    Choice("linear_start", (False, True)),
 )
 
 #: Searched beside MLP_SPACE when the table has categorical columns: their one-hot columns, or an entity embedding
@@ -77,7 +79,7 @@ MLP_SPACE: tuple[Param, ...] = (
 CATEGORICAL_EMBEDDING = Choice("categorical_embedding", ("onehot", "embedding"))
 
 _PLAIN = {"input_scaling": "standard", "numeric_embedding": "none", "lr_schedule": "constant", "label_smoothing": 0.0,
-          "ensemble_size": 1}
+          "ensemble_size": 1, "linear_start": False}
 
 #: Configurations that usually do well on small tabular data (the AutoKeras idea: a good start beats a random one
 #: under a short budget): the search's warm starts before the portfolio (below), and the reference configurations

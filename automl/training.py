@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from automl import steps
-from automl.bodies import BODIES, mlp_initial_kernels, periodic_initial_weights, predict_views, tta_views
+from automl.bodies import BODIES, linear_start, mlp_initial_kernels, periodic_initial_weights, predict_views, tta_views
 from automl.errors import FailedTrialError
 from automl.image_store import ImageRows, in_batches
 
@@ -109,7 +109,7 @@ class KerasNetwork:
         """Networks packed in this one (``ensemble_size``, 1 for a plain MLP or a CNN)."""
         return int(self.params.get("ensemble_size", 1)) if self.family == "mlp" else 1
 
-    def _build(self, x: np.ndarray) -> tuple[Any, Any, np.ndarray]:
+    def _build(self, x: np.ndarray, y: np.ndarray | None = None) -> tuple[Any, Any, np.ndarray]:
         """The network, the part of it that trains, and the rows that part trains on.
 
         With quantile or robust scaling the network is the fixed scaler followed by the part that trains: the
@@ -135,23 +135,37 @@ class KerasNetwork:
         h = BODIES[self.family](keras, h, self.params)
         units, activation = {"binary": (1, "sigmoid"), "multiclass": (self.n_classes, "softmax"),
                              "regression": (1, None)}[self._head]
+        start = self.family == "mlp" and bool(self.params.get("linear_start")) and y is not None
         if self.members > 1:  # a packed ensemble: its members' outputs train; their mean predicts
             from automl.layers import MemberMean, PackedDense
 
-            outputs = keras.layers.Activation(activation, dtype="float32")(PackedDense(self.members, units)(h))
+            head = PackedDense(self.members, units)
+        else:  # the activation inside the layer where it can be: Keras' losses then read its logits, more exactly
+            head = keras.layers.Dense(units, activation=None if start else activation, dtype="float32")
+        outputs = head(h)
+        if start:
+            targets = self._targets(y).ravel() if self.task == "regression" else y
+            linear = linear_start(keras, inputs, x, targets, self._head, units, self.n_codes)
+            outputs = keras.layers.Add()([outputs, linear if self.members == 1 else
+                                          keras.layers.Reshape((1, units))(linear)])
+        if start or self.members > 1:
+            outputs = keras.layers.Activation(activation, dtype="float32")(outputs)
+        if self.members > 1:
             trained, network = keras.Model(inputs, outputs), keras.Model(inputs, MemberMean()(outputs))
         else:
-            outputs = keras.layers.Dense(units, activation=activation, dtype="float32")(h)
             network = trained = keras.Model(inputs, outputs)
         if self.family == "mlp" and self.members == 1:  # the initial weights a population member of this seed has
             if embedder is not None:
                 frequencies, kernel = periodic_initial_weights(embedder, self.seed)
                 embedder.frequencies.assign(frequencies)
                 embedder.kernel.assign(kernel)
-            dense = [layer for layer in network.layers if isinstance(layer, keras.layers.Dense)]
+            dense = [layer for layer in network.layers
+                     if isinstance(layer, keras.layers.Dense) and layer.name != "linear_start"]
             width = int(dense[0].kernel.shape[0])  # the inputs' width after NumericInputs' embeddings
             for layer, kernel in zip(dense, mlp_initial_kernels(self.params, width, units, self.seed), strict=True):
                 layer.kernel.assign(kernel)
+        if start:  # the MLP's part starts at zero: the network starts as the GLM
+            head.kernel.assign(np.zeros(head.kernel.shape, "float32"))
         if scaler is None:
             return network, trained, x
         raw = keras.Input(raw_shape)
@@ -246,13 +260,17 @@ class KerasNetwork:
             x, y, x_val, monitor = self._held_out(x, y)
         if self.task == "regression":
             self.y_mean_, self.y_std_ = float(np.mean(y)), float(np.std(y) or 1.0)
-        self.model_, network, x = self._build(x)  # scalers fitted on the rows it trains on, never the held-out
+        self.model_, network, x = self._build(x, y)  # scalers (and a GLM start) fitted on the rows it trains on
         self._forward, self.cut_short_, self.history_, self.best_epoch_ = None, False, [], 0
-        train, per_epoch = self._trainer(tf, network, x, np.asarray(y))
+        train, per_epoch = self._trainer(tf, network, x, y)
         validate = x_val is not None and monitor is not None
         pacer = _Pacer(train, per_epoch, deadline, self._validation_steps(x_val, len(x)) if validate else 0.0)
         total, rhythm = self.epochs * per_epoch, EPOCH_CHUNK * per_epoch
         best, best_weights, stale, done, epoch = -math.inf, None, 0, 0, 0
+        if validate and self.params.get("linear_start") and self.family == "mlp":
+            # The start is a model (the GLM): kept when no epoch after it does better on the held-out rows.
+            best, best_weights = monitor(self.predict_proba(x_val)), network.get_weights()
+            self.history_.append((0, best))
         while done < total:
             done = pacer.train_until(done, min(total, (done // rhythm + 1) * rhythm))
             self.cut_short_ = done < total and pacer.past_deadline()

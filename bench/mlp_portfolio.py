@@ -61,7 +61,7 @@ TABLES: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
 _BASE = {"n_layers": 2, "units": 64, "activation": "relu", "dropout": 0.2, "batch_norm": False, "l2": 1e-4,
          "learning_rate": 1e-3, "optimizer": "adam", "batch_size": 32, "input_scaling": "standard",
          "numeric_embedding": "none", "lr_schedule": "constant", "label_smoothing": 0.0, "ensemble_size": 1,
-         "categorical_embedding": "onehot"}
+         "linear_start": False, "categorical_embedding": "onehot"}
 #: The configurations compared: today's three warm starts, the options of the space on the first one, and a few
 #: known-good shapes of the literature (RealMLP's and TabM's defaults, scaled down to a 2-core CPU's budgets).
 CANDIDATES: dict[str, dict[str, Any]] = {
@@ -84,6 +84,9 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "wide-cosine": {**_BASE, "n_layers": 1, "units": 256, "dropout": 0.3, "learning_rate": 3e-3,
                     "lr_schedule": "cosine", "batch_size": 64},
 }
+#: Each of the last portfolio's four, started as the GLM (``linear_start``, automl.bodies.linear_start).
+CANDIDATES.update({f"{name}-linear": {**CANDIDATES[name], "linear_start": True}
+                   for name in ("warm-1", "packed-8", "realmlp-like", "robust-periodic-packed-8")})
 #: Training rows at most: what a short run's search trials see on most tables, and a bound on the benchmark's time.
 MAX_TRAIN_ROWS = 5_000
 PORTFOLIO = ROOT / "automl" / "portfolios" / "mlp.json"

@@ -214,3 +214,41 @@ def test_a_population_search_searches_every_network_option(tmp_path):
         assert len(values) > 1, f"{option.name}: only {values} searched"
     failed = [t.error for t in trials if t.state == "FAIL"]
     assert not failed, failed
+
+
+@pytest.mark.parametrize("members", [1, 8])
+def test_a_network_with_a_linear_start_starts_as_the_glm_and_round_trips(pima, members, tmp_path):
+    """Before its first step the network predicts what the GLM fitted on its rows predicts (a packed one too: each
+    member's part starts at zero), and it saves and loads as it is."""
+    from automl.estimators import GLM_CS, LinearModel
+    from automl.training import KerasNetwork
+
+    _, _, x, y = pima
+    values = x.fillna(0).to_numpy("float32")
+    values = (values - values.mean(axis=0)) / values.std(axis=0)
+    params = {**MLP_WARM_STARTS[0], "linear_start": True, "ensemble_size": members}
+    net = KerasNetwork(params, "binary", epochs=0, seed=0).fit(values, y)
+    glm = LinearModel("binary", Cs=GLM_CS).fit(values, y)
+    np.testing.assert_allclose(net.predict_proba(values), glm.predict_proba(values), atol=1e-5)
+    net.save(tmp_path)
+    np.testing.assert_allclose(KerasNetwork.load(tmp_path).predict_proba(values), net.predict_proba(values), atol=1e-6)
+
+
+def test_a_linear_start_is_fitted_on_the_training_rows_and_scored_as_epoch_zero():
+    """The GLM the network starts from sees the rows it trains on, never its held-out rows; its held-out score is
+    the history's epoch 0, kept as the network when no epoch after it does better."""
+    from automl.estimators import GLM_CS, LinearModel
+    from automl.training import KerasNetwork
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(400, 10)).astype("float32")
+    y = (x[:, 0] - x[:, 1] + rng.normal(scale=1.5, size=400) > 0).astype(int)
+    params = {**MLP_WARM_STARTS[0], "units": 256, "dropout": 0.0, "l2": 1e-6, "learning_rate": 1e-2,
+              "linear_start": True}
+    net = KerasNetwork(params, "binary", epochs=30, seed=0, validation_share=0.25).fit(x, y)
+    trained, y_trained, held_out, monitor = net._held_out(x, y)
+    glm = LinearModel("binary", Cs=GLM_CS).fit(trained, y_trained)
+    epochs, scores = zip(*net.history_, strict=True)
+    assert epochs[0] == 0 and scores[0] == pytest.approx(monitor(glm.predict_proba(held_out)), abs=1e-5)
+    assert monitor(net.predict_proba(held_out)) == pytest.approx(max(scores), abs=1e-6)
+    assert net.best_epoch_ == max((e for e, s in net.history_ if s == max(scores)))

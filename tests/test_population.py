@@ -189,7 +189,8 @@ def test_members_must_share_their_inputs():
         PopulationMLP([BASE, {**BASE, "numeric_embedding": "periodic"}], [0, 1], "binary")
 
 
-@pytest.mark.parametrize("alone", [{"ensemble_size": 8}, {"categorical_embedding": "embedding"}])
+@pytest.mark.parametrize("alone", [{"ensemble_size": 8}, {"categorical_embedding": "embedding"},
+                                   {"linear_start": True}])
 def test_a_network_that_trains_alone_is_refused_by_a_population(alone):
     with pytest.raises(ValueError, match="trains alone"):
         PopulationMLP([{**BASE, **alone}, {**BASE, **alone}], [0, 1], "binary")
