@@ -371,17 +371,18 @@ def evaluate_configuration(state: RunState, trial: TrialRecord, pace: Pace) -> E
     # rows for 11 epochs, the same samples in the same 25 s (0.8098 with 25 epochs).
     scale = _row_scale(state)
     rows = min(len(state.protocol.folds[0][0]), MAX_REFIT_ROWS)
-    epoch_seconds = folds * _refit_seconds(state, trial) / trial.best_epoch * scale  # one epoch of every fold's fit
+    target = _target_epochs(trial)
+    epoch_seconds = folds * _refit_seconds(state, trial) / target * scale  # one epoch of every fold's fit
     available = pace.deadline - state.budget.clock()
     epochs = _refit_epochs(trial, epoch_seconds, available, scale)
-    if epochs * scale < trial.best_epoch:
+    if epochs * scale < target:
         if state.family == "cnn":  # a CNN trained for fewer epochs than its trial is a weaker model under its name
-            state.events.warn("evaluate", f"trial {trial.number} not refit: {folds} fits of its {trial.best_epoch} "
+            state.events.warn("evaluate", f"trial {trial.number} not refit: {folds} fits of its {target} "
                                           f"epochs estimated at {network_cost(state, trial):.0f}s, {available:.0f}s "
                                           "left")
             return None
         state.events.warn("evaluate", f"trial {trial.number} refits with {epochs} epochs on {rows} rows, fewer "
-                                      f"samples than its {trial.best_epoch} epochs on the search's rows: {folds} "
+                                      f"samples than its {target} epochs on the search's rows: {folds} "
                                       f"fits estimated at {network_cost(state, trial):.0f}s, {available:.0f}s left")
     algo = state.family.upper()
     candidate = Candidate(
@@ -436,7 +437,7 @@ def best_configurations(state: RunState, family: str,
     """The family's completed trials (of ``trials``, default the state's), best first, each configuration once
     (Hyperband may run one configuration several times, more epochs each: its best run is kept)."""
     complete = [t for t in (state.trials if trials is None else trials) if t.family == family
-                and t.state == "COMPLETE" and t.best_epoch > 0 and math.isfinite(t.value)]
+                and t.state == "COMPLETE" and _target_epochs(t) > 0 and math.isfinite(t.value)]
     complete.sort(key=lambda t: (-state.metric.sign() * t.value, t.number))
     unique, seen = [], set()
     for t in complete:
@@ -469,9 +470,20 @@ def _refit_epochs(trial: TrialRecord, epoch_seconds: float, available: float, sc
     REFIT_MARGIN of them (estimates from trials run beside others are off by up to 2x; a refit cut at the
     deadline is dropped, a shorter one is ranked as what it is)."""
     usable = REFIT_MARGIN * max(available, 0.0)
-    same_samples = max(1, round(trial.best_epoch / scale))
+    target = _target_epochs(trial)
+    same_samples = max(1, round(target / scale))
     paid = int(usable / max(configs, 1) / epoch_seconds)
-    return max(1, min(trial.best_epoch, max(same_samples, paid), int(usable / epoch_seconds)))
+    return max(1, min(target, max(same_samples, paid), int(usable / epoch_seconds)))
+
+
+def _target_epochs(trial: TrialRecord) -> int:
+    """The epochs a refit of ``trial`` aims at: its best epoch; for a network whose best was its start (the GLM of
+    ``linear_start``, epoch 0), the epochs its trial tried after it, each fold's fit keeping the start unless one
+    of them beats it on its held-out rows (on help_baseline both GLM-started warm starts kept their start, and
+    the board was left without a network). 0 for a trial that never validated."""
+    from automl.training import EPOCH_CHUNK, PATIENCE_CHUNKS
+
+    return trial.best_epoch or (EPOCH_CHUNK * PATIENCE_CHUNKS if trial.params.get("linear_start") else 0)
 
 
 def _refit_seconds(state: RunState, trial: TrialRecord) -> float:
@@ -479,5 +491,5 @@ def _refit_seconds(state: RunState, trial: TrialRecord) -> float:
     from automl.training import EPOCH_CHUNK, PATIENCE_CHUNKS
 
     epochs_run = min(trial.best_epoch + EPOCH_CHUNK * PATIENCE_CHUNKS, _max_epochs(state, state.family))
-    return trial.duration_s * trial.best_epoch / max(epochs_run, 1)
+    return trial.duration_s * _target_epochs(trial) / max(epochs_run, 1)
 

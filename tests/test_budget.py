@@ -278,3 +278,21 @@ def test_a_cut_reference_model_is_retried_only_on_fewer_rows_than_it_had(project
     assert (again is not None) == retried
     if retried:  # once, on fewer rows: its estimate shrinks with them
         assert again.retry is None and 0 < again.estimate < 30.0
+
+
+def test_a_network_whose_best_was_its_glm_start_is_ranked_and_refit_for_the_epochs_its_trial_tried():
+    """A trial whose best epoch was its start (the GLM of ``linear_start``, epoch 0) is a configuration to rank:
+    its refit aims at the epochs the trial tried after the start (each fold keeps the start unless one beats it).
+    A trial without that start which never validated (best epoch 0) is not ranked."""
+    from automl.config import RunConfig
+    from automl.engines import TrialRecord
+    from automl.search import _refit_epochs, _target_epochs, best_configurations
+    from automl.state import start
+    from automl.training import EPOCH_CHUNK, PATIENCE_CHUNKS
+
+    state = start(RunConfig.from_options(dataset="diabetes", max_runtime_secs=120, verbose=False))
+    started = TrialRecord(0, "COMPLETE", 0.67, 0, 2.0, params={"linear_start": True}, family="mlp")
+    unvalidated = TrialRecord(1, "COMPLETE", 0.70, 0, 2.0, params={"linear_start": False}, family="mlp")
+    assert [t.number for t in best_configurations(state, "mlp", [started, unvalidated])] == [0]
+    assert _target_epochs(started) == EPOCH_CHUNK * PATIENCE_CHUNKS and _target_epochs(unvalidated) == 0
+    assert _refit_epochs(started, epoch_seconds=0.1, available=100.0) == EPOCH_CHUNK * PATIENCE_CHUNKS
