@@ -135,39 +135,57 @@ BODIES = {"mlp": _mlp_body, "cnn": _cnn_body}
 #: GLMs of the last few matrices :func:`linear_start` was given (their coefficients), by the matrix's shape and sums.
 _GLMS: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 GLM_CACHE = 4
-#: Rows a network's starting GLM is fitted on at most: its penalty's 3-fold path took 5.2 s on 10,000 rows of
-#: mpls_stops' 95 columns and 0.8 s on 5,000, once per fold of a network's cross-validation.
+#: Rows a network's starting GLM chooses its penalty on at most (then fitted with it on every row): the 3-fold path
+#: took 5.2 s on 10,000 rows of mpls_stops' 95 columns and 0.8 s on 5,000, once per fold of a network's CV.
 START_ROWS = 5_000
 
 
+def _start_glm(x: np.ndarray, y: np.ndarray, task: str) -> tuple[np.ndarray, np.ndarray]:
+    """The kernel (columns, units) and bias of the GLM of ``x`` and ``y``, fitted as ``GLM_1`` is (ridge by
+    generalised CV; logistic with its penalty chosen by 3-fold CV, on at most :data:`START_ROWS` rows)."""
+    from automl.estimators import GLM_CS, LinearModel
+
+    kind = "regression" if task == "regression" else "binary"
+    glm = LinearModel(kind, Cs=GLM_CS)
+    if kind == "binary" and len(x) > START_ROWS:
+        rows = np.sort(np.random.default_rng(0).permutation(len(x))[:START_ROWS])
+        chosen = LinearModel(kind, Cs=GLM_CS).fit(x[rows], y[rows]).model_  # LogisticRegressionCV, or one C
+        glm = LinearModel(kind, C=float(np.ravel(chosen.C_ if hasattr(chosen, "C_") else chosen.C)[0]))
+    glm.fit(x, y)
+    fitted = glm if kind == "regression" else glm.model_
+    return (np.asarray(fitted.coef_, dtype="float32").reshape(-1, x.shape[1]).T,
+            np.asarray(fitted.intercept_, dtype="float32").reshape(-1))
+
+
+def start_glm(x: np.ndarray, y: np.ndarray, task: str, units: int, skip: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The kernel (columns, ``units``) and bias of :func:`_start_glm` on all but the last ``skip`` columns of ``x``
+    (zeros where a class is missing from ``y``), cached: a search's trials train on one matrix."""
+    columns = x.shape[1] - skip
+    # Its GLM is fitted once per matrix (a 3-fold path of 5 penalties: seconds on 10k rows of a few hundred
+    # columns), not for each trial.
+    key = (x.shape, task, skip, float(np.sum(x, dtype="float64")), float(np.sum(y, dtype="float64")))
+    if key not in _GLMS:
+        while len(_GLMS) >= GLM_CACHE:
+            _GLMS.pop(next(iter(_GLMS)))
+        _GLMS[key] = _start_glm(x[:, :columns], y, task)
+    kernel, bias = _GLMS[key]
+    if kernel.shape[1] != units:  # a class missing from these rows: start from zero rather than misplace one
+        return np.zeros((columns, units), "float32"), np.zeros(units, "float32")
+    return kernel, bias
+
+
 def linear_start(keras: Any, inputs: Any, x: np.ndarray, y: np.ndarray, task: str, units: int, skip: int) -> Any:
-    """A dense layer from ``inputs`` to the output's logits that starts as the GLM of ``x`` and ``y`` (H2O's GLM:
-    :class:`automl.estimators.LinearModel`, on all but the last ``skip`` columns, category codes, and at most
-    :data:`START_ROWS` rows). The network adds it to its MLP's output, which starts at zero:
+    """A dense layer from ``inputs`` to the output's logits that starts as the GLM of ``x`` and ``y`` (H2O's GLM,
+    :func:`_start_glm`, on all but the last ``skip`` columns, category codes). The network adds it to its MLP's
+    output, which starts at zero:
     it starts as the GLM and learns what the GLM misses (the "wide" part of Cheng et al.'s wide & deep networks,
     fitted first). On small and wide tables networks from random weights ranked below the GLM (help_baseline,
     cross-validated AUC: 0.582, 0.620 with this start; caravan 0.728 and 0.740; diabetes-progression RMSE 54.29
     and 54.01, the GLM's 54.04).
     """
-    from automl.estimators import GLM_CS, LinearModel
     from automl.layers import CategoryEmbeddings
 
-    columns = x.shape[1] - skip
-    # A search's trials train on one matrix: its GLM is fitted once (a 3-fold path of 5 penalties: seconds on 10k
-    # rows of a few hundred columns), not for each trial.
-    key = (x.shape, task, skip, float(np.sum(x, dtype="float64")), float(np.sum(y, dtype="float64")))
-    if key not in _GLMS:
-        rows = np.sort(np.random.default_rng(0).permutation(len(x))[:START_ROWS])  # all, in order, when few
-        glm = LinearModel("regression" if task == "regression" else "binary", Cs=GLM_CS)
-        glm.fit(x[rows, :columns], y[rows])
-        fitted = glm if task == "regression" else glm.model_
-        while len(_GLMS) >= GLM_CACHE:
-            _GLMS.pop(next(iter(_GLMS)))
-        _GLMS[key] = (np.asarray(fitted.coef_, dtype="float32").reshape(-1, columns).T,  # (columns, units)
-                      np.asarray(fitted.intercept_, dtype="float32").reshape(-1))
-    kernel, bias = _GLMS[key]
-    if kernel.shape[1] != units:  # a class missing from these rows: start from zero rather than misplace one
-        kernel, bias = np.zeros((columns, units), "float32"), np.zeros(units, "float32")
+    kernel, bias = start_glm(x, y, task, units, skip)
     # Frozen: the GLM keeps its penalty (trained along, its weights drifted toward an unpenalised fit: caravan's
     # cross-validated AUC 0.738 against 0.740 frozen, the GLM's 0.745).
     layer = keras.layers.Dense(units, dtype="float32", name="linear_start", trainable=False)

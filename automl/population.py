@@ -43,11 +43,11 @@ from automl.population_graph import ACTIVATIONS, MAX_DEPTH, OPTIMIZERS, VALIDATI
 __all__ = ["PopulationMLP", "MemberResult", "ACTIVATIONS", "OPTIMIZERS", "VALIDATION_ROWS", "choose_size",
            "trains_alone", "MAX_SIZE", "MAX_SIZE_GPU", "MIN_SIZE", "FLOPS_PER_THREAD", "FLOPS_PER_GPU"]
 
-#: The options a population's members share, with their defaults: they decide its input matrix and graph. A
-#: packed ensemble (``ensemble_size`` > 1) is a population of its own, of copies of one configuration
-#: (:class:`automl.layers.PackedDense`), and a network that embeds category codes or starts as the GLM has tables
-#: or a layer the population graph does not hold: these train alone (:func:`trains_alone`), so a round shares those
-#: options too.
+#: The options a population's members share, with their defaults: they decide its input matrix and graph (a GLM
+#: start, ``linear_start``, is one fixed offset to every member's logits). A packed ensemble (``ensemble_size`` > 1)
+#: is a population of its own, of copies of one configuration (:class:`automl.layers.PackedDense`), and a network
+#: that embeds category codes has tables the population graph does not hold: these train alone
+#: (:func:`trains_alone`), so a round shares those options too.
 SHARED = {"input_scaling": "standard", "numeric_embedding": "none", "ensemble_size": 1,
           "categorical_embedding": "onehot", "linear_start": False}
 #: A population of at least this many slots goes on as a smaller graph once half of them are empty (and no new
@@ -97,10 +97,9 @@ def _step_costs(params: dict[str, Any], rows: int, n_features: int) -> tuple[int
 
 
 def trains_alone(params: dict[str, Any]) -> bool:
-    """Whether ``params`` trains alone, never in a population: a packed ensemble of several networks, a network
-    that embeds category codes, or one that starts as the GLM (:func:`automl.bodies.linear_start`)."""
-    return (int(params.get("ensemble_size", 1)) > 1 or params.get("categorical_embedding") == "embedding"
-            or bool(params.get("linear_start")))
+    """Whether ``params`` trains alone, never in a population: a packed ensemble of several networks, or a
+    network that embeds category codes."""
+    return int(params.get("ensemble_size", 1)) > 1 or params.get("categorical_embedding") == "embedding"
 
 
 @dataclass
@@ -146,7 +145,9 @@ class PopulationMLP:
         self.members, self.seeds, self.task = list(members), list(seeds), task
         self.n_classes, self.epochs = n_classes, epochs
         self.batch_size = sizes.pop()
-        self.scaling, self.embedding = inputs.pop()[:2]
+        shared = dict(zip(SHARED, inputs.pop(), strict=True))
+        self.scaling, self.embedding = shared["input_scaling"], shared["numeric_embedding"]
+        self.linear = bool(shared["linear_start"])
         self.n_outputs = n_classes if task == "multiclass" else 1
         self.y_mean_, self.y_std_ = 0.0, 1.0
 
@@ -179,7 +180,7 @@ class PopulationMLP:
         if scaler is not None:  # the scaler is fixed: every member sees the same scaled rows
             x, x_val = np.asarray(scaler(x)), np.asarray(scaler(x_val))
         net, targets = PopulationGraph(tf, self, x.shape[1], embedder, roomy=refill is not None), self._targets(y)
-        run = _Training(self, net, x, targets, deadline, refill, done)
+        run = _Training(self, net, x, targets, deadline, refill, done, self._start(x, y, x_val, monitor))
         steps = 0
         while run.any_training():
             steps = run.train_chunk(steps)
@@ -191,6 +192,21 @@ class PopulationMLP:
             run.refill_empty_slots(epoch)
             run.compact()
         return run.results
+
+    def _start(self, x: np.ndarray, y: np.ndarray, x_val: np.ndarray,
+               monitor: Callable[[np.ndarray], float]) -> _Start | None:
+        """With ``linear_start``, the GLM of the training rows (:func:`automl.bodies.start_glm`, as the single
+        trainer fits it) as logits added to every member's, on the training and validation rows; scored as each
+        member's epoch 0 (the MLPs' output layers start at zero: every member starts as the GLM)."""
+        if not self.linear:
+            return None
+        from automl.bodies import start_glm
+
+        kernel, bias = start_glm(x, self._targets(y).ravel() if self.task == "regression" else y, self.task,
+                                 self.n_outputs)
+        train, val = x @ kernel + bias, x_val @ kernel + bias
+        proba = self._proba(val)
+        return _Start(train, val, monitor(proba), proba)
 
     # The single trainer's target encoding (standardized values, (n, 1) floats or class indices).
     _targets = training.KerasNetwork._targets
@@ -209,22 +225,38 @@ class PopulationMLP:
         return out[:, 0] * self.y_std_ + self.y_mean_
 
 
+@dataclass
+class _Start:
+    """A GLM start's logits on the training and validation rows, its validation score and predictions."""
+
+    train: np.ndarray
+    val: np.ndarray
+    score: float
+    proba: np.ndarray
+
+
 class _Training:
     """One call of :meth:`PopulationMLP.fit`: the graph and its pacer, the member each slot trains (None once the
     slot is empty), the epoch it started at and its validations without progress, and every member's result."""
 
     def __init__(self, pop: PopulationMLP, net: PopulationGraph, x: np.ndarray, targets: np.ndarray,
                  deadline: float | None, refill: Callable[[], tuple[dict[str, Any], int] | None] | None,
-                 done: Callable[[int, MemberResult], None] | None) -> None:
+                 done: Callable[[int, MemberResult], None] | None, start: _Start | None = None) -> None:
         self.pop, self.net, self.x, self.targets, self.deadline = pop, net, x, targets, deadline
-        self.refill, self.done = refill, done
-        train, self.per_epoch = net.trainer(x, targets)
+        self.refill, self.done, self.start = refill, done, start
+        self.offsets = None if start is None else start.train
+        train, self.per_epoch = net.trainer(x, targets, self.offsets)
         self.pacer = training._Pacer(train, self.per_epoch, deadline)
-        self.results = [MemberResult() for _ in pop.members]
+        self.results = [self._result() for _ in pop.members]
         self.slots: list[int | None] = list(range(pop.size))
         self.born = [0] * pop.size
         self.stale = [0] * pop.size
         self.rhythm, self.started, self.member_epochs = training.EPOCH_CHUNK * self.per_epoch, time.monotonic(), 0
+
+    def _result(self) -> MemberResult:
+        """A new member's result: its GLM start's (epoch 0) where it has one."""
+        start = self.start
+        return MemberResult() if start is None else MemberResult(score=start.score, proba=start.proba)
 
     def any_training(self) -> bool:
         return any(i is not None for i in self.slots)
@@ -240,6 +272,8 @@ class _Training:
                  report: Callable[[int, float, int], bool] | None) -> None:
         """Score each member at ``epoch``; end those that diverged, were pruned, stalled or reached their epochs."""
         losses, outputs = self.net.last_losses(), self.net.predict(x_val)
+        if self.start is not None:
+            outputs = outputs + self.start.val
         for slot, i in enumerate(self.slots):
             if i is None:
                 continue
@@ -277,7 +311,7 @@ class _Training:
                 break
             self.pop.members.append(member[0])
             self.pop.seeds.append(member[1])
-            self.results.append(MemberResult())
+            self.results.append(self._result())
             self.slots[slot], self.born[slot], self.stale[slot] = len(self.results) - 1, epoch, 0
             self.net.place(slot, member[0], member[1], epoch)
 
@@ -287,7 +321,8 @@ class _Training:
         if self.refill is None and len(self.slots) >= COMPACT_MIN_SIZE and 0 < len(keep) <= len(self.slots) // 2:
             # A slot of an ended member still costs its share of every step: train the rest as a smaller graph.
             self.net = self.net.subset(keep)
-            self.pacer = training._Pacer(self.net.trainer(self.x, self.targets)[0], self.per_epoch, self.deadline)
+            self.pacer = training._Pacer(self.net.trainer(self.x, self.targets, self.offsets)[0], self.per_epoch,
+                                         self.deadline)
             self.slots = [self.slots[k] for k in keep]
             self.born, self.stale = [self.born[k] for k in keep], [self.stale[k] for k in keep]
 

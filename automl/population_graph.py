@@ -127,6 +127,8 @@ class PopulationGraph:
         for j, variable in enumerate(self.kernels):
             padded = np.zeros(variable.shape[1:], "float32")
             kernel = kernels[-1] if j == self.depth else kernels[j] if j < layers else None
+            if j == self.depth and pop.linear:  # the output layer starts at zero: the member starts as the GLM
+                kernel = None
             if kernel is not None:  # layers past the member's depth stay zero: unused
                 padded[:kernel.shape[0], :kernel.shape[1]] = kernel
             variable[slot].assign(padded)
@@ -288,8 +290,10 @@ class PopulationGraph:
             w.assign(w * (1.0 - c["decay"]) - c["rate"] * step)
 
     # -- calls ----------------------------------------------------------------------
-    def trainer(self, x: np.ndarray, y: np.ndarray) -> tuple[Callable[[int, int], float], int]:
+    def trainer(self, x: np.ndarray, y: np.ndarray,
+                offsets: np.ndarray | None = None) -> tuple[Callable[[int, int], float], int]:
         """``train(first, count)`` running steps ``first`` to ``first + count`` for every member; steps per epoch.
+        ``offsets`` (rows, outputs), a GLM start's logits, add to every member's.
 
         Member i's epoch e (counted from the epoch it started at) takes its batches in the stateless
         shuffle seeded ``(seed_i, e)``, as :func:`automl.steps.compiled_steps` does for a single network.
@@ -300,17 +304,18 @@ class PopulationGraph:
         steps = -(-n // batch_size)
         self.schedule_steps = float(training.SCHEDULE_EPOCHS * steps)
         if self._rows is None:  # once per population: a smaller graph (subset) shares them
-            self._rows = (tf.constant(x), tf.constant(y))
-        xs, ys = self._rows
+            self._rows = (tf.constant(x), tf.constant(y), None if offsets is None else tf.constant(offsets))
+        xs, ys, os = self._rows
         order = tf.Variable(tf.zeros([self.size, n], tf.int32), trainable=False)
 
         def shuffle(epoch: Any) -> Any:  # each member's epoch counts from the one it started at
             return tf.map_fn(lambda s: tf.random.experimental.stateless_shuffle(tf.range(n), seed=s),
                              tf.stack([self.seeds, epoch - self.born], axis=1))
 
-        def step_on(xb: Any, yb: Any) -> None:
+        def step_on(xb: Any, yb: Any, ob: Any) -> None:
             with tf.GradientTape() as tape:
-                losses = self._member_losses(yb, self.forward(xb, True))
+                out = self.forward(xb, True)
+                losses = self._member_losses(yb, out if ob is None else out + ob)
                 # Members are independent: the sum's gradient for a member's weights is its own loss's.
                 total = tf.reduce_sum(tf.where(self.active, losses, 0.0))
             self._apply(tape.gradient(total, self.weights, unconnected_gradients=tf.UnconnectedGradients.ZERO))
@@ -324,7 +329,7 @@ class PopulationGraph:
                 if s == 0:
                     order.assign(shuffle(epoch))
                 idx = order[:, s * batch_size: tf.minimum((s + 1) * batch_size, n)]
-                one_step(tf.gather(xs, idx), tf.gather(ys, idx))
+                one_step(tf.gather(xs, idx), tf.gather(ys, idx), None if os is None else tf.gather(os, idx))
             return tf.constant(0.0)
 
         spec = tf.TensorSpec([], tf.int32)

@@ -109,8 +109,10 @@ class KerasNetwork:
         """Networks packed in this one (``ensemble_size``, 1 for a plain MLP or a CNN)."""
         return int(self.params.get("ensemble_size", 1)) if self.family == "mlp" else 1
 
-    def _build(self, x: np.ndarray, y: np.ndarray | None = None) -> tuple[Any, Any, np.ndarray]:
-        """The network, the part of it that trains, and the rows that part trains on.
+    def _build(self, x: np.ndarray, y: np.ndarray | None = None,
+               given: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[Any, Any, np.ndarray]:
+        """The network, the part of it that trains, and the rows that part trains on (a GLM start is fitted on
+        them, or on the rows ``given`` to ``fit`` where it held some out).
 
         With quantile or robust scaling the network is the fixed scaler followed by the part that trains: the
         scaler transforms the training rows once here rather than at every step. A packed ensemble's part that
@@ -133,7 +135,7 @@ class KerasNetwork:
 
             h = CategoryEmbeddings(self.code_levels_, self.params.get("categorical_embedding", "onehot"))(h)
         h = BODIES[self.family](keras, h, self.params)
-        outputs, head, start = self._outputs(keras, h, inputs, x, y)
+        outputs, head, start = self._outputs(keras, h, inputs, *self._start_rows(x, y, given, scaler))
         if self.members > 1:  # a packed ensemble: its members' outputs train; their mean predicts
             from automl.layers import MemberMean
 
@@ -156,6 +158,18 @@ class KerasNetwork:
             return network, trained, x
         raw = keras.Input(raw_shape)
         return keras.Model(raw, network(scaler(raw))), trained, x
+
+    def _start_rows(self, x: np.ndarray, y: np.ndarray | None, given: tuple[np.ndarray, np.ndarray] | None,
+                    scaler: Any) -> tuple[np.ndarray, np.ndarray | None]:
+        """The rows a GLM start is fitted on: the training rows ``x`` (scaled already), or every row ``given``.
+
+        Every row given, where the network held some out to stop early, as GLM_1's fold model sees them: the
+        network's row then does not fall below GLM_1's for the rows it held out. The start's held-out score is the
+        more optimistic for it, so an epoch must beat it by more to replace it: conservative, as it should be.
+        """
+        if given is None or y is None or not (self.family == "mlp" and self.params.get("linear_start")):
+            return x, y
+        return (given[0] if scaler is None else np.asarray(scaler(given[0]))), given[1]
 
     def _outputs(self, keras: Any, h: Any, inputs: Any, x: np.ndarray,
                  y: np.ndarray | None) -> tuple[Any, Any, bool]:
@@ -265,11 +279,14 @@ class KerasNetwork:
         x, y = x if isinstance(x, ImageRows) else np.asarray(x, dtype="float32"), np.asarray(y)
         if self.n_codes:  # from every row given: a level only in the held-out rows below still has its vector
             self.code_levels_ = [int(n) + 1 for n in x[:, x.shape[1] - self.n_codes:].max(axis=0)]
+        given = None
         if x_val is None and self.validation_share > 0:
+            given = (x, y)
             x, y, x_val, monitor = self._held_out(x, y)
         if self.task == "regression":
             self.y_mean_, self.y_std_ = float(np.mean(y)), float(np.std(y) or 1.0)
-        self.model_, network, x = self._build(x, y)  # scalers (and a GLM start) fitted on the rows it trains on
+        # Scalers fitted on the rows it trains on; a GLM start on every row given (when it holds some out itself).
+        self.model_, network, x = self._build(x, y, given)
         self._forward, self.cut_short_, self.history_, self.best_epoch_ = None, False, [], 0
         train, per_epoch = self._trainer(tf, network, x, y)
         validate = x_val is not None and monitor is not None

@@ -234,10 +234,13 @@ def test_a_network_with_a_linear_start_starts_as_the_glm_and_round_trips(pima, m
     np.testing.assert_allclose(KerasNetwork.load(tmp_path).predict_proba(values), net.predict_proba(values), atol=1e-6)
 
 
-def test_a_linear_start_is_fitted_on_the_training_rows_and_scored_as_epoch_zero():
-    """The GLM the network starts from sees the rows it trains on, never its held-out rows; its held-out score is
-    the history's epoch 0, kept as the network when no epoch after it does better."""
+def test_a_linear_start_is_the_glm_of_the_rows_given_and_scored_as_epoch_zero():
+    """Holding rows out to stop early (a fold's fit), the network starts as the GLM of every row it was given, as
+    GLM_1's fold model is; given validation rows (a search trial), as the GLM of its training rows only, never of
+    the rows it is scored on. The start's held-out score is the history's epoch 0, kept as the network when no
+    epoch after it does better."""
     from automl.estimators import GLM_CS, LinearModel
+    from automl.metrics import get
     from automl.training import KerasNetwork
 
     rng = np.random.default_rng(1)
@@ -246,9 +249,15 @@ def test_a_linear_start_is_fitted_on_the_training_rows_and_scored_as_epoch_zero(
     params = {**MLP_WARM_STARTS[0], "units": 256, "dropout": 0.0, "l2": 1e-6, "learning_rate": 1e-2,
               "linear_start": True}
     net = KerasNetwork(params, "binary", epochs=30, seed=0, validation_share=0.25).fit(x, y)
-    trained, y_trained, held_out, monitor = net._held_out(x, y)
-    glm = LinearModel("binary", Cs=GLM_CS).fit(trained, y_trained)
+    _, _, held_out, monitor = net._held_out(x, y)
     epochs, scores = zip(*net.history_, strict=True)
+    glm = LinearModel("binary", Cs=GLM_CS).fit(x, y)
     assert epochs[0] == 0 and scores[0] == pytest.approx(monitor(glm.predict_proba(held_out)), abs=1e-5)
     assert monitor(net.predict_proba(held_out)) == pytest.approx(max(scores), abs=1e-6)
     assert net.best_epoch_ == max((e for e, s in net.history_ if s == max(scores)))
+
+    loss = get("logloss", "binary")
+    trial = KerasNetwork(params, "binary", epochs=0, seed=0).fit(
+        x[:300], y[:300], x[300:], lambda p: -loss.fn(y[300:], p))
+    glm = LinearModel("binary", Cs=GLM_CS).fit(x[:300], y[:300])
+    assert trial.history_[0][1] == pytest.approx(-loss.fn(y[300:], glm.predict_proba(x[300:])), abs=1e-5)
