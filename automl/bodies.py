@@ -142,12 +142,13 @@ START_ROWS = 5_000
 
 def _start_glm(x: np.ndarray, y: np.ndarray, task: str) -> tuple[np.ndarray, np.ndarray]:
     """The kernel (columns, units) and bias of the GLM of ``x`` and ``y``, fitted as ``GLM_1`` is (ridge by
-    generalised CV; logistic with its penalty chosen by 3-fold CV, on at most :data:`START_ROWS` rows)."""
-    from automl.estimators import GLM_CS, LinearModel
+    generalised CV; logistic with its penalty chosen by 3-fold CV up to ``GLM_PATH_ROWS`` rows, the path on at
+    most :data:`START_ROWS` of them, and ``GLM_1``'s fixed penalty above)."""
+    from automl.estimators import GLM_CS, GLM_PATH_ROWS, LinearModel
 
     kind = "regression" if task == "regression" else "binary"
     glm = LinearModel(kind, Cs=GLM_CS)
-    if kind == "binary" and len(x) > START_ROWS:
+    if kind == "binary" and START_ROWS < len(x) <= GLM_PATH_ROWS:
         rows = np.sort(np.random.default_rng(0).permutation(len(x))[:START_ROWS])
         chosen = LinearModel(kind, Cs=GLM_CS).fit(x[rows], y[rows]).model_  # LogisticRegressionCV, or one C
         glm = LinearModel(kind, C=float(np.ravel(chosen.C_ if hasattr(chosen, "C_") else chosen.C)[0]))
@@ -160,36 +161,33 @@ def _start_glm(x: np.ndarray, y: np.ndarray, task: str) -> tuple[np.ndarray, np.
 def start_glm(x: np.ndarray, y: np.ndarray, task: str, units: int, skip: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """The kernel (columns, ``units``) and bias of :func:`_start_glm` on all but the last ``skip`` columns of ``x``
     (zeros where a class is missing from ``y``), cached: a search's trials train on one matrix."""
-    columns = x.shape[1] - skip
+    x = x[:, :x.shape[1] - skip]
     # Its GLM is fitted once per matrix (a 3-fold path of 5 penalties: seconds on 10k rows of a few hundred
-    # columns), not for each trial.
-    key = (x.shape, task, skip, float(np.sum(x, dtype="float64")), float(np.sum(y, dtype="float64")))
+    # columns), not for each trial; the population's members, which read no codes, share it.
+    key = (x.shape, task, float(np.sum(x, dtype="float64")), float(np.sum(y, dtype="float64")))
     if key not in _GLMS:
         while len(_GLMS) >= GLM_CACHE:
             _GLMS.pop(next(iter(_GLMS)))
-        _GLMS[key] = _start_glm(x[:, :columns], y, task)
+        _GLMS[key] = _start_glm(x, y, task)
     kernel, bias = _GLMS[key]
     if kernel.shape[1] != units:  # a class missing from these rows: start from zero rather than misplace one
-        return np.zeros((columns, units), "float32"), np.zeros(units, "float32")
+        return np.zeros((x.shape[1], units), "float32"), np.zeros(units, "float32")
     return kernel, bias
 
 
-def linear_start(keras: Any, inputs: Any, x: np.ndarray, y: np.ndarray, task: str, units: int, skip: int) -> Any:
-    """A dense layer from ``inputs`` to the output's logits that starts as the GLM of ``x`` and ``y`` (H2O's GLM,
-    :func:`_start_glm`, on all but the last ``skip`` columns, category codes). The network adds it to its MLP's
-    output, which starts at zero:
-    it starts as the GLM and learns what the GLM misses (the "wide" part of Cheng et al.'s wide & deep networks,
-    fitted first). On small and wide tables networks from random weights ranked below the GLM (help_baseline,
-    cross-validated AUC: 0.582, 0.620 with this start; caravan 0.728 and 0.740; diabetes-progression RMSE 54.29
-    and 54.01, the GLM's 54.04).
+def linear_start(keras: Any, raw: Any, kernel: np.ndarray, bias: np.ndarray, skip: int) -> Any:
+    """A frozen dense layer from ``raw`` (all but its last ``skip`` columns, category codes) to the output's logits
+    holding a GLM's ``kernel`` and ``bias`` (:func:`start_glm`). The network adds it to its MLP's output, which
+    starts at zero: it starts as the GLM and learns what the GLM misses (the "wide" part of Cheng et al.'s wide &
+    deep networks, fitted first). On small and wide tables networks from random weights ranked below the GLM
+    (help_baseline, cross-validated AUC: 0.582, 0.620 with this start; caravan 0.728 and 0.740;
+    diabetes-progression RMSE 54.29 and 54.01, the GLM's 54.04).
     """
     from automl.layers import CategoryEmbeddings
 
-    kernel, bias = start_glm(x, y, task, units, skip)
     # Frozen: the GLM keeps its penalty (trained along, its weights drifted toward an unpenalised fit: caravan's
     # cross-validated AUC 0.738 against 0.740 frozen, the GLM's 0.745).
-    layer = keras.layers.Dense(units, dtype="float32", name="linear_start", trainable=False)
-    h = CategoryEmbeddings([1] * skip, mode="onehot")(inputs) if skip else inputs
-    out = layer(h)
+    layer = keras.layers.Dense(kernel.shape[1], dtype="float32", name="linear_start", trainable=False)
+    out = layer(CategoryEmbeddings([1] * skip, mode="onehot")(raw) if skip else raw)
     layer.set_weights([kernel, bias])
     return out

@@ -20,8 +20,8 @@ import keras
 import numpy as np
 from keras import ops
 
-__all__ = ["NumericInputs", "PackedDense", "MemberMean", "CategoryEmbeddings", "embedding_width", "fit_quantiles",
-           "fit_robust", "smooth_clip", "N_QUANTILES",
+__all__ = ["NumericInputs", "PackedDense", "MemberMean", "CategoryEmbeddings", "SplitLast", "embedding_width",
+           "fit_quantiles", "fit_robust", "smooth_clip", "N_QUANTILES",
            "SMOOTH_CLIP"]
 
 #: Quantiles kept per column (scikit-learn's QuantileTransformer default).
@@ -224,6 +224,26 @@ MAX_EMBEDDING_WIDTH = 16
 def embedding_width(levels: int) -> int:
     """Outputs of a categorical column's embedding, from its level count (fastai's rule, at most 16)."""
     return max(1, min(MAX_EMBEDDING_WIDTH, round(1.6 * levels**0.56)))
+
+
+@keras.saving.register_keras_serializable(package="automl")
+class SplitLast(keras.layers.Layer):
+    """The columns before the last ``n``, and the last ``n``: a network's features, and the logits of its GLM start
+    (``automl.bodies.linear_start``) that travel beside them."""
+
+    def __init__(self, n: int, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.n = int(n)
+
+    def call(self, x: Any) -> Any:
+        cut = x.shape[-1] - self.n
+        return x[:, :cut], x[:, cut:]
+
+    def compute_output_shape(self, input_shape: Any) -> tuple[Any, ...]:
+        return (input_shape[0], input_shape[1] - self.n), (input_shape[0], self.n)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "n": self.n}
 
 
 @keras.saving.register_keras_serializable(package="automl")

@@ -175,12 +175,13 @@ class PopulationMLP:
         x, y, x_val = np.asarray(x, dtype="float32"), np.asarray(y), np.asarray(x_val, dtype="float32")
         if self.task == "regression":
             self.y_mean_, self.y_std_ = float(np.mean(y)), float(np.std(y) or 1.0)
+        start = self._start(x, y, x_val, monitor)  # on the unscaled rows, as the single trainer's
         # The single trainer's scaler (fitted on the training rows) and embedding layout, from the same function.
         scaler, embedder = training._numeric_inputs(x, self.scaling, self.embedding)
         if scaler is not None:  # the scaler is fixed: every member sees the same scaled rows
             x, x_val = np.asarray(scaler(x)), np.asarray(scaler(x_val))
         net, targets = PopulationGraph(tf, self, x.shape[1], embedder, roomy=refill is not None), self._targets(y)
-        run = _Training(self, net, x, targets, deadline, refill, done, self._start(x, y, x_val, monitor))
+        run = _Training(self, net, x, targets, deadline, refill, done, start)
         steps = 0
         while run.any_training():
             steps = run.train_chunk(steps)

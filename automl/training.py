@@ -111,88 +111,106 @@ class KerasNetwork:
 
     def _build(self, x: np.ndarray, y: np.ndarray | None = None,
                given: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[Any, Any, np.ndarray]:
-        """The network, the part of it that trains, and the rows that part trains on (a GLM start is fitted on
-        them, or on the rows ``given`` to ``fit`` where it held some out).
+        """The network, the part of it that trains, and the rows that part trains on.
 
         With quantile or robust scaling the network is the fixed scaler followed by the part that trains: the
         scaler transforms the training rows once here rather than at every step. A packed ensemble's part that
-        trains outputs every member's prediction (each member has its own loss); the network their mean.
+        trains outputs every member's prediction (each member has its own loss); the network their mean. With a
+        GLM start (:meth:`_start`) the part that trains reads each row's GLM logits after its features.
         """
         import keras
+
+        from automl.layers import SplitLast
 
         keras.utils.set_random_seed(self.seed)
         scaler = embedder = None
         if self.family == "mlp":  # codes are not numbers: they pass the numeric layers, last, to their own
             scaler, embedder = _numeric_inputs(x, self.params.get("input_scaling", "standard"),
                                                self.params.get("numeric_embedding", "none"), skip=self.n_codes)
-        raw_shape = tuple(x.shape[1:])
-        if scaler is not None:
-            x = np.asarray(scaler(x))
-        inputs = keras.Input(tuple(x.shape[1:]))
-        h = inputs if embedder is None else embedder(inputs)
+        start, raw_shape = self._start(x, y, given), tuple(x.shape[1:])
+        features = x if scaler is None else np.asarray(scaler(x))
+        if start is not None:  # the GLM's logits of the rows, on their unscaled features as GLM_1 reads them
+            features = np.concatenate([features, x[:, :x.shape[1] - self.n_codes] @ start[0] + start[1]], axis=1)
+        inputs = keras.Input(tuple(features.shape[1:]))
+        h, offset = (inputs, None) if start is None else SplitLast(self._units)(inputs)
+        h = h if embedder is None else embedder(h)
         if self.n_codes:
             from automl.layers import CategoryEmbeddings
 
             h = CategoryEmbeddings(self.code_levels_, self.params.get("categorical_embedding", "onehot"))(h)
         h = BODIES[self.family](keras, h, self.params)
-        outputs, head, start = self._outputs(keras, h, inputs, *self._start_rows(x, y, given, scaler))
+        outputs, head = self._outputs(keras, h, offset)
         if self.members > 1:  # a packed ensemble: its members' outputs train; their mean predicts
             from automl.layers import MemberMean
 
             trained, network = keras.Model(inputs, outputs), keras.Model(inputs, MemberMean()(outputs))
         else:
             network = trained = keras.Model(inputs, outputs)
-        if self.family == "mlp" and self.members == 1:  # the initial weights a population member of this seed has
+        self._initial_weights(keras, network, embedder, head, start is not None)
+        if scaler is None and start is None:
+            return network, trained, features
+        raw = keras.Input(raw_shape)
+        h = raw if scaler is None else scaler(raw)
+        if start is not None:
+            h = keras.layers.Concatenate()([h, linear_start(keras, raw, *start, self.n_codes)])
+        return keras.Model(raw, network(h)), trained, features
+
+    def _initial_weights(self, keras: Any, network: Any, embedder: Any, head: Any, start: bool) -> None:
+        """The initial weights a population member of this seed has; with a GLM start, the output layer's at zero:
+        the network starts as the GLM."""
+        if self.family == "mlp" and self.members == 1:
             if embedder is not None:
                 frequencies, kernel = periodic_initial_weights(embedder, self.seed)
                 embedder.frequencies.assign(frequencies)
                 embedder.kernel.assign(kernel)
-            dense = [d for d in network.layers if isinstance(d, keras.layers.Dense) and d.name != "linear_start"]
+            dense = [d for d in network.layers if isinstance(d, keras.layers.Dense)]
             width = int(dense[0].kernel.shape[0])  # the inputs' width after NumericInputs' embeddings
             for layer, kernel in zip(dense, mlp_initial_kernels(self.params, width, head.units, self.seed),
                                      strict=True):
                 layer.kernel.assign(kernel)
-        if start:  # the MLP's part starts at zero: the network starts as the GLM
+        if start:
             head.kernel.assign(np.zeros(head.kernel.shape, "float32"))
-        if scaler is None:
-            return network, trained, x
-        raw = keras.Input(raw_shape)
-        return keras.Model(raw, network(scaler(raw))), trained, x
 
-    def _start_rows(self, x: np.ndarray, y: np.ndarray | None, given: tuple[np.ndarray, np.ndarray] | None,
-                    scaler: Any) -> tuple[np.ndarray, np.ndarray | None]:
-        """The rows a GLM start is fitted on: the training rows ``x`` (scaled already), or every row ``given``.
+    @property
+    def _units(self) -> int:
+        return self.n_classes if self._head == "multiclass" else 1
 
-        Every row given, where the network held some out to stop early, as GLM_1's fold model sees them: the
-        network's row then does not fall below GLM_1's for the rows it held out. The start's held-out score is the
-        more optimistic for it, so an epoch must beat it by more to replace it: conservative, as it should be.
+    def _start(self, x: np.ndarray, y: np.ndarray | None,
+               given: tuple[np.ndarray, np.ndarray] | None) -> tuple[np.ndarray, np.ndarray] | None:
+        """With ``linear_start``, the kernel and bias of the GLM start (:func:`automl.bodies.start_glm`) of the
+        training rows ``x``, or of every row ``given`` where the network held some out to stop early; else None.
+
+        Every row given, as GLM_1's fold model sees them: the network's row then does not fall below GLM_1's for
+        the rows it held out. The start's held-out score is the more optimistic for it, so an epoch must beat it
+        by more to replace it: conservative, as it should be.
         """
-        if given is None or y is None or not (self.family == "mlp" and self.params.get("linear_start")):
-            return x, y
-        return (given[0] if scaler is None else np.asarray(scaler(given[0]))), given[1]
+        from automl.bodies import start_glm
 
-    def _outputs(self, keras: Any, h: Any, inputs: Any, x: np.ndarray,
-                 y: np.ndarray | None) -> tuple[Any, Any, bool]:
-        """The output layer's activations on ``h`` (each member's, for a packed ensemble), the layer, and whether
-        its logits add to a GLM start of ``x`` and ``y`` (``linear_start``, :func:`automl.bodies.linear_start`)."""
-        units, activation = {"binary": (1, "sigmoid"), "multiclass": (self.n_classes, "softmax"),
-                             "regression": (1, None)}[self._head]
-        start = self.family == "mlp" and bool(self.params.get("linear_start")) and y is not None
+        if self.family != "mlp" or not self.params.get("linear_start") or y is None:
+            return None
+        x, y = given or (x, y)
+        return start_glm(x, self._targets(y).ravel() if self.task == "regression" else y, self._head,
+                         self._units, self.n_codes)
+
+    def _outputs(self, keras: Any, h: Any, offset: Any) -> tuple[Any, Any]:
+        """The output layer's activations on ``h`` (each member's, for a packed ensemble), its logits added to
+        ``offset``'s (a GLM start's, or None), and the layer."""
+        units = self._units
+        activation = {"binary": "sigmoid", "multiclass": "softmax", "regression": None}[self._head]
         if self.members > 1:
             from automl.layers import PackedDense
 
             head = PackedDense(self.members, units)
         else:  # the activation inside the layer where it can be: Keras' losses then read its logits, more exactly
-            head = keras.layers.Dense(units, activation=None if start else activation, dtype="float32")
+            head = keras.layers.Dense(units, activation=None if offset is not None else activation,
+                                      dtype="float32")
         outputs = head(h)
-        if start:
-            targets = self._targets(y).ravel() if self.task == "regression" else y
-            linear = linear_start(keras, inputs, x, targets, self._head, units, self.n_codes)
-            outputs = keras.layers.Add()([outputs, linear if self.members == 1 else
-                                          keras.layers.Reshape((1, units))(linear)])
-        if start or self.members > 1:
+        if offset is not None:
+            outputs = keras.layers.Add()([outputs, offset if self.members == 1 else
+                                          keras.layers.Reshape((1, units))(offset)])
+        if offset is not None or self.members > 1:
             outputs = keras.layers.Activation(activation, dtype="float32")(outputs)
-        return outputs, head, start
+        return outputs, head
 
     def _optimizer(self, steps_per_epoch: int) -> Any:
         import keras

@@ -216,17 +216,18 @@ def test_a_population_search_searches_every_network_option(tmp_path):
     assert not failed, failed
 
 
-@pytest.mark.parametrize("members", [1, 8])
-def test_a_network_with_a_linear_start_starts_as_the_glm_and_round_trips(pima, members, tmp_path):
+@pytest.mark.parametrize(("members", "scaling"), [(1, "standard"), (8, "robust"), (1, "quantile")])
+def test_a_network_with_a_linear_start_starts_as_the_glm_and_round_trips(pima, members, scaling, tmp_path):
     """Before its first step the network predicts what the GLM fitted on its rows predicts (a packed one too: each
-    member's part starts at zero), and it saves and loads as it is."""
+    member's part starts at zero; a scaled one too: its GLM reads the unscaled rows, as GLM_1 does), and it saves
+    and loads as it is."""
     from automl.estimators import GLM_CS, LinearModel
     from automl.training import KerasNetwork
 
     _, _, x, y = pima
     values = x.fillna(0).to_numpy("float32")
     values = (values - values.mean(axis=0)) / values.std(axis=0)
-    params = {**MLP_WARM_STARTS[0], "linear_start": True, "ensemble_size": members}
+    params = {**MLP_WARM_STARTS[0], "linear_start": True, "ensemble_size": members, "input_scaling": scaling}
     net = KerasNetwork(params, "binary", epochs=0, seed=0).fit(values, y)
     glm = LinearModel("binary", Cs=GLM_CS).fit(values, y)
     np.testing.assert_allclose(net.predict_proba(values), glm.predict_proba(values), atol=1e-5)
