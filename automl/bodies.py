@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["BODIES", "TTA_SHIFTS", "mlp_initial_kernels", "periodic_initial_weights", "predict_views", "tta_views"]
+__all__ = ["BODIES", "TTA_SHIFTS", "initial_weights", "linear_start", "mlp_initial_kernels", "numeric_inputs",
+           "periodic_initial_weights", "predict_views", "start_glm", "tta_views"]
 
 
 def mlp_initial_kernels(params: dict[str, Any], n_features: int, n_outputs: int, seed: int) -> list[np.ndarray]:
@@ -191,3 +192,57 @@ def linear_start(keras: Any, raw: Any, kernel: np.ndarray, bias: np.ndarray, ski
     out = layer(CategoryEmbeddings([1] * skip, mode="onehot")(raw) if skip else raw)
     layer.set_weights([kernel, bias])
     return out
+
+
+#: Rows sampled to tell numeric columns from two-valued ones (one-hot, missing indicators).
+NUMERIC_SAMPLE = 20_000
+
+
+def numeric_inputs(x: np.ndarray, scaling: str, embedding: str, skip: int = 0) -> tuple[Any, Any]:
+    """The quantile or robust scaler and the periodic embedding (:class:`automl.layers.NumericInputs`) of ``x``'s
+    numeric columns that ``scaling`` and ``embedding`` ask for, each None when not; the scaler fitted on ``x``.
+
+    Numeric columns are those with more than two values, of all but the last ``skip`` (category codes): one-hot
+    and missing-value indicator columns have two. The scaler puts the numeric columns first, so the embedding
+    after it takes the first ones; the other columns follow in their order (the codes last).
+    """
+    if scaling == "standard" and embedding == "none":
+        return None, None
+    from automl.layers import NumericInputs, fit_quantiles, fit_robust
+
+    sample = x[:: max(1, len(x) // NUMERIC_SAMPLE), : x.shape[1] - skip]
+    low, high = sample.min(axis=0), sample.max(axis=0)
+    columns = np.flatnonzero(((sample != low) & (sample != high)).any(axis=0)).tolist()
+    if not columns:
+        return None, None
+    scaler = embedder = None
+    if scaling == "quantile":
+        scaler = NumericInputs(columns, x.shape[1], scaling="quantile")
+        scaler.build(x.shape)
+        scaler.set_quantiles(fit_quantiles(x[:, columns]))
+    elif scaling == "robust":
+        scaler = NumericInputs(columns, x.shape[1], scaling="robust")
+        scaler.build(x.shape)
+        scaler.set_robust(*fit_robust(x[:, columns]))
+    if embedding == "periodic":
+        embedder = NumericInputs(columns if scaler is None else list(range(len(columns))), x.shape[1],
+                                 embedding="periodic")
+        embedder.build(x.shape)
+    return scaler, embedder
+
+
+def initial_weights(keras: Any, params: dict[str, Any], seed: int, network: Any, embedder: Any, head: Any,
+                    start: bool) -> None:
+    """Set an MLP's initial weights to those a population member of ``seed`` has (a packed ensemble keeps its
+    own); with a GLM ``start``, its output layer's at zero: the network starts as the GLM."""
+    if int(params.get("ensemble_size", 1)) == 1:
+        if embedder is not None:
+            frequencies, kernel = periodic_initial_weights(embedder, seed)
+            embedder.frequencies.assign(frequencies)
+            embedder.kernel.assign(kernel)
+        dense = [d for d in network.layers if isinstance(d, keras.layers.Dense)]
+        width = int(dense[0].kernel.shape[0])  # the inputs' width after NumericInputs' embeddings
+        for layer, kernel in zip(dense, mlp_initial_kernels(params, width, head.units, seed), strict=True):
+            layer.kernel.assign(kernel)
+    if start:
+        head.kernel.assign(np.zeros(head.kernel.shape, "float32"))

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from automl import training
+from automl.bodies import numeric_inputs
 from automl.population_graph import ACTIVATIONS, MAX_DEPTH, OPTIMIZERS, VALIDATION_ROWS, PopulationGraph
 
 __all__ = ["PopulationMLP", "MemberResult", "ACTIVATIONS", "OPTIMIZERS", "VALIDATION_ROWS", "choose_size",
@@ -177,7 +178,7 @@ class PopulationMLP:
             self.y_mean_, self.y_std_ = float(np.mean(y)), float(np.std(y) or 1.0)
         start = self._start(x, y, x_val, monitor)  # on the unscaled rows, as the single trainer's
         # The single trainer's scaler (fitted on the training rows) and embedding layout, from the same function.
-        scaler, embedder = training._numeric_inputs(x, self.scaling, self.embedding)
+        scaler, embedder = numeric_inputs(x, self.scaling, self.embedding)
         if scaler is not None:  # the scaler is fixed: every member sees the same scaled rows
             x, x_val = np.asarray(scaler(x)), np.asarray(scaler(x_val))
         net, targets = PopulationGraph(tf, self, x.shape[1], embedder, roomy=refill is not None), self._targets(y)

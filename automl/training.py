@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from automl import steps
-from automl.bodies import BODIES, linear_start, mlp_initial_kernels, periodic_initial_weights, predict_views, tta_views
+from automl.bodies import BODIES, initial_weights, linear_start, numeric_inputs, predict_views, tta_views
 from automl.errors import FailedTrialError
 from automl.image_store import ImageRows, in_batches
 
@@ -42,8 +42,6 @@ SCHEDULE_EPOCHS = 100
 GRADIENT_CLIP_NORM = 1.0
 #: Images a CNN predicts at a time (with five test-time views of 64x64 images, 32 filters: ~800 MB of activations).
 PREDICT_IMAGES = 256
-#: Rows sampled to tell numeric columns from two-valued ones (one-hot, missing indicators).
-NUMERIC_SAMPLE = 20_000
 #: A fit's own held-out rows (``KerasNetwork.validation_share``): at most this many (the search scores its trials
 #: on as many), and none below the least that says anything about an epoch.
 MAX_HELD_OUT, MIN_HELD_OUT = 10_000, 30
@@ -125,7 +123,7 @@ class KerasNetwork:
         keras.utils.set_random_seed(self.seed)
         scaler = embedder = None
         if self.family == "mlp":  # codes are not numbers: they pass the numeric layers, last, to their own
-            scaler, embedder = _numeric_inputs(x, self.params.get("input_scaling", "standard"),
+            scaler, embedder = numeric_inputs(x, self.params.get("input_scaling", "standard"),
                                                self.params.get("numeric_embedding", "none"), skip=self.n_codes)
         start, raw_shape = self._start(x, y, given), tuple(x.shape[1:])
         features = x if scaler is None else np.asarray(scaler(x))
@@ -146,7 +144,8 @@ class KerasNetwork:
             trained, network = keras.Model(inputs, outputs), keras.Model(inputs, MemberMean()(outputs))
         else:
             network = trained = keras.Model(inputs, outputs)
-        self._initial_weights(keras, network, embedder, head, start is not None)
+        if self.family == "mlp":
+            initial_weights(keras, self.params, self.seed, network, embedder, head, start is not None)
         if scaler is None and start is None:
             return network, trained, features
         raw = keras.Input(raw_shape)
@@ -154,22 +153,6 @@ class KerasNetwork:
         if start is not None:
             h = keras.layers.Concatenate()([h, linear_start(keras, raw, *start, self.n_codes)])
         return keras.Model(raw, network(h)), trained, features
-
-    def _initial_weights(self, keras: Any, network: Any, embedder: Any, head: Any, start: bool) -> None:
-        """The initial weights a population member of this seed has; with a GLM start, the output layer's at zero:
-        the network starts as the GLM."""
-        if self.family == "mlp" and self.members == 1:
-            if embedder is not None:
-                frequencies, kernel = periodic_initial_weights(embedder, self.seed)
-                embedder.frequencies.assign(frequencies)
-                embedder.kernel.assign(kernel)
-            dense = [d for d in network.layers if isinstance(d, keras.layers.Dense)]
-            width = int(dense[0].kernel.shape[0])  # the inputs' width after NumericInputs' embeddings
-            for layer, kernel in zip(dense, mlp_initial_kernels(self.params, width, head.units, self.seed),
-                                     strict=True):
-                layer.kernel.assign(kernel)
-        if start:
-            head.kernel.assign(np.zeros(head.kernel.shape, "float32"))
 
     @property
     def _units(self) -> int:
@@ -448,39 +431,6 @@ class KerasNetwork:
         est.y_mean_, est.y_std_ = state["y_mean"], state["y_std"]
         est.n_codes, est.code_levels_ = state.get("n_codes", 0), state.get("code_levels", [])
         return est
-
-
-def _numeric_inputs(x: np.ndarray, scaling: str, embedding: str, skip: int = 0) -> tuple[Any, Any]:
-    """The quantile or robust scaler and the periodic embedding (:class:`automl.layers.NumericInputs`) of ``x``'s
-    numeric columns that ``scaling`` and ``embedding`` ask for, each None when not; the scaler fitted on ``x``.
-
-    Numeric columns are those with more than two values, of all but the last ``skip`` (category codes): one-hot
-    and missing-value indicator columns have two. The scaler puts the numeric columns first, so the embedding
-    after it takes the first ones; the other columns follow in their order (the codes last).
-    """
-    if scaling == "standard" and embedding == "none":
-        return None, None
-    from automl.layers import NumericInputs, fit_quantiles, fit_robust
-
-    sample = x[:: max(1, len(x) // NUMERIC_SAMPLE), : x.shape[1] - skip]
-    low, high = sample.min(axis=0), sample.max(axis=0)
-    columns = np.flatnonzero(((sample != low) & (sample != high)).any(axis=0)).tolist()
-    if not columns:
-        return None, None
-    scaler = embedder = None
-    if scaling == "quantile":
-        scaler = NumericInputs(columns, x.shape[1], scaling="quantile")
-        scaler.build(x.shape)
-        scaler.set_quantiles(fit_quantiles(x[:, columns]))
-    elif scaling == "robust":
-        scaler = NumericInputs(columns, x.shape[1], scaling="robust")
-        scaler.build(x.shape)
-        scaler.set_robust(*fit_robust(x[:, columns]))
-    if embedding == "periodic":
-        embedder = NumericInputs(columns if scaler is None else list(range(len(columns))), x.shape[1],
-                                 embedding="periodic")
-        embedder.build(x.shape)
-    return scaler, embedder
 
 
 def label_smoothing(params: dict[str, Any], task: str) -> float:
