@@ -21,7 +21,7 @@ import pandas as pd
 from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
 from automl.bagging import BaggedModel, FoldModel, predict_raw, take_rows
-from automl.metrics import score_all
+from automl.metrics import Metric, get, score_all
 from automl.models import Candidate
 from automl.preprocess import Schema, make_preprocessor
 
@@ -127,7 +127,7 @@ def _sample_rows(rows: np.ndarray, y: np.ndarray, task: str, size: int) -> np.nd
 
 def cross_validate(candidate: Candidate, x: pd.DataFrame | np.ndarray, y: np.ndarray, schema: Schema,
                    folds: Sequence[tuple[np.ndarray, np.ndarray]], scored: np.ndarray | None = None,
-                   deadline: float | None = None, pace: Pace | None = None) -> Evaluated:
+                   deadline: float | None = None, pace: Pace | None = None, metric: Metric | None = None) -> Evaluated:
     """Fit ``candidate`` on each fold's training rows; predict its held-out rows.
 
     ``scored`` (default: every row) are the rows that get a prediction, in order; the
@@ -136,14 +136,15 @@ def cross_validate(candidate: Candidate, x: pd.DataFrame | np.ndarray, y: np.nda
     ``time.monotonic()`` value) raises :class:`CutShortError`. With a scheduler's ``pace``, its deadline is the
     model's, each fold of a model that takes a deadline gets its share of the time
     (:meth:`automl.schedule.Pace.fold_deadline`), and after each fold the pace may stop the model
-    (:class:`automl.schedule.JobCutShort`) when the rest will not fit.
+    (:class:`automl.schedule.JobCutShort`) when the rest will not fit. A network with a GLM start keeps that start
+    in every fold where it scores at least as well out of fold by ``metric`` (:func:`_keep_starts`).
     """
     if pace is not None:
         deadline = pace.deadline if deadline is None else min(deadline, pace.deadline)
     scored = np.arange(len(y)) if scored is None else scored
     n_out = len(schema.classes) if schema.task != "regression" else 0
     oof = np.zeros((len(scored), n_out)) if n_out else np.zeros(len(scored))
-    fold_models, train_s, predict_s = [], 0.0, 0.0
+    fold_models, train_s, predict_s, starts = [], 0.0, 0.0, None
     params = candidate.params
     now = time.monotonic if pace is None else pace.clock
     for train, test in folds:
@@ -160,13 +161,41 @@ def cross_validate(candidate: Candidate, x: pd.DataFrame | np.ndarray, y: np.nda
                                                         pace.fold_deadline(len(fold_models), len(folds)))}
         pre = make_preprocessor(schema, candidate.features)  # fit_transform: target encoding cross-fits
         est = candidate.make().fit(pre.fit_transform(take_rows(x, train), y[train]), y[train], **fit_kwargs)
-        mid = time.perf_counter()
-        oof[np.searchsorted(scored, test)] = predict_raw(est, pre.transform(take_rows(x, test)), schema.task)
+        mid, rows, x_test = time.perf_counter(), np.searchsorted(scored, test), pre.transform(take_rows(x, test))
+        oof[rows] = predict_raw(est, x_test, schema.task)
+        if getattr(est, "start_weights_", None) is not None:  # its GLM start's predictions too (KerasNetwork)
+            starts = np.zeros_like(oof) if starts is None else starts
+            est.swap_start()
+            starts[rows] = predict_raw(est, x_test, schema.task)
+            est.swap_start()
         predict_s += time.perf_counter() - mid
         train_s += mid - start
         fold_models.append(FoldModel(pre, est))
         if pace is not None:
             pace.check(len(fold_models), len(folds), pace.clock() - pace.start)
+    oof = _keep_starts(fold_models, oof, starts, y[scored], schema.task, metric)
     model = BaggedModel(candidate.model_id, candidate.algo, schema, fold_models, params,
                         score_all(schema.task, y[scored], oof))
     return Evaluated(model, oof, 1000 * train_s, 1000 * predict_s / len(scored))
+
+
+def _keep_starts(fold_models: list[FoldModel], oof: np.ndarray, starts: np.ndarray | None, y: np.ndarray,
+                 task: str, metric: Metric | None) -> np.ndarray:
+    """The out-of-fold predictions of networks that start as the GLM (``linear_start``), or of their starts where
+    those score at least as well by ``metric`` (else the log loss or MSE their early stopping reads): the start
+    is then every fold's model. Each fold chose its epoch on its own few held-out rows, against a start fitted on
+    them too; this is the same choice made on all the out-of-fold rows, as ensembles are kept only when they beat
+    their best member out of fold. Without it, networks whose folds had each left their start by a hair ranked
+    below GLM_1 (mpls_stops' AUC 0.80373 against 0.80383, nass_cds' 0.87557 against 0.87560)."""
+    started = [fold.estimator for fold in fold_models if getattr(fold.estimator, "start_weights_", None) is not None]
+    if starts is None or len(started) < len(fold_models):
+        return oof
+    metric = metric or get("mse" if task == "regression" else "logloss", task)
+    if metric.sign() * metric.fn(y, starts) >= metric.sign() * metric.fn(y, oof):
+        for network in started:
+            network.swap_start()
+            network.best_epoch_ = 0
+        oof = starts
+    for network in started:
+        network.start_weights_ = None  # not carried in the exported bag
+    return oof

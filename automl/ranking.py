@@ -23,7 +23,7 @@ def evaluate_candidate(state: RunState, candidate: Candidate, stage: str, deadli
     protocol = state.protocol
     try:
         result = cross_validate(candidate, state.x, state.y, state.schema, protocol.folds, protocol.scored,
-                                deadline, pace)
+                                deadline, pace, state.metric)
     except JobCutShort:
         raise
     except CutShortError as exc:

@@ -408,8 +408,10 @@ def evaluate_configuration(state: RunState, trial: TrialRecord, pace: Pace) -> E
         state.events.warn("evaluate", f"{candidate.model_id} dropped: the deadline came during its refit")
         return None
     cut = [str(k + 1) for k, fit in enumerate(fits) if fit.cut_short_]
+    kept = trial.params.get("linear_start") and not any(fit.best_epoch_ for fit in fits)
     state.events.add("evaluate", f"{candidate.model_id}: each fold kept its best epoch on its held-out rows "
                                  f"({', '.join(str(fit.best_epoch_) for fit in fits)} of at most {epochs})"
+                                 + ("; its GLM start, at least as good out of fold" if kept else "")
                                  + (f"; fold {', '.join(cut)} cut by the deadline" if cut else ""))
     return result
 

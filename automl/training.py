@@ -93,6 +93,9 @@ class KerasNetwork:
     #: A folder :meth:`save` wrote, whose network ``fit`` loads instead of training: a search
     #: trial's own model, under a holdout trained on rows of the protocol's training part already.
     pretrained: str | None = None
+    #: The whole network's weights at its GLM start (``linear_start``, when a fit validated it): see
+    #: :meth:`swap_start`.
+    start_weights_: list[Any] | None = field(default=None, repr=False)
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_forward": None}  # a tf.function does not pickle
@@ -289,6 +292,7 @@ class KerasNetwork:
         # Scalers fitted on the rows it trains on; a GLM start on every row given (when it holds some out itself).
         self.model_, network, x = self._build(x, y, given)
         self._forward, self.cut_short_, self.history_, self.best_epoch_ = None, False, [], 0
+        self.start_weights_ = None
         train, per_epoch = self._trainer(tf, network, x, y)
         validate = x_val is not None and monitor is not None
         pacer = _Pacer(train, per_epoch, deadline, self._validation_steps(x_val, len(x)) if validate else 0.0)
@@ -325,7 +329,16 @@ class KerasNetwork:
         """The GLM start's held-out score (epoch 0) and weights: a model, kept where no epoch after it does better."""
         score = monitor(self.predict_proba(x_val))
         self.history_.append((0, score))
+        self.start_weights_ = self.model_.get_weights()
         return score, network.get_weights()
+
+    def swap_start(self) -> None:
+        """Swap the network's weights with those of its GLM start (``start_weights_``): a second swap undoes the
+        first. Cross-validation scores the start out of fold this way and keeps it where it does better
+        (:func:`automl.evaluation.cross_validate`)."""
+        current = self.model_.get_weights()
+        self.model_.set_weights(self.start_weights_)
+        self.start_weights_ = current
 
     def _validation_steps(self, x_val: Any, rows: int) -> float:
         """A validation's cost in training steps: a forward pass (about a third of a step's work) over

@@ -262,3 +262,35 @@ def test_a_linear_start_is_the_glm_of_the_rows_given_and_scored_as_epoch_zero():
         x[:300], y[:300], x[300:], lambda p: -loss.fn(y[300:], p))
     glm = LinearModel("binary", Cs=GLM_CS).fit(x[:300], y[:300])
     assert trial.history_[0][1] == pytest.approx(-loss.fn(y[300:], glm.predict_proba(x[300:])), abs=1e-5)
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_cross_validation_keeps_a_networks_glm_start_where_it_does_as_well_out_of_fold(pima, tie):
+    """A GLM-started network's folds start as the GLM of all their rows (GLM_1's fold models); out of fold the
+    network scores at least what those starts score, and where they score as well (a tie, by a metric that
+    sees no difference) every fold's model is its start."""
+    from automl.estimators import GLM_CS, LinearModel
+    from automl.metrics import Metric, get
+    from automl.preprocess import make_preprocessor
+    from automl.training import KerasNetwork
+
+    _, schema, x, y = pima
+    params = {**MLP_WARM_STARTS[0], "linear_start": True, "learning_rate": 3e-2}
+    candidate = Candidate("MLP_1", "MLP", lambda: KerasNetwork(params, "binary", epochs=30, seed=0,
+                                                                validation_share=0.25), params)
+    folds = make_folds(y, schema.task, 3, seed=0)
+    metric = Metric("tie", lambda truth, pred: 0.0, True, ("binary",)) if tie else get("auc", "binary")
+    model = cross_validate(candidate, x, y, schema, folds, metric=metric).model
+    starts = np.zeros(len(y))
+    for train, test in folds:
+        pre = make_preprocessor(schema)
+        glm = LinearModel("binary", Cs=GLM_CS).fit(pre.fit_transform(x.iloc[train], y[train]).astype("float32"),
+                                                   y[train])
+        starts[test] = glm.predict_proba(pre.transform(x.iloc[test]).astype("float32"))[:, 1]
+    networks = [fold.estimator for fold in model.folds]
+    assert all(network.start_weights_ is None for network in networks)  # not carried in the exported bag
+    if tie:
+        assert all(network.best_epoch_ == 0 for network in networks)
+        assert model.metrics["auc"] == pytest.approx(roc_auc_score(y, starts), abs=1e-4)
+    else:
+        assert model.metrics["auc"] >= roc_auc_score(y, starts) - 1e-4
