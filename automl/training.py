@@ -260,15 +260,9 @@ class KerasNetwork:
             return steps.streamed_steps(tf, network, optimizer, loss_fn, x, targets, batch_size, self.seed)
         return steps.compiled_steps(tf, network, optimizer, loss_fn, x, targets, batch_size, self.seed)
 
-    def fit(
-        self,
-        x: np.ndarray,
-        y: np.ndarray,
-        x_val: np.ndarray | None = None,
-        monitor: Callable[[np.ndarray], float] | None = None,
-        report: Callable[[float, int], None] | None = None,
-        deadline: float | None = None,
-    ) -> KerasNetwork:
+    def fit(self, x: np.ndarray, y: np.ndarray, x_val: np.ndarray | None = None,
+            monitor: Callable[[np.ndarray], float] | None = None, report: Callable[[float, int], None] | None = None,
+            deadline: float | None = None) -> KerasNetwork:
         """Train on ``x``/``y``; ``monitor(proba_val)`` scores ``x_val`` (higher is better).
 
         ``report(score, epoch)`` is called after each validation, every :data:`EPOCH_CHUNK`
@@ -291,8 +285,7 @@ class KerasNetwork:
             self.y_mean_, self.y_std_ = float(np.mean(y)), float(np.std(y) or 1.0)
         # Scalers fitted on the rows it trains on; a GLM start on every row given (when it holds some out itself).
         self.model_, network, x = self._build(x, y, given)
-        self._forward, self.cut_short_, self.history_, self.best_epoch_ = None, False, [], 0
-        self.start_weights_ = None
+        self._forward, self.cut_short_, self.history_, self.best_epoch_, self.start_weights_ = None, False, [], 0, None
         train, per_epoch = self._trainer(tf, network, x, y)
         validate = x_val is not None and monitor is not None
         pacer = _Pacer(train, per_epoch, deadline, self._validation_steps(x_val, len(x)) if validate else 0.0)
