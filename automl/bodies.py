@@ -135,7 +135,7 @@ BODIES = {"mlp": _mlp_body, "cnn": _cnn_body}
 
 #: GLMs of the last few matrices :func:`linear_start` was given (their coefficients), by the matrix's shape and sums.
 _GLMS: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
-GLM_CACHE = 4
+GLM_CACHE = 8  # a search's matrix, and each fold's of a network's cross-validation
 #: Rows a network's starting GLM chooses its penalty on at most (then fitted with it on every row): the 3-fold path
 #: took 5.2 s on 10,000 rows of mpls_stops' 95 columns and 0.8 s on 5,000, once per fold of a network's CV.
 START_ROWS = 5_000
@@ -144,10 +144,13 @@ START_ROWS = 5_000
 def _start_glm(x: np.ndarray, y: np.ndarray, task: str) -> tuple[np.ndarray, np.ndarray]:
     """The kernel (columns, units) and bias of the GLM of ``x`` and ``y``, fitted as ``GLM_1`` is (ridge by
     generalised CV; logistic with its penalty chosen by 3-fold CV up to ``GLM_PATH_ROWS`` rows, the path on at
-    most :data:`START_ROWS` of them, and ``GLM_1``'s fixed penalty above)."""
-    from automl.estimators import GLM_CS, GLM_PATH_ROWS, LinearModel
+    most :data:`START_ROWS` of them, and ``GLM_1``'s fixed penalty above), or ``GLM_1``'s own where it was fitted
+    on these rows in this process (its fold models: ``automl.estimators.FITTED_GLMS``)."""
+    from automl.estimators import FITTED_GLMS, GLM_CS, GLM_PATH_ROWS, LinearModel, rows_key
 
     kind = "regression" if task == "regression" else "binary"
+    if kind == "binary" and (fitted := FITTED_GLMS.get(rows_key(x, y))) is not None:
+        return fitted
     glm = LinearModel(kind, Cs=GLM_CS)
     if kind == "binary" and START_ROWS < len(x) <= GLM_PATH_ROWS:
         rows = np.sort(np.random.default_rng(0).permutation(len(x))[:START_ROWS])
@@ -162,10 +165,12 @@ def _start_glm(x: np.ndarray, y: np.ndarray, task: str) -> tuple[np.ndarray, np.
 def start_glm(x: np.ndarray, y: np.ndarray, task: str, units: int, skip: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """The kernel (columns, ``units``) and bias of :func:`_start_glm` on all but the last ``skip`` columns of ``x``
     (zeros where a class is missing from ``y``), cached: a search's trials train on one matrix."""
+    from automl.estimators import rows_key
+
     x = x[:, :x.shape[1] - skip]
     # Its GLM is fitted once per matrix (a 3-fold path of 5 penalties: seconds on 10k rows of a few hundred
     # columns), not for each trial; the population's members, which read no codes, share it.
-    key = (x.shape, task, float(np.sum(x, dtype="float64")), float(np.sum(y, dtype="float64")))
+    key = (task, *rows_key(x, y))
     if key not in _GLMS:
         while len(_GLMS) >= GLM_CACHE:
             _GLMS.pop(next(iter(_GLMS)))

@@ -294,3 +294,23 @@ def test_cross_validation_keeps_a_networks_glm_start_where_it_does_as_well_out_o
         assert model.metrics["auc"] == pytest.approx(roc_auc_score(y, starts), abs=1e-4)
     else:
         assert model.metrics["auc"] >= roc_auc_score(y, starts) - 1e-4
+
+
+def test_a_networks_glm_start_is_glm_1s_fold_model_when_it_was_fitted_on_the_same_rows(pima, monkeypatch):
+    """GLM_1's fold models are remembered by their rows: a network started as the GLM of the same rows (its fold
+    of the same cross-validation) takes the model itself and fits none."""
+    from automl.estimators import GLM_CS, LinearModel
+    from automl.training import KerasNetwork
+
+    _, _, x, y = pima
+    values = x.fillna(0).to_numpy("float32")
+    values = (values - values.mean(axis=0)) / values.std(axis=0)
+    glm = LinearModel("binary", Cs=GLM_CS).fit(values[:500], y[:500])
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the start fitted a GLM of its own")
+
+    monkeypatch.setattr(LinearModel, "fit", refuse)
+    params = {**MLP_WARM_STARTS[0], "linear_start": True}
+    net = KerasNetwork(params, "binary", epochs=0, seed=0).fit(values[:500], y[:500])
+    np.testing.assert_allclose(net.predict_proba(values[500:]), glm.predict_proba(values[500:]), atol=1e-5)
