@@ -133,49 +133,38 @@ def predict_views(params: dict[str, Any], family: str) -> int:
 BODIES = {"mlp": _mlp_body, "cnn": _cnn_body}
 
 
-#: GLMs of the last few matrices :func:`linear_start` was given (their coefficients), by the matrix's shape and sums.
-_GLMS: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
-GLM_CACHE = 8  # a search's matrix, and each fold's of a network's cross-validation
 #: Rows a network's starting GLM chooses its penalty on at most (then fitted with it on every row): the 3-fold path
 #: took 5.2 s on 10,000 rows of mpls_stops' 95 columns and 0.8 s on 5,000, once per fold of a network's CV.
 START_ROWS = 5_000
 
 
-def _start_glm(x: np.ndarray, y: np.ndarray, task: str) -> tuple[np.ndarray, np.ndarray]:
-    """The kernel (columns, units) and bias of the GLM of ``x`` and ``y``, fitted as ``GLM_1`` is (ridge by
-    generalised CV; logistic with its penalty chosen by 3-fold CV up to ``GLM_PATH_ROWS`` rows, the path on at
-    most :data:`START_ROWS` of them, and ``GLM_1``'s fixed penalty above), or ``GLM_1``'s own where it was fitted
-    on these rows in this process (its fold models: ``automl.estimators.FITTED_GLMS``)."""
-    from automl.estimators import FITTED_GLMS, GLM_CS, GLM_PATH_ROWS, LinearModel, rows_key
+def _start_glm(x: np.ndarray, y: np.ndarray, kind: str) -> Any:
+    """The GLM of ``x`` and ``y`` fitted as ``GLM_1`` is (ridge by generalised CV; logistic with its penalty chosen
+    by 3-fold CV up to ``GLM_PATH_ROWS`` rows, the path on at most :data:`START_ROWS` of them, and ``GLM_1``'s
+    fixed penalty above): the fitted ridge or scikit-learn model."""
+    from automl.estimators import GLM_CS, GLM_PATH_ROWS, LinearModel
 
-    kind = "regression" if task == "regression" else "binary"
-    if kind == "binary" and (fitted := FITTED_GLMS.get(rows_key(x, y))) is not None:
-        return fitted
     glm = LinearModel(kind, Cs=GLM_CS)
     if kind == "binary" and START_ROWS < len(x) <= GLM_PATH_ROWS:
         rows = np.sort(np.random.default_rng(0).permutation(len(x))[:START_ROWS])
         chosen = LinearModel(kind, Cs=GLM_CS).fit(x[rows], y[rows]).model_  # LogisticRegressionCV, or one C
         glm = LinearModel(kind, C=float(np.ravel(chosen.C_ if hasattr(chosen, "C_") else chosen.C)[0]))
     glm.fit(x, y)
-    fitted = glm if kind == "regression" else glm.model_
-    return (np.asarray(fitted.coef_, dtype="float32").reshape(-1, x.shape[1]).T,
-            np.asarray(fitted.intercept_, dtype="float32").reshape(-1))
+    return glm if kind == "regression" else glm.model_
 
 
 def start_glm(x: np.ndarray, y: np.ndarray, task: str, units: int, skip: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """The kernel (columns, ``units``) and bias of :func:`_start_glm` on all but the last ``skip`` columns of ``x``
-    (zeros where a class is missing from ``y``), cached: a search's trials train on one matrix."""
-    from automl.estimators import rows_key
+    """The kernel (columns, ``units``) and bias of the GLM of all but the last ``skip`` columns of ``x`` and of
+    ``y`` (:func:`_start_glm`; zeros where a class is missing from ``y``). Remembered by the rows
+    (``automl.estimators.GLM_FITS``): a search's trials on one matrix share one fit (a 3-fold path of 5 penalties
+    takes seconds on 10k rows of a few hundred columns), the population's members too, and a fold's network takes
+    GLM_1's own fold model where GLM_1 was fitted on its rows in this process."""
+    from automl.estimators import GLM_FITS, remember_glm, rows_key
 
     x = x[:, :x.shape[1] - skip]
-    # Its GLM is fitted once per matrix (a 3-fold path of 5 penalties: seconds on 10k rows of a few hundred
-    # columns), not for each trial; the population's members, which read no codes, share it.
-    key = (task, *rows_key(x, y))
-    if key not in _GLMS:
-        while len(_GLMS) >= GLM_CACHE:
-            _GLMS.pop(next(iter(_GLMS)))
-        _GLMS[key] = _start_glm(x, y, task)
-    kernel, bias = _GLMS[key]
+    kind = "regression" if task == "regression" else "binary"
+    key = (kind, *rows_key(x, y))
+    kernel, bias = GLM_FITS[key] if key in GLM_FITS else remember_glm(key, _start_glm(x, y, kind), x.shape[1])
     if kernel.shape[1] != units:  # a class missing from these rows: start from zero rather than misplace one
         return np.zeros((x.shape[1], units), "float32"), np.zeros(units, "float32")
     return kernel, bias

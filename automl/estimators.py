@@ -36,11 +36,12 @@ GLM_CHUNK = 100
 #: Larger tables keep C=0.1: 16 fits would not be worth their time there.
 GLM_PATH_ROWS = 10_000
 GLM_CS = (0.01, 0.1, 1.0, 10.0, 100.0)
-#: The kernels (columns, units) and biases of the last few logistic GLMs fitted as GLM_1 is (with ``Cs``), by
-#: their rows (:func:`rows_key`): a network that starts as the GLM of the same rows (a fold's) starts from GLM_1's
-#: fold model itself, at no cost (:func:`automl.bodies.start_glm`).
-FITTED_GLMS: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
-FITTED_GLMS_KEPT = 8
+#: The kernels (columns, units) and biases of the last few GLMs fitted as GLM_1 is (with ``Cs``; logistic, keyed
+#: ``("binary", *rows_key(x, y))``) or as a network's start (:func:`automl.bodies.start_glm`): a network that starts
+#: as the GLM of the same rows (a fold's) takes GLM_1's fold model itself, and a search's trials on one matrix share
+#: one fit.
+GLM_FITS: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+GLM_FITS_KEPT = 16  # GLM_1's folds, a network's folds, and the search's matrix, with room
 
 
 def rows_key(x: np.ndarray, y: np.ndarray) -> tuple:
@@ -49,14 +50,14 @@ def rows_key(x: np.ndarray, y: np.ndarray) -> tuple:
     return x.shape, float(np.sum(x, dtype="float64")), float(np.sum(y, dtype="float64"))
 
 
-def remember_glm(cache: dict[tuple, tuple[np.ndarray, np.ndarray]], kept: int, key: tuple, model: Any,
-                 columns: int) -> tuple[np.ndarray, np.ndarray]:
-    """Keep ``model``'s kernel (columns, units) and bias under ``key`` in ``cache`` (its last ``kept``)."""
-    while len(cache) >= kept:
-        cache.pop(next(iter(cache)))
-    cache[key] = (np.asarray(model.coef_, dtype="float32").reshape(-1, columns).T,
-                  np.asarray(model.intercept_, dtype="float32").reshape(-1))
-    return cache[key]
+def remember_glm(key: tuple, model: Any, columns: int) -> tuple[np.ndarray, np.ndarray]:
+    """Keep ``model``'s kernel (columns, units) and bias in :data:`GLM_FITS` under ``key`` (its last
+    :data:`GLM_FITS_KEPT`), and return them."""
+    while len(GLM_FITS) >= GLM_FITS_KEPT:
+        GLM_FITS.pop(next(iter(GLM_FITS)))
+    GLM_FITS[key] = (np.asarray(model.coef_, dtype="float32").reshape(-1, columns).T,
+                     np.asarray(model.intercept_, dtype="float32").reshape(-1))
+    return GLM_FITS[key]
 
 
 def _past(deadline: float | None) -> bool:
@@ -294,7 +295,7 @@ class LinearModel(_Reference):
                 warnings.simplefilter("ignore", ConvergenceWarning)
                 warnings.simplefilter("ignore", FutureWarning)
                 self.model_.fit(x, y)
-            remember_glm(FITTED_GLMS, FITTED_GLMS_KEPT, rows_key(x, y), self.model_, x.shape[1])
+            remember_glm(("binary", *rows_key(x, y)), self.model_, x.shape[1])
             return self
         self.model_ = LogisticRegression(C=self.C, tol=tol, max_iter=GLM_CHUNK, warm_start=True,
                                          random_state=self.seed)
@@ -310,7 +311,7 @@ class LinearModel(_Reference):
                     self.cut_short_ = True
                     break
         if self.Cs and not self.cut_short_:  # GLM_1 above GLM_PATH_ROWS
-            remember_glm(FITTED_GLMS, FITTED_GLMS_KEPT, rows_key(x, y), self.model_, x.shape[1])
+            remember_glm(("binary", *rows_key(x, y)), self.model_, x.shape[1])
         return self
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
