@@ -140,10 +140,12 @@ class _Run:
         self.slices = self.networks and not search.in_background(state)
         if self.networks:
             if not self.slices:
-                self.scheduler.add(Job(f"first {self.family}", self.family, 0.005, self._first_network_estimate,
+                # After GLM_1 (0.01): a GLM-started network's folds take GLM_1's fold models as their start.
+                self.scheduler.add(Job(f"first {self.family}", self.family, 0.015, self._first_network_estimate,
                                        self._first_network, required=True, cap=self._cap(),
                                        # its trial's cap applies once it runs
-                                       ready=self._network_ready, prepare=partial(search.prepare_networks, state)))
+                                       ready=partial(self._network_ready, True),
+                                       prepare=partial(search.prepare_networks, state)))
             else:
                 self.scheduler.add(self._slice_job(0.005, required=True))
 
@@ -185,19 +187,22 @@ class _Run:
 
     # -- the network search -----------------------------------------------------------------------------------
 
-    def _network_ready(self) -> bool:
-        """A network configuration can be ranked: a trial completed, and (holdout) the workers have ended; in
-        reproducible mode, the search has run to its count."""
+    def _network_ready(self, first: bool = False) -> bool:
+        """A network configuration can be ranked: a trial completed (the ``first`` MLP needs none: the default
+        configuration, :func:`automl.search.default_trial`), and (holdout) the workers have ended; in reproducible
+        mode, the search has run to its count."""
         if search.in_background(self.state) and not search.evaluates_beside_workers(self.state):
             return False
         if self.reproducible and not self.net_search_over:
             return False
-        return bool(self._completed("net"))
+        return (first and self.state.family == "mlp") or bool(self._completed("net"))
 
     def _first_network_estimate(self) -> float:
-        """The least that ranks a first network: the cheapest completed configuration's cost (the job then ranks
-        the best one that fits, :meth:`_first_network`)."""
+        """The least that ranks a first network: the default MLP's cost; for CNNs, the cheapest completed
+        configuration's (the job then ranks the best one that fits, :meth:`_first_network`)."""
         done = self._completed("net")
+        if self.state.family == "mlp":
+            return search.network_cost(self.state, search.default_trial(self.state, done), least=True)
         if done:
             return min(search.network_cost(self.state, t, least=True) for t in done)
         return FIRST_NETWORK_SHARE * self.state.budget.seconds
@@ -212,10 +217,15 @@ class _Run:
         return full if self._cap() is None else min(full, self._cap())
 
     def _first_network(self, pace: Pace) -> Any:
-        """Rank the best completed configuration whose cost fits the job's time, else the cheapest: a packed
-        ensemble that took a minute as a trial on a 44k-row table must not leave the board without a network (the
-        best, if another was ranked, is queued after it as any better configuration is)."""
+        """Rank the first network: the default MLP (the portfolio's first, cheapest configuration, whatever trials
+        are back: at 30 s a packed trial chosen as the best that fit was stopped after its first fold), or the
+        best completed CNN whose cost fits the job's time, else the cheapest (a CNN that took a minute as a trial
+        must not leave the board without one). The best configuration is queued after it, as any better one is."""
         done, left = self._completed("net"), pace.deadline - pace.clock()
+        if self.state.family == "mlp":
+            trial = search.default_trial(self.state, done)
+            self.evaluated["net"].add(search.configuration_key(trial))
+            return self._rank_network(trial, pace)
         correction = self.scheduler.corrections.get(self.family, 1.0)
         costs = [correction * search.network_cost(self.state, t, least=True) for t in done]  # best first
         fitting = [t for t, cost in zip(done, costs, strict=True) if cost <= left]
@@ -277,7 +287,7 @@ class _Run:
 
     def _network_job(self, trial: TrialRecord) -> Job:
         """Rank ``trial``'s configuration, at its turn among the network jobs."""
-        return Job(f"{self.family}_{trial.number}", self.family, self._step("net"),
+        return Job(search.network_id(self.state, trial), self.family, self._step("net"),
                    search.network_cost(self.state, trial, least=True), lambda pace: self._rank_network(trial, pace),
                    cap=self._cap(), prepare=partial(search.prepare_networks, self.state))
 

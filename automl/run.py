@@ -122,6 +122,9 @@ def _names(text: str) -> list[str]:
 
 
 def _fail(message: str) -> int:
+    from automl.engines.warm import discard
+
+    discard()
     print(f"error: {message}", file=sys.stderr)
     return 2
 
@@ -145,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         _check_source(config)
     except InputError as exc:  # a bad option or a missing file costs no server start-up
         return _fail(str(exc))
+    _warm_up(config)
     api = ApiStartup().begin()  # the Prefect API starts while the data is loaded and checked
     if config.search.fan_out and api.kind.startswith("temporary"):
         api.stop()
@@ -156,13 +160,13 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(exc))
     from flows.automl_flow import automl_flow  # Prefect's ~3 s import overlaps the server's start-up
 
-    if api.slow_start and {"MLP", "CNN"} & config.evaluation.algos and config.search.n_workers <= 1:
+    if api.slow_start and {"MLP", "CNN"} & config.evaluation.algos:
         from automl.quiet import import_tensorflow
 
-        # A first run's server migrates its database for 10-60 s: TensorFlow's ~6 s import fits inside. On a
-        # warm machine the server answers in ~4 s and the first models (GBM) need no TensorFlow: it waits.
-        # With local worker processes, networks train in those: this process imports it when it first
-        # cross-validates one (automl.search.evaluate_configuration), one thread beside them (automl.jobs).
+        # A first run's server migrates its database for 10-60 s: TensorFlow's ~6 s import fits inside (this
+        # process ranks the networks: its first MLP right after GLM_1, automl.jobs). On a warm machine the server
+        # answers in ~4 s: imported here, it delayed the data by 5 s, and the workers' first trials with it (a
+        # 30 s run's start-up took 11.7 s); the first network's job imports it after GLM_1 instead.
         import_tensorflow(args.verbose)
     # What Prefect imports at a flow run's first call (~0.35 s): here it overlaps the temporary server's start-up.
     import fastapi.encoders  # noqa: F401  (Prefect serializes flow parameters with it)
@@ -186,6 +190,15 @@ def main(argv: list[str] | None = None) -> int:
     # Skip the interpreter's final collection of TensorFlow's object graph: 2-8 s at exit, after the budget.
     gc.freeze()
     return 0
+
+
+def _warm_up(config: Any) -> None:
+    """Start the search's worker processes now: their TensorFlow import (7-9 s) overlaps the Prefect API's start-up
+    and the data's checks, where it had delayed a 30 s run's first trial to 17 s after the workers started."""
+    from automl.engines.warm import warm_up
+    from automl.state import expected_workers
+
+    warm_up(expected_workers(config))
 
 
 class _NoTraceback(logging.Filter):

@@ -26,7 +26,7 @@ from automl import devices
 from automl.bagging import take_rows
 from automl.bodies import TTA_SHIFTS, predict_views
 from automl.budget import FINISH_SECONDS, Budget
-from automl.engines import SearchData, SearchJob, StopPolicy, TrialRecord, get_engine
+from automl.engines import SearchData, SearchJob, StopPolicy, TrialRecord, get_engine, warm
 from automl.evaluation import Evaluated, holdout_split
 from automl.events import StageEvents
 from automl.image_store import ImageRows, row_maxima
@@ -41,7 +41,8 @@ from automl.state import RunState
 __all__ = ["start_workers", "in_background", "join_search", "search_slice", "running_trials", "keep_trials",
            "search_data", "search_job", "background_stop", "load_worker_files", "network_cost",
            "evaluate_configuration", "prepare_networks", "evaluates_beside_workers", "placement", "best_configurations",
-           "configuration_key", "trial_model", "TOP_CONFIGS", "KEEP_SHARE", "REUSE_SECONDS", "reuse_seconds"]
+           "configuration_key", "trial_model", "TOP_CONFIGS", "KEEP_SHARE", "REUSE_SECONDS", "reuse_seconds",
+           "default_trial", "network_id", "DEFAULT_NUMBER"]
 
 #: How many of the best search configurations the background search keeps time for, under a holdout.
 TOP_CONFIGS = 3
@@ -82,6 +83,14 @@ PARTIAL_TRIAL_SHARE = 0.3
 #: a CNN's seconds of prediction per pixel (x channels, x test-time view) on one thread: the default CNN predicted
 #: 2,000 images with TTA at 1.8e-7 (34x34 RGB) to 2.6e-7 (28x28 grey). On 4,000 RGB 34x34 images: 21 s.
 REUSE_SECONDS, CNN_PREDICT_SECONDS_PER_PIXEL = 2.0, 3e-7
+#: A run's first MLP, before any trial has come back, is the portfolio's first configuration (the search's first
+#: warm start: :func:`default_trial`), ranked as ``MLP_default``; its number on no trial. At 30 s the workers'
+#: first trials came back with 5-8 s left, too late to cross-validate one.
+DEFAULT_NUMBER = -1
+#: Seconds every network fit costs beyond its epochs (the model's build, tracing), which a trial's duration does
+#: not show when it trained in a population; and the default's seconds per row and epoch before any measurement
+#: (1 layer of 32 units at batch 32, 2 cores: 20 epochs took 0.9 s on 614 rows, 1.6 s on 5,000, 8 s on 40,000).
+FIT_SECONDS, DEFAULT_ROW_EPOCH_SECONDS = 0.8, 1.2e-5
 #: The search split's arrays, as worker processes read them (see :func:`load_worker_files`).
 ARRAYS = ("x_train", "y_train", "x_val", "y_val")
 #: Bumped when a space changes meaning: a study searched over another space is not resumed.
@@ -98,6 +107,7 @@ def start_workers(state: RunState) -> None:
     parallel = settings.processes > 0 or settings.fan_out > 0  # remote workers join a study opened here
     if engine.SUPPORTS_WORKERS and parallel and state.family.upper() in state.config.evaluation.algos:
         state.workers = engine.start(search_job(state, with_spec=True), state.budget, state.events)
+    warm.discard()  # the workers warmed up at start-up that the search did not take (fewer were needed)
 
 
 def in_background(state: RunState) -> bool:
@@ -197,6 +207,27 @@ def _features(family: str) -> str:
 def _codes(state: RunState, family: str) -> int:
     """Category code columns at the end of the family's matrix: one per categorical column for an MLP."""
     return len(state.schema.categorical) if _features(family) == "network" else 0
+
+
+def default_trial(state: RunState, trials: list[TrialRecord]) -> TrialRecord:
+    """The search's first warm start: its completed trial among ``trials`` if there is one, else as a trial not
+    run yet, its duration costed (:data:`DEFAULT_ROW_EPOCH_SECONDS`). A run's first network: the cheapest
+    configuration of the portfolio, ranked before any other (AutoGluon's default network, H2O's first DeepLearning)."""
+    from automl.training import EPOCH_CHUNK, PATIENCE_CHUNKS
+
+    params = dict(search_job(state).warm_starts[0])
+    key = json.dumps(params, sort_keys=True, default=str)
+    if ran := [t for t in trials if configuration_key(t) == key]:
+        return ran[0]
+    # A GLM-started network's refit tries EPOCH_CHUNK * PATIENCE_CHUNKS epochs after its start (_target_epochs).
+    best = 0 if params.get("linear_start") else EPOCH_CHUNK * PATIENCE_CHUNKS
+    seconds = len(_search_rows(state)[0]) * EPOCH_CHUNK * PATIENCE_CHUNKS * DEFAULT_ROW_EPOCH_SECONDS
+    return TrialRecord(DEFAULT_NUMBER, "COMPLETE", math.nan, best, seconds, params, family=state.family)
+
+
+def network_id(state: RunState, trial: TrialRecord) -> str:
+    """The board's name for ``trial``'s configuration: ``MLP_<trial number>``, or ``MLP_default``."""
+    return f"{state.family.upper()}_{'default' if trial.number == DEFAULT_NUMBER else trial.number}"
 
 
 def _search_rows(state: RunState) -> tuple[np.ndarray, np.ndarray]:
@@ -335,7 +366,8 @@ def network_cost(state: RunState, trial: TrialRecord, least: bool = False) -> fl
     rows, fewer epochs: what :func:`evaluate_configuration` trains at the least)."""
     if trial_model(state, trial) is not None:
         return reuse_seconds(state, trial.params)
-    return len(state.protocol.folds) * _refit_seconds(state, trial) * (1.0 if least else _row_scale(state))
+    return len(state.protocol.folds) * (FIT_SECONDS + _refit_seconds(state, trial) * (1.0 if least else
+                                                                                    _row_scale(state)))
 
 
 def reuse_seconds(state: RunState, params: dict[str, Any] | None = None) -> float:
@@ -381,12 +413,12 @@ def evaluate_configuration(state: RunState, trial: TrialRecord, pace: Pace) -> E
                                           f"epochs estimated at {network_cost(state, trial):.0f}s, {available:.0f}s "
                                           "left")
             return None
-        state.events.warn("evaluate", f"trial {trial.number} refits with {epochs} epochs on {rows} rows, fewer "
-                                      f"samples than its {target} epochs on the search's rows: {folds} "
+        state.events.warn("evaluate", f"{network_id(state, trial)} refits with {epochs} epochs on {rows} rows, "
+                                      f"fewer samples than its {target} epochs on the search's rows: {folds} "
                                       f"fits estimated at {network_cost(state, trial):.0f}s, {available:.0f}s left")
     algo = state.family.upper()
     candidate = Candidate(
-        f"{algo}_{trial.number}", algo,
+        network_id(state, trial), algo,
         lambda: KerasNetwork(trial.params, state.schema.task, epochs=epochs, seed=state.config.seed,
                              n_classes=state.n_classes, family=state.family, validation_share=REFIT_HELD_OUT,
                              n_codes=_codes(state, state.family)),
@@ -421,7 +453,7 @@ def _rank_trial_model(state: RunState, trial: TrialRecord, saved: Path, pace: Pa
     from automl.training import KerasNetwork
 
     algo = state.family.upper()
-    candidate = Candidate(f"{algo}_{trial.number}", algo,
+    candidate = Candidate(network_id(state, trial), algo,
                           lambda: KerasNetwork(trial.params, state.schema.task, epochs=trial.best_epoch,
                                                n_classes=state.n_classes, family=state.family, pretrained=str(saved)),
                           {**trial.params, "epochs": trial.best_epoch}, features=_features(state.family))

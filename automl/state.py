@@ -29,8 +29,8 @@ from automl.metrics import DEFAULT_SORT, Metric, get
 from automl.preprocess import Schema, encode_target, infer_schema
 from automl.sources import Source, describe
 
-__all__ = ["RunState", "start", "load_leaderboard_frame", "DEFAULT_RUNTIME_SECS", "DEFAULT_IMAGE_RUNTIME_SECS",
-           "RUNS_DIR_ENV"]
+__all__ = ["RunState", "start", "expected_workers", "load_leaderboard_frame", "DEFAULT_RUNTIME_SECS",
+           "DEFAULT_IMAGE_RUNTIME_SECS", "RUNS_DIR_ENV"]
 
 #: Default budgets: the diabetes run ends well inside 3 minutes on 2 cores, digits inside 4.
 DEFAULT_RUNTIME_SECS = 120.0
@@ -160,6 +160,14 @@ def start(config: RunConfig, data: str | pd.DataFrame | data_mod.Dataset | None 
                              f"features; sort by {metric.name}; "
                              f"{protocol.label()} ({protocol.reason})")
     return RunState(config, ds, schema, x, y, metric, protocol, budget, events, holdout)
+
+
+def expected_workers(config: RunConfig) -> int:
+    """The local worker processes a network search of ``config`` will start, as far as the options tell before the
+    data is read (a table's default budget): the run warms as many up while it starts (``automl.run``)."""
+    if not {"MLP", "CNN"} & config.evaluation.algos or config.search.engine != "optuna":
+        return 0
+    return config.replace(**_workers(config, config.max_runtime_secs or DEFAULT_RUNTIME_SECS)).search.processes
 
 
 def _workers(config: RunConfig, budget_s: float, every_core: bool = False) -> dict[str, Any]:

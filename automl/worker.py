@@ -119,4 +119,6 @@ def _newest_study(url: str | None, folder: Path, project: str) -> str:
 
 if __name__ == "__main__":
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sys.exit(main())
+    from automl.engines.warm import WARM_FLAG, serve
+
+    sys.exit(serve() if sys.argv[1:] == [WARM_FLAG] else main())

@@ -15,6 +15,7 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from automl.devices import usable_cores
+from automl.engines import warm
 from automl.engines.base import SearchJob
 from automl.engines.optuna_engine.ledger import Attr, StudyStop
 from automl.engines.optuna_engine.policy import DEFAULT_POLICY, WorkerExit, WorkerPolicy
@@ -50,9 +51,12 @@ class Pool:
         trials = self.policy.trials_per_process if trials is None else trials
         # Worker output (TensorFlow's start-up chatter, tracebacks) goes to a log file, not the user's terminal.
         self.logs.mkdir(parents=True, exist_ok=True)
-        with open(self.logs / f"worker-{slot}.log", "ab") as log:
-            self.procs[slot] = subprocess.Popen([*self.command, "--trials", str(trials), "--index", str(slot)],
-                                                stdout=log, stderr=subprocess.STDOUT)
+        command = [*self.command, "--trials", str(trials), "--index", str(slot)]
+        # A worker warm since the run began (TensorFlow imported) takes its orders; else one starts cold.
+        if (proc := warm.take(command[3:], self.logs / f"worker-{slot}.log")) is None:
+            with open(self.logs / f"worker-{slot}.log", "ab") as log:
+                proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        self.procs[slot] = proc
         self.started[self.procs[slot].pid] = datetime.now()  # the clock of Optuna's datetime_start
 
     def start_all(self, stop: StudyStop) -> None:
