@@ -28,7 +28,8 @@ from automl.reference import reference_portfolio
 from automl.schedule import Job, JobCutShort, Pace, Scheduler
 from automl.state import RunState
 
-__all__ = ["run_jobs", "end_seconds", "BATCH_SHARE", "MIN_BATCH_SECONDS", "MAX_BATCH_SECONDS", "FIRST_NETWORK_SHARE"]
+__all__ = ["run_jobs", "end_seconds", "refits_seconds", "REFIT_SHARE", "BATCH_SHARE", "MIN_BATCH_SECONDS",
+           "MAX_BATCH_SECONDS", "FIRST_NETWORK_SHARE"]
 
 #: A GBM search batch (or a network search slice in this process) lasts this share of the budget, within
 #: [MIN_BATCH_SECONDS, MAX_BATCH_SECONDS]: long enough for several trials, short enough that the queue looks
@@ -58,8 +59,13 @@ OUTPUT_SECONDS, OUTPUT_SECONDS_PER_MODEL, OUTPUT_SECONDS_PER_FEATURE = 3.0, 0.1,
 OUTPUT_FEATURE_SECONDS = 5.0
 #: The level-2 stack's time is kept from the queue only where its estimate is at most this share of the budget:
 #: at 30 s (2x GBM_1's time: 8 s on penguins) it took a third of what the queue could use, for a stack that joins
-#: the board only when it beats level 1. Beyond this share it runs in time left over, if any.
-LEVEL_TWO_SHARE = 0.1
+#: the board only when it beats level 1. Beyond this share it runs in time left over, if any. 0.1 kept 2.4 s of
+#: penguins' 30 s, and its first network missed by 0.2 s; the stack was used in none of eight such runs.
+LEVEL_TWO_SHARE = 0.05
+#: The refits on all rows (under a holdout) keep their time from the queue only where it is at most this share of
+#: the budget (as the level-2 stack): at 30 s on a 43k-row table GBM_1's refit (9 s) was kept from the first
+#: model on, and every model but two was skipped. Beyond it they run in time left over, if any.
+REFIT_SHARE = 0.2
 #: Ensembles: seconds per base model and scored row (three stacks, greedy selection on up to 10k rows).
 ENSEMBLE_SECONDS_PER_CELL = 2e-6
 
@@ -76,8 +82,15 @@ def end_seconds(state: RunState) -> float:
     """Seconds kept for the end of the run: the ensembles (the level-2 stack where it is cheap enough, see
     :data:`LEVEL_TWO_SHARE`), the refits on all rows (holdout), the outputs."""
     level_two = ensembles.level_two_estimate(state)
-    return (outputs_seconds(state) + ensembles_seconds(state) + refit.refit_estimate(state)
+    return (outputs_seconds(state) + ensembles_seconds(state) + refits_seconds(state)
             + (level_two if level_two <= LEVEL_TWO_SHARE * state.budget.seconds else 0.0))
+
+
+def refits_seconds(state: RunState) -> float:
+    """Seconds kept for the refits on all rows: their estimate where it is at most :data:`REFIT_SHARE` of the
+    budget, else none (they run in time left over, if any)."""
+    estimate = refit.refit_estimate(state)
+    return estimate if estimate <= REFIT_SHARE * state.budget.seconds else 0.0
 
 
 def outputs_seconds(state: RunState) -> float:
@@ -145,7 +158,8 @@ class _Run:
                                        self._first_network, required=True, cap=self._cap(),
                                        # its trial's cap applies once it runs
                                        ready=partial(self._network_ready, True),
-                                       prepare=partial(search.prepare_networks, state)))
+                                       prepare=partial(search.prepare_networks, state),
+                                       prepare_seconds=partial(search.prepare_seconds, state)))
             else:
                 self.scheduler.add(self._slice_job(0.005, required=True))
 
@@ -198,11 +212,12 @@ class _Run:
         return (first and self.state.family == "mlp") or bool(self._completed("net"))
 
     def _first_network_estimate(self) -> float:
-        """The least that ranks a first network: the default MLP's cost; for CNNs, the cheapest completed
+        """The least that ranks a first network: the default MLP's for one epoch (it trains the epochs its time
+        pays for; a GLM-started one keeps its start where they do no better); for CNNs, the cheapest completed
         configuration's (the job then ranks the best one that fits, :meth:`_first_network`)."""
         done = self._completed("net")
         if self.state.family == "mlp":
-            return search.network_cost(self.state, search.default_trial(self.state, done), least=True)
+            return search.network_cost(self.state, search.default_trial(self.state, done), epochs=1)
         if done:
             return min(search.network_cost(self.state, t, least=True) for t in done)
         return FIRST_NETWORK_SHARE * self.state.budget.seconds
@@ -289,7 +304,8 @@ class _Run:
         """Rank ``trial``'s configuration, at its turn among the network jobs."""
         return Job(search.network_id(self.state, trial), self.family, self._step("net"),
                    search.network_cost(self.state, trial, least=True), lambda pace: self._rank_network(trial, pace),
-                   cap=self._cap(), prepare=partial(search.prepare_networks, self.state))
+                   cap=self._cap(), prepare=partial(search.prepare_networks, self.state),
+                   prepare_seconds=partial(search.prepare_seconds, self.state))
 
     def _claim_next(self) -> TrialRecord | None:
         """The best completed network configuration not queued for ranking yet, marked queued."""

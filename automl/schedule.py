@@ -110,6 +110,9 @@ class Job:
     #: Work before the job's time starts (TensorFlow's import before a network's first fit: seconds, once, that
     #: say nothing of the model's cost nor count against its cap).
     prepare: Callable[[], None] | None = None
+    #: The seconds ``prepare`` will take (0 once done): the job starts only where they fit beside its estimate
+    #: (a first network admitted at 1.2 s on a 47k-row table found -1 s left after TensorFlow's 5 s import).
+    prepare_seconds: Callable[[], float] = lambda: 0.0
     retry: Callable[[Job, JobCutShort], Job | None] | None = None
     #: False while the job cannot start yet (a network's first model waits for the search's first trial); its
     #: time is kept meanwhile when it is ``required``.
@@ -217,7 +220,7 @@ class Scheduler:
         none for the first ("skipped GBM_1: estimated 5.3s, 0.0s usable" on churn at 30 s)."""
         finish = self.finish_seconds() if finish is None else finish
         room, kept = self.budget.deadline - self.clock() - finish, 0.0
-        own = PACE_TOLERANCE * self.estimate(job) if job is not None and job.required else 0.0
+        own = PACE_TOLERANCE * self.estimate(job) + job.prepare_seconds() if job is not None and job.required else 0.0
         for other in sorted((j for j in self.queue if j.required and j is not job), key=_key):
             if own and _key(job) < _key(other):  # job's turn comes first: the others keep what is left after it
                 room, own = room - own, 0.0
@@ -239,7 +242,7 @@ class Scheduler:
         for job in sorted(self.queue, key=_key):
             if not job.ready():
                 continue
-            usable = self.usable(job, finish)
+            usable = self.usable(job, finish) - job.prepare_seconds()
             estimate = self.estimate(job)
             if job.cap is not None and estimate > job.cap + CAP_SLACK_SECONDS and job.retry is None:
                 self.skip(job, f"estimated {estimate:.1f}s, over its {job.cap:g}s cap")

@@ -42,7 +42,7 @@ __all__ = ["start_workers", "in_background", "join_search", "search_slice", "run
            "search_data", "search_job", "background_stop", "load_worker_files", "network_cost",
            "evaluate_configuration", "prepare_networks", "evaluates_beside_workers", "placement", "best_configurations",
            "configuration_key", "trial_model", "TOP_CONFIGS", "KEEP_SHARE", "REUSE_SECONDS", "reuse_seconds",
-           "default_trial", "network_id", "DEFAULT_NUMBER"]
+           "default_trial", "network_id", "DEFAULT_NUMBER", "prepare_seconds"]
 
 #: How many of the best search configurations the background search keeps time for, under a holdout.
 TOP_CONFIGS = 3
@@ -91,6 +91,8 @@ DEFAULT_NUMBER = -1
 #: not show when it trained in a population; and the default's seconds per row and epoch before any measurement
 #: (1 layer of 32 units at batch 32, 2 cores: 20 epochs took 0.9 s on 614 rows, 1.6 s on 5,000, 8 s on 40,000).
 FIT_SECONDS, DEFAULT_ROW_EPOCH_SECONDS = 0.8, 1.2e-5
+#: TensorFlow's import in the run's process beside a search worker (2 cores): 4.7-5.6 s in 30 s runs.
+IMPORT_SECONDS = 5.0
 #: The search split's arrays, as worker processes read them (see :func:`load_worker_files`).
 ARRAYS = ("x_train", "y_train", "x_val", "y_val")
 #: Bumped when a space changes meaning: a study searched over another space is not resumed.
@@ -360,14 +362,17 @@ def _builtin_names() -> set[str]:
     return set(builtin_cards())
 
 
-def network_cost(state: RunState, trial: TrialRecord, least: bool = False) -> float:
+def network_cost(state: RunState, trial: TrialRecord, least: bool = False, epochs: int | None = None) -> float:
     """Estimated seconds to cross-validate ``trial``'s configuration on the protocol at its best epoch (every
     fold's fit, on up to :data:`MAX_REFIT_ROWS` rows); ``least``: for as many samples as its trial saw (on more
-    rows, fewer epochs: what :func:`evaluate_configuration` trains at the least)."""
+    rows, fewer epochs: what :func:`evaluate_configuration` trains at the least); ``epochs``: for that many epochs
+    on the refit's rows."""
     if trial_model(state, trial) is not None:
         return reuse_seconds(state, trial.params)
-    return len(state.protocol.folds) * (FIT_SECONDS + _refit_seconds(state, trial) * (1.0 if least else
-                                                                                    _row_scale(state)))
+    fit = _refit_seconds(state, trial) * (1.0 if least else _row_scale(state))
+    if epochs is not None:
+        fit = _refit_seconds(state, trial) * _row_scale(state) * epochs / _target_epochs(trial)
+    return len(state.protocol.folds) * (FIT_SECONDS + fit)
 
 
 def reuse_seconds(state: RunState, params: dict[str, Any] | None = None) -> float:
@@ -381,6 +386,13 @@ def reuse_seconds(state: RunState, params: dict[str, Any] | None = None) -> floa
 def _row_scale(state: RunState) -> float:
     """A refit's rows over its trial's: refits train on more rows when the folds have them."""
     return max(1.0, min(len(state.protocol.folds[0][0]), MAX_REFIT_ROWS) / len(_search_rows(state)[0]))
+
+
+def prepare_seconds(state: RunState) -> float:
+    """Seconds :func:`prepare_networks` still takes: TensorFlow's import, where this process has not made it."""
+    import sys
+
+    return 0.0 if "keras" in sys.modules else IMPORT_SECONDS
 
 
 def prepare_networks(state: RunState) -> None:
@@ -405,7 +417,7 @@ def evaluate_configuration(state: RunState, trial: TrialRecord, pace: Pace) -> E
     rows = min(len(state.protocol.folds[0][0]), MAX_REFIT_ROWS)
     target = _target_epochs(trial)
     epoch_seconds = folds * _refit_seconds(state, trial) / target * scale  # one epoch of every fold's fit
-    available = pace.deadline - state.budget.clock()
+    available = pace.deadline - state.budget.clock() - folds * FIT_SECONDS  # what the epochs may use
     epochs = _refit_epochs(trial, epoch_seconds, available, scale)
     if epochs * scale < target:
         if state.family == "cnn":  # a CNN trained for fewer epochs than its trial is a weaker model under its name

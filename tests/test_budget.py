@@ -210,6 +210,24 @@ def test_the_level_two_stack_is_kept_time_for_only_where_it_is_a_small_share_of_
     assert end_seconds(state) == pytest.approx(rest + cheap)
 
 
+def test_the_refits_are_kept_time_for_only_where_they_are_a_small_share_of_the_budget(monkeypatch):
+    """Diamonds at 30 s under a holdout: GBM_1's refit on all rows (9 s) was kept from the first model on and every
+    other model was skipped; there the refits run only in time left over, as the level-2 stack."""
+    from automl import ensembles, refit
+    from automl.config import RunConfig
+    from automl.jobs import REFIT_SHARE, end_seconds
+    from automl.state import start
+
+    state = start(RunConfig.from_options(dataset="diabetes", max_runtime_secs=30, verbose=False))
+    monkeypatch.setattr(ensembles, "level_two_estimate", lambda state: 0.0)
+    monkeypatch.setattr(refit, "refit_estimate", lambda state: 0.0)
+    rest = end_seconds(state)
+    monkeypatch.setattr(refit, "refit_estimate", lambda state: 9.0)
+    assert end_seconds(state) == rest  # 9 s of 30: not kept
+    monkeypatch.setattr(refit, "refit_estimate", lambda state: REFIT_SHARE * 30)
+    assert end_seconds(state) == pytest.approx(rest + REFIT_SHARE * 30)
+
+
 def test_a_short_run_trains_every_family(monkeypatch):
     """Pima at 30 s with the start-up and training times measured in such a run (2026-12-05)."""
     from automl.config import RunConfig
@@ -223,20 +241,21 @@ def test_a_short_run_trains_every_family(monkeypatch):
 
 
 @pytest.mark.parametrize(("left", "ranked"), [(100.0, 7), (30.0, 3), (5.0, 3)])
-def test_the_first_network_is_the_best_configuration_that_fits_else_the_cheapest(monkeypatch, left, ranked):
-    """Fake costs: the best trial (7) a packed ensemble that would take 60 s to rank, the next (3) 20 s. With 100 s
-    the best is ranked; with 30 s the best that fits; with 5 s, where none fits, the cheapest. The job's estimate
-    is the cheapest's, so that the scheduler starts it whenever any network fits."""
+def test_the_first_cnn_is_the_best_configuration_that_fits_else_the_cheapest(monkeypatch, left, ranked):
+    """Fake costs: the best trial (7) a CNN that would take 60 s to rank, the next (3) 20 s. With 100 s the best is
+    ranked; with 30 s the best that fits; with 5 s, where none fits, the cheapest. The job's estimate is the
+    cheapest's, so that the scheduler starts it whenever any network fits."""
     from automl import jobs, search
     from automl.config import RunConfig
     from automl.engines import TrialRecord
     from automl.schedule import Pace
     from automl.state import start
 
-    state = start(RunConfig.from_options(dataset="diabetes", max_runtime_secs=120, verbose=False))
-    trials = [TrialRecord(7, "COMPLETE", 0.85, 20, 30.0, params={"ensemble_size": 8}),
-              TrialRecord(3, "COMPLETE", 0.83, 20, 5.0, params={"ensemble_size": 1}),
-              TrialRecord(5, "COMPLETE", 0.80, 20, 8.0, params={"ensemble_size": 1, "units": 256})]
+    state = start(RunConfig.from_options(dataset="digits", max_runtime_secs=120, verbose=False))
+    assert state.family == "cnn"
+    trials = [TrialRecord(7, "COMPLETE", 0.85, 20, 30.0, params={"filters": 64}),
+              TrialRecord(3, "COMPLETE", 0.83, 20, 5.0, params={"filters": 16}),
+              TrialRecord(5, "COMPLETE", 0.80, 20, 8.0, params={"filters": 32})]
     costs = {7: 60.0, 3: 20.0, 5: 25.0}
     run = jobs._Run(state)
     monkeypatch.setattr(run, "_completed", lambda kind: trials)
@@ -245,10 +264,41 @@ def test_the_first_network_is_the_best_configuration_that_fits_else_the_cheapest
     monkeypatch.setattr(run, "_rank_network", lambda trial, pace: chosen.append(trial.number))
     assert run._first_network_estimate() == 20.0
     clock = FakeClock(0.0)
-    run._first_network(Pace("first MLP", 0.0, left, clock))
+    run._first_network(Pace("first CNN", 0.0, left, clock))
     assert chosen == [ranked]
     # The best is ranked now or stays to be claimed later; one ranked here is never queued again.
     assert (run._claim_best("net") is None) == (ranked == 7)
+
+
+@pytest.mark.parametrize("back", ["none", "others", "its own"])
+def test_the_first_mlp_is_the_portfolios_first_configuration_whatever_trials_are_back(monkeypatch, back):
+    """The first MLP is ready before any trial is back, and ranks the search's first warm start: as
+    ``MLP_default`` (costed from the rows) while no trial ran it, as its trial once one did. A packed trial that
+    scored better is claimed after it, as any better configuration is; the default is never queued again."""
+    from automl import jobs, search
+    from automl.config import RunConfig
+    from automl.engines import TrialRecord
+    from automl.schedule import Pace
+    from automl.state import start
+
+    state = start(RunConfig.from_options(dataset="diabetes", max_runtime_secs=120, verbose=False))
+    warm = dict(search.search_job(state).warm_starts[0])
+    trials = {"none": [], "others": [TrialRecord(7, "COMPLETE", 0.85, 20, 30.0, params={"ensemble_size": 8})]}
+    trials["its own"] = [*trials["others"], TrialRecord(0, "COMPLETE", 0.82, 15, 1.0, params=warm)]
+    run = jobs._Run(state)
+    monkeypatch.setattr(run, "_completed", lambda kind: trials[back])
+    chosen: list[TrialRecord] = []
+    monkeypatch.setattr(run, "_rank_network", lambda trial, pace: chosen.append(trial))
+    assert run._network_ready(first=True) and (run._network_ready() == (back != "none"))
+    assert 0 < run._first_network_estimate() < 10.0  # 5 fits of 20 epochs on 614 rows
+    run._first_network(Pace("first MLP", 0.0, 100.0, FakeClock(0.0)))
+    assert [t.params for t in chosen] == [warm]
+    expected = 0 if back == "its own" else search.DEFAULT_NUMBER
+    assert chosen[0].number == expected
+    assert search.network_id(state, chosen[0]) == ("MLP_0" if back == "its own" else "MLP_default")
+    claimed = run._claim_best("net")
+    assert (claimed.number if claimed else None) == (7 if back != "none" else None)
+    assert run._claim_next() is None  # the default (its trial 0 included) is not queued again
 
 
 def test_a_search_whose_cut_trials_are_kept_starts_one_while_part_of_a_trial_fits():

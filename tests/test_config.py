@@ -114,3 +114,22 @@ def test_population_is_auto_by_default_and_one_at_a_time_on_request():
     assert RunConfig.from_options(**options(parse(["diabetes", "--population", "16"]))).search.population == 16
     with pytest.raises(InputError, match="--population must be 1 or more"):
         RunConfig.from_options(population=0)
+
+
+def test_the_workers_warmed_up_at_start_are_those_the_search_will_start(monkeypatch):
+    """As many as ``automl.state`` gives the search (one beside the run's process on 2 cores, at 30 s or more), none
+    where the search runs in the run's process or no network family is allowed."""
+    from automl import devices
+    from automl.config import RunConfig
+    from automl.state import WORKERS_MIN_BUDGET, expected_workers
+
+    monkeypatch.setattr(devices, "usable_cores", lambda *a: 2)
+    monkeypatch.setattr(devices, "default_workers", lambda *a, **k: 1)
+    assert expected_workers(RunConfig.from_options(max_runtime_secs=30)) == 1
+    assert expected_workers(RunConfig.from_options()) == 1  # the default budget
+    assert expected_workers(RunConfig.from_options(max_runtime_secs=WORKERS_MIN_BUDGET - 1)) == 0
+    assert expected_workers(RunConfig.from_options(max_runtime_secs=60, include_algos=["GBM", "GLM"])) == 0
+    assert expected_workers(RunConfig.from_options(max_runtime_secs=60, engine="keras-tuner")) == 0
+    assert expected_workers(RunConfig.from_options(max_runtime_secs=60, workers=3)) == 3
+    monkeypatch.setattr(devices, "usable_cores", lambda *a: 1)
+    assert expected_workers(RunConfig.from_options(max_runtime_secs=60)) == 0

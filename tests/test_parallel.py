@@ -265,3 +265,36 @@ def test_workers_that_recycle_before_the_search_stage_are_replaced(tmp_path: Pat
         pool._keeper.join()
         for proc in pool.procs.values():
             proc.kill()
+
+
+def test_workers_warmed_up_at_the_runs_start_take_the_search_and_the_others_end(tmp_path: Path) -> None:
+    """Worker processes started before the study exists (TensorFlow imported meanwhile) are the ones the pool
+    runs once it opens: their trials carry their process ids and their output goes to the pool's logs. A warm
+    worker no search takes ends: when discarded, or when the run's process closes its input (it ended)."""
+    from automl.engines import optuna_engine, warm
+
+    warm.warm_up(2)
+    warmed = [p.pid for p in warm._warm]
+    config = RunConfig.from_options(max_runtime_secs=900, workers=2, include_algos=["MLP"],
+                                    output_dir=str(tmp_path / "out"), verbose=False)
+    state = start(config, "diabetes")
+    pool = optuna_engine.start(search.search_job(state, with_spec=True), state.budget, state.events,
+                               WorkerPolicy(trials_per_process=2))
+    try:
+        assert sorted(p.pid for p in pool.procs.values()) == sorted(warmed) and not warm._warm
+        ran_in = lambda: {_owner_pid(t) for t in pool.study.get_trials(deepcopy=False)  # noqa: E731
+                          if t.state.is_finished()} - {None}
+        wait_for("a trial of each warm worker", lambda: set(warmed) <= ran_in(), timeout=180, alive=lambda: True)
+        assert "worker 0: Placement" in (pool.logs / "worker-0.log").read_text()
+    finally:
+        pool._supervised.set()
+        pool._keeper.join()
+        for proc in pool.procs.values():
+            proc.kill()
+    warm.warm_up(2)
+    first, second = warm._warm
+    warm._warm.remove(second)
+    second.stdin.close()  # what the end of the run's process does to a warm worker's input
+    assert second.wait(timeout=120) == 0
+    warm.discard()
+    assert first.poll() is not None and not warm._warm

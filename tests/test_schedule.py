@@ -201,6 +201,31 @@ def test_a_capped_job_ends_by_its_cap_whatever_its_preparation_took():
     assert seen[1].slack is None and seen[1].deadline - seen[1].start > 5.0
 
 
+def test_a_job_starts_only_where_its_preparation_fits_beside_its_estimate():
+    """A first network estimated at 2 s with 5 s usable is skipped while TensorFlow's 5 s import is still to come
+    (it would find nothing left after it); once imported, the same job runs. A required job's preparation is
+    kept from the required jobs after it too."""
+    sched, clock, ran = _scheduler(20, finish=15)
+    imported: list[bool] = []
+    job = _job("first MLP", 0.0, 2.0, clock, ran, family="MLP")
+    job.prepare, job.prepare_seconds = (lambda: imported.append(True)), (lambda: 0.0 if imported else 5.0)
+    sched.add(job)
+    sched.drain()
+    assert ran == [] and "estimated 2.0s, 0.0s usable" in sched.ledger.skips[0]
+    imported.append(True)
+    sched.add(job)
+    sched.drain()
+    assert ran == ["first MLP"]
+    sched, clock, ran = _scheduler(100, finish=0)
+    first = _job("first MLP", 0.0, 10.0, clock, ran, family="MLP", required=True)
+    first.prepare_seconds = lambda: 6.0
+    sched.add(first)
+    sched.add(_job("XRT_1", 1.0, 68.0, clock, ran, family="XRT", required=True))
+    assert sched.kept(first) == 0.0  # 12.5 s + 6 s for the network leave 81.5 s, not XRT_1's 85 s: none is kept
+    first.prepare_seconds = lambda: 0.0
+    assert sched.kept(first) == pytest.approx(85.0)
+
+
 def test_a_job_estimated_over_its_cap_is_skipped_with_the_reason():
     sched, clock, ran = _scheduler(100, finish=0)
     sched.add(Job("MLP_3", "MLP", 0, 30.0, lambda pace: ran.append("MLP_3"), cap=5.0))
