@@ -11,6 +11,8 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -243,54 +245,52 @@ def test_a_worker_joining_by_project_skips_the_runs_gbm_search(tmp_path: Path) -
     assert _newest_study(None, tmp_path, "proj") == "proj-abc"
 
 
-def test_workers_that_recycle_before_the_search_stage_are_replaced(tmp_path: Path) -> None:
-    """Workers start while the reference models and the GBM search train, minutes before the search stage
-    supervises them; one that recycled meanwhile had stayed gone (Pima at 120 s: no network from 40 s to 70 s)."""
+@contextmanager
+def _early_workers(tmp_path: Path) -> Iterator[Pool]:
+    """Two workers of a diabetes search started as ``search.start_workers`` does, recycling sooner (the first after
+    one trial); killed at the end."""
     from automl.engines import optuna_engine
 
     config = RunConfig.from_options(max_runtime_secs=900, workers=2, include_algos=["MLP"],
                                     output_dir=str(tmp_path / "out"), verbose=False)
     state = start(config, "diabetes")
-    # What search.start_workers does, with workers that recycle sooner: the first one after one trial.
     pool = optuna_engine.start(search.search_job(state, with_spec=True), state.budget, state.events,
                                WorkerPolicy(trials_per_process=2))
     try:
-        def ran_in() -> set[int]:
-            return {_owner_pid(t) for t in pool.study.get_trials(deepcopy=False) if t.state.is_finished()} - {None}
-
-        # A third worker process ran trials: the keep-alive thread replaced the recycled one, unsupervised.
-        wait_for("a replacement worker's trial", lambda: len(ran_in()) >= 3, timeout=180, alive=lambda: True)
+        yield pool
     finally:
         pool._supervised.set()
         pool._keeper.join()
         for proc in pool.procs.values():
             proc.kill()
+
+
+def _ran_in(pool: Pool) -> set[int]:
+    """The process ids of the pool's finished trials."""
+    return {_owner_pid(t) for t in pool.study.get_trials(deepcopy=False) if t.state.is_finished()} - {None}
+
+
+def test_workers_that_recycle_before_the_search_stage_are_replaced(tmp_path: Path) -> None:
+    """Workers start while the reference models and the GBM search train, minutes before the search stage
+    supervises them; one that recycled meanwhile had stayed gone (Pima at 120 s: no network from 40 s to 70 s)."""
+    with _early_workers(tmp_path) as pool:
+        # A third worker process ran trials: the keep-alive thread replaced the recycled one, unsupervised.
+        wait_for("a replacement worker's trial", lambda: len(_ran_in(pool)) >= 3, timeout=180, alive=lambda: True)
 
 
 def test_workers_warmed_up_at_the_runs_start_take_the_search_and_the_others_end(tmp_path: Path) -> None:
     """Worker processes started before the study exists (TensorFlow imported meanwhile) are the ones the pool
     runs once it opens: their trials carry their process ids and their output goes to the pool's logs. A warm
     worker no search takes ends: when discarded, or when the run's process closes its input (it ended)."""
-    from automl.engines import optuna_engine, warm
+    from automl.engines import warm
 
     warm.warm_up(2)
     warmed = [p.pid for p in warm._warm]
-    config = RunConfig.from_options(max_runtime_secs=900, workers=2, include_algos=["MLP"],
-                                    output_dir=str(tmp_path / "out"), verbose=False)
-    state = start(config, "diabetes")
-    pool = optuna_engine.start(search.search_job(state, with_spec=True), state.budget, state.events,
-                               WorkerPolicy(trials_per_process=2))
-    try:
+    with _early_workers(tmp_path) as pool:
         assert sorted(p.pid for p in pool.procs.values()) == sorted(warmed) and not warm._warm
-        ran_in = lambda: {_owner_pid(t) for t in pool.study.get_trials(deepcopy=False)  # noqa: E731
-                          if t.state.is_finished()} - {None}
-        wait_for("a trial of each warm worker", lambda: set(warmed) <= ran_in(), timeout=180, alive=lambda: True)
+        wait_for("a trial of each warm worker", lambda: set(warmed) <= _ran_in(pool), timeout=180,
+                 alive=lambda: True)
         assert "worker 0: Placement" in (pool.logs / "worker-0.log").read_text()
-    finally:
-        pool._supervised.set()
-        pool._keeper.join()
-        for proc in pool.procs.values():
-            proc.kill()
     warm.warm_up(2)
     first, second = warm._warm
     warm._warm.remove(second)
