@@ -36,8 +36,9 @@ class Pool:
         self.policy = policy
         # A background worker leaves the run's process a core of its own: the cores are never oversubscribed.
         threads = max(1, (usable_cores() - int(settings.background)) // max(self.size, 1))
-        self.command = [sys.executable, "-m", "automl.worker", "--study", job.study_name, "--threads", str(threads),
-                        "--storage", settings.storage or str(job.storage_dir / "study.journal"), "--supervised"]
+        # python -m automl.worker's arguments (a warm worker takes them on its standard input).
+        self.arguments = ["--study", job.study_name, "--threads", str(threads),
+                          "--storage", settings.storage or str(job.storage_dir / "study.journal"), "--supervised"]
         self.logs = job.storage_dir / "workers"
         self.procs: dict[int, subprocess.Popen] = {}
         self.started: dict[int, datetime] = {}  # pid -> when it was started, until its first trial shows
@@ -51,11 +52,12 @@ class Pool:
         trials = self.policy.trials_per_process if trials is None else trials
         # Worker output (TensorFlow's start-up chatter, tracebacks) goes to a log file, not the user's terminal.
         self.logs.mkdir(parents=True, exist_ok=True)
-        command = [*self.command, "--trials", str(trials), "--index", str(slot)]
+        arguments = [*self.arguments, "--trials", str(trials), "--index", str(slot)]
         # A worker warm since the run began (TensorFlow imported) takes its orders; else one starts cold.
-        if (proc := warm.take(command[3:], self.logs / f"worker-{slot}.log")) is None:
+        if (proc := warm.take(arguments, self.logs / f"worker-{slot}.log")) is None:
             with open(self.logs / f"worker-{slot}.log", "ab") as log:
-                proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+                proc = subprocess.Popen([sys.executable, "-m", "automl.worker", *arguments], stdout=log,
+                                        stderr=subprocess.STDOUT)
         self.procs[slot] = proc
         self.started[self.procs[slot].pid] = datetime.now()  # the clock of Optuna's datetime_start
 
