@@ -122,7 +122,7 @@ def _names(text: str) -> list[str]:
 
 
 def _fail(message: str) -> int:
-    from automl.engines.warm import discard
+    from automl.warm import discard
 
     discard()
     print(f"error: {message}", file=sys.stderr)
@@ -195,8 +195,8 @@ def main(argv: list[str] | None = None) -> int:
 def _warm_up(config: Any) -> None:
     """Start the search's worker processes now: their TensorFlow import (7-9 s) overlaps the Prefect API's start-up
     and the data's checks, where it had delayed a 30 s run's first trial to 17 s after the workers started."""
-    from automl.engines.warm import warm_up
     from automl.state import expected_workers
+    from automl.warm import warm_up
 
     warm_up(expected_workers(config))
 

@@ -14,22 +14,20 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import shutil
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import joblib
 import numpy as np
 
-from automl import devices
+from automl import devices, warm, worker_files
 from automl.bagging import take_rows
 from automl.bodies import TTA_SHIFTS, predict_views
 from automl.budget import FINISH_SECONDS, Budget
-from automl.engines import SearchData, SearchJob, StopPolicy, TrialRecord, get_engine, warm
+from automl.engines import SearchData, SearchJob, StopPolicy, TrialRecord, get_engine
 from automl.evaluation import Evaluated, holdout_split
 from automl.events import StageEvents
-from automl.image_store import ImageRows, row_maxima
+from automl.image_store import row_maxima
 from automl.models import Candidate
 from automl.preprocess import make_preprocessor
 from automl.quiet import import_tensorflow
@@ -39,7 +37,7 @@ from automl.spaces import MAX_EPOCHS, family_space
 from automl.state import RunState
 
 __all__ = ["start_workers", "in_background", "join_search", "search_slice", "running_trials", "keep_trials",
-           "search_data", "search_job", "background_stop", "load_worker_files", "network_cost",
+           "search_data", "search_job", "background_stop", "network_cost",
            "evaluate_configuration", "prepare_networks", "evaluates_beside_workers", "placement", "best_configurations",
            "configuration_key", "trial_model", "TOP_CONFIGS", "KEEP_SHARE", "REUSE_SECONDS", "reuse_seconds",
            "default_trial", "network_id", "DEFAULT_NUMBER", "prepare_seconds"]
@@ -93,8 +91,6 @@ DEFAULT_NUMBER = -1
 FIT_SECONDS, DEFAULT_ROW_EPOCH_SECONDS = 0.8, 1.2e-5
 #: TensorFlow's import in the run's process beside a search worker (2 cores): 4.7-5.6 s in 30 s runs.
 IMPORT_SECONDS = 5.0
-#: The search split's arrays, as worker processes read them (see :func:`load_worker_files`).
-ARRAYS = ("x_train", "y_train", "x_val", "y_val")
 #: Bumped when a space changes meaning: a study searched over another space is not resumed.
 SPACE_VERSION = 1
 
@@ -273,7 +269,8 @@ def search_job(state: RunState, with_spec: bool = False, family: str | None = No
         config, study_name = (config.replace(workers=1, fan_out=0, population=1, background=False),
                                f"{study_name}-{family}")
     parallel = config.search.processes > 0 or config.search.fan_out > 0 or config.search.storage
-    spec = _worker_spec(state) if with_spec and family == state.family and parallel else None
+    spec = (worker_files.worker_spec(state, lambda: (search_data(state), search_job(state)))
+            if with_spec and family == state.family and parallel else None)
     return SearchJob(config, space, warm_starts, state.metric, study_name, state.output / "search",
                      _max_epochs(state, family), stop or background_stop(state), identity, spec)
 
@@ -305,61 +302,6 @@ def background_stop(state: RunState) -> StopPolicy:
 def evaluates_beside_workers(state: RunState) -> bool:
     """Networks are cross-validated in this process while the background search runs (not only after it)."""
     return len(state.y) * max(len(state.schema.features), 1) <= BESIDE_WORKERS_CELLS
-
-
-def _worker_spec(state: RunState) -> dict[str, Any]:
-    """What a worker process needs: the search split and job in files (for workers on this machine), and
-    the config as JSON and where the data is (for workers elsewhere, which rebuild the state)."""
-    source = state.config.dataset
-    in_memory = source is None or not Path(source).exists() and source not in _builtin_names()
-    copy = state.output / "search" / "dataset.joblib"
-    if state.worker_files is None:  # written once per run: start_workers and the search stage both ask
-        if in_memory:  # workers elsewhere read a copy, card and images included
-            copy.parent.mkdir(parents=True, exist_ok=True)
-            joblib.dump(state.dataset, copy)
-        state.worker_files = _write_worker_files(state)
-    source = str(copy.resolve()) if in_memory else source
-    return {"config": state.config.to_json(), "data": source, "fingerprint": state.dataset.fingerprint,
-            "local": str(state.worker_files.resolve())}
-
-
-def _write_worker_files(state: RunState) -> Path:
-    """The search split as ``.npy`` files that worker processes memory-map, and the job beside them.
-
-    A local worker then starts without reading and preprocessing the whole table again: on a
-    million rows that is ~1 GB and tens of seconds per worker, and every recycled worker paid it.
-    """
-    folder = state.output / "search" / "local"
-    partial = folder.with_name("local.partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    data, job = search_data(state), search_job(state)
-    # Stored images (ImageRows) are already a file on disk: they travel in job.joblib as its name and their rows.
-    arrays = [name for name in ARRAYS if not isinstance(getattr(data, name), ImageRows)]
-    for name in arrays:
-        np.save(partial / f"{name}.npy", getattr(data, name))
-    # A metric holds functions (not picklable): it is looked up again by name.
-    joblib.dump({"job": replace(job, metric=None), "metric": job.metric.name,
-                 "data": replace(data, **dict.fromkeys(arrays))}, partial / "job.joblib")
-    shutil.rmtree(folder, ignore_errors=True)
-    partial.rename(folder)
-    return folder
-
-
-def load_worker_files(folder: Path) -> tuple[SearchJob, SearchData]:
-    """The job and the memory-mapped search split that :func:`_write_worker_files` wrote."""
-    from automl.metrics import get
-
-    saved = joblib.load(folder / "job.joblib")
-    data = replace(saved["data"], **{name: np.load(folder / f"{name}.npy", mmap_mode="r") for name in ARRAYS
-                                     if (folder / f"{name}.npy").exists()})
-    return replace(saved["job"], metric=get(saved["metric"], data.task)), data
-
-
-def _builtin_names() -> set[str]:
-    from automl.data import builtin_cards
-
-    return set(builtin_cards())
 
 
 def network_cost(state: RunState, trial: TrialRecord, least: bool = False, epochs: int | None = None) -> float:

@@ -68,7 +68,7 @@ class RunState:
     workers: Any = None
     #: Search workers started elsewhere by the orchestrator (:class:`automl.engines.RemoteWorkers`), if any.
     remote: Any = None
-    #: The folder of the search split and job that local worker processes load (``search._worker_spec``).
+    #: The folder of the search split and job that local worker processes load (``automl.worker_files``).
     worker_files: Path | None = None
     #: Search splits built once per run for the searches run as scheduler jobs (``search.search_slice``).
     search_cache: dict[str, Any] = field(default_factory=dict)

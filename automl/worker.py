@@ -58,8 +58,9 @@ def _work(args: argparse.Namespace) -> int:
     from automl.engines.optuna_engine import StudyAttr, StudyStop, WorkerExit, open_study, work
     from automl.errors import InputError
     from automl.events import EventLog
-    from automl.search import load_worker_files, search_data, search_job
+    from automl.search import search_data, search_job
     from automl.state import start
+    from automl.worker_files import load_worker_files
 
     journal = not args.storage.partition("://")[1]
     url, folder = (None, Path(args.storage).parent) if journal else (args.storage, Path("."))
@@ -119,6 +120,6 @@ def _newest_study(url: str | None, folder: Path, project: str) -> str:
 
 if __name__ == "__main__":
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from automl.engines.warm import WARM_FLAG, serve
+    from automl.warm import WARM_FLAG, serve
 
-    sys.exit(serve() if sys.argv[1:] == [WARM_FLAG] else main())
+    sys.exit(serve(main) if sys.argv[1:] == [WARM_FLAG] else main())

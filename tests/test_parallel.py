@@ -25,7 +25,7 @@ import pandas as pd
 import pytest
 from optuna.trial import FrozenTrial, TrialState
 
-from automl import search
+from automl import search, worker_files
 from automl.budget import Budget
 from automl.config import RunConfig
 from automl.engines import SearchJob, StopPolicy
@@ -205,9 +205,9 @@ def test_local_workers_memory_map_the_search_split_the_run_wrote(tmp_path: Path)
                                     output_dir=str(tmp_path / "out"), verbose=False)
     state = start(config, "diabetes")
     job = search.search_job(state, with_spec=True)
-    loaded, data = search.load_worker_files(Path(job.spec["local"]))
+    loaded, data = worker_files.load_worker_files(Path(job.spec["local"]))
     expected = search.search_data(state)
-    for name in search.ARRAYS:
+    for name in worker_files.ARRAYS:
         assert isinstance(getattr(data, name), np.memmap), name  # shared pages, not a copy per worker
         np.testing.assert_array_equal(getattr(data, name), getattr(expected, name))
     assert (loaded.identity, loaded.study_name, loaded.metric.name) == (job.identity, job.study_name, "auc")
@@ -282,7 +282,7 @@ def test_workers_warmed_up_at_the_runs_start_take_the_search_and_the_others_end(
     """Worker processes started before the study exists (TensorFlow imported meanwhile) are the ones the pool
     runs once it opens: their trials carry their process ids and their output goes to the pool's logs. A warm
     worker no search takes ends: when discarded, or when the run's process closes its input (it ended)."""
-    from automl.engines import warm
+    from automl import warm
 
     warm.warm_up(2)
     warmed = [p.pid for p in warm._warm]

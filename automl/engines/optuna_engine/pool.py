@@ -14,8 +14,8 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial
 
+from automl import warm
 from automl.devices import usable_cores
-from automl.engines import warm
 from automl.engines.base import SearchJob
 from automl.engines.optuna_engine.ledger import Attr, StudyStop
 from automl.engines.optuna_engine.policy import DEFAULT_POLICY, WorkerExit, WorkerPolicy

@@ -70,10 +70,10 @@ def _import_gently(import_tensorflow: Callable[[], None]) -> None:
     import_tensorflow()
 
 
-def serve() -> int:
-    """A warm worker's life: TensorFlow, then one line of arguments (none: the run ended without a search)."""
+def serve(main: Callable[[list[str]], int]) -> int:
+    """A warm worker's life: TensorFlow, then one line of arguments for ``main`` (``automl.worker.main``; none: the
+    run ended without a search)."""
     from automl.quiet import import_tensorflow
-    from automl.worker import main
 
     importer = threading.Thread(target=_import_gently, args=(import_tensorflow,))
     importer.start()
