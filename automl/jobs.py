@@ -28,7 +28,7 @@ from automl.reference import reference_portfolio
 from automl.schedule import Job, JobCutShort, Pace, Scheduler
 from automl.state import RunState
 
-__all__ = ["run_jobs", "end_seconds", "refits_seconds", "REFIT_SHARE", "BATCH_SHARE", "MIN_BATCH_SECONDS",
+__all__ = ["run_jobs", "end_seconds", "REFIT_SHARE", "BATCH_SHARE", "MIN_BATCH_SECONDS",
            "MAX_BATCH_SECONDS", "FIRST_NETWORK_SHARE"]
 
 #: A GBM search batch (or a network search slice in this process) lasts this share of the budget, within
@@ -85,16 +85,14 @@ def run_jobs(state: RunState) -> None:
 def end_seconds(state: RunState) -> float:
     """Seconds kept for the end of the run: the ensembles (the level-2 stack where it is cheap enough, see
     :data:`LEVEL_TWO_SHARE`), the refits on all rows (holdout), the outputs."""
-    level_two = ensembles.level_two_estimate(state)
-    return (outputs_seconds(state) + ensembles_seconds(state) + refits_seconds(state)
-            + (level_two if level_two <= LEVEL_TWO_SHARE * state.budget.seconds else 0.0))
+    return (outputs_seconds(state) + ensembles_seconds(state)
+            + _if_small(refit.refit_estimate(state), REFIT_SHARE, state)
+            + _if_small(ensembles.level_two_estimate(state), LEVEL_TWO_SHARE, state))
 
 
-def refits_seconds(state: RunState) -> float:
-    """Seconds kept for the refits on all rows: their estimate where it is at most :data:`REFIT_SHARE` of the
-    budget, else none (they run in time left over, if any)."""
-    estimate = refit.refit_estimate(state)
-    return estimate if estimate <= REFIT_SHARE * state.budget.seconds else 0.0
+def _if_small(seconds: float, share: float, state: RunState) -> float:
+    """``seconds`` where they are at most ``share`` of the budget, else none (that work runs in time left over)."""
+    return seconds if seconds <= share * state.budget.seconds else 0.0
 
 
 def outputs_seconds(state: RunState) -> float:
@@ -164,7 +162,7 @@ class _Run:
                                        # its trial's cap applies once it runs
                                        ready=partial(self._network_ready, True),
                                        prepare=partial(search.prepare_networks, state),
-                                       prepare_seconds=partial(search.prepare_seconds, state)))
+                                       prepare_seconds=search.prepare_seconds))
             else:
                 self.scheduler.add(self._slice_job(0.005, required=True))
 
@@ -310,7 +308,7 @@ class _Run:
         return Job(search.network_id(self.state, trial), self.family, self._step("net"),
                    search.network_cost(self.state, trial, least=True), lambda pace: self._rank_network(trial, pace),
                    cap=self._cap(), prepare=partial(search.prepare_networks, self.state),
-                   prepare_seconds=partial(search.prepare_seconds, self.state))
+                   prepare_seconds=search.prepare_seconds)
 
     def _claim_next(self) -> TrialRecord | None:
         """The best completed network configuration not queued for ranking yet, marked queued."""

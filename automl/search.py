@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -213,7 +214,9 @@ def default_trial(state: RunState, trials: list[TrialRecord]) -> TrialRecord:
     configuration of the portfolio, ranked before any other (AutoGluon's default network, H2O's first DeepLearning)."""
     from automl.training import EPOCH_CHUNK, PATIENCE_CHUNKS
 
-    params = dict(search_job(state).warm_starts[0])
+    if "default" not in state.search_cache:  # asked at every choice of the queue: the space is built once
+        state.search_cache["default"] = search_job(state).warm_starts[0]
+    params = dict(state.search_cache["default"])
     key = json.dumps(params, sort_keys=True, default=str)
     if ran := [t for t in trials if configuration_key(t) == key]:
         return ran[0]
@@ -311,9 +314,10 @@ def network_cost(state: RunState, trial: TrialRecord, least: bool = False, epoch
     on the refit's rows."""
     if trial_model(state, trial) is not None:
         return reuse_seconds(state, trial.params)
-    fit = _refit_seconds(state, trial) * (1.0 if least else _row_scale(state))
     if epochs is not None:
         fit = _refit_seconds(state, trial) * _row_scale(state) * epochs / _target_epochs(trial)
+    else:
+        fit = _refit_seconds(state, trial) * (1.0 if least else _row_scale(state))
     return len(state.protocol.folds) * (FIT_SECONDS + fit)
 
 
@@ -330,10 +334,8 @@ def _row_scale(state: RunState) -> float:
     return max(1.0, min(len(state.protocol.folds[0][0]), MAX_REFIT_ROWS) / len(_search_rows(state)[0]))
 
 
-def prepare_seconds(state: RunState) -> float:
+def prepare_seconds() -> float:
     """Seconds :func:`prepare_networks` still takes: TensorFlow's import, where this process has not made it."""
-    import sys
-
     return 0.0 if "keras" in sys.modules else IMPORT_SECONDS
 
 
