@@ -84,3 +84,14 @@ def test_a_small_tables_gbm_leaves_may_not_outgrow_it(rows):
     assert leaf.high == {10: 16, 228: 76, 5_000: 200}[rows]
     assert all(leaf.low <= w["min_child_samples"] <= leaf.high for w in warm_starts)
     assert [p.name for p in space] == [p.name for p in family_space("gbm")[0]]
+
+
+@pytest.mark.parametrize("categorical", [False, True])
+def test_every_searched_network_starts_as_the_glm(categorical):
+    """Cross-validation keeps a network's GLM start where its training does not beat it out of fold, so no
+    searched network can rank below the GLM: the warm starts and every sampled configuration have the start."""
+    space, warm_starts = family_space("mlp", categorical=categorical)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    sampled = [suggest(space, study.ask()) for _ in range(20)]
+    assert all(c["linear_start"] is True for c in (*warm_starts, *sampled))
+    assert len(warm_starts) == len({repr(w) for w in warm_starts}), "each portfolio configuration once"
