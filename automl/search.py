@@ -86,10 +86,13 @@ REUSE_SECONDS, CNN_PREDICT_SECONDS_PER_PIXEL = 2.0, 3e-7
 #: warm start: :func:`default_trial`), ranked as ``MLP_default``; its number on no trial. At 30 s the workers'
 #: first trials came back with 5-8 s left, too late to cross-validate one.
 DEFAULT_NUMBER = -1
-#: Seconds every network fit costs beyond its epochs (the model's build, tracing), which a trial's duration does
-#: not show when it trained in a population; and the default's seconds per row and epoch before any measurement
-#: (1 layer of 32 units at batch 32, 2 cores: 20 epochs took 0.9 s on 614 rows, 1.6 s on 5,000, 8 s on 40,000).
-FIT_SECONDS, DEFAULT_ROW_EPOCH_SECONDS = 0.8, 1.2e-5
+#: Seconds every fold's fit of a network costs beyond its epochs (its build, preprocessing, predictions), which a
+#: trial's duration does not show when it trained in a population, and once a configuration the tracing of its
+#: graph that the other folds reuse (automl.steps.reused_steps; churn, 1 epoch a fold: 0.9 s for the first fold,
+#: 0.45-0.5 s for each after it; 0.8 s each when every fold traced its own); and the default's seconds per row and
+#: epoch before any measurement (1 layer of 32 units at batch 32, 2 cores: 20 epochs took 0.9 s on 614 rows, 1.6 s
+#: on 5,000, 8 s on 40,000).
+FIT_SECONDS, TRACE_SECONDS, DEFAULT_ROW_EPOCH_SECONDS = 0.45, 0.45, 1.2e-5
 #: TensorFlow's import in the run's process beside a search worker (2 cores): 4.7-5.6 s in 30 s runs.
 IMPORT_SECONDS = 5.0
 #: Bumped when a space changes meaning: a study searched over another space is not resumed.
@@ -318,7 +321,7 @@ def network_cost(state: RunState, trial: TrialRecord, least: bool = False, epoch
         fit = _refit_seconds(state, trial) * _row_scale(state) * epochs / _target_epochs(trial)
     else:
         fit = _refit_seconds(state, trial) * (1.0 if least else _row_scale(state))
-    return len(state.protocol.folds) * (FIT_SECONDS + fit)
+    return TRACE_SECONDS + len(state.protocol.folds) * (FIT_SECONDS + fit)
 
 
 def reuse_seconds(state: RunState, params: dict[str, Any] | None = None) -> float:
@@ -361,7 +364,7 @@ def evaluate_configuration(state: RunState, trial: TrialRecord, pace: Pace) -> E
     rows = min(len(state.protocol.folds[0][0]), MAX_REFIT_ROWS)
     target = _target_epochs(trial)
     epoch_seconds = folds * _refit_seconds(state, trial) / target * scale  # one epoch of every fold's fit
-    available = pace.deadline - state.budget.clock() - folds * FIT_SECONDS  # what the epochs may use
+    available = pace.deadline - state.budget.clock() - TRACE_SECONDS - folds * FIT_SECONDS  # for the epochs
     epochs = _refit_epochs(trial, epoch_seconds, available, scale)
     if epochs * scale < target:
         if state.family == "cnn":  # a CNN trained for fewer epochs than its trial is a weaker model under its name
@@ -377,7 +380,7 @@ def evaluate_configuration(state: RunState, trial: TrialRecord, pace: Pace) -> E
         network_id(state, trial), algo,
         lambda: KerasNetwork(trial.params, state.schema.task, epochs=epochs, seed=state.config.seed,
                              n_classes=state.n_classes, family=state.family, validation_share=REFIT_HELD_OUT,
-                             n_codes=_codes(state, state.family)),
+                             n_codes=_codes(state, state.family), reuse_graph=folds > 1),
         {**trial.params, "epochs": epochs}, fit_kwargs={"deadline": pace.deadline}, features=_features(state.family),
         # A bounded sample, drawn before preprocessing: one-hot encoding all of a fold's rows first took
         # 1.7 GB at 800k rows, and 18 GB at 8M (the run was killed by the OOM killer).

@@ -57,12 +57,11 @@ def _tf():
 class KerasNetwork:
     """A Keras network (``family`` "mlp" or "cnn") with scikit-learn's ``fit``/``predict_proba`` shape.
 
-    ``task`` is ``binary``, ``multiclass``, ``image`` or ``regression``; ``params`` come
-    from the family's space in :mod:`automl.spaces`. With validation data, training
-    stops early and keeps the best epoch (``best_epoch_``); without, it trains
-    ``epochs`` epochs. Regression targets are standardized for training and mapped
-    back on predict. On large tables the caller samples the rows it trains on before
-    preprocessing (``Candidate.max_rows``, see :func:`automl.evaluation.cross_validate`).
+    ``task`` is ``binary``, ``multiclass``, ``image`` or ``regression``; ``params`` come from the family's space in
+    :mod:`automl.spaces`. With validation data, training stops early and keeps the best epoch (``best_epoch_``);
+    without, it trains ``epochs`` epochs. Regression targets are standardized for training and mapped back on
+    predict. On large tables the caller samples the rows it trains on before preprocessing (``Candidate.max_rows``,
+    see :func:`automl.evaluation.cross_validate`).
     """
 
     params: dict[str, Any]
@@ -96,6 +95,9 @@ class KerasNetwork:
     #: The whole network's weights at its GLM start (``linear_start``, when a fit validated it): see
     #: :meth:`swap_start`.
     start_weights_: list[Any] | None = field(default=None, repr=False)
+    #: Train in the graph the latest fit of the same shape traced (:func:`automl.steps.reused_steps`): the folds
+    #: of one cross-validation.
+    reuse_graph: bool = False
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_forward": None}  # a tf.function does not pickle
@@ -248,28 +250,31 @@ class KerasNetwork:
         return y.astype("int32")
 
     # -- training -----------------------------------------------------------------
-    def _trainer(self, tf: Any, network: Any, x: np.ndarray,
-                 y: np.ndarray) -> tuple[Callable[[int, int], float], int]:
-        """``train(first, count)`` running steps ``first`` to ``first + count`` of ``network``, and steps per
-        epoch."""
-        targets, batch_size = self._targets(y), int(self.params["batch_size"])
-        optimizer, loss_fn = self._optimizer(-(-len(x) // min(batch_size, len(x)))), self._loss()
-        if tf.distribute.has_strategy():  # MirroredStrategy / TPUStrategy: Keras' fit splits the batches
-            return steps.distributed_steps(tf, network, optimizer, loss_fn, x, targets, batch_size, self.seed)
-        if isinstance(x, ImageRows):
-            return steps.streamed_steps(tf, network, optimizer, loss_fn, x, targets, batch_size, self.seed)
-        return steps.compiled_steps(tf, network, optimizer, loss_fn, x, targets, batch_size, self.seed)
+    def _trainer(self, tf: Any, network: Any, x: np.ndarray, y: np.ndarray,
+                 build: Callable[[], tuple[Any, Any]]) -> tuple[Callable[[int, int], float], int, Any, Any]:
+        """``train(first, count)`` running steps ``first`` to ``first + count`` of ``network``, steps per epoch,
+        and the network and its part that train: this one's, or a copy in a graph traced before (``reuse_graph``;
+        ``build()`` builds the copy)."""
+        targets, batch_size, seed = self._targets(y), int(self.params["batch_size"]), self.seed
+        optimizer, loss_fn = lambda: self._optimizer(-(-len(x) // min(batch_size, len(x)))), self._loss()
+        # MirroredStrategy / TPUStrategy: Keras' fit splits the batches; stored images stream from disk.
+        way = steps.distributed_steps if tf.distribute.has_strategy() else \
+            steps.streamed_steps if isinstance(x, ImageRows) else steps.compiled_steps
+        if self.reuse_graph and way is steps.compiled_steps:
+            key = (self.params, self.task, self.n_classes, self.family, self.epochs)
+            return steps.reused_steps(key, self.model_, build, optimizer, tf, loss_fn, x, targets, batch_size, seed)
+        train, per_epoch, *_ = way(tf, network, optimizer(), loss_fn, x, targets, batch_size, seed)
+        return train, per_epoch, self.model_, network
 
     def fit(self, x: np.ndarray, y: np.ndarray, x_val: np.ndarray | None = None,
             monitor: Callable[[np.ndarray], float] | None = None, report: Callable[[float, int], None] | None = None,
             deadline: float | None = None) -> KerasNetwork:
         """Train on ``x``/``y``; ``monitor(proba_val)`` scores ``x_val`` (higher is better).
 
-        ``report(score, epoch)`` is called after each validation, every :data:`EPOCH_CHUNK`
-        epochs (a pruner may raise from it). Training stops at ``deadline`` (a
-        ``time.monotonic()`` value), at most a call of :data:`CHUNK_SECONDS` later, keeping
-        the best weights so far and setting ``cut_short_``. Raises :class:`FailedTrialError`
-        if the loss diverges.
+        ``report(score, epoch)`` is called after each validation, every :data:`EPOCH_CHUNK` epochs (a pruner may
+        raise from it). Training stops at ``deadline`` (a ``time.monotonic()`` value), at most a call of
+        :data:`CHUNK_SECONDS` later, keeping the best weights so far and setting ``cut_short_``. Raises
+        :class:`FailedTrialError` if the loss diverges.
         """
         if self.pretrained is not None:
             return self._load_pretrained()
@@ -284,11 +289,13 @@ class KerasNetwork:
         if self.task == "regression":
             self.y_mean_, self.y_std_ = float(np.mean(y)), float(np.std(y) or 1.0)
         # Scalers fitted on the rows it trains on; a GLM start on every row given (when it holds some out itself).
-        self.model_, network, x = self._build(x, y, given)
-        self._forward, self.cut_short_, self.history_, self.best_epoch_, self.start_weights_ = None, False, [], 0, None
-        train, per_epoch = self._trainer(tf, network, x, y)
+        own, network, features = self._build(x, y, given)
+        self.model_, self._forward, self.cut_short_, self.history_, self.best_epoch_, self.start_weights_ = \
+            own, None, False, [], 0, None
+        train, per_epoch, self.model_, network = self._trainer(tf, network, features, y,
+                                                               lambda: self._build(x, y, given)[:2])
         validate = x_val is not None and monitor is not None
-        pacer = _Pacer(train, per_epoch, deadline, self._validation_steps(x_val, len(x)) if validate else 0.0)
+        pacer = _Pacer(train, per_epoch, deadline, self._validation_steps(x_val, len(features)) if validate else 0.0)
         total, rhythm = self.epochs * per_epoch, EPOCH_CHUNK * per_epoch
         best, best_weights, stale, done, epoch = -math.inf, None, 0, 0, 0
         if validate and self.params.get("linear_start") and self.family == "mlp":
@@ -316,6 +323,9 @@ class KerasNetwork:
             network.set_weights(best_weights)
         else:
             self.best_epoch_ = epoch
+        if self.model_ is not own:  # trained in a copy (reuse_graph): the weights come home
+            own.set_weights(self.model_.get_weights())
+            self.model_, self._forward = own, None
         return self
 
     def _score_start(self, network: Any, x_val: np.ndarray, monitor: Callable) -> tuple[float, list[Any]]:

@@ -211,3 +211,37 @@ def test_mixed_precision_trains_with_a_scaled_loss():
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["optimizer"] == "LossScaleOptimizer" and "float16" in result["compute"]
     assert result["auc"] > 0.75
+
+
+def test_folds_train_in_one_traced_graph_and_predict_as_if_each_traced_its_own(monkeypatch):
+    """``reuse_graph``: the folds of a cross-validation train in the graph the first fold traced (a copy of the
+    network, its variables and rows loaded in, the optimizer's first state restored), and each fold's own network
+    then predicts exactly as one trained in a graph of its own: nothing of one fold reaches the next. Dropout,
+    packed members, robust scaling and periodic embeddings, a GLM start."""
+    from automl import steps
+    from automl.evaluation import make_folds
+    from automl.spaces import family_space
+
+    ds = data.load("diabetes")
+    schema = infer_schema(ds)
+    x, y = ds.frame.drop(columns=[ds.target]), encode_target(schema, ds.frame[ds.target])
+    params = family_space("mlp")[1][2]  # the portfolio's packed ensemble of 8, robust and periodic
+    assert params["dropout"] > 0 and params["ensemble_size"] == 8 and params["linear_start"]
+    traced = []
+    compiled = steps.compiled_steps
+    monkeypatch.setattr(steps, "compiled_steps", lambda *a, **k: traced.append(1) or compiled(*a, **k))
+    predictions: dict[bool, list[np.ndarray]] = {}
+    for reuse in (False, True):
+        traced.clear()
+        predictions[reuse], models = [], []
+        for train, test in make_folds(y, "binary", 3, 0):
+            pre = make_preprocessor(schema, "network")
+            net = KerasNetwork(params, "binary", epochs=3, validation_share=0.15, reuse_graph=reuse)
+            net.fit(pre.fit_transform(x.iloc[train], y[train]), y[train])
+            predictions[reuse].append(net.predict_proba(pre.transform(x.iloc[test])))
+            models.append(net.model_)
+        assert len(traced) == (1 if reuse else 3)
+        copies = {id(entry[1]) for entry in steps._REUSABLE.values()}
+        assert len({id(m) for m in models} - copies) == 3, "each fold keeps a network of its own"
+    for alone, reused in zip(predictions[False], predictions[True], strict=True):
+        np.testing.assert_array_equal(alone, reused)
