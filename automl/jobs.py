@@ -162,7 +162,7 @@ class _Run:
                                        # its trial's cap applies once it runs
                                        ready=partial(self._network_ready, True),
                                        prepare=partial(search.prepare_networks, state),
-                                       prepare_seconds=search.prepare_seconds))
+                                       prepare_seconds=search.prepare_seconds, costly_first_fold=True))
             else:
                 self.scheduler.add(self._slice_job(0.005, required=True))
 
@@ -308,7 +308,7 @@ class _Run:
         return Job(search.network_id(self.state, trial), self.family, self._step("net"),
                    search.network_cost(self.state, trial, least=True), lambda pace: self._rank_network(trial, pace),
                    cap=self._cap(), prepare=partial(search.prepare_networks, self.state),
-                   prepare_seconds=search.prepare_seconds)
+                   prepare_seconds=search.prepare_seconds, costly_first_fold=True)
 
     def _claim_next(self) -> TrialRecord | None:
         """The best completed network configuration not queued for ranking yet, marked queued."""

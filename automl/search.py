@@ -88,11 +88,11 @@ REUSE_SECONDS, CNN_PREDICT_SECONDS_PER_PIXEL = 2.0, 3e-7
 DEFAULT_NUMBER = -1
 #: Seconds every fold's fit of a network costs beyond its epochs (its build, preprocessing, predictions), which a
 #: trial's duration does not show when it trained in a population, and once a configuration the tracing of its
-#: graph that the other folds reuse (automl.steps.reused_steps; churn, 1 epoch a fold: 0.9 s for the first fold,
-#: 0.45-0.5 s for each after it; 0.8 s each when every fold traced its own); and the default's seconds per row and
+#: graph that the other folds reuse (automl.steps.reused_steps; churn, 1 epoch a fold: 0.9-1.4 s for the first
+#: fold, 0.45-0.5 s for each after it; 0.8 s each when every fold traced its own); and the default's seconds per row and
 #: epoch before any measurement (1 layer of 32 units at batch 32, 2 cores: 20 epochs took 0.9 s on 614 rows, 1.6 s
 #: on 5,000, 8 s on 40,000).
-FIT_SECONDS, TRACE_SECONDS, DEFAULT_ROW_EPOCH_SECONDS = 0.45, 0.45, 1.2e-5
+FIT_SECONDS, TRACE_SECONDS, DEFAULT_ROW_EPOCH_SECONDS = 0.45, 0.6, 1.2e-5
 #: TensorFlow's import in the run's process beside a search worker (2 cores): 4.7-5.6 s in 30 s runs.
 IMPORT_SECONDS = 5.0
 #: Bumped when a space changes meaning: a study searched over another space is not resumed.

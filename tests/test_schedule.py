@@ -145,6 +145,23 @@ def test_pace_gives_each_fold_its_share_and_tolerates_a_near_miss():
         pace.check(1, 5, 14.0)
 
 
+def test_a_network_pace_is_read_from_the_folds_after_its_first():
+    """A network's first fold traces the graph its other folds reuse: 1.9 s, then 0.5 s each. Projected from the
+    first fold, 5 folds "would take" 9.5 s of 4 s allowed; from the second, 3.9 s, and it goes on. A second fold as
+    slow as the first still stops it."""
+    pace = Pace("MLP_default", start=0.0, deadline=4.0, clock=FakeClock(0.0), costly_first_fold=True)
+    pace.check(1, 5, 1.9)
+    pace.check(2, 5, 2.4)
+    pace.check(3, 5, 2.9)
+    with pytest.raises(JobCutShort, match="stopped after fold 1 of 5"):
+        Pace("MLP_default", start=0.0, deadline=4.0, clock=FakeClock(0.0)).check(1, 5, 1.9)
+    slow = Pace("MLP_default", start=0.0, deadline=4.0, clock=FakeClock(0.0), costly_first_fold=True)
+    slow.check(1, 5, 1.9)
+    with pytest.raises(JobCutShort) as cut:
+        slow.check(2, 5, 3.8)
+    assert cut.value.projected == pytest.approx(3.8 + 3 * 1.9)
+
+
 @pytest.mark.parametrize("seconds", [30.0, 120.0, 600.0, 3600.0])
 def test_the_budget_is_used_to_its_end(seconds):
     """A queue with a filler (a search batch re-queued while it fits) ends within the time kept for the
