@@ -95,8 +95,7 @@ class KerasNetwork:
     #: The whole network's weights at its GLM start (``linear_start``, when a fit validated it): see
     #: :meth:`swap_start`.
     start_weights_: list[Any] | None = field(default=None, repr=False)
-    #: Train in the graph the latest fit of the same shape traced (:func:`automl.steps.reused_steps`): the folds
-    #: of one cross-validation.
+    #: Train in the graph of the latest fit of this shape (:func:`automl.steps.reused_steps`): a CV's folds.
     reuse_graph: bool = False
 
     def __getstate__(self) -> dict[str, Any]:
@@ -250,11 +249,12 @@ class KerasNetwork:
         return y.astype("int32")
 
     # -- training -----------------------------------------------------------------
-    def _trainer(self, tf: Any, network: Any, x: np.ndarray, y: np.ndarray,
-                 build: Callable[[], tuple[Any, Any]]) -> tuple[Callable[[int, int], float], int, Any, Any]:
-        """``train(first, count)`` running steps ``first`` to ``first + count`` of ``network``, steps per epoch,
-        and the network and its part that train: this one's, or a copy in a graph traced before (``reuse_graph``;
-        ``build()`` builds the copy)."""
+    def _trainer(self, tf: Any, model: Any, network: Any, x: np.ndarray,
+                 given: tuple[Any, ...]) -> tuple[Callable[[int, int], float], int, Any, Any]:
+        """``train(first, count)`` running steps ``first`` to ``first + count`` of ``network`` (``model``'s part
+        that trains, on the rows ``x``), steps per epoch, and the network and its part that train: ``model``'s, or a
+        copy in a graph traced before (``reuse_graph``; ``given``: what :meth:`_build` built ``model`` from)."""
+        y = given[1]
         targets, batch_size, seed = self._targets(y), int(self.params["batch_size"]), self.seed
         optimizer, loss_fn = lambda: self._optimizer(-(-len(x) // min(batch_size, len(x)))), self._loss()
         # MirroredStrategy / TPUStrategy: Keras' fit splits the batches; stored images stream from disk.
@@ -262,9 +262,10 @@ class KerasNetwork:
             steps.streamed_steps if isinstance(x, ImageRows) else steps.compiled_steps
         if self.reuse_graph and way is steps.compiled_steps:
             key = (self.params, self.task, self.n_classes, self.family, self.epochs)
-            return steps.reused_steps(key, self.model_, build, optimizer, tf, loss_fn, x, targets, batch_size, seed)
+            build = lambda: self._build(*given)[:2]  # noqa: E731
+            return steps.reused_steps(key, model, build, optimizer, tf, loss_fn, x, targets, batch_size, seed)
         train, per_epoch, *_ = way(tf, network, optimizer(), loss_fn, x, targets, batch_size, seed)
-        return train, per_epoch, self.model_, network
+        return train, per_epoch, model, network
 
     def fit(self, x: np.ndarray, y: np.ndarray, x_val: np.ndarray | None = None,
             monitor: Callable[[np.ndarray], float] | None = None, report: Callable[[float, int], None] | None = None,
@@ -290,10 +291,8 @@ class KerasNetwork:
             self.y_mean_, self.y_std_ = float(np.mean(y)), float(np.std(y) or 1.0)
         # Scalers fitted on the rows it trains on; a GLM start on every row given (when it holds some out itself).
         own, network, features = self._build(x, y, given)
-        self.model_, self._forward, self.cut_short_, self.history_, self.best_epoch_, self.start_weights_ = \
-            own, None, False, [], 0, None
-        train, per_epoch, self.model_, network = self._trainer(tf, network, features, y,
-                                                               lambda: self._build(x, y, given)[:2])
+        self._forward, self.cut_short_, self.history_, self.best_epoch_, self.start_weights_ = None, False, [], 0, None
+        train, per_epoch, self.model_, network = self._trainer(tf, own, network, features, (x, y, given))
         validate = x_val is not None and monitor is not None
         pacer = _Pacer(train, per_epoch, deadline, self._validation_steps(x_val, len(features)) if validate else 0.0)
         total, rhythm = self.epochs * per_epoch, EPOCH_CHUNK * per_epoch
