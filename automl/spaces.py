@@ -117,7 +117,12 @@ def _portfolio() -> tuple[dict[str, Any], ...]:
     # GLM start and runs with it), each configuration once.
     chosen = [{p.name: c[p.name] if not isinstance(p, Choice) or c[p.name] in p.choices else p.choices[0]
                for p in params} for c in configurations]
-    return tuple(c for i, c in enumerate(chosen) if c not in chosen[:i])
+    return _once(chosen)
+
+
+def _once(configurations: list[dict[str, Any]]) -> tuple[dict[str, Any], ...]:
+    """Each configuration once, in order (dicts do not hash)."""
+    return tuple(c for i, c in enumerate(configurations) if c not in configurations[:i])
 
 
 #: Convolutional networks for images. Pooling is applied only while the feature map
@@ -225,7 +230,7 @@ def family_space(family: str, skewed_target: bool = False, categorical: bool = F
         return (*space, CATEGORICAL_EMBEDDING), warm_starts
     if family == "mlp":
         plain = [{k: v for k, v in w.items() if k != CATEGORICAL_EMBEDDING.name} for w in warm_starts]
-        return space, tuple(w for i, w in enumerate(plain) if w not in plain[:i])
+        return space, _once(plain)
     if family != "gbm" or not skewed_target:
         return space, warm_starts
     return ((*space, GBM_TARGET),

@@ -249,22 +249,21 @@ class KerasNetwork:
         return y.astype("int32")
 
     # -- training -----------------------------------------------------------------
-    def _trainer(self, tf: Any, model: Any, network: Any, x: np.ndarray,
-                 given: tuple[Any, ...]) -> tuple[Callable[[int, int], float], int, Any, Any]:
+    def _trainer(self, tf: Any, model: Any, network: Any, x: np.ndarray, y: np.ndarray,
+                 built_from: tuple[Any, ...]) -> tuple[Callable[[int, int], float], int, Any, Any]:
         """``train(first, count)`` running steps ``first`` to ``first + count`` of ``network`` (``model``'s part
         that trains, on the rows ``x``), steps per epoch, and the network and its part that train: ``model``'s, or a
-        copy in a graph traced before (``reuse_graph``; ``given``: what :meth:`_build` built ``model`` from)."""
-        y = given[1]
+        copy in a graph traced before (``reuse_graph``; ``built_from``: :meth:`_build`'s arguments for ``model``)."""
         targets, batch_size, seed = self._targets(y), int(self.params["batch_size"]), self.seed
-        optimizer, loss_fn = lambda: self._optimizer(-(-len(x) // min(batch_size, len(x)))), self._loss()
+        make_optimizer, loss_fn = lambda: self._optimizer(-(-len(x) // min(batch_size, len(x)))), self._loss()
         # MirroredStrategy / TPUStrategy: Keras' fit splits the batches; stored images stream from disk.
         way = steps.distributed_steps if tf.distribute.has_strategy() else \
             steps.streamed_steps if isinstance(x, ImageRows) else steps.compiled_steps
         if self.reuse_graph and way is steps.compiled_steps:
             key = (self.params, self.task, self.n_classes, self.family, self.epochs)
-            build = lambda: self._build(*given)[:2]  # noqa: E731
-            return steps.reused_steps(key, model, build, optimizer, tf, loss_fn, x, targets, batch_size, seed)
-        train, per_epoch, *_ = way(tf, network, optimizer(), loss_fn, x, targets, batch_size, seed)
+            build = lambda: self._build(*built_from)[:2]  # noqa: E731
+            return steps.reused_steps(key, model, build, make_optimizer, tf, loss_fn, x, targets, batch_size, seed)
+        train, per_epoch, *_ = way(tf, network, make_optimizer(), loss_fn, x, targets, batch_size, seed)
         return train, per_epoch, model, network
 
     def fit(self, x: np.ndarray, y: np.ndarray, x_val: np.ndarray | None = None,
@@ -292,7 +291,7 @@ class KerasNetwork:
         # Scalers fitted on the rows it trains on; a GLM start on every row given (when it holds some out itself).
         own, network, features = self._build(x, y, given)
         self._forward, self.cut_short_, self.history_, self.best_epoch_, self.start_weights_ = None, False, [], 0, None
-        train, per_epoch, self.model_, network = self._trainer(tf, own, network, features, (x, y, given))
+        train, per_epoch, self.model_, network = self._trainer(tf, own, network, features, y, (x, y, given))
         validate = x_val is not None and monitor is not None
         pacer = _Pacer(train, per_epoch, deadline, self._validation_steps(x_val, len(features)) if validate else 0.0)
         total, rhythm = self.epochs * per_epoch, EPOCH_CHUNK * per_epoch
