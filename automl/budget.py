@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
+import math
+import pickle
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 __all__ = ["Budget", "search_should_stop", "search_deadline", "model_deadline", "FINISH_SECONDS", "REPORT_SECONDS",
-           "CAP_TOLERANCE_SECONDS"]
+           "CAP_TOLERANCE_SECONDS", "EXIT_SECONDS", "measure_slowness", "probe_seconds"]
 
 #: Seconds kept back for writing the leaderboard, exporting models, explaining the leader and the report.
 FINISH_SECONDS = 10.0
 #: Seconds of those reserved for drawing the report after the feature importances.
 REPORT_SECONDS = 4.0
+#: Of the end's seconds, those that do not scale with the machine's speed: the flow's last tasks, the Prefect API's
+#: answers and the interpreter's exit took 0.7-1.9 s after "run took" on the suite's 12 tables at 30 s (2026-12-07).
+EXIT_SECONDS = 1.4
+#: :func:`probe_seconds` on the machine where the end's seconds (REPORT_SECONDS, ``automl.jobs.OUTPUT_SECONDS``)
+#: and TensorFlow's import (``automl.search.IMPORT_SECONDS``) were measured: 12-13 ms on a machine 2.3 times as
+#: fast in a 10M-step loop (0.70-0.79 s against 1.8 s), where those estimates came out 1.6 times the end's time.
+PROBE_REFERENCE_SECONDS = 0.029
+#: A machine's slowness stays within these bounds: one probe on a machine busy for a moment must not make the end
+#: look free or take the run's time.
+MIN_SLOWNESS, MAX_SLOWNESS = 0.25, 4.0
 #: How far past ``--max-runtime-secs-per-model`` a model may end: trainers look at their deadline between steps
 #: (a LightGBM round, a chunk of L-BFGS iterations or of trees, a network's call of about a second), and a
 #: fold's scoring follows its training. The README states it.
@@ -27,15 +39,17 @@ class Budget:
     seconds: float
     clock: Callable[[], float] = time.monotonic
     started: float = field(default=-1.0)
+    #: This machine's time for fixed work over the reference machine's (:func:`measure_slowness`; 1.0 unmeasured).
+    slowness: float = 1.0
 
     def __post_init__(self) -> None:
         if self.started < 0:
             self.started = self.clock()
 
     @classmethod
-    def since_wall_time(cls, seconds: float, started_at: float) -> Budget:
+    def since_wall_time(cls, seconds: float, started_at: float, slowness: float = 1.0) -> Budget:
         """A budget whose clock started at ``started_at`` (``time.time()``), e.g. at CLI start."""
-        return cls(seconds, started=time.monotonic() - max(0.0, time.time() - started_at))
+        return cls(seconds, started=time.monotonic() - max(0.0, time.time() - started_at), slowness=slowness)
 
     @property
     def deadline(self) -> float:
@@ -46,6 +60,30 @@ class Budget:
 
     def left(self) -> float:
         return max(0.0, self.deadline - self.clock())
+
+    def end_seconds(self, reference: float) -> float:
+        """A part of the run's end that took ``reference`` seconds on the reference machine, on this one: its
+        :data:`EXIT_SECONDS` as they were, the rest at this machine's pace."""
+        return min(reference, EXIT_SECONDS) + self.slowness * max(reference - EXIT_SECONDS, 0.0)
+
+
+def probe_seconds(repeats: int = 3) -> float:
+    """The best of ``repeats`` timings of a fixed piece of interpreter work (build, pickle and read back 20,000
+    small records: the kind of work the outputs do), ~12 ms on a 2026 server core."""
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        rows = [{"i": i, "s": str(i), "f": i * 0.5} for i in range(20_000)]
+        pickle.loads(pickle.dumps(rows))
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def measure_slowness(probe: Callable[[], float] = probe_seconds) -> float:
+    """This machine's time for :func:`probe_seconds`' work over the reference machine's, within bounds: the
+    run's end and TensorFlow's import are estimated from it (a machine 2.3 times as fast had ended every 30 s run
+    at 84-95 % of its budget, keeping for the end 1.6 times what it took)."""
+    return min(MAX_SLOWNESS, max(MIN_SLOWNESS, probe() / PROBE_REFERENCE_SECONDS))
 
 
 def search_should_stop(budget: Budget, trial_seconds: list[float], refit_trials: float, finish_seconds: float,

@@ -54,6 +54,8 @@ MIN_RETRY_ROWS = 0.2
 #: features (4.3 s for 15 models once the MLP worker had ended); a 10k-row table of 46 columns: 13 s for 14 models.
 #: The importance stops at its own deadline, and wide tables took far less than 0.1 s a feature: caravan (85) 2.2 s
 #: and help_baseline (622) 6.0-6.7 s for all the outputs, kept 13-15 s (at 30 s, half the queue's time).
+#: All of them on the reference machine (``automl.budget.PROBE_REFERENCE_SECONDS``); on another, the end's fixed
+#: seconds (``EXIT_SECONDS``) stay and the rest follows the machine's slowness (``Budget.end_seconds``).
 OUTPUT_SECONDS, OUTPUT_SECONDS_PER_MODEL, OUTPUT_SECONDS_PER_FEATURE = 3.0, 0.1, 0.05
 #: ... and the importance's seconds at most, and at most this share of the budget: the importance goes on to its
 #: own deadline (the report's time) whatever is kept for it, and at 30 s help_baseline's 5 s kept its first
@@ -98,9 +100,10 @@ def _if_small(seconds: float, share: float, state: RunState) -> float:
 def outputs_seconds(state: RunState) -> float:
     """Seconds the outputs should take: export, the leader's importances, the report."""
     features = len(state.schema.features) if state.schema.task != "image" else 0
-    return (OUTPUT_SECONDS + OUTPUT_SECONDS_PER_MODEL * (len(state.evaluated) + 4)
-            + min(OUTPUT_SECONDS_PER_FEATURE * features, OUTPUT_FEATURE_SECONDS,
-                  OUTPUT_FEATURE_SHARE * state.budget.seconds))
+    budget = state.budget
+    return (budget.end_seconds(OUTPUT_SECONDS) + budget.slowness * OUTPUT_SECONDS_PER_MODEL * (len(state.evaluated) + 4)
+            + min(budget.slowness * OUTPUT_SECONDS_PER_FEATURE * features, OUTPUT_FEATURE_SECONDS,
+                  OUTPUT_FEATURE_SHARE * budget.seconds))
 
 
 def ensembles_seconds(state: RunState) -> float:
@@ -162,7 +165,7 @@ class _Run:
                                        # its trial's cap applies once it runs
                                        ready=partial(self._network_ready, True),
                                        prepare=partial(search.prepare_networks, state),
-                                       prepare_seconds=search.prepare_seconds, costly_first_fold=True))
+                                       prepare_seconds=partial(search.prepare_seconds, state), costly_first_fold=True))
             else:
                 self.scheduler.add(self._slice_job(0.005, required=True))
 
@@ -308,7 +311,7 @@ class _Run:
         return Job(search.network_id(self.state, trial), self.family, self._step("net"),
                    search.network_cost(self.state, trial, least=True), lambda pace: self._rank_network(trial, pace),
                    cap=self._cap(), prepare=partial(search.prepare_networks, self.state),
-                   prepare_seconds=search.prepare_seconds, costly_first_fold=True)
+                   prepare_seconds=partial(search.prepare_seconds, self.state), costly_first_fold=True)
 
     def _claim_next(self) -> TrialRecord | None:
         """The best completed network configuration not queued for ranking yet, marked queued."""
@@ -403,7 +406,7 @@ class _Run:
             # is left, even where the queue's last jobs ran into the time kept for them.
             stacks = Job("ensembles", ENSEMBLE_ALGO, 0, ensembles_seconds(state),
                          lambda pace: ensembles.build_ensembles(state) or None, required=True)
-            if state.budget.left() > ensembles_seconds(state) + OUTPUT_SECONDS:
+            if state.budget.left() > ensembles_seconds(state) + state.budget.end_seconds(OUTPUT_SECONDS):
                 end.run(stacks)
             else:
                 end.add(stacks)

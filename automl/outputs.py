@@ -164,7 +164,8 @@ def _explain(state: RunState, board: pd.DataFrame, preds: dict[str, np.ndarray],
     if state.schema.task != "image":
         importance = permutation_importance(state.leader, state.x, state.y, list(state.protocol.folds), state.metric,
                                             state.schema.task, n_repeats=3, seed=state.config.seed,
-                                            deadline=state.budget.deadline - REPORT_SECONDS)
+                                            deadline=state.budget.deadline
+                                            - state.budget.end_seconds(REPORT_SECONDS))
         write_csv(importance, out / "feature_importance.csv")
     params = None
     if any(t.family == state.family for t in state.trials):  # the network search's study (GBM's aside)

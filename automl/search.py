@@ -93,8 +93,9 @@ DEFAULT_NUMBER = -1
 #: epoch before any measurement (1 layer of 32 units at batch 32, 2 cores: 20 epochs took 0.9 s on 614 rows, 1.6 s
 #: on 5,000, 8 s on 40,000).
 FIT_SECONDS, TRACE_SECONDS, DEFAULT_ROW_EPOCH_SECONDS = 0.45, 0.6, 1.2e-5
-#: TensorFlow's import in the run's process beside a search worker (2 cores): 4.7-5.6 s in 30 s runs.
-IMPORT_SECONDS = 5.0
+#: TensorFlow's import in the run's process beside a search worker (2 cores), on the reference machine
+#: (``automl.budget.PROBE_REFERENCE_SECONDS``): 8-11 s in 30 s runs; 4.7-5.6 s on a machine 2.3 times as fast.
+IMPORT_SECONDS = 11.0
 #: Bumped when a space changes meaning: a study searched over another space is not resumed.
 SPACE_VERSION = 1
 
@@ -337,9 +338,9 @@ def _row_scale(state: RunState) -> float:
     return max(1.0, min(len(state.protocol.folds[0][0]), MAX_REFIT_ROWS) / len(_search_rows(state)[0]))
 
 
-def prepare_seconds() -> float:
+def prepare_seconds(state: RunState) -> float:
     """Seconds :func:`prepare_networks` still takes: TensorFlow's import, where this process has not made it."""
-    return 0.0 if "keras" in sys.modules else IMPORT_SECONDS
+    return 0.0 if "keras" in sys.modules else IMPORT_SECONDS * state.budget.slowness
 
 
 def prepare_networks(state: RunState) -> None:

@@ -19,7 +19,7 @@ import pandas as pd
 
 from automl import data as data_mod
 from automl import devices
-from automl.budget import Budget
+from automl.budget import Budget, measure_slowness
 from automl.config import RunConfig
 from automl.engines import TrialRecord
 from automl.errors import InputError
@@ -126,10 +126,12 @@ def start(config: RunConfig, data: str | pd.DataFrame | data_mod.Dataset | None 
     config = config.replace(dataset=None if config.dataset is None else config.source.shown,
                             max_runtime_secs=budget_s, project=project, started_at=config.started_at or time.time(),
                             output_dir=config.output_dir or str(Path(os.environ.get(RUNS_DIR_ENV) or "runs") / project))
-    budget = Budget.since_wall_time(budget_s, float(config.started_at or time.time()))
+    budget = Budget.since_wall_time(budget_s, float(config.started_at or time.time()), slowness=measure_slowness())
     shape = (f"{len(ds.images)} images of {ds.images.shape[1:]}" if ds.images is not None
              else f"{ds.frame.shape[0]} rows, {ds.frame.shape[1]} columns")
     events.add("ingest", f"{ds.source}: {shape}, target {ds.target!r}, fingerprint {ds.fingerprint}")
+    events.add("ingest", f"machine: fixed work takes {budget.slowness:.2f} times the reference machine's time; the "
+                         "estimates of the run's end and of TensorFlow's import follow it")
     if ds.provenance.get("kind") in ("folder", "glob", "sql") or ds.provenance.get("date_column"):
         events.add("ingest", describe(ds.provenance))
     frame = ds.frame[ds.frame[ds.target].notna()].reset_index(drop=True)

@@ -346,3 +346,45 @@ def test_a_network_whose_best_was_its_glm_start_is_ranked_and_refit_for_the_epoc
     assert [t.number for t in best_configurations(state, "mlp", [started, unvalidated])] == [0]
     assert _target_epochs(started) == EPOCH_CHUNK * PATIENCE_CHUNKS and _target_epochs(unvalidated) == 0
     assert _refit_epochs(started, epoch_seconds=0.1, available=100.0) == EPOCH_CHUNK * PATIENCE_CHUNKS
+
+
+def test_the_ends_estimate_follows_the_machines_speed_and_keeps_its_fixed_seconds():
+    """On a machine 2.3 times as fast as the reference, every 30 s run had ended at 84-95 % of its budget: the end
+    took 0.4-0.8 of its estimate. Its fixed part (the flow's last calls, the exit) does not speed up."""
+    fast, reference = Budget(30, slowness=0.43), Budget(30)
+    assert reference.end_seconds(3.0) == 3.0
+    assert fast.end_seconds(3.0) == pytest.approx(budget_mod.EXIT_SECONDS + 0.43 * (3.0 - budget_mod.EXIT_SECONDS))
+    assert fast.end_seconds(1.0) == reference.end_seconds(1.0) == 1.0  # all of it fixed
+    assert Budget(30, slowness=2.0).end_seconds(3.0) > 3.0
+
+
+def test_the_machines_slowness_is_its_probes_time_over_the_references_within_bounds():
+    reference = budget_mod.PROBE_REFERENCE_SECONDS
+    assert budget_mod.measure_slowness(lambda: reference / 2) == pytest.approx(0.5)
+    assert budget_mod.measure_slowness(lambda: reference * 100) == budget_mod.MAX_SLOWNESS  # busy for a moment
+    assert budget_mod.measure_slowness(lambda: 0.0) == budget_mod.MIN_SLOWNESS
+    # The real probe on this machine: a few milliseconds of work, the best of its repeats.
+    seconds = budget_mod.probe_seconds()
+    assert 0.0 < seconds < 1.0
+    assert budget_mod.MIN_SLOWNESS <= budget_mod.measure_slowness() <= budget_mod.MAX_SLOWNESS
+
+
+def test_the_outputs_and_tensorflows_import_are_estimated_at_the_machines_pace(monkeypatch):
+    import sys
+
+    from automl import jobs, search
+    from automl.config import RunConfig
+    from automl.state import start
+
+    state = start(RunConfig.from_options(dataset="diabetes", max_runtime_secs=30, verbose=False))
+    assert "machine: fixed work takes" in " ".join(e["message"] for e in state.events.rows)
+    state.budget = Budget(30, slowness=1.0)
+    features = len(state.schema.features)
+    assert jobs.outputs_seconds(state) == pytest.approx(
+        jobs.OUTPUT_SECONDS + jobs.OUTPUT_SECONDS_PER_MODEL * 4 + jobs.OUTPUT_SECONDS_PER_FEATURE * features)
+    reference = jobs.outputs_seconds(state)
+    state.budget = Budget(30, slowness=0.43)
+    assert jobs.outputs_seconds(state) == pytest.approx(
+        budget_mod.EXIT_SECONDS + 0.43 * (reference - budget_mod.EXIT_SECONDS))
+    monkeypatch.delitem(sys.modules, "keras", raising=False)  # this process has not imported TensorFlow yet
+    assert search.prepare_seconds(state) == pytest.approx(0.43 * search.IMPORT_SECONDS)
