@@ -397,6 +397,8 @@ class _Run:
     def finish(self) -> None:
         """Stack, refit, collect a background search still running; record the ledger and the run's CPU use."""
         state = self.state
+        self._log("info", f"queue ended with {state.budget.left():.1f}s left, {end_seconds(state):.1f}s of it kept "
+                          f"for the end (machine slowness {state.budget.slowness:.2f})")
         # The end's own queue: the level-1 stacks, a level-2 stack if it fits, the refits of the leader's members
         # (they read the leader), each kept time for by the run's queue (end_seconds).
         end = Scheduler(state.budget, lambda: outputs_seconds(state), self._log)
