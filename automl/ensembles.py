@@ -79,7 +79,9 @@ class Metalearner:
         start = np.full(m + 1, 1.0 / m)
         start[-1] = 0.0
         bounds = [(0.0, None)] * m + [(None, None)]
-        result = minimize(self._loss, start, args=(z, y), method="L-BFGS-B", bounds=bounds)
+        # The gradient is given: L-BFGS-B may step a hair outside a bound, where scipy's finite differences
+        # refuse the point ("`x0` violates bound constraints": mpls_stops' StackedEnsemble_AllModels at 120 s).
+        result = minimize(self._loss, start, args=(z, y), method="L-BFGS-B", bounds=bounds, jac=self._gradient)
         self.weights_, self.intercept_ = result.x[:-1], float(result.x[-1])
         if self.task == "multiclass":  # a blend of probabilities: only the weights' shares matter
             total = self.weights_.sum()
@@ -94,6 +96,25 @@ class Metalearner:
         # towards 0 (to ~1e-6) without changing the blend.
         shares = w if self.task == "binary" else w / max(float(w.sum()), _EPS)
         return float(-np.mean(np.log(np.clip(p_true, _EPS, 1.0))) + self.alpha * np.sum(shares**2))
+
+    def _gradient(self, theta: np.ndarray, z: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """:meth:`_loss`'s gradient in ``theta`` (rows whose probability is clipped contribute none)."""
+        w, b = theta[:-1], theta[-1]
+        p = self._combine(z, w, b)
+        rows = np.arange(len(y))
+        p_true = p[:, 1] * y + p[:, 0] * (1 - y) if self.task == "binary" else p[rows, y]
+        kept = (p_true > _EPS) / len(y)
+        if self.task == "binary":  # d(-log p_true)/d(logit) = p1 - y
+            residual = (p[:, 1] - y) * kept
+            return np.append(z.T @ residual + 2 * self.alpha * w, residual.sum())
+        total = float(w.sum())
+        if total <= 0:
+            return np.zeros_like(theta)
+        shares = w / total
+        # In the shares, then through shares = w / total.
+        by_share = -(z[rows, :, y] / np.maximum(p_true, _EPS)[:, None] * kept[:, None]).sum(axis=0)
+        by_share += 2 * self.alpha * shares
+        return np.append((by_share - by_share @ shares) / total, 0.0)
 
     def _combine(self, z: np.ndarray, w: np.ndarray, b: float) -> np.ndarray:
         if self.task == "binary":

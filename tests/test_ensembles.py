@@ -40,6 +40,29 @@ def test_metalearner_weights_are_non_negative_and_ignore_a_bad_base():
     assert meta.weights_[0] > 0.5 and meta.weights_[1] == pytest.approx(0.0, abs=1e-6)
 
 
+@pytest.mark.parametrize("task", ["binary", "multiclass"])
+def test_the_metalearners_gradient_is_its_losss(task):
+    """L-BFGS-B gets the gradient: its finite differences had refused a point a hair outside a bound ("`x0`
+    violates bound constraints", a stack of mpls_stops at 120 s)."""
+    from scipy.optimize import approx_fprime
+
+    rng = np.random.default_rng(1)
+    k = 2 if task == "binary" else 3
+    y = rng.integers(0, k, 400)
+    preds = []
+    for noise in (1.0, 2.0, 4.0):
+        logits = 2 * np.eye(k)[y] + rng.normal(scale=noise, size=(400, k))
+        e = np.exp(logits - logits.max(axis=1, keepdims=True))
+        preds.append(e / e.sum(axis=1, keepdims=True))
+    meta = Metalearner(task)
+    z = meta._features(preds)
+    for theta in (np.array([0.3, 0.2, 0.5, 0.1]), np.array([1.0, 0.0, 2.0, -0.4])):
+        numeric = approx_fprime(theta, meta._loss, 1e-7, z, y)
+        if task == "multiclass":
+            numeric[-1] = 0.0  # a blend of probabilities has no intercept
+        assert np.allclose(meta._gradient(theta, z, y), numeric, atol=1e-5)
+
+
 def test_multiclass_metalearner_weights_are_shares_that_favour_the_better_bases():
     # Its L2 term once shrank every weight to ~1e-6 (the blend is normalised, so nothing stopped it).
     rng = np.random.default_rng(0)
