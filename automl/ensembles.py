@@ -81,40 +81,37 @@ class Metalearner:
         bounds = [(0.0, None)] * m + [(None, None)]
         # The gradient is given: L-BFGS-B may step a hair outside a bound, where scipy's finite differences
         # refuse the point ("`x0` violates bound constraints": mpls_stops' StackedEnsemble_AllModels at 120 s).
-        result = minimize(self._loss, start, args=(z, y), method="L-BFGS-B", bounds=bounds, jac=self._gradient)
+        result = minimize(self._objective, start, args=(z, y), method="L-BFGS-B", bounds=bounds, jac=True)
         self.weights_, self.intercept_ = result.x[:-1], float(result.x[-1])
         if self.task == "multiclass":  # a blend of probabilities: only the weights' shares matter
             total = self.weights_.sum()
             self.weights_ = self.weights_ / total if total > 0 else np.full(m, 1.0 / m)
         return self
 
-    def _loss(self, theta: np.ndarray, z: np.ndarray, y: np.ndarray) -> float:
-        w, b = theta[:-1], theta[-1]
-        p = self._combine(z, w, b)
-        p_true = p[:, 1] * y + p[:, 0] * (1 - y) if self.task == "binary" else p[np.arange(len(y)), y]
-        # A multiclass blend is normalised: the penalty is on the shares too, or it would shrink every weight
-        # towards 0 (to ~1e-6) without changing the blend.
-        shares = w if self.task == "binary" else w / max(float(w.sum()), _EPS)
-        return float(-np.mean(np.log(np.clip(p_true, _EPS, 1.0))) + self.alpha * np.sum(shares**2))
-
-    def _gradient(self, theta: np.ndarray, z: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """:meth:`_loss`'s gradient in ``theta`` (rows whose probability is clipped contribute none)."""
+    def _objective(self, theta: np.ndarray, z: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+        """The blend's penalised log loss at ``theta`` and its gradient (rows whose probability is clipped
+        contribute none to it), from one blend of the rows."""
         w, b = theta[:-1], theta[-1]
         p = self._combine(z, w, b)
         rows = np.arange(len(y))
         p_true = p[:, 1] * y + p[:, 0] * (1 - y) if self.task == "binary" else p[rows, y]
         kept = (p_true > _EPS) / len(y)
+        nll = float(-np.mean(np.log(np.clip(p_true, _EPS, 1.0))))
         if self.task == "binary":  # d(-log p_true)/d(logit) = p1 - y
             residual = (p[:, 1] - y) * kept
-            return np.append(z.T @ residual + 2 * self.alpha * w, residual.sum())
+            return nll + self.alpha * float(np.sum(w**2)), np.append(z.T @ residual + 2 * self.alpha * w,
+                                                                     residual.sum())
+        # A multiclass blend is normalised: the penalty is on the shares too, or it would shrink every weight
+        # towards 0 (to ~1e-6) without changing the blend.
         total = float(w.sum())
+        shares = w / max(total, _EPS)
+        loss = nll + self.alpha * float(np.sum(shares**2))
         if total <= 0:
-            return np.zeros_like(theta)
-        shares = w / total
+            return loss, np.zeros_like(theta)
         # In the shares, then through shares = w / total.
         by_share = -(z[rows, :, y] / np.maximum(p_true, _EPS)[:, None] * kept[:, None]).sum(axis=0)
         by_share += 2 * self.alpha * shares
-        return np.append((by_share - by_share @ shares) / total, 0.0)
+        return loss, np.append((by_share - by_share @ shares) / total, 0.0)
 
     def _combine(self, z: np.ndarray, w: np.ndarray, b: float) -> np.ndarray:
         if self.task == "binary":

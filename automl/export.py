@@ -27,7 +27,7 @@ from automl.io import atomic_dir, atomic_write_text
 from automl.preprocess import Schema
 from automl.training import KerasNetwork
 
-__all__ = ["save_model", "load_model", "link_tree", "FORMAT_VERSION"]
+__all__ = ["save_model", "load_model", "link_tree", "fitted_models", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1
 _PACKAGES = ("automl", "scikit-learn", "pandas", "numpy", "tensorflow", "keras", "optuna")
@@ -71,11 +71,10 @@ def save_model(model: Model, path: Path, evaluation: Mapping[str, Any], extra: d
                 else:
                     raise ValueError(f"base model {base.model_id} of {model.model_id} is not saved under {saved}; "
                                      "save the bases first, with their metrics from the same evaluation")
-        for i, fold in enumerate(getattr(model, "folds", ())):
-            _save_fold(fold, tmp / f"fold_{i}")
+        for name, fold in fitted_models(model):
+            _save_fold(fold, tmp / name)
         full = getattr(model, "full", None)
         if full is not None:
-            _save_fold(full, tmp / "full")
             layout["refit_rows"] = model.params.get("refit_rows")
         card = {
             "format": FORMAT_VERSION, "model_id": model.model_id, "algo": model.algo,
@@ -90,6 +89,13 @@ def save_model(model: Model, path: Path, evaluation: Mapping[str, Any], extra: d
             **(extra or {}),
         }
         atomic_write_text(tmp / "model.json", json.dumps(card, indent=1, default=str))
+
+
+def fitted_models(model: Model) -> list[tuple[str, FoldModel]]:
+    """The fitted models a save writes, each with its folder's name: every fold's, then the refit on all rows."""
+    fits = [(f"fold_{i}", fold) for i, fold in enumerate(getattr(model, "folds", ()))]
+    full = getattr(model, "full", None)
+    return fits + ([("full", full)] if full is not None else [])
 
 
 def _save_fold(fold: FoldModel, folder: Path) -> None:

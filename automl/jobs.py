@@ -23,6 +23,7 @@ from automl import boosting, ensembles, refit, search
 from automl.config import ENSEMBLE_ALGO
 from automl.devices import usable_cores
 from automl.engines import TrialRecord
+from automl.export import fitted_models
 from automl.ranking import evaluate_candidate
 from automl.reference import reference_portfolio
 from automl.schedule import Job, JobCutShort, Pace, Scheduler
@@ -107,8 +108,7 @@ def outputs_seconds(state: RunState) -> float:
     """Seconds the outputs should take: export, the leader's importances, the report."""
     features = len(state.schema.features) if state.schema.task != "image" else 0
     # The stacks to come hard-link their bases: each saves its metalearner, as one fitted model.
-    fitted = sum(len(getattr(e.model, "folds", ())) + (getattr(e.model, "full", None) is not None)
-                 or 1 for e in state.evaluated) + 3
+    fitted = sum(len(fitted_models(e.model)) or 1 for e in state.evaluated) + 3
     budget = state.budget
     return (budget.end_seconds(OUTPUT_SECONDS) + OUTPUT_SECONDS_PER_FITTED * fitted
             + min(budget.slowness * OUTPUT_SECONDS_PER_FEATURE * features, OUTPUT_FEATURE_SECONDS,
